@@ -1,0 +1,49 @@
+//! The storage layer's one error type.
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed row does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or business rule held by the database refused the change. The code is an API error code
+    /// (`email_taken`, `username_taken`, `last_admin`).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database cannot be reached, or no connection became free in time.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL: expected postgres://, postgresql:// or sqlite:")]
+    InvalidUrl,
+    /// A migration failed.
+    #[error("migration failed")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// Anything else: a bug or a broken database. Its text is for logs, never for clients.
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+}
+
+/// Unique indexes whose violation means a known conflict, and the API code each one stands for. PostgreSQL reports
+/// the index name; SQLite reports `table.column` for plain indexes and `index 'name'` for expression indexes.
+const UNIQUE_CONFLICTS: &[(&str, &str)] =
+    &[("users_email_key", "email_taken"), ("users.email", "email_taken"), ("users_username_key", "username_taken")];
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable(err)
+            }
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                let name = db.constraint().map(str::to_owned).unwrap_or_else(|| db.message().to_owned());
+                match UNIQUE_CONFLICTS.iter().find(|(key, _)| name.contains(key)) {
+                    Some((_, code)) => Self::Conflict(code),
+                    None => Self::Other(err),
+                }
+            }
+            _ => Self::Other(err),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! banksim's storage: one [`Store`] trait, one implementation per backend.
+//!
+//! - [`postgres`]: PostgreSQL with a connection pool, for production and many instances.
+//! - [`sqlite`]: an embedded SQLite file (WAL, one writer), the default that needs no other service.
+//!
+//! Each backend carries its own versioned migrations (`migrations/<backend>/`), applied by [`Store::migrate`].
+//! Every backend passes the same conformance suite (`tests/conformance.rs`).
+
+pub mod error;
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use banksim_core::user::User;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use model::{
+    Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserCursor, UserListQuery, UserPage,
+};
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL, pooled.
+    Postgres,
+    /// Embedded SQLite.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend's name for logs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// Everything banksim keeps. One method per use case; each documents its contract, which every backend keeps.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this is.
+    fn backend(&self) -> Backend;
+
+    /// Applies every migration not yet applied. Safe to call on every start, and from several instances at once.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Closes the connections, waiting for those in use to be returned.
+    async fn close(&self);
+
+    /// Inserts a user. Fails with `Conflict("email_taken")` or `Conflict("username_taken")` (both compared
+    /// case-insensitively).
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+
+    /// The user with this id, active or not.
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+
+    /// The user with this (lower-case) email and their password hash, active or not.
+    async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError>;
+
+    /// One page of users in registration order, with the total count matching the filter.
+    async fn list_users(&self, query: UserListQuery) -> Result<UserPage, StoreError>;
+
+    /// How many active admins there are.
+    async fn count_active_admins(&self) -> Result<u64, StoreError>;
+
+    /// Applies `changes` to a user and returns the result. Fails with `NotFound`, `Conflict("email_taken")`,
+    /// `Conflict("username_taken")`, or `Conflict("last_admin")` when the change would leave no active admin; the
+    /// last-admin check and the change are one atomic step, so two admins demoting each other at once cannot both
+    /// succeed. Deactivating a user here also revokes all their refresh tokens.
+    async fn update_user(&self, id: Uuid, changes: UserChanges, now: DateTime<Utc>) -> Result<User, StoreError>;
+
+    /// Stores a new refresh token (its hash).
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;
+
+    /// Spends the refresh token with hash `presented` and, atomically, stores its successor (hash `successor`,
+    /// expiring at `expires_at`) in the same family for the same user.
+    ///
+    /// A token works once: presenting a spent token again revokes its whole family ([`RefreshOutcome::Reused`]).
+    /// Unknown, expired and revoked tokens, and tokens of inactive users, give [`RefreshOutcome::Invalid`].
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8],
+        successor: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError>;
+
+    /// Revokes the family of the refresh token with hash `presented`, if it belongs to `user_id`. Returns whether
+    /// such a token exists (revoking an already revoked family again is fine).
+    async fn revoke_refresh_family(
+        &self,
+        presented: &[u8],
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Opens the store that `url` names: `postgres://…` / `postgresql://…`, or `sqlite:…` (a file path; created with
+/// its folder when missing).
+pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, options).await?))
+    } else {
+        Err(StoreError::InvalidUrl)
+    }
+}
+
+/// Tuning shared by the backends.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectOptions {
+    /// Most connections to keep open (PostgreSQL; SQLite's readers).
+    pub pool_size: u32,
+    /// How long to wait for a free connection before answering `Unavailable`.
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self { pool_size: 16, acquire_timeout: std::time::Duration::from_secs(5) }
+    }
+}

@@ -1,0 +1,284 @@
+//! The PostgreSQL backend: a connection pool, migrations in `migrations/postgres/`.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use banksim_core::user::{Role, User};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::model::{
+    Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
+};
+use crate::{Backend, ConnectOptions, Store, StoreError};
+
+/// Serialises the changes that could remove the last active admin (an arbitrary, fixed advisory-lock key).
+const LAST_ADMIN_LOCK_KEY: i64 = 0x6261_6e6b_7369_6d01;
+
+const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, updated_at";
+
+/// A [`Store`] on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Opens a pool to `url`. Connections are made lazily, so a database that is down at start makes `ping` and
+    /// `migrate` fail rather than this call.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect);
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool, for tests and tools.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let sql = format!(
+            "INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, true, $6, $6) RETURNING {USER_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(user.id)
+            .bind(&user.username)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(user.role.as_str())
+            .bind(user.now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(user_from_row(&row)?)
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1");
+        let row = sqlx::query(&sql).bind(email).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Credentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? }))
+    }
+
+    async fn list_users(&self, query: UserListQuery) -> Result<UserPage, StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE is_active OR $1")
+            .bind(query.include_inactive)
+            .fetch_one(&self.pool)
+            .await?;
+        let (after_at, after_id) = query.after.map(|c| (c.created_at, c.id)).unzip();
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE (is_active OR $1) AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+             ORDER BY created_at, id LIMIT $4 OFFSET $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(query.include_inactive)
+            .bind(after_at)
+            .bind(after_id)
+            .bind(i64::from(query.limit))
+            .bind(if query.after.is_some() { 0 } else { offset_i64(query.offset) })
+            .fetch_all(&self.pool)
+            .await?;
+        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(UserPage::new(users, total, query.limit))
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND is_active")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn update_user(&self, id: Uuid, changes: UserChanges, now: DateTime<Utc>) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if changes.may_remove_an_admin() {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LAST_ADMIN_LOCK_KEY).execute(&mut *tx).await?;
+            let others: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND is_active AND id <> $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let target = find_user_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+            if target.role == Role::Admin && target.is_active && others == 0 {
+                return Err(StoreError::Conflict("last_admin"));
+            }
+        }
+        let sql = format!(
+            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
+                 role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6
+             WHERE id = $1 RETURNING {USER_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(&changes.username)
+            .bind(&changes.email)
+            .bind(changes.role.map(Role::as_str))
+            .bind(changes.is_active)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if changes.is_active == Some(false) {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let user = user_from_row(&row)?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        insert_refresh_token(&self.pool, &token).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8],
+        successor: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.used_at, t.revoked_at, u.is_active
+             FROM refresh_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = $1 FOR UPDATE OF t",
+        )
+        .bind(presented)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(RefreshOutcome::Invalid) };
+        let family_id: Uuid = row.try_get("family_id")?;
+        let user_id: Uuid = row.try_get("user_id")?;
+        let revoked_at: Option<DateTime<Utc>> = row.try_get("revoked_at")?;
+        let used_at: Option<DateTime<Utc>> = row.try_get("used_at")?;
+        let presented_expires_at: DateTime<Utc> = row.try_get("expires_at")?;
+        let is_active: bool = row.try_get("is_active")?;
+        if revoked_at.is_some() {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        if used_at.is_some() {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+                .bind(family_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if presented_expires_at <= now || !is_active {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1")
+            .bind(row.try_get::<Uuid, _>("id")?)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let next = NewRefreshToken {
+            id: Uuid::new_v4(),
+            family_id,
+            user_id,
+            token_hash: successor.to_vec(),
+            issued_at: now,
+            expires_at,
+        };
+        insert_refresh_token(&mut *tx, &next).await?;
+        tx.commit().await?;
+        Ok(RefreshOutcome::Rotated { user_id })
+    }
+
+    async fn revoke_refresh_family(
+        &self,
+        presented: &[u8],
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let family: Option<Uuid> =
+            sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
+                .bind(presented)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(family) = family else { return Ok(false) };
+        sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+            .bind(family)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+}
+
+async fn insert_refresh_token<'c, E>(executor: E, token: &NewRefreshToken) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'c, Database = Postgres>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(token.id)
+    .bind(token.family_id)
+    .bind(token.user_id)
+    .bind(&token.token_hash)
+    .bind(token.issued_at)
+    .bind(token.expires_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn find_user_in(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    Ok(row.as_ref().map(user_from_row).transpose()?)
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        role: parse_role(row.try_get("role")?)?,
+        is_active: row.try_get("is_active")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -1,0 +1,311 @@
+//! The embedded SQLite backend: one file in WAL mode, migrations in `migrations/sqlite/`.
+//!
+//! SQLite allows one writer at a time, so writes go through a pool of exactly one connection: they queue in
+//! the pool instead of failing with `SQLITE_BUSY`, and a read-then-write transaction can never be interleaved with
+//! another writer. Reads use a separate pool and, thanks to WAL, never wait for the writer.
+//!
+//! Instants are stored as integer microseconds since the Unix epoch (see the migration).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use banksim_core::user::{Role, User};
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::model::{
+    Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
+};
+use crate::{Backend, ConnectOptions, Store, StoreError};
+
+/// How long a connection waits for a lock held by another process (e.g. `banksim admin` next to a server).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, updated_at";
+
+/// A [`Store`] on an SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it, and its folder, when missing) the database file that `url` names (`sqlite:path`).
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
+        let base = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::InvalidUrl)?
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL makes a commit durable before it is acknowledged, also against power loss.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        if let Some(folder) = base.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(base.clone().create_if_missing(true))
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.pool_size.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(base.read_only(true));
+        Ok(Self { writer, reader })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/sqlite").run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let sql = format!(
+            "INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6) RETURNING {USER_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(user.id)
+            .bind(&user.username)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(user.role.as_str())
+            .bind(micros(user.now))
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(user_from_row(&row)?)
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_optional(&self.reader).await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1");
+        let row = sqlx::query(&sql).bind(email).fetch_optional(&self.reader).await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Credentials { user: user_from_row(&row)?, password_hash: row.try_get("password_hash")? }))
+    }
+
+    async fn list_users(&self, query: UserListQuery) -> Result<UserPage, StoreError> {
+        let total: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE is_active OR $1")
+            .bind(query.include_inactive)
+            .fetch_one(&self.reader)
+            .await?;
+        let (after_at, after_id) = query.after.map(|c| (micros(c.created_at), c.id)).unzip();
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users
+             WHERE (is_active OR $1) AND ($2 IS NULL OR (created_at, id) > ($2, $3))
+             ORDER BY created_at, id LIMIT $4 OFFSET $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(query.include_inactive)
+            .bind(after_at)
+            .bind(after_id)
+            .bind(i64::from(query.limit))
+            .bind(if query.after.is_some() { 0 } else { offset_i64(query.offset) })
+            .fetch_all(&self.reader)
+            .await?;
+        let users = rows.iter().map(user_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(UserPage::new(users, total, query.limit))
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND is_active")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(count.unsigned_abs())
+    }
+
+    async fn update_user(&self, id: Uuid, changes: UserChanges, now: DateTime<Utc>) -> Result<User, StoreError> {
+        // The single writer connection serialises this whole transaction against every other write.
+        let mut tx = self.writer.begin().await?;
+        let target = find_user_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
+        if changes.may_remove_an_admin() && target.role == Role::Admin && target.is_active {
+            let others: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND is_active AND id <> $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if others == 0 {
+                return Err(StoreError::Conflict("last_admin"));
+            }
+        }
+        let sql = format!(
+            "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
+                 role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6
+             WHERE id = $1 RETURNING {USER_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(&changes.username)
+            .bind(&changes.email)
+            .bind(changes.role.map(Role::as_str))
+            .bind(changes.is_active)
+            .bind(micros(now))
+            .fetch_one(&mut *tx)
+            .await?;
+        if changes.is_active == Some(false) {
+            sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let user = user_from_row(&row)?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        insert_refresh_token(&self.writer, &token).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8],
+        successor: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query(
+            "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.used_at, t.revoked_at, u.is_active
+             FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
+        )
+        .bind(presented)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(RefreshOutcome::Invalid) };
+        let family_id: Uuid = row.try_get("family_id")?;
+        let user_id: Uuid = row.try_get("user_id")?;
+        if row.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            revoke_family(&mut tx, family_id, now).await?;
+            tx.commit().await?;
+            return Ok(RefreshOutcome::Reused);
+        }
+        if row.try_get::<i64, _>("expires_at")? <= micros(now) || !row.try_get::<bool, _>("is_active")? {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1")
+            .bind(row.try_get::<Uuid, _>("id")?)
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await?;
+        let next = NewRefreshToken {
+            id: Uuid::new_v4(),
+            family_id,
+            user_id,
+            token_hash: successor.to_vec(),
+            issued_at: now,
+            expires_at,
+        };
+        insert_refresh_token(&mut *tx, &next).await?;
+        tx.commit().await?;
+        Ok(RefreshOutcome::Rotated { user_id })
+    }
+
+    async fn revoke_refresh_family(
+        &self,
+        presented: &[u8],
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let family: Option<Uuid> =
+            sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
+                .bind(presented)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(family) = family else { return Ok(false) };
+        revoke_family(&mut tx, family, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+async fn insert_refresh_token<'c, E>(executor: E, token: &NewRefreshToken) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, issued_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(token.id)
+    .bind(token.family_id)
+    .bind(token.user_id)
+    .bind(&token.token_hash)
+    .bind(micros(token.issued_at))
+    .bind(micros(token.expires_at))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+async fn revoke_family(tx: &mut Transaction<'_, Sqlite>, family: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn find_user_in(tx: &mut Transaction<'_, Sqlite>, id: Uuid) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await?;
+    Ok(row.as_ref().map(user_from_row).transpose()?)
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        role: parse_role(row.try_get("role")?)?,
+        is_active: row.try_get("is_active")?,
+        created_at: instant(row.try_get("created_at")?)?,
+        updated_at: instant(row.try_get("updated_at")?)?,
+    })
+}
+
+/// An instant as stored: microseconds since the Unix epoch.
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// A stored instant back as a date-time.
+fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| sqlx::Error::Decode(format!("instant out of range: {micros}").into()))
+}

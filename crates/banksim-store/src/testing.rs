@@ -1,0 +1,86 @@
+//! Fresh, isolated databases for tests, on every backend this machine offers.
+//!
+//! SQLite always runs (a new file in a temporary folder per test). PostgreSQL runs when `TEST_DATABASE_URL` is set:
+//! each test gets its own schema in that database, named by a UUID, reached through the connection's
+//! `search_path`, so tests run in parallel without seeing each other's rows.
+
+use std::io::Write;
+use std::sync::Once;
+
+use sqlx::Connection;
+use uuid::Uuid;
+
+use crate::Backend;
+
+/// The variable that points the tests at a PostgreSQL server.
+pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
+
+/// The backends to run each test against: SQLite, plus PostgreSQL when `TEST_DATABASE_URL` is set.
+///
+/// The first call says which ones on the terminal (bypassing the test harness's output capture), so a test run
+/// always shows whether PostgreSQL was covered.
+pub fn backends() -> Vec<Backend> {
+    static ANNOUNCE: Once = Once::new();
+    let postgres = std::env::var(TEST_DATABASE_URL).is_ok_and(|url| !url.is_empty());
+    let backends = if postgres { vec![Backend::Sqlite, Backend::Postgres] } else { vec![Backend::Sqlite] };
+    ANNOUNCE.call_once(|| {
+        let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
+        let hint = if postgres { "" } else { " (set TEST_DATABASE_URL to add postgres)" };
+        let _ = writeln!(std::io::stderr(), "banksim test backends: {}{hint}", names.join(", "));
+    });
+    backends
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// The connection URL the code under test should use.
+    pub url: String,
+    backend: Backend,
+    schema: Option<String>,
+    _folder: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// Makes a new, empty (unmigrated) database on `backend`.
+    ///
+    /// # Panics
+    /// When the database cannot be created: a test cannot go on without it.
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let folder = tempfile::tempdir().expect("create a temporary folder");
+                let url = format!("sqlite:{}", folder.path().join("banksim.db").display());
+                Self { url, backend, schema: None, _folder: Some(folder) }
+            }
+            Backend::Postgres => {
+                let base = postgres_url();
+                let schema = format!("test_{}", Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to TEST_DATABASE_URL");
+                sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create schema");
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+                Self { url, backend, schema: Some(schema), _folder: None }
+            }
+        }
+    }
+
+    /// The backend this database lives on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Removes the database. Call it when the test passed; a failed test leaves its schema for inspection (the
+    /// SQLite folder goes either way).
+    pub async fn remove(self) {
+        if let Some(schema) = &self.schema {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
+                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await;
+            }
+        }
+    }
+}
+
+fn postgres_url() -> String {
+    std::env::var(TEST_DATABASE_URL).expect("TEST_DATABASE_URL is set")
+}
