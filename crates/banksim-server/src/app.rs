@@ -1,0 +1,105 @@
+//! The application: its shared state, and how it starts and stops.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use banksim_core::{Clock, SystemClock};
+use banksim_store::{ConnectOptions, Store};
+use tokio::net::TcpListener;
+
+use crate::auth::{PasswordHasher, TokenIssuer};
+use crate::config::Config;
+use crate::router;
+use crate::service::users::UserDirectory;
+
+/// Everything a request handler may need, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The one source of "now".
+    pub clock: Arc<dyn Clock>,
+    /// Access-token issuer and verifier.
+    pub tokens: Arc<TokenIssuer>,
+    /// Password hashing.
+    pub passwords: PasswordHasher,
+    /// Users by id, cached briefly for the token checks.
+    pub users: UserDirectory,
+}
+
+impl AppState {
+    /// Builds the state on an open store.
+    pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let secret = config.jwt_secret_bytes()?;
+        let tokens = TokenIssuer::new(&secret, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl());
+        let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)
+            .map_err(|e| anyhow::anyhow!("ARGON2_MEMORY_KIB/ARGON2_ITERATIONS: {e}"))?;
+        let users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
+        Ok(Self { store, config: Arc::new(config), clock, tokens: Arc::new(tokens), passwords, users })
+    }
+}
+
+/// Opens the configured database and applies its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let options = ConnectOptions { pool_size: config.database_pool_size, ..ConnectOptions::default() };
+    let store = banksim_store::connect(&config.database_url(), options).await?;
+    store.ping().await.with_context(|| format!("connecting to the {} database", store.backend().name()))?;
+    store.migrate().await.context("applying database migrations")?;
+    Ok(store)
+}
+
+/// Builds the application on the configured database: opens it, migrates it, and creates the first admin when
+/// `BANKSIM_ADMIN_EMAIL` asks for one.
+pub async fn build(config: Config) -> anyhow::Result<AppState> {
+    config.validate()?;
+    let store = open_store(&config).await?;
+    let state = AppState::new(config, store, Arc::new(SystemClock))?;
+    crate::service::users::bootstrap_admin(&state).await?;
+    Ok(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish and closes the
+/// database.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let app = router::build(state);
+    tracing::info!(addr = %listener.local_addr()?, backend = store.backend().name(), "banksim listening");
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    store.close().await;
+    tracing::info!("banksim stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,89 @@
+//! Who is calling: extractors that check the bearer token and the user's current state.
+
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use banksim_core::user::{Role, User};
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+
+/// An authenticated, active user. Rejects a request without a valid access token with 401.
+///
+/// The token's signature and claims are checked first; then the user's current state (active? which role?) is read
+/// through a short-lived cache, so a deactivated user is refused within seconds and a demoted admin loses their
+/// rights as quickly, whatever their token still says.
+#[derive(Debug, Clone)]
+pub struct AuthUser(pub User);
+
+/// An authenticated active admin: 401 without a valid token, 403 `insufficient_permissions` for other roles.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub User);
+
+/// An optional caller: `None` without an `Authorization` header, but a *bad* token is still rejected.
+#[derive(Debug, Clone)]
+pub struct MaybeAuthUser(pub Option<User>);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?.ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized).with_message("missing access token (Authorization: Bearer …)")
+        })?;
+        authenticate(state, token).await.map(Self)
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        match bearer_token(parts)? {
+            Some(token) => authenticate(state, token).await.map(|user| Some(Self(user))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for MaybeAuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user = <AuthUser as OptionalFromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        Ok(Self(user.map(|AuthUser(user)| user)))
+    }
+}
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let AuthUser(user) = <AuthUser as FromRequestParts<AppState>>::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ErrorCode::InsufficientPermissions.into());
+        }
+        Ok(Self(user))
+    }
+}
+
+/// The bearer token of the `Authorization` header, if there is such a header; a header of another scheme is an
+/// error, not an anonymous request.
+fn bearer_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let invalid = || ApiError::new(ErrorCode::Unauthorized).with_message("expected Authorization: Bearer <token>");
+    let value = value.to_str().map_err(|_| invalid())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(invalid());
+    }
+    Ok(Some(token.trim()))
+}
+
+async fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
+    let claims = state.tokens.verify_access(token)?;
+    match state.users.find_cached(claims.user_id).await? {
+        Some(user) if user.is_active => Ok(user),
+        _ => Err(ApiError::new(ErrorCode::Unauthorized).with_message("account is deactivated")),
+    }
+}

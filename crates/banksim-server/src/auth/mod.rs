@@ -1,0 +1,10 @@
+//! Authentication: password hashing, access tokens, refresh tokens, and the extractors that let handlers ask
+//! "who is calling?".
+
+mod extract;
+mod password;
+mod tokens;
+
+pub use extract::{AdminUser, AuthUser, MaybeAuthUser};
+pub use password::PasswordHasher;
+pub use tokens::{AccessClaims, RefreshToken, TokenIssuer, TokenKind};

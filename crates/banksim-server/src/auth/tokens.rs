@@ -1,0 +1,224 @@
+//! Access tokens (JWT, HS256) and refresh tokens (random, stored hashed).
+
+use banksim_core::user::{Role, User};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorCode};
+
+/// Allowed clock difference between issuer and verifier, in seconds.
+const CLOCK_LEEWAY_SECS: u64 = 5;
+/// Random bytes in a refresh token (256 bits).
+const REFRESH_TOKEN_BYTES: usize = 32;
+
+/// What a token is for; only `access` tokens authorise API calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Authorises API calls for a short time.
+    Access,
+    /// Obtains new tokens. (Ours are opaque, but a JWT claiming to be one must still be refused.)
+    Refresh,
+}
+
+/// The claims of an access token, as API.md lists them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The user's id (also in `sub`).
+    pub user_id: Uuid,
+    /// The user's name when the token was issued.
+    pub username: String,
+    /// The user's email when the token was issued.
+    pub email: String,
+    /// The user's role when the token was issued (the server checks the current one).
+    pub role: Role,
+    /// Must be `access`.
+    #[serde(rename = "type")]
+    pub kind: TokenKind,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Subject: the user id.
+    pub sub: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Not valid before, Unix seconds.
+    pub nbf: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// Unique token id.
+    pub jti: Uuid,
+}
+
+/// Issues and checks access tokens with one pinned algorithm (HS256), issuer and audience.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    access_ttl: chrono::Duration,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer").field("issuer", &self.issuer).field("audience", &self.audience).finish()
+    }
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `secret`.
+    pub fn new(secret: &[u8], issuer: &str, audience: &str, access_ttl: std::time::Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_LEEWAY_SECS;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            access_ttl: chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::minutes(15)),
+        }
+    }
+
+    /// Seconds an access token lives (`expires_in`).
+    pub fn access_ttl_secs(&self) -> i64 {
+        self.access_ttl.num_seconds()
+    }
+
+    /// A signed access token for `user`, issued at `now`.
+    pub fn issue_access(&self, user: &User, now: DateTime<Utc>) -> Result<String, ApiError> {
+        let claims = AccessClaims {
+            user_id: user.id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+            role: user.role,
+            kind: TokenKind::Access,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user.id.to_string(),
+            exp: (now + self.access_ttl).timestamp(),
+            nbf: now.timestamp(),
+            iat: now.timestamp(),
+            jti: Uuid::new_v4(),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims with this issuer's key (tests use it to forge expired or mistyped tokens).
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, ApiError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(ApiError::internal)
+    }
+
+    /// The claims of a valid access token: signed by us with HS256, unexpired, for our issuer and audience, of
+    /// type `access`. Anything else is `unauthorized` (or `token_expired`).
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, ApiError> {
+        let data =
+            jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => ApiError::new(ErrorCode::TokenExpired),
+                    _ => ApiError::new(ErrorCode::Unauthorized).with_message("invalid access token"),
+                }
+            })?;
+        if data.claims.kind != TokenKind::Access || data.claims.sub != data.claims.user_id.to_string() {
+            return Err(ApiError::new(ErrorCode::Unauthorized).with_message("not an access token"));
+        }
+        Ok(data.claims)
+    }
+}
+
+/// A new refresh token: the text handed to the client once, and the hash that is stored.
+#[derive(Debug, Clone)]
+pub struct RefreshToken {
+    /// URL-safe text of 256 random bits.
+    pub token: String,
+    /// SHA-256 of `token`.
+    pub hash: Vec<u8>,
+}
+
+impl RefreshToken {
+    /// A fresh random token.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; REFRESH_TOKEN_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let token = URL_SAFE_NO_PAD.encode(bytes);
+        let hash = Self::hash(&token);
+        Self { token, hash }
+    }
+
+    /// The stored form of a presented token.
+    pub fn hash(token: &str) -> Vec<u8> {
+        Sha256::digest(token.as_bytes()).to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> TokenIssuer {
+        TokenIssuer::new(&[7u8; 32], "banksim", "banksim-api", std::time::Duration::from_secs(900))
+    }
+
+    fn user() -> User {
+        let now = Utc::now();
+        User {
+            id: Uuid::new_v4(),
+            username: "sefa".into(),
+            email: "sefa@example.com".into(),
+            role: Role::User,
+            is_active: true,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn an_issued_token_verifies_with_its_claims() {
+        let user = user();
+        let token = issuer().issue_access(&user, Utc::now()).expect("issue");
+        let claims = issuer().verify_access(&token).expect("verify");
+        assert_eq!(claims.user_id, user.id);
+        assert_eq!(claims.kind, TokenKind::Access);
+        assert_eq!(claims.exp - claims.iat, 900);
+    }
+
+    #[test]
+    fn tokens_of_another_key_issuer_or_audience_are_refused() {
+        let token = issuer().issue_access(&user(), Utc::now()).expect("issue");
+        let ttl = std::time::Duration::from_secs(900);
+        for other in [
+            TokenIssuer::new(&[8u8; 32], "banksim", "banksim-api", ttl),
+            TokenIssuer::new(&[7u8; 32], "evil", "banksim-api", ttl),
+            TokenIssuer::new(&[7u8; 32], "banksim", "other-api", ttl),
+        ] {
+            assert_eq!(other.verify_access(&token).expect_err("refused").code(), ErrorCode::Unauthorized);
+        }
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_as_expired() {
+        let token = issuer().issue_access(&user(), Utc::now() - chrono::Duration::hours(1)).expect("issue");
+        assert_eq!(issuer().verify_access(&token).expect_err("expired").code(), ErrorCode::TokenExpired);
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hash_stably() {
+        let (a, b) = (RefreshToken::generate(), RefreshToken::generate());
+        assert_ne!(a.token, b.token);
+        assert_eq!(RefreshToken::hash(&a.token), a.hash);
+        assert_eq!(a.hash.len(), 32);
+    }
+}

@@ -1,0 +1,340 @@
+//! The one configuration struct, read from environment variables (or the matching command-line flags) and
+//! validated before anything starts.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+
+/// Shortest JWT secret accepted, in bytes: HS256 needs a key at least as long as its output.
+pub const JWT_SECRET_BYTES_MIN: usize = 32;
+/// File in the data folder that keeps the development JWT secret across restarts.
+const DEV_SECRET_FILE: &str = "jwt-secret";
+
+/// Where banksim runs: development favours convenience, production refuses unsafe settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Environment {
+    /// Local development: a JWT secret is generated when missing, demo data may be seeded.
+    Dev,
+    /// Production: a strong `JWT_SECRET` is required, demo seeding is refused.
+    Prod,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Human-readable lines, for a terminal.
+    Text,
+}
+
+/// Every setting of banksim. Each is read from the environment variable named in its `env`, or from its flag.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// TCP port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Database URL: `postgres://…` or `sqlite:path`. Default: the embedded SQLite file `<DATA_DIR>/banksim.db`.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Older name of `DATABASE_URL`, read when that one is unset.
+    #[arg(long, env = "DB_URL", value_name = "DB_URL", hide = true)]
+    pub db_url: Option<SecretString>,
+
+    /// Most database connections per instance.
+    #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: u32,
+
+    /// Folder for the embedded database and the development JWT secret.
+    #[arg(long, env = "DATA_DIR", value_name = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// `dev` or `prod`.
+    #[arg(long = "env", env = "ENV", value_name = "ENV", value_enum, default_value = "dev")]
+    pub environment: Environment,
+
+    /// HS256 signing key for access tokens, at least 32 bytes. Required in prod; in dev one is generated once and
+    /// kept in the data folder.
+    #[arg(long, env = "JWT_SECRET", value_name = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// `iss` claim of access tokens.
+    #[arg(long, env = "JWT_ISSUER", value_name = "JWT_ISSUER", default_value = "banksim")]
+    pub jwt_issuer: String,
+
+    /// `aud` claim of access tokens.
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE", default_value = "banksim-api")]
+    pub jwt_audience: String,
+
+    /// Lifetime of an access token, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", value_name = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u32,
+
+    /// Lifetime of a refresh token, in seconds (default 7 days).
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", value_name = "REFRESH_TOKEN_TTL_SECS", default_value_t = 604_800)]
+    pub refresh_token_ttl_secs: u32,
+
+    /// Browser origins allowed by CORS, comma-separated (`https://app.example.com,http://localhost:3000`), or
+    /// `*` for any. Empty: no cross-origin access.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_name = "ALLOWED_ORIGINS", default_value = "", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Email of the first admin, created at start when no active admin exists (with `BANKSIM_ADMIN_PASSWORD`).
+    #[arg(long, env = "BANKSIM_ADMIN_EMAIL", value_name = "BANKSIM_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+
+    /// Password of that first admin.
+    #[arg(long, env = "BANKSIM_ADMIN_PASSWORD", value_name = "BANKSIM_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<SecretString>,
+
+    /// Username of that first admin.
+    #[arg(long, env = "BANKSIM_ADMIN_USERNAME", value_name = "BANKSIM_ADMIN_USERNAME", default_value = "admin")]
+    pub admin_username: String,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", value_name = "BODY_LIMIT_BYTES", default_value_t = 256 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Longest a request may take before it is answered 503, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", value_name = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u32,
+
+    /// How long a user's active state and role are cached when checking access tokens, in milliseconds. Bounds
+    /// how long a deactivated user's token keeps working on other instances.
+    #[arg(long, env = "USER_CACHE_TTL_MS", value_name = "USER_CACHE_TTL_MS", default_value_t = 2_000)]
+    pub user_cache_ttl_ms: u64,
+
+    /// Argon2id memory cost, in KiB (OWASP: 19456).
+    #[arg(long, env = "ARGON2_MEMORY_KIB", value_name = "ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+
+    /// Argon2id iterations (OWASP: 2).
+    #[arg(long, env = "ARGON2_ITERATIONS", value_name = "ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+
+    /// `json` (default) or `text`.
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// A setting that stops the start, naming its variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self { variable, message: message.into() }
+    }
+}
+
+impl Config {
+    /// The defaults, as if no variable were set: the base of tests and tools.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        // Parsing an empty command line can only fail on a broken default, which the unit tests catch.
+        let parsed = <Defaults as clap::Parser>::try_parse_from(["banksim"]);
+        parsed.map(|d| d.config).unwrap_or_else(|e| panic!("built-in configuration defaults are invalid: {e}"))
+    }
+
+    /// The database to use: `DATABASE_URL`, else `DB_URL`, else the embedded SQLite file in the data folder.
+    pub fn database_url(&self) -> String {
+        [&self.database_url, &self.db_url]
+            .into_iter()
+            .flatten()
+            .map(|url| url.expose_secret().to_owned())
+            .find(|url| !url.is_empty())
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("banksim.db").display()))
+    }
+
+    /// Lifetime of an access token.
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs.into())
+    }
+
+    /// Lifetime of a refresh token.
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs.into())
+    }
+
+    /// Longest a request may take.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.into())
+    }
+
+    /// Checks the settings that clap cannot check alone. Run before anything starts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url();
+        if !["postgres://", "postgresql://", "sqlite:"].iter().any(|scheme| url.starts_with(scheme)) {
+            let variable = if self.database_url.is_some() { "DATABASE_URL" } else { "DB_URL" };
+            return Err(ConfigError::new(variable, "must start with postgres://, postgresql:// or sqlite:"));
+        }
+        if self.environment == Environment::Prod {
+            let secret = self.jwt_secret.as_ref().map(|s| s.expose_secret().len()).unwrap_or(0);
+            if secret < JWT_SECRET_BYTES_MIN {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    format!("must be set to at least {JWT_SECRET_BYTES_MIN} bytes when ENV=prod"),
+                ));
+            }
+        } else if let Some(secret) = &self.jwt_secret
+            && secret.expose_secret().len() < JWT_SECRET_BYTES_MIN
+        {
+            return Err(ConfigError::new("JWT_SECRET", format!("must be at least {JWT_SECRET_BYTES_MIN} bytes")));
+        }
+        for origin in self.allowed_origins.iter().filter(|o| !o.is_empty() && *o != "*") {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                return Err(ConfigError::new(
+                    "ALLOWED_ORIGINS",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        let positive = [
+            ("ACCESS_TOKEN_TTL_SECS", u64::from(self.access_token_ttl_secs)),
+            ("REFRESH_TOKEN_TTL_SECS", u64::from(self.refresh_token_ttl_secs)),
+            ("REQUEST_TIMEOUT_SECS", u64::from(self.request_timeout_secs)),
+            ("DATABASE_POOL_SIZE", u64::from(self.database_pool_size)),
+            ("BODY_LIMIT_BYTES", self.body_limit_bytes as u64),
+        ];
+        if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::new(variable, "must be greater than 0"));
+        }
+        if argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, 1, None).is_err() {
+            return Err(ConfigError::new("ARGON2_MEMORY_KIB", "Argon2 parameters out of range (memory ≥ 8 KiB)"));
+        }
+        match (&self.admin_email, &self.admin_password) {
+            (Some(_), None) => Err(ConfigError::new("BANKSIM_ADMIN_PASSWORD", "must be set with BANKSIM_ADMIN_EMAIL")),
+            (None, Some(_)) => Err(ConfigError::new("BANKSIM_ADMIN_EMAIL", "must be set with BANKSIM_ADMIN_PASSWORD")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The JWT signing key: `JWT_SECRET`, or in dev the secret kept in the data folder (generated on first use).
+    pub fn jwt_secret_bytes(&self) -> Result<Vec<u8>, ConfigError> {
+        if let Some(secret) = &self.jwt_secret {
+            return Ok(secret.expose_secret().as_bytes().to_vec());
+        }
+        if self.environment == Environment::Prod {
+            return Err(ConfigError::new("JWT_SECRET", "must be set when ENV=prod"));
+        }
+        dev_secret(&self.data_dir)
+            .map_err(|e| ConfigError::new("DATA_DIR", format!("cannot keep the dev JWT secret there: {e}")))
+    }
+}
+
+/// Reads the development secret from the data folder, creating it (readable by the owner only) on first use.
+fn dev_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    let path = data_dir.join(DEV_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(hex) if hex.trim().len() >= JWT_SECRET_BYTES_MIN * 2 => return Ok(hex.trim().as_bytes().to_vec()),
+        Ok(_) => tracing::warn!(path = %path.display(), "dev JWT secret too short; generating a new one"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 48];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, &hex)?;
+    Ok(hex.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::defaults()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_the_embedded_database() {
+        let config = config();
+        config.validate().expect("defaults validate");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.database_url(), "sqlite:./data/banksim.db");
+    }
+
+    #[test]
+    fn db_url_is_read_when_database_url_is_unset() {
+        let config = Config { db_url: Some("postgres://db/x".into()), ..config() };
+        assert_eq!(config.database_url(), "postgres://db/x");
+        let both = Config { database_url: Some("postgres://a/x".into()), ..config };
+        assert_eq!(both.database_url(), "postgres://a/x");
+    }
+
+    #[test]
+    fn prod_needs_a_strong_jwt_secret() {
+        let prod = Config { environment: Environment::Prod, ..config() };
+        assert_eq!(prod.validate().expect_err("no secret").variable, "JWT_SECRET");
+        let weak = Config { jwt_secret: Some("short".into()), ..prod.clone() };
+        assert_eq!(weak.validate().expect_err("weak").variable, "JWT_SECRET");
+        let strong = Config { jwt_secret: Some("x".repeat(32).into()), ..prod };
+        strong.validate().expect("strong secret");
+    }
+
+    #[test]
+    fn wrong_values_name_their_variable() {
+        let bad_url = Config { database_url: Some("mysql://x".into()), ..config() };
+        assert_eq!(bad_url.validate().expect_err("url").variable, "DATABASE_URL");
+        let bad_origin = Config { allowed_origins: vec!["example.com".into()], ..config() };
+        assert_eq!(bad_origin.validate().expect_err("origin").variable, "ALLOWED_ORIGINS");
+        let zero_ttl = Config { access_token_ttl_secs: 0, ..config() };
+        assert_eq!(zero_ttl.validate().expect_err("ttl").variable, "ACCESS_TOKEN_TTL_SECS");
+        let half_admin = Config { admin_email: Some("a@b.co".into()), ..config() };
+        assert_eq!(half_admin.validate().expect_err("admin").variable, "BANKSIM_ADMIN_PASSWORD");
+    }
+
+    #[test]
+    fn the_dev_secret_is_generated_once_and_kept() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let config = Config { data_dir: folder.path().to_path_buf(), ..config() };
+        let first = config.jwt_secret_bytes().expect("secret");
+        assert!(first.len() >= JWT_SECRET_BYTES_MIN);
+        assert_eq!(config.jwt_secret_bytes().expect("secret"), first);
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config {
+            jwt_secret: Some("super-secret-value-that-is-long-enough".into()),
+            database_url: Some("postgres://app:hunter2@db/bank".into()),
+            ..config()
+        };
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("super-secret") && !debug.contains("hunter2"), "{debug}");
+    }
+}

@@ -1,0 +1,351 @@
+//! The server's one error type, [`ApiError`], and the catalogue of stable error codes, [`ErrorCode`].
+//!
+//! Every error a client sees goes through [`ApiError`]'s `IntoResponse`, which writes the envelope of API.md:
+//! `{"error", "code", "error_code", "request_id", "errors"?}`. Internal details (SQL, driver errors) are logged,
+//! never sent.
+
+use std::borrow::Cow;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use banksim_core::{CoreError, FieldError};
+use banksim_store::StoreError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::context;
+
+/// Every error code a client can receive. The HTTP status of each is fixed here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// A body field is invalid (auth, user-update and schedule routes): see `errors`.
+    ValidationFailed,
+    /// The body is not JSON at all.
+    MalformedJson,
+    /// A query or path parameter is invalid: see `errors`.
+    InvalidParameter,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The body exceeds the configured limit.
+    PayloadTooLarge,
+    /// No or an invalid access token.
+    Unauthorized,
+    /// The access token has expired: refresh it.
+    TokenExpired,
+    /// Login failed (unknown email, wrong password or inactive user: the answer is the same).
+    InvalidCredentials,
+    /// The refresh token is unknown, expired or revoked.
+    InvalidRefreshToken,
+    /// A spent refresh token was presented again: its whole family is now revoked.
+    RefreshTokenReused,
+    /// The caller's role does not allow this.
+    InsufficientPermissions,
+    /// No route at this path.
+    NotFound,
+    /// No user with this id.
+    UserNotFound,
+    /// The route exists, but not for this method (see `Allow`).
+    MethodNotAllowed,
+    /// Another user has this email.
+    EmailTaken,
+    /// Another user has this username.
+    UsernameTaken,
+    /// The change would leave no active admin.
+    LastAdmin,
+    /// The request took longer than the configured timeout.
+    RequestTimeout,
+    /// A dependency (the database) is unavailable: retry later.
+    ServiceUnavailable,
+    /// A bug or an unexpected failure; details are in the server's log under the request id.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// Every code, for the catalogue in the OpenAPI spec and for tests.
+    pub const ALL: [Self; 20] = [
+        Self::ValidationFailed,
+        Self::MalformedJson,
+        Self::InvalidParameter,
+        Self::UnsupportedMediaType,
+        Self::PayloadTooLarge,
+        Self::Unauthorized,
+        Self::TokenExpired,
+        Self::InvalidCredentials,
+        Self::InvalidRefreshToken,
+        Self::RefreshTokenReused,
+        Self::InsufficientPermissions,
+        Self::NotFound,
+        Self::UserNotFound,
+        Self::MethodNotAllowed,
+        Self::EmailTaken,
+        Self::UsernameTaken,
+        Self::LastAdmin,
+        Self::RequestTimeout,
+        Self::ServiceUnavailable,
+        Self::InternalError,
+    ];
+
+    /// The HTTP status that goes with the code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedJson | Self::InvalidParameter => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized
+            | Self::TokenExpired
+            | Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::RefreshTokenReused => StatusCode::UNAUTHORIZED,
+            Self::InsufficientPermissions => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::UserNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::EmailTaken | Self::UsernameTaken | Self::LastAdmin => StatusCode::CONFLICT,
+            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable snake_case id clients match on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ValidationFailed => "validation_failed",
+            Self::MalformedJson => "malformed_json",
+            Self::InvalidParameter => "invalid_parameter",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Unauthorized => "unauthorized",
+            Self::TokenExpired => "token_expired",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidRefreshToken => "invalid_refresh_token",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InsufficientPermissions => "insufficient_permissions",
+            Self::NotFound => "not_found",
+            Self::UserNotFound => "user_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::EmailTaken => "email_taken",
+            Self::UsernameTaken => "username_taken",
+            Self::LastAdmin => "last_admin",
+            Self::RequestTimeout => "request_timeout",
+            Self::ServiceUnavailable => "service_unavailable",
+            Self::InternalError => "internal_error",
+        }
+    }
+
+    /// A default human message, used when the error site has nothing more specific to say.
+    pub fn default_message(self) -> &'static str {
+        match self {
+            Self::ValidationFailed => "request validation failed",
+            Self::MalformedJson => "request body is not valid JSON",
+            Self::InvalidParameter => "invalid request parameter",
+            Self::UnsupportedMediaType => "expected a JSON body with Content-Type: application/json",
+            Self::PayloadTooLarge => "request body is too large",
+            Self::Unauthorized => "missing or invalid access token",
+            Self::TokenExpired => "access token has expired",
+            Self::InvalidCredentials => "invalid email or password",
+            Self::InvalidRefreshToken => "invalid or expired refresh token",
+            Self::RefreshTokenReused => "refresh token was already used; its session has been revoked",
+            Self::InsufficientPermissions => "insufficient permissions",
+            Self::NotFound => "resource not found",
+            Self::UserNotFound => "user not found",
+            Self::MethodNotAllowed => "method not allowed",
+            Self::EmailTaken => "email is already registered",
+            Self::UsernameTaken => "username is already taken",
+            Self::LastAdmin => "the last active admin cannot be demoted, deactivated or deleted",
+            Self::RequestTimeout => "request timed out",
+            Self::ServiceUnavailable => "service temporarily unavailable",
+            Self::InternalError => "internal server error",
+        }
+    }
+
+    /// The code whose status is `status`, for error answers made outside our handlers (the framework's 405,
+    /// a timeout layer's 503, …). Unlisted statuses map to the generic code of their class.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            StatusCode::FORBIDDEN => Self::InsufficientPermissions,
+            StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
+            status if status.is_client_error() => Self::InvalidParameter,
+            _ => Self::InternalError,
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// An error answer. Built from a code, optionally with a better message, field errors, or (for internal errors)
+/// the cause to log.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: Cow<'static, str>,
+    fields: Vec<FieldError>,
+    cause: Option<String>,
+}
+
+impl ApiError {
+    /// An error with the code's default message.
+    pub fn new(code: ErrorCode) -> Self {
+        Self { code, message: Cow::Borrowed(code.default_message()), fields: Vec::new(), cause: None }
+    }
+
+    /// Replaces the human message.
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// A `validation_failed` error listing every invalid field.
+    pub fn validation(fields: Vec<FieldError>) -> Self {
+        Self { fields, ..Self::new(ErrorCode::ValidationFailed) }
+    }
+
+    /// An `invalid_parameter` error about one query or path parameter.
+    pub fn parameter(field: &str, message: impl Into<String>) -> Self {
+        Self { fields: vec![FieldError::new(field, message)], ..Self::new(ErrorCode::InvalidParameter) }
+    }
+
+    /// A 500 whose cause is logged (with the request id) but never sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::InternalError) }
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        Self::new(code)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match err {
+            CoreError::Validation(fields) => Self::validation(fields),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::new(ErrorCode::NotFound),
+            StoreError::Conflict("email_taken") => Self::new(ErrorCode::EmailTaken),
+            StoreError::Conflict("username_taken") => Self::new(ErrorCode::UsernameTaken),
+            StoreError::Conflict("last_admin") => Self::new(ErrorCode::LastAdmin),
+            StoreError::Unavailable(cause) => {
+                Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::ServiceUnavailable) }
+            }
+            other => Self::internal(error_chain(&other)),
+        }
+    }
+}
+
+/// An error and all its sources, for the log.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The error body of every failed request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    #[schema(example = "insufficient permissions")]
+    pub error: String,
+    /// The HTTP status, repeated.
+    #[schema(example = 403)]
+    pub code: u16,
+    /// The stable machine-readable code.
+    #[schema(example = "insufficient_permissions")]
+    pub error_code: &'static str,
+    /// The request's id (also in `X-Request-ID`); quote it when reporting a problem.
+    pub request_id: String,
+    /// Every invalid field, for validation errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FieldErrorSchema>)]
+    pub errors: Vec<FieldError>,
+}
+
+/// One invalid field.
+#[derive(ToSchema)]
+#[expect(dead_code, reason = "documents the shape of banksim_core::FieldError in the OpenAPI spec")]
+pub struct FieldErrorSchema {
+    /// The field's name.
+    field: String,
+    /// What is wrong with it.
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        self.render(status)
+    }
+}
+
+impl ApiError {
+    /// Writes the envelope with `status`: the code's own, or the original status of a framework answer whose
+    /// status has no code of its own.
+    pub(crate) fn render(self, status: StatusCode) -> Response {
+        match (&self.cause, status) {
+            (Some(cause), StatusCode::INTERNAL_SERVER_ERROR) => {
+                tracing::error!(error.code = self.code.as_str(), error.cause = %cause, "request failed")
+            }
+            (Some(cause), _) => tracing::warn!(error.code = self.code.as_str(), error.cause = %cause, "request failed"),
+            (None, _) => {}
+        }
+        let body = ErrorBody {
+            error: self.message.into_owned(),
+            code: status.as_u16(),
+            error_code: self.code.as_str(),
+            request_id: context::current_request_id(),
+            errors: self.fields,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_unique_snake_case_id_and_an_error_status() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let id = code.as_str();
+            assert!(seen.insert(id), "{id} is used twice");
+            assert!(id.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{id}");
+            assert!(code.status().is_client_error() || code.status().is_server_error(), "{id}");
+        }
+    }
+
+    #[test]
+    fn store_conflicts_map_to_their_codes() {
+        assert_eq!(ApiError::from(StoreError::Conflict("email_taken")).code(), ErrorCode::EmailTaken);
+        assert_eq!(ApiError::from(StoreError::Conflict("last_admin")).code(), ErrorCode::LastAdmin);
+        assert_eq!(ApiError::from(StoreError::Conflict("unheard_of")).code(), ErrorCode::InternalError);
+    }
+}

@@ -1,0 +1,19 @@
+//! banksim's server: the HTTP API (axum), authentication, configuration and the wiring that starts it all.
+//!
+//! - [`config`]: the one configuration struct.
+//! - [`app`]: the shared state and start/stop.
+//! - [`router`]: every route and layer.
+//! - [`http`]: one module per resource; [`service`]: the use cases behind them; [`auth`]: tokens and passwords.
+//! - [`error`]: the one error type and its HTTP mapping.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod router;
+pub mod service;
+pub mod telemetry;
+
+pub use app::{AppState, build, serve, shutdown_signal};
+pub use config::Config;

@@ -1,0 +1,146 @@
+//! Every route of banksim, and the layers every request passes through. The one place where a route is declared.
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
+use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
+use crate::http::{auth, service, users};
+
+/// The OpenAPI document's fixed parts; the paths come from the routes themselves.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "banksim", description = "A banking simulation API: users, wallets, exact money movement."),
+    paths(service::healthz),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Registration, login and tokens"),
+        (name = "users", description = "The caller, and user administration (admin)"),
+        (name = "service", description = "Health and diagnostics"),
+    )
+)]
+struct ApiDoc;
+
+/// Declares the `bearer` security scheme that protected routes refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The routes and their OpenAPI document, before layers and state.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new().merge(auth::routes()).merge(users::routes()).merge(service::routes());
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The whole application.
+pub fn build(state: AppState) -> Router {
+    build_with(state, Router::new())
+}
+
+/// The whole application with `extra` routes under the same layers (tests add failing routes this way).
+pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
+    let (router, api) = routes().split_for_parts();
+    let config = state.config.clone();
+    router
+        .route("/healthz", any(service::healthz))
+        .merge(extra)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(
+            ServiceBuilder::new()
+                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(log_response))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(cors(&config))
+                .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
+        )
+        // Outermost: ids and error envelopes for everything inside, the trace span included.
+        .layer(middleware::from_fn(context::request_context))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound)
+}
+
+fn request_span(request: &Request) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let ids = request.extensions().get::<RequestIds>();
+    tracing::info_span!(
+        "request",
+        http.method = %request.method(),
+        http.route = route,
+        request_id = ids.map_or("", |ids| ids.request_id.as_str()),
+        trace_id = ids.map_or("", |ids| ids.trace_id.as_str()),
+    )
+}
+
+fn log_response<B>(response: &Response<B>, latency: std::time::Duration, _span: &tracing::Span) {
+    let status = response.status().as_u16();
+    let duration_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::warn!(http.status = status, duration_ms, "request finished");
+    } else {
+        tracing::info!(http.status = status, duration_ms, "request finished");
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {message}")).into_response()
+}
+
+/// CORS for the configured origins only.
+fn cors(config: &Config) -> CorsLayer {
+    let origins: Vec<&String> = config.allowed_origins.iter().filter(|o| !o.is_empty()).collect();
+    let allow_origin = if origins.iter().any(|o| *o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            X_REQUEST_ID.clone(),
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([X_REQUEST_ID.clone(), X_TRACE_ID.clone(), header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
+}

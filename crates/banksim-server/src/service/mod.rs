@@ -1,0 +1,6 @@
+//! The use cases behind the routes: plain async functions on the [`AppState`](crate::app::AppState) that apply
+//! the domain rules, call the store and return domain values or an [`ApiError`](crate::error::ApiError).
+//! Handlers parse and authorise, then call one of these; the CLI calls them too.
+
+pub mod auth;
+pub mod users;

@@ -1,0 +1,129 @@
+//! The `banksim` command: serve the API (the default), migrate the database, create an admin, seed demo users.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use banksim_core::SystemClock;
+use banksim_server::service::users::{self, Registration};
+use banksim_server::{AppState, Config, app, telemetry};
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+
+/// A banking simulation API: users, wallets in several currencies, exact money movement.
+#[derive(Debug, Parser)]
+#[command(name = "banksim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Administer users.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Create sample data.
+    Seed {
+        /// Create the demo users sefa, kerem and admin (password `password123`). Refused when ENV=prod.
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an admin user.
+    Create {
+        /// Email of the new admin.
+        #[arg(long)]
+        email: String,
+        /// Username of the new admin.
+        #[arg(long)]
+        username: String,
+        /// Password of the new admin (8–128 characters). Prefer the BANKSIM_NEW_ADMIN_PASSWORD variable, which
+        /// keeps it out of the shell history and the process list.
+        #[arg(long, env = "BANKSIM_NEW_ADMIN_PASSWORD", hide_env_values = true)]
+        password: SecretString,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.config.log_format);
+    if let Err(err) = cli.config.validate() {
+        eprintln!("banksim: configuration error: {err}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("banksim: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("banksim: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::Migrate => {
+            let store = app::open_store(&cli.config).await?;
+            println!("migrations applied ({})", store.backend().name());
+            store.close().await;
+            Ok(())
+        }
+        Command::Admin { command: AdminCommand::Create { email, username, password } } => {
+            let state = tool_state(cli.config).await?;
+            let registration = Registration::parse(
+                Some(&username),
+                Some(&email),
+                Some(secrecy::ExposeSecret::expose_secret(&password)),
+                Some("admin"),
+            )
+            .map_err(|e| anyhow::anyhow!("invalid admin: {}", users::describe(&e)))?;
+            let admin = users::create(&state, registration)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.code().as_str()))?;
+            println!("admin created: {} ({})", admin.id, admin.email);
+            state.store.close().await;
+            Ok(())
+        }
+        Command::Seed { demo } => {
+            anyhow::ensure!(demo, "nothing to seed: pass --demo");
+            let state = tool_state(cli.config).await?;
+            let created = users::seed_demo(&state).await?;
+            println!("demo users ready ({created} created): sefa, kerem, admin — password {}", users::DEMO_PASSWORD);
+            state.store.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let address = std::net::SocketAddr::new(config.host, config.port);
+    let state = app::build(config).await?;
+    let listener =
+        tokio::net::TcpListener::bind(address).await.with_context(|| format!("PORT: cannot listen on {address}"))?;
+    app::serve(state, listener, app::shutdown_signal()).await
+}
+
+/// The state for one-shot commands: the migrated store, without starting the server.
+async fn tool_state(config: Config) -> anyhow::Result<AppState> {
+    let store = app::open_store(&config).await?;
+    AppState::new(config, store, std::sync::Arc::new(SystemClock))
+}
