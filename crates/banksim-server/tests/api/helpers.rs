@@ -1,0 +1,277 @@
+//! The test harness: spawn the server, talk to it, and make users and tokens quickly.
+
+use std::sync::Arc;
+
+use axum::Router;
+use banksim_core::SystemClock;
+use banksim_server::config::LogFormat;
+use banksim_server::{AppState, Config, router};
+use banksim_store::testing::TestDatabase;
+use banksim_store::{Backend, ConnectOptions};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use banksim_store::testing::backends;
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "correct-horse-battery";
+/// The signing key of test servers (tests forge tokens with it).
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123456789";
+
+/// A running server on a fresh database.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// Which database it runs on.
+    pub backend: Backend,
+    /// The server's state (store, config, token issuer).
+    pub state: AppState,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    database: Option<TestDatabase>,
+    _data_dir: tempfile::TempDir,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct TestResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// The body parsed as JSON (`Value::Null` when empty); every body of ours must be JSON.
+    pub body: Value,
+    /// The raw body text.
+    pub text: String,
+}
+
+impl TestResponse {
+    /// Asserts the error envelope of API.md with this status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, error_code: &str) {
+        assert_eq!(self.status.as_u16(), status, "status of {}", self.text);
+        assert_eq!(self.body["code"], status, "code field of {}", self.text);
+        assert_eq!(self.body["error_code"], error_code, "error_code of {}", self.text);
+        assert!(self.body["error"].as_str().is_some_and(|e| !e.is_empty()), "error text of {}", self.text);
+        let request_id = self.headers.get("x-request-id").and_then(|v| v.to_str().ok());
+        assert_eq!(self.body["request_id"].as_str(), request_id, "request_id of {}", self.text);
+    }
+
+    /// The field names listed in a validation error.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| errors.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A user made for a test, with a fresh access token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// Access token.
+    pub token: String,
+    /// Refresh token.
+    pub refresh_token: String,
+}
+
+impl TestApp {
+    /// A server with the test configuration on a fresh database of `backend`.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}, Router::new()).await
+    }
+
+    /// A server with the test configuration changed by `configure`, with `extra` routes.
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config), extra: Router<AppState>) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let mut app = Self::start(backend, &database.url, configure, extra).await;
+        app.database = Some(database);
+        app
+    }
+
+    /// Another server on the same database as `self` (as a second instance behind a load balancer would be).
+    pub async fn spawn_beside(&self, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start(self.backend, &self.state.config.database_url(), configure, Router::new()).await
+    }
+
+    async fn start(backend: Backend, url: &str, configure: impl FnOnce(&mut Config), extra: Router<AppState>) -> Self {
+        if std::env::var_os("TEST_LOG").is_some() {
+            banksim_server::telemetry::init(LogFormat::Text);
+        }
+        let data_dir = tempfile::tempdir().expect("data dir");
+        let mut config = test_config(url, data_dir.path());
+        configure(&mut config);
+        let options = ConnectOptions { pool_size: config.database_pool_size, ..ConnectOptions::default() };
+        let store = banksim_store::connect(url, options).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let state = AppState::new(config, store, Arc::new(SystemClock)).expect("state");
+        banksim_server::service::users::bootstrap_admin(&state).await.expect("bootstrap admin");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let router = router::build_with(state.clone(), extra);
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async {
+                    let _ = stop.await;
+                })
+                .await
+                .expect("server");
+        });
+        let app = Self {
+            address,
+            backend,
+            state,
+            client: reqwest::Client::new(),
+            shutdown: Some(shutdown),
+            server: Some(server),
+            database: None,
+            _data_dir: data_dir,
+        };
+        app.wait_until_ready().await;
+        app
+    }
+
+    async fn wait_until_ready(&self) {
+        for _ in 0..100 {
+            if self.get("/readyz", None).await.status == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("server did not become ready");
+    }
+
+    /// Stops the server gracefully and removes its database.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+        self.state.store.close().await;
+        if let Some(database) = self.database.take() {
+            database.remove().await;
+        }
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> TestResponse {
+        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+
+    /// Sends a raw request: any body bytes and headers.
+    pub async fn raw(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> TestResponse {
+        let mut request = self.client.request(method, format!("{}{path}", self.address)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+
+    /// GET.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    /// POST with a JSON body.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> TestResponse {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    /// PUT with a JSON body.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> TestResponse {
+        self.request(Method::PUT, path, token, Some(body)).await
+    }
+
+    /// DELETE.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> TestResponse {
+        self.request(Method::DELETE, path, token, None).await
+    }
+
+    /// Registers `username` (`<username>@example.com`, [`PASSWORD`]) and logs in.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let email = format!("{username}@example.com");
+        let body = json!({"username": username, "email": email, "password": PASSWORD});
+        let registered = self.post("/api/v1/auth/register", None, &body).await;
+        assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.text);
+        self.login(&email).await
+    }
+
+    /// An admin, created the way an operator would (`banksim admin create`), logged in.
+    pub async fn admin(&self, username: &str) -> TestUser {
+        let email = format!("{username}@example.com");
+        let registration = banksim_server::service::users::Registration::parse(
+            Some(username),
+            Some(&email),
+            Some(PASSWORD),
+            Some("admin"),
+        )
+        .expect("valid admin");
+        banksim_server::service::users::create(&self.state, registration).await.expect("create admin");
+        self.login(&email).await
+    }
+
+    /// Logs in with [`PASSWORD`].
+    pub async fn login(&self, email: &str) -> TestUser {
+        let response = self.post("/api/v1/auth/login", None, &json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        TestUser {
+            id: response.body["user"]["id"].as_str().expect("id").to_owned(),
+            email: email.to_owned(),
+            token: response.body["access_token"].as_str().expect("access token").to_owned(),
+            refresh_token: response.body["refresh_token"].as_str().expect("refresh token").to_owned(),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+async fn read(response: reqwest::Response) -> TestResponse {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"))
+    };
+    TestResponse { status, headers, body, text }
+}
+
+fn test_config(url: &str, data_dir: &std::path::Path) -> Config {
+    let mut config = Config::defaults();
+    config.host = [127, 0, 0, 1].into();
+    config.port = 0;
+    config.database_url = Some(url.to_owned().into());
+    config.database_pool_size = 8;
+    config.data_dir = data_dir.to_path_buf();
+    config.jwt_secret = Some(JWT_SECRET.to_owned().into());
+    // Cheap hashing: the cost parameters are not under test here.
+    config.argon2_memory_kib = 64;
+    config.argon2_iterations = 1;
+    config.log_format = LogFormat::Text;
+    config
+}

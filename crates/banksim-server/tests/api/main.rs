@@ -1,0 +1,10 @@
+//! Black-box tests: the real server on an ephemeral port, over real HTTP, against a fresh database of every
+//! backend under test (SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set). One binary for all of them.
+
+mod helpers;
+
+mod auth;
+mod http;
+mod service;
+mod tokens;
+mod users;

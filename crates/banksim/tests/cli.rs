@@ -1,0 +1,182 @@
+//! The `banksim` command, run as a user would: configuration errors, migrate, admin create, seed, serve.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use banksim_store::Backend;
+use banksim_store::testing::{TestDatabase, backends};
+
+/// A `banksim` command with a clean environment: only what the test sets.
+fn banksim(data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_banksim"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATA_DIR", data_dir)
+        .env("ARGON2_MEMORY_KIB", "64")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("LOG_FORMAT", "text")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("banksim runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_wrong_setting_stops_the_start_naming_its_variable() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("PORT", "not-a-port")], "PORT"),
+        (&[("ENV", "staging")], "ENV"),
+        (&[("ENV", "prod")], "JWT_SECRET"),
+        (&[("ENV", "prod"), ("JWT_SECRET", "too-short")], "JWT_SECRET"),
+        (&[("DATABASE_URL", "mysql://localhost/bank")], "DATABASE_URL"),
+        (&[("ALLOWED_ORIGINS", "example.com")], "ALLOWED_ORIGINS"),
+    ];
+    for (vars, named) in cases {
+        let output = run(banksim(data.path()).envs(vars.iter().copied()).arg("migrate"));
+        assert!(!output.status.success(), "{vars:?} should fail");
+        assert!(stderr(&output).contains(named), "{vars:?}: {}", stderr(&output));
+    }
+}
+
+/// The database URL for `backend`, and the database itself (kept alive by the caller).
+async fn database(backend: Backend) -> TestDatabase {
+    TestDatabase::create(backend).await
+}
+
+#[tokio::test]
+async fn migrate_admin_create_and_seed_work_on_every_backend() {
+    for backend in backends() {
+        let db = database(backend).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let with_db = |command: &mut Command| {
+            command.env("DATABASE_URL", &db.url);
+        };
+
+        let mut migrate = banksim(data.path());
+        with_db(&mut migrate);
+        let output = run(migrate.arg("migrate"));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(String::from_utf8_lossy(&output.stdout).contains(backend.name()));
+
+        let mut create = banksim(data.path());
+        with_db(&mut create);
+        let output = run(create
+            .args(["admin", "create", "--email", "Root@Example.com", "--username", "root"])
+            .env("BANKSIM_NEW_ADMIN_PASSWORD", "root-password"));
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("root@example.com"));
+
+        let mut invalid = banksim(data.path());
+        with_db(&mut invalid);
+        let output = run(invalid.args(["admin", "create", "--email", "bad", "--username", "x", "--password", "short"]));
+        assert!(!output.status.success());
+        let message = stderr(&output);
+        assert!(message.contains("email") && message.contains("username") && message.contains("password"), "{message}");
+
+        for round in 0..2 {
+            let mut seed = banksim(data.path());
+            with_db(&mut seed);
+            let output = run(seed.args(["seed", "--demo"]));
+            assert!(output.status.success(), "round {round}: {}", stderr(&output));
+            let expected = if round == 0 { "3 created" } else { "0 created" };
+            assert!(String::from_utf8_lossy(&output.stdout).contains(expected), "round {round}");
+        }
+
+        let mut prod = banksim(data.path());
+        with_db(&mut prod);
+        let output = run(prod.args(["seed", "--demo"]).env("ENV", "prod").env("JWT_SECRET", "x".repeat(40)));
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains("prod"), "{}", stderr(&output));
+
+        let store = banksim_store::connect(&db.url, Default::default()).await.expect("connect");
+        let demo = store
+            .find_user("550e8400-e29b-41d4-a716-446655440003".parse().expect("uuid"))
+            .await
+            .expect("find")
+            .expect("the demo admin exists with its fixed id");
+        assert_eq!((demo.username.as_str(), demo.email.as_str()), ("admin", "admin@example.com"));
+        assert_eq!(demo.role, banksim_core::user::Role::Admin);
+        let sefa = store.find_credentials("sefa@example.com").await.expect("find").expect("sefa");
+        assert_eq!(sefa.user.id.to_string(), "550e8400-e29b-41d4-a716-446655440001");
+        store.close().await;
+        db.remove().await;
+    }
+}
+
+/// A running `banksim serve`, stopped (SIGTERM) on drop.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    fn start(mut command: Command) -> Self {
+        let mut child = command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = receiver.recv_timeout(Duration::from_secs(30)).expect("server reports its address");
+        let port = addr.rsplit(':').next().expect("port").to_owned();
+        Self { child, address: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[tokio::test]
+async fn serve_is_the_default_creates_the_first_admin_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut command = banksim(data.path());
+    command.env("BANKSIM_ADMIN_EMAIL", "first@example.com").env("BANKSIM_ADMIN_PASSWORD", "first-password");
+    let mut server = Server::start(command);
+
+    let client = reqwest::Client::new();
+    let health = client.get(format!("{}/healthz", server.address)).send().await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    let login = client
+        .post(format!("{}/api/v1/auth/login", server.address))
+        .json(&serde_json::json!({"email": "first@example.com", "password": "first-password"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 200);
+    let body: serde_json::Value = login.json().await.expect("json");
+    assert_eq!(body["user"]["role"], "admin");
+
+    assert!(data.path().join("banksim.db").exists(), "the embedded database lives in DATA_DIR");
+    assert!(data.path().join("jwt-secret").exists(), "the dev secret is kept in DATA_DIR");
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+}
