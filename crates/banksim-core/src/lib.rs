@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod currency;
 pub mod error;
+pub mod ledger;
 pub mod money;
 pub mod user;
 

@@ -1,0 +1,799 @@
+//! The double-entry ledger's rules: which postings each movement writes, and when a movement is refused.
+//!
+//! Every movement becomes postings whose signed amounts sum to zero per currency:
+//! a credit posts world → user, a debit user → world, a transfer user → user, an exchange user(A) → fx(A) and
+//! fx(B) → user(B), and a rollback posts the inverse of its original. User wallets never go negative; system
+//! accounts (`world`, `fx`) may.
+//!
+//! [`Book`] applies movements to an in-memory view of the accounts they touch, so the storage layer can lock
+//! those accounts once, apply a whole batch of movements in order, and write the results in one commit. Nothing
+//! here does I/O.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::currency::Currency;
+use crate::money::{Money, Rate, convert};
+
+/// The kind of a transaction, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionKind {
+    /// Money enters a wallet from outside the bank.
+    Credit,
+    /// Money leaves a wallet to outside the bank.
+    Debit,
+    /// Money moves between two users' wallets.
+    Transfer,
+    /// Money moves between two currencies of one user.
+    Exchange,
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransactionStatus {
+    /// Posted.
+    Success,
+    /// Refused (kept for records that need it; refused requests are not stored as transactions).
+    Failed,
+    /// Posted, then reversed by a compensating transaction.
+    RolledBack,
+    /// Not posted yet (room for two-phase transfers).
+    Pending,
+}
+
+macro_rules! names {
+    ($type:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $type {
+            /// The API and database name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+        }
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $type {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok(Self::$variant),)+
+                    _ => Err(format!("must be one of: {}", [$($name),+].join(", "))),
+                }
+            }
+        }
+    };
+}
+
+names!(TransactionKind { Credit => "credit", Debit => "debit", Transfer => "transfer", Exchange => "exchange" });
+names!(TransactionStatus {
+    Success => "success",
+    Failed => "failed",
+    RolledBack => "rolled_back",
+    Pending => "pending",
+});
+
+/// An account of the ledger: a user's wallet in one currency, or a system account of one currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AccountKey {
+    /// A user's wallet.
+    User {
+        /// The owner.
+        user_id: Uuid,
+        /// The wallet's currency.
+        currency: Currency,
+    },
+    /// Money entering and leaving the bank.
+    World {
+        /// The account's currency.
+        currency: Currency,
+    },
+    /// The counterpart of exchanges; rounding stays here.
+    Fx {
+        /// The account's currency.
+        currency: Currency,
+    },
+}
+
+impl AccountKey {
+    /// The account's currency.
+    pub fn currency(self) -> Currency {
+        match self {
+            Self::User { currency, .. } | Self::World { currency } | Self::Fx { currency } => currency,
+        }
+    }
+
+    /// The owner of a user wallet.
+    pub fn user_id(self) -> Option<Uuid> {
+        match self {
+            Self::User { user_id, .. } => Some(user_id),
+            _ => None,
+        }
+    }
+
+    /// The account's id, derived from what the account is, so every instance names an account the same way
+    /// without a lookup (UUID v5 in banksim's namespace).
+    pub fn id(self) -> Uuid {
+        let name = match self {
+            Self::User { user_id, currency } => format!("user:{user_id}:{currency}"),
+            Self::World { currency } => format!("world:{currency}"),
+            Self::Fx { currency } => format!("fx:{currency}"),
+        };
+        Uuid::new_v5(&ACCOUNT_NAMESPACE, name.as_bytes())
+    }
+
+    /// An account from its stored parts: kind, owner and currency.
+    pub fn from_parts(kind: &str, user_id: Option<Uuid>, currency: Currency) -> Option<Self> {
+        match (kind, user_id) {
+            ("user", Some(user_id)) => Some(Self::User { user_id, currency }),
+            ("world", None) => Some(Self::World { currency }),
+            ("fx", None) => Some(Self::Fx { currency }),
+            _ => None,
+        }
+    }
+
+    /// `user`, `world` or `fx`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::User { .. } => "user",
+            Self::World { .. } => "world",
+            Self::Fx { .. } => "fx",
+        }
+    }
+}
+
+/// The namespace of account ids (a fixed, random UUID).
+const ACCOUNT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c1e_52a4_4d3c_9f0e_8a7b_2c4d_6e10);
+
+/// An account's state as stored: its id, balance and the number of postings it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountState {
+    /// Stable id.
+    pub id: Uuid,
+    /// What the account is.
+    pub key: AccountKey,
+    /// Balance in minor units.
+    pub balance_minor: i64,
+    /// Postings so far; the next posting gets `version + 1`.
+    pub version: i64,
+}
+
+/// One signed movement on one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    /// The account.
+    pub account: AccountKey,
+    /// Signed minor units of the account's currency: positive in, negative out.
+    pub amount_minor: i64,
+}
+
+/// A money movement asked for by a user (or a schedule, or an admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Movement {
+    /// Money enters `user_id`'s wallet from the world.
+    Credit {
+        /// The receiver.
+        user_id: Uuid,
+        /// A positive amount.
+        amount: Money,
+    },
+    /// Money leaves `user_id`'s wallet to the world.
+    Debit {
+        /// The payer.
+        user_id: Uuid,
+        /// A positive amount.
+        amount: Money,
+    },
+    /// Money moves between two users.
+    Transfer {
+        /// The payer.
+        from_user_id: Uuid,
+        /// The receiver (checked to exist and be active before the movement is queued).
+        to_user_id: Uuid,
+        /// A positive amount.
+        amount: Money,
+    },
+    /// Money moves between two currencies of one user at `rate` (units of `to_currency` per unit of
+    /// `amount`'s currency), rounded down to the target's minor unit.
+    Exchange {
+        /// The user.
+        user_id: Uuid,
+        /// A positive amount in the source currency.
+        amount: Money,
+        /// The target currency.
+        to_currency: Currency,
+        /// The rate used.
+        rate: Rate,
+    },
+    /// The inverse of an earlier transaction.
+    Rollback {
+        /// The transaction to reverse.
+        original_id: Uuid,
+        /// Who asks.
+        actor_id: Uuid,
+        /// Whether they are an admin (admins may reverse anything reversible).
+        actor_is_admin: bool,
+    },
+}
+
+impl Movement {
+    /// The user who starts the movement: the payer, receiver of a credit, or the actor of a rollback.
+    pub fn actor_id(&self) -> Uuid {
+        match self {
+            Self::Credit { user_id, .. } | Self::Debit { user_id, .. } | Self::Exchange { user_id, .. } => *user_id,
+            Self::Transfer { from_user_id, .. } => *from_user_id,
+            Self::Rollback { actor_id, .. } => *actor_id,
+        }
+    }
+}
+
+/// A movement to post, with the id its transaction will have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The id of the transaction this command creates.
+    pub transaction_id: Uuid,
+    /// What to do.
+    pub movement: Movement,
+    /// Free text from the client.
+    pub description: Option<String>,
+}
+
+/// A posted transaction, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Kind (a rollback has its original's kind).
+    pub kind: TransactionKind,
+    /// Status.
+    pub status: TransactionStatus,
+    /// The payer, if any (none for a credit).
+    pub from_user_id: Option<Uuid>,
+    /// The receiver, if any (none for a debit).
+    pub to_user_id: Option<Uuid>,
+    /// The amount moved (source side of an exchange).
+    pub amount: Money,
+    /// The converted amount of an exchange.
+    pub to_amount: Option<Money>,
+    /// The rate of an exchange.
+    pub rate: Option<Rate>,
+    /// Free text.
+    pub description: Option<String>,
+    /// The transaction this one reverses.
+    pub reversal_of: Option<Uuid>,
+    /// The transaction that reversed this one.
+    pub reversed_by: Option<Uuid>,
+    /// When it was posted.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A posting as written: a leg, the account's balance right after it, and its place in the account's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    /// The account's id.
+    pub account_id: Uuid,
+    /// The account.
+    pub account: AccountKey,
+    /// Signed amount.
+    pub amount_minor: i64,
+    /// Balance right after this posting.
+    pub balance_after_minor: i64,
+    /// 1 for the account's first posting, then 2, 3, …
+    pub account_version: i64,
+}
+
+/// An earlier transaction with its legs, loaded so that it can be rolled back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    /// The transaction.
+    pub record: TransactionRecord,
+    /// Its legs.
+    pub legs: Vec<Leg>,
+}
+
+/// Why a movement was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// A wallet holds less than the movement takes out.
+    #[error("insufficient funds")]
+    InsufficientFunds,
+    /// A transfer to oneself.
+    #[error("cannot transfer to yourself")]
+    SelfTransfer,
+    /// An exchange into the same currency.
+    #[error("cannot exchange a currency into itself")]
+    SameCurrency,
+    /// An exchange whose converted amount rounds down to nothing.
+    #[error("the converted amount rounds down to zero")]
+    ConvertsToZero,
+    /// The transaction to roll back does not exist.
+    #[error("transaction not found")]
+    TransactionNotFound,
+    /// The caller may not roll back this transaction.
+    #[error("only an admin or the payer of a debit or transfer may roll it back")]
+    RollbackForbidden,
+    /// The transaction was rolled back already.
+    #[error("transaction was already rolled back")]
+    AlreadyRolledBack,
+    /// A compensating transaction cannot itself be rolled back.
+    #[error("a rollback cannot be rolled back")]
+    NotReversible,
+    /// A balance would leave the range of `i64`.
+    #[error("amount out of range")]
+    Overflow,
+}
+
+impl LedgerError {
+    /// The stable API error code of the refusal.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::SelfTransfer => "self_transfer",
+            Self::SameCurrency => "same_currency",
+            Self::ConvertsToZero => "invalid_amount",
+            Self::TransactionNotFound => "transaction_not_found",
+            Self::RollbackForbidden => "insufficient_permissions",
+            Self::AlreadyRolledBack => "already_rolled_back",
+            Self::NotReversible => "not_reversible",
+            Self::Overflow => "invalid_amount",
+        }
+    }
+}
+
+/// The accounts a batch touches, as locked by the store, with movements applied in memory one by one.
+#[derive(Debug, Default)]
+pub struct Book {
+    accounts: HashMap<AccountKey, AccountState>,
+    originals: HashMap<Uuid, Original>,
+}
+
+/// What applying one command produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The new transaction.
+    pub transaction: TransactionRecord,
+    /// Its postings.
+    pub postings: Vec<Posting>,
+    /// For a rollback: the original, now marked rolled back.
+    pub reversed: Option<Uuid>,
+}
+
+impl Book {
+    /// A book over the given accounts and rollback originals.
+    pub fn new(
+        accounts: impl IntoIterator<Item = AccountState>,
+        originals: impl IntoIterator<Item = Original>,
+    ) -> Self {
+        Self {
+            accounts: accounts.into_iter().map(|a| (a.key, a)).collect(),
+            originals: originals.into_iter().map(|o| (o.record.id, o)).collect(),
+        }
+    }
+
+    /// The accounts as they are now, after every movement applied so far.
+    pub fn accounts(&self) -> impl Iterator<Item = &AccountState> {
+        self.accounts.values()
+    }
+
+    /// The state of one account, if the book holds it.
+    pub fn account(&self, key: AccountKey) -> Option<&AccountState> {
+        self.accounts.get(&key)
+    }
+
+    /// Applies `command` at `now`: either every leg is posted, or nothing changes and the reason is returned.
+    ///
+    /// # Panics
+    /// When an account the command needs is missing from the book: the store must load every account that
+    /// [`accounts_needed`] names (a bug, not an operating error).
+    pub fn apply(&mut self, command: &Command, now: DateTime<Utc>) -> Result<Applied, LedgerError> {
+        let (transaction, legs, reversed) = self.plan(command, now)?;
+        assert_balanced(&legs);
+        let postings = self.post(&legs)?;
+        if let Some(original) = reversed.and_then(|id| self.originals.get_mut(&id)) {
+            original.record.status = TransactionStatus::RolledBack;
+            original.record.reversed_by = Some(transaction.id);
+        }
+        Ok(Applied { transaction, postings, reversed })
+    }
+
+    /// The transaction and legs of a command, or why it cannot be posted (before looking at balances).
+    fn plan(
+        &self,
+        command: &Command,
+        now: DateTime<Utc>,
+    ) -> Result<(TransactionRecord, Vec<Leg>, Option<Uuid>), LedgerError> {
+        let record = |kind, from_user_id, to_user_id, amount| TransactionRecord {
+            id: command.transaction_id,
+            kind,
+            status: TransactionStatus::Success,
+            from_user_id,
+            to_user_id,
+            amount,
+            to_amount: None,
+            rate: None,
+            description: command.description.clone(),
+            reversal_of: None,
+            reversed_by: None,
+            created_at: now,
+        };
+        match command.movement {
+            Movement::Credit { user_id, amount } => {
+                let legs = pair(AccountKey::World { currency: amount.currency() }, wallet(user_id, amount), amount);
+                Ok((record(TransactionKind::Credit, None, Some(user_id), amount), legs, None))
+            }
+            Movement::Debit { user_id, amount } => {
+                let legs = pair(wallet(user_id, amount), AccountKey::World { currency: amount.currency() }, amount);
+                Ok((record(TransactionKind::Debit, Some(user_id), None, amount), legs, None))
+            }
+            Movement::Transfer { from_user_id, to_user_id, amount } => {
+                if from_user_id == to_user_id {
+                    return Err(LedgerError::SelfTransfer);
+                }
+                let legs = pair(wallet(from_user_id, amount), wallet(to_user_id, amount), amount);
+                Ok((record(TransactionKind::Transfer, Some(from_user_id), Some(to_user_id), amount), legs, None))
+            }
+            Movement::Exchange { user_id, amount, to_currency, rate } => {
+                let (legs, to_amount) = exchange_legs(user_id, amount, to_currency, rate)?;
+                let mut transaction = record(TransactionKind::Exchange, Some(user_id), Some(user_id), amount);
+                transaction.to_amount = Some(to_amount);
+                transaction.rate = Some(rate);
+                Ok((transaction, legs, None))
+            }
+            Movement::Rollback { original_id, actor_id, actor_is_admin } => {
+                let original = self.originals.get(&original_id).ok_or(LedgerError::TransactionNotFound)?;
+                check_rollback(&original.record, actor_id, actor_is_admin)?;
+                let legs = original.legs.iter().map(|leg| Leg { amount_minor: -leg.amount_minor, ..*leg }).collect();
+                let o = &original.record;
+                let transaction = TransactionRecord {
+                    kind: o.kind,
+                    from_user_id: o.to_user_id,
+                    to_user_id: o.from_user_id,
+                    amount: o.to_amount.unwrap_or(o.amount),
+                    to_amount: o.to_amount.map(|_| o.amount),
+                    rate: o.rate,
+                    reversal_of: Some(o.id),
+                    description: command.description.clone().or_else(|| Some(format!("Rollback of {}", o.id))),
+                    ..record(o.kind, None, None, o.amount)
+                };
+                Ok((transaction, legs, Some(original_id)))
+            }
+        }
+    }
+
+    /// Posts legs in order, all or nothing.
+    fn post(&mut self, legs: &[Leg]) -> Result<Vec<Posting>, LedgerError> {
+        let mut next: Vec<AccountState> = Vec::with_capacity(legs.len());
+        for leg in legs {
+            let known = next.iter().rev().find(|a| a.key == leg.account).or_else(|| self.accounts.get(&leg.account));
+            let current = match known {
+                Some(account) => *account,
+                // A wallet that never received money does not exist yet: nothing can be taken out of it.
+                None if leg.amount_minor < 0 && leg.account.user_id().is_some() => {
+                    return Err(LedgerError::InsufficientFunds);
+                }
+                None => panic!("account {:?} was not loaded", leg.account),
+            };
+            let balance_minor = current.balance_minor.checked_add(leg.amount_minor).ok_or(LedgerError::Overflow)?;
+            if matches!(leg.account, AccountKey::User { .. }) && balance_minor < 0 {
+                return Err(LedgerError::InsufficientFunds);
+            }
+            next.push(AccountState { balance_minor, version: current.version + 1, ..current });
+        }
+        let postings = legs
+            .iter()
+            .zip(&next)
+            .map(|(leg, state)| Posting {
+                account_id: state.id,
+                account: leg.account,
+                amount_minor: leg.amount_minor,
+                balance_after_minor: state.balance_minor,
+                account_version: state.version,
+            })
+            .collect();
+        for state in next {
+            self.accounts.insert(state.key, state);
+        }
+        Ok(postings)
+    }
+}
+
+fn wallet(user_id: Uuid, amount: Money) -> AccountKey {
+    AccountKey::User { user_id, currency: amount.currency() }
+}
+
+/// Two legs moving `amount` from one account to another.
+fn pair(from: AccountKey, to: AccountKey, amount: Money) -> Vec<Leg> {
+    vec![
+        Leg { account: from, amount_minor: -amount.amount_minor() },
+        Leg { account: to, amount_minor: amount.amount_minor() },
+    ]
+}
+
+fn exchange_legs(user_id: Uuid, amount: Money, to: Currency, rate: Rate) -> Result<(Vec<Leg>, Money), LedgerError> {
+    let from = amount.currency();
+    if from == to {
+        return Err(LedgerError::SameCurrency);
+    }
+    let converted = convert(amount.amount_minor(), from, to, rate).map_err(|_| LedgerError::Overflow)?;
+    if converted <= 0 {
+        return Err(LedgerError::ConvertsToZero);
+    }
+    let to_amount = Money::new(converted, to);
+    let mut legs = pair(wallet(user_id, amount), AccountKey::Fx { currency: from }, amount);
+    legs.extend(pair(AccountKey::Fx { currency: to }, wallet(user_id, to_amount), to_amount));
+    Ok((legs, to_amount))
+}
+
+/// Who may roll back what: an admin anything, the payer their own debits and transfers; never twice, never a
+/// rollback itself.
+fn check_rollback(original: &TransactionRecord, actor_id: Uuid, actor_is_admin: bool) -> Result<(), LedgerError> {
+    let payer_may = matches!(original.kind, TransactionKind::Debit | TransactionKind::Transfer)
+        && original.from_user_id == Some(actor_id);
+    if !actor_is_admin && !payer_may {
+        return Err(LedgerError::RollbackForbidden);
+    }
+    if original.reversal_of.is_some() {
+        return Err(LedgerError::NotReversible);
+    }
+    if original.status == TransactionStatus::RolledBack || original.reversed_by.is_some() {
+        return Err(LedgerError::AlreadyRolledBack);
+    }
+    Ok(())
+}
+
+/// Asserts the double-entry invariant: the legs of one transaction sum to zero in each currency.
+///
+/// # Panics
+/// When they do not: such a transaction would create or destroy money, and must never reach storage.
+pub fn assert_balanced(legs: &[Leg]) {
+    let mut sums: HashMap<Currency, i128> = HashMap::new();
+    for leg in legs {
+        *sums.entry(leg.account.currency()).or_default() += i128::from(leg.amount_minor);
+    }
+    assert!(sums.values().all(|sum| *sum == 0), "unbalanced legs: {legs:?}");
+}
+
+/// The accounts `command` may touch (beyond rollback originals' legs, which come with the originals), so the
+/// store can create and lock them before applying a batch.
+pub fn accounts_needed(command: &Command) -> Vec<AccountKey> {
+    match command.movement {
+        Movement::Credit { user_id, amount } | Movement::Debit { user_id, amount } => {
+            vec![wallet(user_id, amount), AccountKey::World { currency: amount.currency() }]
+        }
+        Movement::Transfer { from_user_id, to_user_id, amount } => {
+            vec![wallet(from_user_id, amount), wallet(to_user_id, amount)]
+        }
+        Movement::Exchange { user_id, amount, to_currency, .. } => vec![
+            wallet(user_id, amount),
+            AccountKey::Fx { currency: amount.currency() },
+            AccountKey::Fx { currency: to_currency },
+            AccountKey::User { user_id, currency: to_currency },
+        ],
+        Movement::Rollback { .. } => Vec::new(),
+    }
+}
+
+/// The wallets a movement may debit: those that must already exist for it to succeed. A wallet "opens on its
+/// first credit or incoming transfer", so the store creates only the receiving ones.
+pub fn accounts_opened(command: &Command) -> Vec<AccountKey> {
+    match command.movement {
+        Movement::Credit { user_id, amount } => vec![wallet(user_id, amount)],
+        Movement::Transfer { to_user_id, amount, .. } => vec![wallet(to_user_id, amount)],
+        Movement::Exchange { user_id, to_currency, .. } => vec![AccountKey::User { user_id, currency: to_currency }],
+        Movement::Debit { .. } | Movement::Rollback { .. } => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const USD: Currency = Currency::USD;
+
+    fn usd(minor: i64) -> Money {
+        Money::new(minor, USD)
+    }
+
+    fn state(key: AccountKey, balance_minor: i64) -> AccountState {
+        AccountState { id: Uuid::new_v4(), key, balance_minor, version: 0 }
+    }
+
+    fn command(movement: Movement) -> Command {
+        Command { transaction_id: Uuid::new_v4(), movement, description: None }
+    }
+
+    fn book(users: &[Uuid], balance: i64) -> Book {
+        let mut accounts: Vec<AccountState> =
+            users.iter().map(|u| state(AccountKey::User { user_id: *u, currency: USD }, balance)).collect();
+        let world = -balance * users.len() as i64;
+        accounts.push(state(AccountKey::World { currency: USD }, world));
+        Book::new(accounts, [])
+    }
+
+    fn balance(book: &Book, key: AccountKey) -> i64 {
+        book.account(key).map_or(0, |a| a.balance_minor)
+    }
+
+    fn user(user_id: Uuid) -> AccountKey {
+        AccountKey::User { user_id, currency: USD }
+    }
+
+    #[test]
+    fn a_transfer_moves_money_and_records_balances_after() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = book(&[a, b], 1000);
+        let applied = book
+            .apply(&command(Movement::Transfer { from_user_id: a, to_user_id: b, amount: usd(300) }), Utc::now())
+            .expect("applied");
+        assert_eq!(applied.transaction.kind, TransactionKind::Transfer);
+        assert_eq!(applied.transaction.status, TransactionStatus::Success);
+        let after: Vec<(i64, i64, i64)> =
+            applied.postings.iter().map(|p| (p.amount_minor, p.balance_after_minor, p.account_version)).collect();
+        assert_eq!(after, [(-300, 700, 1), (300, 1300, 1)]);
+        assert_eq!((balance(&book, user(a)), balance(&book, user(b))), (700, 1300));
+    }
+
+    #[test]
+    fn wallets_never_go_negative_and_a_refusal_changes_nothing() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = book(&[a, b], 100);
+        let refused = book.apply(&command(Movement::Debit { user_id: a, amount: usd(101) }), Utc::now());
+        assert_eq!(refused, Err(LedgerError::InsufficientFunds));
+        assert_eq!(balance(&book, user(a)), 100);
+        assert_eq!(book.account(user(a)).map(|s| s.version), Some(0));
+        let never_opened = Uuid::new_v4();
+        let refused = book.apply(&command(Movement::Debit { user_id: never_opened, amount: usd(1) }), Utc::now());
+        assert_eq!(refused, Err(LedgerError::InsufficientFunds));
+    }
+
+    #[test]
+    fn self_transfers_and_same_currency_exchanges_are_refused() {
+        let a = Uuid::new_v4();
+        let mut book = book(&[a], 100);
+        let transfer = Movement::Transfer { from_user_id: a, to_user_id: a, amount: usd(1) };
+        assert_eq!(book.apply(&command(transfer), Utc::now()), Err(LedgerError::SelfTransfer));
+        let rate = Rate::parse("1").expect("rate");
+        let exchange = Movement::Exchange { user_id: a, amount: usd(1), to_currency: USD, rate };
+        assert_eq!(book.apply(&command(exchange), Utc::now()), Err(LedgerError::SameCurrency));
+    }
+
+    #[test]
+    fn an_exchange_goes_through_the_fx_accounts_and_rounds_down() {
+        let a = Uuid::new_v4();
+        let jpy = AccountKey::User { user_id: a, currency: Currency::JPY };
+        let mut book = Book::new(
+            [
+                state(user(a), 10_000),
+                state(AccountKey::World { currency: USD }, -10_000),
+                state(AccountKey::Fx { currency: USD }, 0),
+                state(AccountKey::Fx { currency: Currency::JPY }, 0),
+                state(jpy, 0),
+            ],
+            [],
+        );
+        let rate = Rate::parse("149.567").expect("rate");
+        let exchange = Movement::Exchange { user_id: a, amount: usd(1_001), to_currency: Currency::JPY, rate };
+        let applied = book.apply(&command(exchange), Utc::now()).expect("applied");
+        assert_eq!(applied.transaction.to_amount, Some(Money::new(1_497, Currency::JPY)), "10.01 × 149.567 = 1497.16");
+        assert_eq!(balance(&book, user(a)), 8_999);
+        assert_eq!(balance(&book, jpy), 1_497);
+        assert_eq!(balance(&book, AccountKey::Fx { currency: USD }), 1_001);
+        assert_eq!(balance(&book, AccountKey::Fx { currency: Currency::JPY }), -1_497);
+        let tiny = Movement::Exchange {
+            user_id: a,
+            amount: usd(1),
+            to_currency: Currency::JPY,
+            rate: Rate::parse("0.5").expect("rate"),
+        };
+        assert_eq!(book.apply(&command(tiny), Utc::now()), Err(LedgerError::ConvertsToZero));
+    }
+
+    fn original(payer: Uuid, payee: Uuid, amount: i64) -> Original {
+        Original {
+            record: TransactionRecord {
+                id: Uuid::new_v4(),
+                kind: TransactionKind::Transfer,
+                status: TransactionStatus::Success,
+                from_user_id: Some(payer),
+                to_user_id: Some(payee),
+                amount: usd(amount),
+                to_amount: None,
+                rate: None,
+                description: None,
+                reversal_of: None,
+                reversed_by: None,
+                created_at: Utc::now(),
+            },
+            legs: pair(user(payer), user(payee), usd(amount)),
+        }
+    }
+
+    #[test]
+    fn a_rollback_posts_the_inverse_once_and_only_for_the_payer_or_an_admin() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let transfer = original(a, b, 300);
+        let id = transfer.record.id;
+        let mut book = Book::new([state(user(a), 700), state(user(b), 1300)], [transfer]);
+        let by = |actor_id, actor_is_admin| command(Movement::Rollback { original_id: id, actor_id, actor_is_admin });
+
+        assert_eq!(book.apply(&by(b, false), Utc::now()), Err(LedgerError::RollbackForbidden));
+        let applied = book.apply(&by(a, false), Utc::now()).expect("payer rolls back");
+        assert_eq!(applied.reversed, Some(id));
+        assert_eq!(applied.transaction.reversal_of, Some(id));
+        assert_eq!((applied.transaction.from_user_id, applied.transaction.to_user_id), (Some(b), Some(a)));
+        assert_eq!((balance(&book, user(a)), balance(&book, user(b))), (1000, 1000));
+        assert_eq!(book.apply(&by(Uuid::new_v4(), true), Utc::now()), Err(LedgerError::AlreadyRolledBack));
+        let unknown = Movement::Rollback { original_id: Uuid::new_v4(), actor_id: a, actor_is_admin: true };
+        assert_eq!(book.apply(&command(unknown), Utc::now()), Err(LedgerError::TransactionNotFound));
+    }
+
+    #[test]
+    fn rollbacks_cannot_be_rolled_back_and_need_the_funds() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut reversal = original(b, a, 300);
+        reversal.record.reversal_of = Some(Uuid::new_v4());
+        let reversal_id = reversal.record.id;
+        let spent = original(a, b, 500);
+        let spent_id = spent.record.id;
+        let mut book = Book::new([state(user(a), 1000), state(user(b), 100)], [reversal, spent]);
+        let rollback = |original_id| command(Movement::Rollback { original_id, actor_id: a, actor_is_admin: true });
+        assert_eq!(book.apply(&rollback(reversal_id), Utc::now()), Err(LedgerError::NotReversible));
+        assert_eq!(book.apply(&rollback(spent_id), Utc::now()), Err(LedgerError::InsufficientFunds));
+    }
+
+    #[test]
+    fn only_admins_roll_back_credits() {
+        let a = Uuid::new_v4();
+        let mut credit = original(a, a, 100);
+        credit.record.kind = TransactionKind::Credit;
+        credit.record.from_user_id = None;
+        credit.legs = pair(AccountKey::World { currency: USD }, user(a), usd(100));
+        let id = credit.record.id;
+        let mut book = Book::new([state(user(a), 100), state(AccountKey::World { currency: USD }, -100)], [credit]);
+        let by = |actor_is_admin| command(Movement::Rollback { original_id: id, actor_id: a, actor_is_admin });
+        assert_eq!(book.apply(&by(false), Utc::now()), Err(LedgerError::RollbackForbidden));
+        assert!(book.apply(&by(true), Utc::now()).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "unbalanced")]
+    fn unbalanced_legs_never_pass() {
+        assert_balanced(&[Leg { account: AccountKey::World { currency: USD }, amount_minor: 1 }]);
+    }
+
+    proptest! {
+        #[test]
+        fn random_movements_conserve_money_and_keep_wallets_non_negative(
+            steps in proptest::collection::vec((0usize..4, 0usize..4, 0u8..3, 1i64..500), 1..200)
+        ) {
+            let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+            let mut book = book(&users, 1_000);
+            for (from, to, kind, amount) in steps {
+                let movement = match kind {
+                    0 => Movement::Credit { user_id: users[to], amount: usd(amount) },
+                    1 => Movement::Debit { user_id: users[from], amount: usd(amount) },
+                    _ => Movement::Transfer { from_user_id: users[from], to_user_id: users[to], amount: usd(amount) },
+                };
+                let before: i64 = book.accounts().map(|a| a.balance_minor).sum();
+                let outcome = book.apply(&command(movement), Utc::now());
+                let after: i64 = book.accounts().map(|a| a.balance_minor).sum();
+                prop_assert_eq!(before, after, "{:?}", outcome);
+                prop_assert!(book.accounts().filter(|a| a.key.user_id().is_some()).all(|a| a.balance_minor >= 0));
+                if let Ok(applied) = outcome {
+                    prop_assert_eq!(applied.postings.iter().map(|p| p.amount_minor).sum::<i64>(), 0);
+                }
+            }
+        }
+    }
+}
