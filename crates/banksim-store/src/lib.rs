@@ -7,20 +7,28 @@
 //! Every backend passes the same conformance suite (`tests/conformance.rs`).
 
 pub mod error;
+pub mod ledger;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod verify;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionRecord;
 use banksim_core::user::User;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use ledger::{
+    AuditContext, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest,
+    ResponseRenderer, StoredResponse, TransactionQuery, Wallet,
+};
 pub use model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserCursor, UserListQuery, UserPage,
 };
@@ -105,6 +113,48 @@ pub trait Store: Send + Sync + 'static {
         user_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+    /// Posts a batch of money movements in one database transaction, in order, each succeeding or failing on its
+    /// own. With each posted movement the same commit writes its transaction, postings, new balances, event,
+    /// audit entry and idempotency answer; a refused movement writes its audit entry and idempotency answer.
+    /// A request whose idempotency key is already stored (or claimed earlier in the batch) is not applied: its
+    /// outcome is the stored answer. Safe to call from many writers and instances at once: accounts are locked
+    /// in a fixed order, so batches never deadlock or lose updates.
+    async fn post_batch(
+        &self,
+        requests: &[LedgerRequest],
+        render: &dyn ResponseRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerOutcome>, StoreError>;
+
+    /// The stored answer for a user's idempotency key.
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError>;
+
+    /// One transaction.
+    async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError>;
+
+    /// A user's transactions (as payer or payee), newest first.
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<Vec<TransactionRecord>, StoreError>;
+
+    /// A user's wallets (only `currency`'s when given), by currency.
+    async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError>;
+
+    /// A wallet's postings, newest first.
+    async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// A wallet's exact balance after every posting at or before `at` (0 before the first).
+    async fn balance_at(&self, user_id: Uuid, currency: Currency, at: DateTime<Utc>) -> Result<i64, StoreError>;
+
+    /// Every exchange rate.
+    async fn fx_rates(&self) -> Result<Vec<FxRate>, StoreError>;
+
+    /// One exchange rate.
+    async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError>;
+
+    /// Sets an exchange rate.
+    async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError>;
+
+    /// Checks every ledger invariant of DESIGN.md.
+    async fn verify_ledger(&self) -> Result<LedgerReport, StoreError>;
 }
 
 /// Opens the store that `url` names: `postgres://…` / `postgresql://…`, or `sqlite:…` (a file path; created with

@@ -70,6 +70,14 @@ impl TestDatabase {
         self.backend
     }
 
+    /// Runs raw SQL on the database behind the store's back (tests use it to tamper with the ledger).
+    ///
+    /// # Panics
+    /// When the statement fails.
+    pub async fn execute(&self, sql: &str) {
+        execute(&self.url, sql).await;
+    }
+
     /// Removes the database. Call it when the test passed; a failed test leaves its schema for inspection (the
     /// SQLite folder goes either way).
     pub async fn remove(self) {
@@ -83,4 +91,18 @@ impl TestDatabase {
 
 fn postgres_url() -> String {
     std::env::var(TEST_DATABASE_URL).expect("TEST_DATABASE_URL is set")
+}
+
+/// Runs raw SQL on the database at `url` (a URL that [`TestDatabase::create`] made, or any banksim database URL).
+///
+/// # Panics
+/// When the connection or the statement fails.
+pub async fn execute(url: &str, sql: &str) {
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect to SQLite");
+        sqlx::query(sql).execute(&mut conn).await.expect("execute");
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
+        sqlx::query(sql).execute(&mut conn).await.expect("execute");
+    }
 }

@@ -263,3 +263,195 @@ async fn logout_revokes_only_the_owners_family() {
     })
     .await;
 }
+
+mod ledger {
+    use banksim_core::currency::Currency;
+    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord, TransactionStatus};
+    use banksim_core::money::Money;
+    use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, ResponseRenderer};
+
+    use super::*;
+
+    struct Plain;
+
+    impl ResponseRenderer for Plain {
+        fn render(&self, _: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+            match outcome {
+                Ok(record) => (201, record.id.to_string()),
+                Err(refusal) => (400, refusal.code().to_owned()),
+            }
+        }
+    }
+
+    fn usd(minor: i64) -> Money {
+        Money::new(minor, Currency::USD)
+    }
+
+    fn request(movement: Movement, key: Option<(&User, &str, &[u8])>) -> LedgerRequest {
+        LedgerRequest {
+            command: Command { transaction_id: Uuid::now_v7(), movement, description: None },
+            idempotency: key.map(|(user, key, hash)| IdempotencyClaim {
+                user_id: user.id,
+                key: key.to_owned(),
+                request_hash: hash.to_vec(),
+            }),
+            audit: AuditContext::default(),
+        }
+    }
+
+    async fn post(store: &Arc<dyn Store>, requests: Vec<LedgerRequest>) -> Vec<LedgerOutcome> {
+        store.post_batch(&requests, &Plain, now()).await.expect("batch")
+    }
+
+    async fn balance(store: &Arc<dyn Store>, user: &User) -> i64 {
+        store.wallets(user.id, Some(Currency::USD)).await.expect("wallets").first().map_or(0, |w| w.balance_minor)
+    }
+
+    #[tokio::test]
+    async fn a_batch_posts_each_movement_on_its_own() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let outcomes = post(
+                &store,
+                vec![
+                    request(Movement::Credit { user_id: a.id, amount: usd(1_000) }, None),
+                    request(Movement::Debit { user_id: b.id, amount: usd(1) }, None),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(400) }, None),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(601) }, None),
+                    request(Movement::Transfer { from_user_id: b.id, to_user_id: a.id, amount: usd(100) }, None),
+                ],
+            )
+            .await;
+            assert!(matches!(outcomes[0], LedgerOutcome::Posted(_)));
+            assert_eq!(outcomes[1], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert!(matches!(outcomes[2], LedgerOutcome::Posted(_)));
+            assert_eq!(outcomes[3], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert!(matches!(outcomes[4], LedgerOutcome::Posted(_)));
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (700, 300));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+            assert_eq!((report.transactions, report.postings), (3, 6));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn rollbacks_link_both_ways_and_happen_once() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            post(&store, vec![request(Movement::Credit { user_id: a.id, amount: usd(500) }, None)]).await;
+            let transfer = request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(200) }, None);
+            let original = transfer.command.transaction_id;
+            post(&store, vec![transfer]).await;
+            let rollback =
+                || request(Movement::Rollback { original_id: original, actor_id: a.id, actor_is_admin: false }, None);
+            let outcomes = post(&store, vec![rollback(), rollback()]).await;
+            let LedgerOutcome::Posted(reversal) = &outcomes[0] else { panic!("{outcomes:?}") };
+            assert_eq!(outcomes[1], LedgerOutcome::Refused(LedgerError::AlreadyRolledBack));
+            let stored = store.find_transaction(original).await.expect("find").expect("original");
+            assert_eq!((stored.status, stored.reversed_by), (TransactionStatus::RolledBack, Some(reversal.id)));
+            assert_eq!(
+                store.find_transaction(reversal.id).await.expect("find").expect("reversal").reversal_of,
+                Some(original)
+            );
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (500, 0));
+            assert!(store.verify_ledger().await.expect("verify").is_sound());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_is_applied_once_even_within_one_batch() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let credit = || request(Movement::Credit { user_id: a.id, amount: usd(100) }, Some((&a, "k1", b"hash")));
+            let outcomes = post(&store, vec![credit(), credit()]).await;
+            let LedgerOutcome::Posted(first) = &outcomes[0] else { panic!("{outcomes:?}") };
+            let LedgerOutcome::Replayed(replayed) = &outcomes[1] else { panic!("{outcomes:?}") };
+            assert_eq!((replayed.status, replayed.body.as_str()), (201, first.id.to_string().as_str()));
+            let later = post(&store, vec![credit()]).await;
+            assert!(matches!(&later[0], LedgerOutcome::Replayed(r) if r.request_hash == b"hash"));
+            let stored = store.find_idempotent(a.id, "k1").await.expect("find").expect("stored");
+            assert_eq!(stored.body, first.id.to_string());
+            assert_eq!(balance(&store, &a).await, 100);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn balance_at_reads_the_posting_at_or_before_an_instant() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let t0 = now();
+            store
+                .post_batch(&[request(Movement::Credit { user_id: a.id, amount: usd(100) }, None)], &Plain, t0)
+                .await
+                .expect("batch");
+            let t1 = t0 + Duration::seconds(1);
+            store
+                .post_batch(&[request(Movement::Debit { user_id: a.id, amount: usd(30) }, None)], &Plain, t1)
+                .await
+                .expect("batch");
+            let at = |t| store.balance_at(a.id, Currency::USD, t);
+            assert_eq!(at(t0 - Duration::microseconds(1)).await.expect("at"), 0);
+            assert_eq!(at(t0).await.expect("at"), 100);
+            assert_eq!(at(t1 - Duration::microseconds(1)).await.expect("at"), 100);
+            assert_eq!(at(t1).await.expect("at"), 70);
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn verify_names_each_kind_of_tampering() {
+    use banksim_core::currency::Currency;
+    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};
+    use banksim_core::money::Money;
+    use banksim_store::{AuditContext, LedgerRequest, ResponseRenderer};
+
+    struct Plain;
+    impl ResponseRenderer for Plain {
+        fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+            (201, String::new())
+        }
+    }
+    let tampering = [
+        (
+            "UPDATE accounts SET balance_minor = balance_minor + 1 WHERE kind = 'user'",
+            "differs from the sum of its postings",
+        ),
+        (
+            "UPDATE postings SET amount_minor = amount_minor + 1 WHERE id = (SELECT min(id) FROM postings)",
+            "do not sum to zero",
+        ),
+        ("UPDATE accounts SET version = version + 1 WHERE kind = 'world'", "posting count is wrong"),
+        ("UPDATE transactions SET reversed_by = NULL WHERE reversed_by IS NOT NULL", "not linked both ways"),
+    ];
+    for (sql, named) in tampering {
+        for backend in backends() {
+            let db = TestDatabase::create(backend).await;
+            let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
+            store.migrate().await.expect("migrate");
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let request = |movement| LedgerRequest {
+                command: Command { transaction_id: Uuid::now_v7(), movement, description: None },
+                idempotency: None,
+                audit: AuditContext::default(),
+            };
+            let credit = request(Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) });
+            let original_id = credit.command.transaction_id;
+            store.post_batch(&[credit], &Plain, now()).await.expect("credit");
+            let rollback = request(Movement::Rollback { original_id, actor_id: a.id, actor_is_admin: true });
+            store.post_batch(&[rollback], &Plain, now()).await.expect("rollback");
+            assert!(store.verify_ledger().await.expect("verify").is_sound(), "sound before tampering");
+
+            db.execute(sql).await;
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.violations.iter().any(|v| v.contains(named)), "{backend:?} {sql}: {report:?}");
+            store.close().await;
+            db.remove().await;
+        }
+    }
+}

@@ -2,13 +2,21 @@
 
 use std::str::FromStr;
 
+mod ledger;
+
 use async_trait::async_trait;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionRecord;
 use banksim_core::user::{Role, User};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::ledger::{
+    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, StoredResponse,
+    TransactionQuery, Wallet,
+};
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
@@ -243,6 +251,55 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(true)
+    }
+
+    async fn post_batch(
+        &self,
+        requests: &[LedgerRequest],
+        render: &dyn ResponseRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+        ledger::post_batch(&self.pool, requests, render, now).await
+    }
+
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        ledger::find_idempotent(&self.pool, user_id, key).await
+    }
+
+    async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
+        ledger::find_transaction(&self.pool, id).await
+    }
+
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<Vec<TransactionRecord>, StoreError> {
+        ledger::list_transactions(&self.pool, query).await
+    }
+
+    async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError> {
+        ledger::wallets(&self.pool, user_id, currency).await
+    }
+
+    async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        ledger::balance_history(&self.pool, query).await
+    }
+
+    async fn balance_at(&self, user_id: Uuid, currency: Currency, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        ledger::balance_at(&self.pool, user_id, currency, at).await
+    }
+
+    async fn fx_rates(&self) -> Result<Vec<FxRate>, StoreError> {
+        ledger::fx_rates(&self.pool).await
+    }
+
+    async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
+        ledger::fx_rate(&self.pool, base, quote).await
+    }
+
+    async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
+        ledger::put_fx_rate(&self.pool, &rate).await
+    }
+
+    async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        ledger::verify(&self.pool).await
     }
 }
 

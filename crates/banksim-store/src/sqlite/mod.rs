@@ -9,7 +9,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod ledger;
+
 use async_trait::async_trait;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionRecord;
 use banksim_core::user::{Role, User};
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
@@ -18,6 +22,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::ledger::{
+    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, StoredResponse,
+    TransactionQuery, Wallet,
+};
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
@@ -251,6 +259,55 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(true)
     }
+
+    async fn post_batch(
+        &self,
+        requests: &[LedgerRequest],
+        render: &dyn ResponseRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+        ledger::post_batch(&self.writer, requests, render, now).await
+    }
+
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        ledger::find_idempotent(&self.reader, user_id, key).await
+    }
+
+    async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
+        ledger::find_transaction(&self.reader, id).await
+    }
+
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<Vec<TransactionRecord>, StoreError> {
+        ledger::list_transactions(&self.reader, query).await
+    }
+
+    async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError> {
+        ledger::wallets(&self.reader, user_id, currency).await
+    }
+
+    async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        ledger::balance_history(&self.reader, query).await
+    }
+
+    async fn balance_at(&self, user_id: Uuid, currency: Currency, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        ledger::balance_at(&self.reader, user_id, currency, at).await
+    }
+
+    async fn fx_rates(&self) -> Result<Vec<FxRate>, StoreError> {
+        ledger::fx_rates(&self.reader).await
+    }
+
+    async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
+        ledger::fx_rate(&self.reader, base, quote).await
+    }
+
+    async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
+        ledger::put_fx_rate(&self.writer, &rate).await
+    }
+
+    async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        ledger::verify(&self.reader).await
+    }
 }
 
 async fn insert_refresh_token<'c, E>(executor: E, token: &NewRefreshToken) -> Result<(), StoreError>
@@ -300,12 +357,12 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
 }
 
 /// An instant as stored: microseconds since the Unix epoch.
-fn micros(at: DateTime<Utc>) -> i64 {
+pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
     at.timestamp_micros()
 }
 
 /// A stored instant back as a date-time.
-fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+pub(crate) fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| sqlx::Error::Decode(format!("instant out of range: {micros}").into()))
 }

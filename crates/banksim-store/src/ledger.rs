@@ -1,0 +1,428 @@
+//! The ledger's storage contract, shared by the backends: what a batch of money movements asks for, what it
+//! answers, and the rows it writes (built once here, written by each backend in its own SQL).
+
+use std::collections::HashMap;
+
+use banksim_core::currency::Currency;
+use banksim_core::ledger::{
+    AccountKey, AccountState, Applied, Book, Command, LedgerError, Movement, Original, TransactionRecord,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+/// One money movement to post, with what the same database transaction must also record.
+#[derive(Debug, Clone)]
+pub struct LedgerRequest {
+    /// The movement.
+    pub command: Command,
+    /// The idempotency key the client sent, if any.
+    pub idempotency: Option<IdempotencyClaim>,
+    /// Who asked, from where: for the audit entry.
+    pub audit: AuditContext,
+}
+
+/// An idempotency key and the fingerprint of the request that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// Keys are scoped to their user.
+    pub user_id: Uuid,
+    /// The key (1–255 characters).
+    pub key: String,
+    /// SHA-256 of the request (method, route and canonical body): the same key with another body is a conflict.
+    pub request_hash: Vec<u8>,
+}
+
+/// The request's context for the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    /// The caller.
+    pub actor_id: Option<Uuid>,
+    /// The client's IP.
+    pub ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+}
+
+/// A stored answer to a request with an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// Fingerprint of the request that produced it.
+    pub request_hash: Vec<u8>,
+    /// HTTP status.
+    pub status: u16,
+    /// Body, as sent.
+    pub body: String,
+}
+
+/// What became of one request of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerOutcome {
+    /// Posted and committed.
+    Posted(TransactionRecord),
+    /// Refused by a ledger rule; nothing moved (the refusal is audited, and stored under its idempotency key).
+    Refused(LedgerError),
+    /// Its idempotency key was used before: this is the stored answer (the caller compares fingerprints).
+    Replayed(StoredResponse),
+}
+
+/// Turns an outcome into the HTTP answer stored under an idempotency key, in the same database transaction.
+pub trait ResponseRenderer: Send + Sync {
+    /// Status and body for `outcome` of `request`.
+    fn render(&self, request: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String);
+}
+
+/// A user's wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    /// Currency.
+    pub currency: Currency,
+    /// Balance in minor units.
+    pub balance_minor: i64,
+    /// Last movement.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One entry of a wallet's history: a posting with its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The transaction.
+    pub transaction_id: Uuid,
+    /// Signed change of the balance.
+    pub change_minor: i64,
+    /// Balance right after.
+    pub balance_after_minor: i64,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// Kind of the transaction.
+    pub kind: banksim_core::ledger::TransactionKind,
+    /// Whether the transaction is a rollback.
+    pub is_reversal: bool,
+}
+
+/// Which postings of a wallet to list, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery {
+    /// Owner.
+    pub user_id: Uuid,
+    /// Currency.
+    pub currency: Currency,
+    /// Most entries.
+    pub limit: u32,
+    /// Only at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Only at or before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Which transactions of a user to list, newest first.
+#[derive(Debug, Clone)]
+pub struct TransactionQuery {
+    /// The user, as payer or payee.
+    pub user_id: Uuid,
+    /// Only of this kind.
+    pub kind: Option<banksim_core::ledger::TransactionKind>,
+    /// Only with this status.
+    pub status: Option<banksim_core::ledger::TransactionStatus>,
+    /// Only in this currency.
+    pub currency: Option<Currency>,
+    /// Only at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Only at or before.
+    pub until: Option<DateTime<Utc>>,
+    /// Page size.
+    pub limit: u32,
+    /// Rows to skip (ignored with `before`).
+    pub offset: u64,
+    /// Keyset position: only transactions strictly older than this (created_at, id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// An exchange rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FxRate {
+    /// From.
+    pub base: Currency,
+    /// To.
+    pub quote: Currency,
+    /// Units of `quote` per unit of `base`.
+    pub rate: banksim_core::money::Rate,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The result of checking every ledger invariant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LedgerReport {
+    /// Accounts checked.
+    pub accounts: u64,
+    /// Transactions checked.
+    pub transactions: u64,
+    /// Postings checked.
+    pub postings: u64,
+    /// Every broken invariant, in words; empty when the ledger is sound.
+    pub violations: Vec<String>,
+}
+
+impl LedgerReport {
+    /// Whether every invariant holds.
+    pub fn is_sound(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// An event row to append.
+#[derive(Debug, Clone)]
+pub(crate) struct EventRow {
+    pub id: Uuid,
+    pub aggregate_type: &'static str,
+    pub aggregate_id: Uuid,
+    pub version: i64,
+    pub event_type: &'static str,
+    pub data: serde_json::Value,
+}
+
+/// An audit row to append.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRow {
+    pub entry_id: Uuid,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub entity_type: &'static str,
+    pub entity_id: Option<String>,
+    pub outcome: &'static str,
+    pub details: serde_json::Value,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// An idempotency row to insert.
+#[derive(Debug, Clone)]
+pub(crate) struct IdempotencyRow {
+    pub user_id: Uuid,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Everything a batch writes, in one commit.
+#[derive(Debug, Default)]
+pub(crate) struct BatchRows {
+    pub transactions: Vec<TransactionRecord>,
+    pub postings: Vec<(Uuid, banksim_core::ledger::Posting)>,
+    pub accounts: Vec<AccountState>,
+    pub reversed: Vec<(Uuid, Uuid)>,
+    pub events: Vec<EventRow>,
+    pub audits: Vec<AuditRow>,
+    pub idempotency: Vec<IdempotencyRow>,
+}
+
+/// The accounts a batch needs and the originals of its rollbacks, known before locking.
+pub(crate) fn accounts_to_open(requests: &[&LedgerRequest]) -> Vec<AccountKey> {
+    let mut keys: Vec<AccountKey> = requests
+        .iter()
+        .flat_map(|r| {
+            let mut keys = banksim_core::ledger::accounts_opened(&r.command);
+            keys.extend(
+                banksim_core::ledger::accounts_needed(&r.command).into_iter().filter(|k| k.user_id().is_none()),
+            );
+            keys
+        })
+        .collect();
+    keys.sort_by_key(|k| k.id());
+    keys.dedup();
+    keys
+}
+
+/// The ids of the rollbacks' originals, sorted (the order in which they are locked).
+pub(crate) fn rollback_originals(requests: &[&LedgerRequest]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = requests
+        .iter()
+        .filter_map(|r| match r.command.movement {
+            Movement::Rollback { original_id, .. } => Some(original_id),
+            _ => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Every account a batch touches, given its rollbacks' originals, sorted by id (the order in which they are locked).
+pub(crate) fn accounts_touched(requests: &[&LedgerRequest], originals: &[Original]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = requests
+        .iter()
+        .flat_map(|r| banksim_core::ledger::accounts_needed(&r.command))
+        .chain(originals.iter().flat_map(|o| o.legs.iter().map(|l| l.account)))
+        .map(AccountKey::id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The requests of a batch that carry an idempotency key, deduplicated, sorted by (user, key).
+pub(crate) fn claimed_keys(requests: &[LedgerRequest]) -> Vec<(Uuid, String)> {
+    let mut keys: Vec<(Uuid, String)> =
+        requests.iter().filter_map(|r| r.idempotency.as_ref().map(|c| (c.user_id, c.key.clone()))).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Applies a batch in memory: each request is either a replay (its key is already stored, or claimed by an
+/// earlier request of the batch), posted, or refused; returns the outcomes and every row to write.
+pub(crate) fn plan_batch(
+    requests: &[LedgerRequest],
+    stored: HashMap<(Uuid, String), StoredResponse>,
+    mut book: Book,
+    render: &dyn ResponseRenderer,
+    now: DateTime<Utc>,
+) -> (Vec<LedgerOutcome>, BatchRows) {
+    let mut stored = stored;
+    let mut rows = BatchRows::default();
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for request in requests {
+        let key = request.idempotency.as_ref().map(|c| (c.user_id, c.key.clone()));
+        if let Some(previous) = key.as_ref().and_then(|k| stored.get(k)) {
+            outcomes.push(LedgerOutcome::Replayed(previous.clone()));
+            continue;
+        }
+        let before = book_balances(&book, &request.command);
+        let result = book.apply(&request.command, now);
+        let record = result.as_ref().map(|applied| applied.transaction.clone()).map_err(|e| *e);
+        rows.audits.push(audit_row(request, &result, before, &book));
+        if let (Some(claim), Some(key)) = (&request.idempotency, key) {
+            let (status, body) = render.render(request, &record);
+            let response = StoredResponse { request_hash: claim.request_hash.clone(), status, body };
+            rows.idempotency.push(IdempotencyRow {
+                user_id: claim.user_id,
+                key: claim.key.clone(),
+                request_hash: claim.request_hash.clone(),
+                status,
+                body: response.body.clone(),
+            });
+            stored.insert(key, response);
+        }
+        match result {
+            Ok(applied) => {
+                outcomes.push(LedgerOutcome::Posted(applied.transaction.clone()));
+                add_posted(&mut rows, applied);
+            }
+            Err(refusal) => outcomes.push(LedgerOutcome::Refused(refusal)),
+        }
+    }
+    rows.accounts = book.accounts().copied().collect();
+    rows.accounts.sort_by_key(|a| a.id);
+    (outcomes, rows)
+}
+
+fn add_posted(rows: &mut BatchRows, applied: Applied) {
+    let Applied { transaction, postings, reversed } = applied;
+    let legs: Vec<serde_json::Value> = postings
+        .iter()
+        .map(|p| json!({"account": p.account, "account_id": p.account_id, "amount_minor": p.amount_minor}))
+        .collect();
+    let (aggregate_id, version, event_type) = match reversed {
+        Some(original) => (original, 2, "TransactionRolledBack"),
+        None => (transaction.id, 1, event_type(&transaction)),
+    };
+    rows.events.push(EventRow {
+        id: Uuid::now_v7(),
+        aggregate_type: "transaction",
+        aggregate_id,
+        version,
+        event_type,
+        data: json!({"transaction": transaction, "legs": legs}),
+    });
+    if let Some(original) = reversed {
+        rows.reversed.push((original, transaction.id));
+    }
+    rows.postings.extend(postings.into_iter().map(|p| (transaction.id, p)));
+    rows.transactions.push(transaction);
+}
+
+fn event_type(transaction: &TransactionRecord) -> &'static str {
+    use banksim_core::ledger::TransactionKind;
+    match transaction.kind {
+        TransactionKind::Credit => "MoneyCredited",
+        TransactionKind::Debit => "MoneyDebited",
+        TransactionKind::Transfer => "MoneyTransferred",
+        TransactionKind::Exchange => "MoneyExchanged",
+    }
+}
+
+/// The balances of the accounts a command names directly, before it is applied (for the audit's before/after).
+fn book_balances(book: &Book, command: &Command) -> Vec<(AccountKey, i64)> {
+    banksim_core::ledger::accounts_needed(command)
+        .into_iter()
+        .filter(|k| k.user_id().is_some())
+        .map(|k| (k, book.account(k).map_or(0, |a| a.balance_minor)))
+        .collect()
+}
+
+fn audit_row(
+    request: &LedgerRequest,
+    result: &Result<Applied, LedgerError>,
+    before: Vec<(AccountKey, i64)>,
+    book: &Book,
+) -> AuditRow {
+    let command = &request.command;
+    let (action, entity_id) = match &command.movement {
+        Movement::Credit { .. } => ("transaction.credit", Some(command.transaction_id)),
+        Movement::Debit { .. } => ("transaction.debit", Some(command.transaction_id)),
+        Movement::Transfer { .. } => ("transaction.transfer", Some(command.transaction_id)),
+        Movement::Exchange { .. } => ("transaction.exchange", Some(command.transaction_id)),
+        Movement::Rollback { original_id, .. } => ("transaction.rollback", Some(*original_id)),
+    };
+    let balances: Vec<serde_json::Value> = before
+        .into_iter()
+        .map(|(key, before)| {
+            let after = book.account(key).map_or(0, |a| a.balance_minor);
+            json!({"account": key, "before_minor": before, "after_minor": after})
+        })
+        .collect();
+    let details = match result {
+        Ok(applied) => json!({"transaction": applied.transaction, "balances": balances}),
+        Err(refusal) => json!({"movement": format!("{:?}", command.movement), "reason": refusal.to_string()}),
+    };
+    AuditRow {
+        entry_id: Uuid::now_v7(),
+        actor_id: request.audit.actor_id.or(Some(command.movement.actor_id())),
+        action: action.to_owned(),
+        entity_type: "transaction",
+        entity_id: entity_id.map(|id| id.to_string()),
+        outcome: match result {
+            Ok(_) => "success",
+            Err(refusal) => refusal.code(),
+        },
+        details,
+        ip: request.audit.ip.clone(),
+        user_agent: request.audit.user_agent.clone(),
+        request_id: request.audit.request_id.clone(),
+    }
+}
+
+/// The account key of a stored (kind, user, currency) triple, or a decode error.
+pub(crate) fn account_key(kind: &str, user_id: Option<Uuid>, currency: &str) -> Result<AccountKey, sqlx::Error> {
+    let currency = parse_currency(currency)?;
+    AccountKey::from_parts(kind, user_id, currency)
+        .ok_or_else(|| sqlx::Error::Decode(format!("account kind {kind:?} with owner {user_id:?}").into()))
+}
+
+/// A stored currency code.
+pub(crate) fn parse_currency(code: &str) -> Result<Currency, sqlx::Error> {
+    Currency::parse(code).map_err(|e| sqlx::Error::Decode(format!("currency {code:?}: {e}").into()))
+}
+
+/// A stored value parsed with `FromStr` (kinds, statuses, rates).
+pub(crate) fn parse_stored<T: std::str::FromStr>(raw: &str) -> Result<T, sqlx::Error>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse().map_err(|e: T::Err| sqlx::Error::Decode(format!("stored value {raw:?}: {e}").into()))
+}

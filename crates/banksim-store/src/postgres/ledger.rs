@@ -1,0 +1,526 @@
+//! The ledger on PostgreSQL: batches of movements in one transaction, with bulk writes (`UNNEST`).
+//!
+//! Locks are always taken in the same order — idempotency keys (advisory locks, sorted), rollback originals
+//! (sorted by id), then accounts (sorted by id) — so concurrent batches queue behind each other instead of
+//! deadlocking. A deadlock or serialization failure that still happens (a bug, or an operator's concurrent
+//! change) retries the whole batch a few times.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use banksim_core::currency::Currency;
+use banksim_core::ledger::{AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::money::Money;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::ledger::{
+    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer,
+    StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, claimed_keys,
+    parse_currency, parse_stored, plan_batch, rollback_originals,
+};
+
+/// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
+const BATCH_ATTEMPTS: u32 = 3;
+
+pub(crate) const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
+    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at";
+
+pub(crate) async fn post_batch(
+    pool: &PgPool,
+    requests: &[LedgerRequest],
+    render: &dyn ResponseRenderer,
+    now: DateTime<Utc>,
+) -> Result<Vec<LedgerOutcome>, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match try_post_batch(pool, requests, render, now).await {
+            Err(StoreError::Other(sqlx::Error::Database(db)))
+                if attempt < BATCH_ATTEMPTS && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                tracing::warn!(attempt, code = ?db.code(), "ledger batch retried");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn try_post_batch(
+    pool: &PgPool,
+    requests: &[LedgerRequest],
+    render: &dyn ResponseRenderer,
+    now: DateTime<Utc>,
+) -> Result<Vec<LedgerOutcome>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let stored = lock_and_load_keys(&mut tx, requests).await?;
+    let live: Vec<&LedgerRequest> = requests
+        .iter()
+        .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
+        .collect();
+    let originals = lock_originals(&mut tx, &rollback_originals(&live)).await?;
+    open_accounts(&mut tx, &live, now).await?;
+    let accounts = lock_accounts(&mut tx, &accounts_touched(&live, &originals)).await?;
+    let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
+    let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
+    rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
+    write_rows(&mut tx, &rows, now).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Serialises requests that share an idempotency key (across instances), then reads the answers already stored.
+async fn lock_and_load_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[LedgerRequest],
+) -> Result<HashMap<(Uuid, String), StoredResponse>, StoreError> {
+    let keys = claimed_keys(requests);
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut lock_ids: Vec<i64> = keys
+        .iter()
+        .map(|key| {
+            let mut hasher = DefaultHasher::new();
+            key.hash(&mut hasher);
+            i64::from_ne_bytes(hasher.finish().to_ne_bytes())
+        })
+        .collect();
+    lock_ids.sort_unstable();
+    lock_ids.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+        .bind(&lock_ids)
+        .execute(&mut **tx)
+        .await?;
+    let (users, names): (Vec<Uuid>, Vec<String>) = keys.into_iter().unzip();
+    let rows = sqlx::query(
+        "SELECT user_id, key, request_hash, status_code, response FROM idempotency_keys
+         WHERE (user_id, key) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))",
+    )
+    .bind(&users)
+    .bind(&names)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let status: i32 = row.try_get("status_code")?;
+            Ok((
+                (row.try_get("user_id")?, row.try_get("key")?),
+                StoredResponse {
+                    request_hash: row.try_get("request_hash")?,
+                    status: u16::try_from(status).unwrap_or(500),
+                    body: row.try_get("response")?,
+                },
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+async fn lock_originals(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<Original>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let records = sqlx::query(&sql).bind(ids).fetch_all(&mut **tx).await?;
+    let legs = sqlx::query(
+        "SELECT p.transaction_id, p.amount_minor, a.kind, a.user_id, a.currency
+         FROM postings p JOIN accounts a ON a.id = p.account_id WHERE p.transaction_id = ANY($1) ORDER BY p.id",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut originals: Vec<Original> = records
+        .iter()
+        .map(|row| Ok(Original { record: transaction_from_row(row)?, legs: Vec::new() }))
+        .collect::<Result<_, sqlx::Error>>()?;
+    for row in &legs {
+        let id: Uuid = row.try_get("transaction_id")?;
+        let leg = Leg {
+            account: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
+            amount_minor: row.try_get("amount_minor")?,
+        };
+        if let Some(original) = originals.iter_mut().find(|o| o.record.id == id) {
+            original.legs.push(leg);
+        }
+    }
+    Ok(originals)
+}
+
+/// Creates the receiving wallets and the system accounts a batch may need (empty; ids are derived, sorted).
+async fn open_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[&LedgerRequest],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let keys = accounts_to_open(requests);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.id()).collect();
+    let kinds: Vec<&str> = keys.iter().map(|k| k.kind()).collect();
+    let users: Vec<Option<Uuid>> = keys.iter().map(|k| k.user_id()).collect();
+    let currencies: Vec<&str> = keys.iter().map(|k| k.currency().code()).collect();
+    sqlx::query(
+        "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at)
+         SELECT id, kind, user_id, currency, $5, $5 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])
+             AS t(id, kind, user_id, currency)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&kinds)
+    .bind(&users)
+    .bind(&currencies)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn lock_accounts(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<AccountState>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, kind, user_id, currency, balance_minor, version FROM accounts
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AccountState {
+                id: row.try_get("id")?,
+                key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
+                balance_minor: row.try_get("balance_minor")?,
+                version: row.try_get("version")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Writes everything a batch produced in one statement: each part is a data-modifying CTE over `unnest`ed
+/// arrays, so the whole write is one round trip whatever the batch size. Foreign keys between the parts (postings
+/// to their transaction, a reversal to its original) are checked at the end of the statement.
+async fn write_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &BatchRows,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let t = &rows.transactions;
+    let p = &rows.postings;
+    let a = &rows.accounts;
+    let e = &rows.events;
+    let au = &rows.audits;
+    let k = &rows.idempotency;
+    let (reversed, reversed_by): (Vec<Uuid>, Vec<Uuid>) = rows.reversed.iter().copied().unzip();
+    sqlx::query(WRITE_BATCH_SQL)
+        .bind(now)
+        // transactions: $2..$15
+        .bind(t.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.from_user_id).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.to_user_id).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.amount.amount_minor()).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.amount.currency().code()).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.to_amount.map(|m| m.amount_minor())).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.to_amount.map(|m| m.currency().code())).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.rate.map(|rate| rate.to_string())).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.description.clone()).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.reversal_of).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.reversed_by).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        // reversed originals: $16, $17
+        .bind(&reversed)
+        .bind(&reversed_by)
+        // postings: $18..$22
+        .bind(p.iter().map(|(tx, _)| *tx).collect::<Vec<_>>())
+        .bind(p.iter().map(|(_, p)| p.account_id).collect::<Vec<_>>())
+        .bind(p.iter().map(|(_, p)| p.amount_minor).collect::<Vec<_>>())
+        .bind(p.iter().map(|(_, p)| p.balance_after_minor).collect::<Vec<_>>())
+        .bind(p.iter().map(|(_, p)| p.account_version).collect::<Vec<_>>())
+        // accounts: $23..$25
+        .bind(a.iter().map(|a| a.id).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.balance_minor).collect::<Vec<_>>())
+        .bind(a.iter().map(|a| a.version).collect::<Vec<_>>())
+        // events: $26..$31
+        .bind(e.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.aggregate_type).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.aggregate_id).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.version).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.event_type).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+        // audit entries: $32..$41
+        .bind(au.iter().map(|a| a.entry_id).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.actor_id).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.action.clone()).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.entity_type).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.entity_id.clone()).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.outcome).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.details.clone()).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.ip.clone()).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.user_agent.clone()).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.request_id.clone()).collect::<Vec<_>>())
+        // idempotency answers: $42..$46
+        .bind(k.iter().map(|k| k.user_id).collect::<Vec<_>>())
+        .bind(k.iter().map(|k| k.key.clone()).collect::<Vec<_>>())
+        .bind(k.iter().map(|k| k.request_hash.clone()).collect::<Vec<_>>())
+        .bind(k.iter().map(|k| i32::from(k.status)).collect::<Vec<_>>())
+        .bind(k.iter().map(|k| k.body.clone()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+const WRITE_BATCH_SQL: &str = "
+WITH new_transactions AS (
+    INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency, to_amount_minor,
+        to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at)
+    SELECT *, created_at FROM unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::bigint[],
+        $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::uuid[],
+        $15::timestamptz[])
+        AS t(id, kind, status, from_user_id, to_user_id, amount_minor, currency, to_amount_minor, to_currency, rate,
+             description, reversal_of, reversed_by, created_at)
+),
+reversed AS (
+    UPDATE transactions SET status = 'rolled_back', reversed_by = r.by
+    FROM unnest($16::uuid[], $17::uuid[]) AS r(id, by) WHERE transactions.id = r.id
+),
+new_postings AS (
+    INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version, created_at)
+    SELECT *, $1 FROM unnest($18::uuid[], $19::uuid[], $20::bigint[], $21::bigint[], $22::bigint[])
+),
+balances AS (
+    UPDATE accounts SET balance_minor = n.balance, version = n.version, updated_at = $1
+    FROM unnest($23::uuid[], $24::bigint[], $25::bigint[]) AS n(id, balance, version) WHERE accounts.id = n.id
+),
+new_events AS (
+    INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
+    SELECT *, $1 FROM unnest($26::uuid[], $27::text[], $28::uuid[], $29::bigint[], $30::text[], $31::jsonb[])
+),
+new_audit AS (
+    INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
+        request_id, created_at)
+    SELECT *, $1 FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
+        $38::jsonb[], $39::text[], $40::text[], $41::text[])
+)
+INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
+SELECT *, $1 FROM unnest($42::uuid[], $43::text[], $44::bytea[], $45::int[], $46::text[])";
+
+/// A transaction row back as a record.
+pub(crate) fn transaction_from_row(row: &PgRow) -> Result<TransactionRecord, sqlx::Error> {
+    let currency = parse_currency(row.try_get("currency")?)?;
+    let to_amount: Option<i64> = row.try_get("to_amount_minor")?;
+    let to_currency: Option<&str> = row.try_get("to_currency")?;
+    let to_amount = match (to_amount, to_currency) {
+        (Some(minor), Some(code)) => Some(Money::new(minor, parse_currency(code)?)),
+        _ => None,
+    };
+    let rate: Option<&str> = row.try_get("rate")?;
+    Ok(TransactionRecord {
+        id: row.try_get("id")?,
+        kind: parse_stored(row.try_get("kind")?)?,
+        status: parse_stored(row.try_get("status")?)?,
+        from_user_id: row.try_get("from_user_id")?,
+        to_user_id: row.try_get("to_user_id")?,
+        amount: Money::new(row.try_get("amount_minor")?, currency),
+        to_amount,
+        rate: rate.map(parse_stored).transpose()?,
+        description: row.try_get("description")?,
+        reversal_of: row.try_get("reversal_of")?,
+        reversed_by: row.try_get("reversed_by")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) async fn find_transaction(pool: &PgPool, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
+    let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+    Ok(row.as_ref().map(transaction_from_row).transpose()?)
+}
+
+pub(crate) async fn list_transactions(
+    pool: &PgPool,
+    q: &TransactionQuery,
+) -> Result<Vec<TransactionRecord>, StoreError> {
+    let (before_at, before_id) = q.before.unzip();
+    let sql = format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions
+         WHERE (from_user_id = $1 OR to_user_id = $1)
+           AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR status = $3)
+           AND ($4::text IS NULL OR currency = $4)
+           AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at <= $6)
+           AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
+         ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(q.user_id)
+        .bind(q.kind.map(|k| k.as_str()))
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.currency.map(Currency::code))
+        .bind(q.since)
+        .bind(q.until)
+        .bind(before_at)
+        .bind(before_id)
+        .bind(i64::from(q.limit))
+        .bind(if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) })
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(transaction_from_row).collect::<Result<_, _>>().map_err(Into::into)
+}
+
+pub(crate) async fn wallets(
+    pool: &PgPool,
+    user_id: Uuid,
+    currency: Option<Currency>,
+) -> Result<Vec<Wallet>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT currency, balance_minor, updated_at FROM accounts
+         WHERE kind = 'user' AND user_id = $1 AND ($2::text IS NULL OR currency = $2) ORDER BY currency",
+    )
+    .bind(user_id)
+    .bind(currency.map(Currency::code))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Wallet {
+                currency: parse_currency(row.try_get("currency")?)?,
+                balance_minor: row.try_get("balance_minor")?,
+                updated_at: row.try_get("updated_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn balance_history(pool: &PgPool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+    let account = banksim_core::ledger::AccountKey::User { user_id: q.user_id, currency: q.currency }.id();
+    let rows = sqlx::query(
+        "SELECT p.transaction_id, p.amount_minor, p.balance_after_minor, p.created_at, t.kind,
+                t.reversal_of IS NOT NULL AS is_reversal
+         FROM postings p JOIN transactions t ON t.id = p.transaction_id
+         WHERE p.account_id = $1 AND ($2::timestamptz IS NULL OR p.created_at >= $2)
+           AND ($3::timestamptz IS NULL OR p.created_at <= $3)
+         ORDER BY p.created_at DESC, p.account_version DESC LIMIT $4",
+    )
+    .bind(account)
+    .bind(q.since)
+    .bind(q.until)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HistoryEntry {
+                transaction_id: row.try_get("transaction_id")?,
+                change_minor: row.try_get("amount_minor")?,
+                balance_after_minor: row.try_get("balance_after_minor")?,
+                created_at: row.try_get("created_at")?,
+                kind: parse_stored(row.try_get("kind")?)?,
+                is_reversal: row.try_get("is_reversal")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn balance_at(
+    pool: &PgPool,
+    user_id: Uuid,
+    currency: Currency,
+    at: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let account = banksim_core::ledger::AccountKey::User { user_id, currency }.id();
+    let balance: Option<i64> = sqlx::query_scalar(
+        "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
+         ORDER BY created_at DESC, account_version DESC LIMIT 1",
+    )
+    .bind(account)
+    .bind(at)
+    .fetch_optional(pool)
+    .await?;
+    Ok(balance.unwrap_or(0))
+}
+
+pub(crate) async fn find_idempotent(
+    pool: &PgPool,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    let row =
+        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let status: i32 = row.try_get("status_code")?;
+    Ok(Some(StoredResponse {
+        request_hash: row.try_get("request_hash")?,
+        status: u16::try_from(status).unwrap_or(500),
+        body: row.try_get("response")?,
+    }))
+}
+
+fn fx_from_row(row: &PgRow) -> Result<FxRate, sqlx::Error> {
+    Ok(FxRate {
+        base: parse_currency(row.try_get("base")?)?,
+        quote: parse_currency(row.try_get("quote")?)?,
+        rate: parse_stored(row.try_get("rate")?)?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(crate) async fn fx_rates(pool: &PgPool) -> Result<Vec<FxRate>, StoreError> {
+    let rows =
+        sqlx::query("SELECT base, quote, rate, updated_at FROM fx_rates ORDER BY base, quote").fetch_all(pool).await?;
+    rows.iter().map(fx_from_row).collect::<Result<_, _>>().map_err(Into::into)
+}
+
+pub(crate) async fn fx_rate(pool: &PgPool, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
+    let row = sqlx::query("SELECT base, quote, rate, updated_at FROM fx_rates WHERE base = $1 AND quote = $2")
+        .bind(base.code())
+        .bind(quote.code())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(fx_from_row).transpose()?)
+}
+
+pub(crate) async fn put_fx_rate(pool: &PgPool, rate: &FxRate) -> Result<FxRate, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO fx_rates (base, quote, rate, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (base, quote) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at
+         RETURNING base, quote, rate, updated_at",
+    )
+    .bind(rate.base.code())
+    .bind(rate.quote.code())
+    .bind(rate.rate.to_string())
+    .bind(rate.updated_at)
+    .fetch_one(pool)
+    .await?;
+    Ok(fx_from_row(&row)?)
+}
+
+/// Checks every ledger invariant with set-based queries.
+pub(crate) async fn verify(pool: &PgPool) -> Result<LedgerReport, StoreError> {
+    let mut report = LedgerReport {
+        accounts: count(pool, "SELECT count(*) FROM accounts").await?,
+        transactions: count(pool, "SELECT count(*) FROM transactions").await?,
+        postings: count(pool, "SELECT count(*) FROM postings").await?,
+        violations: Vec::new(),
+    };
+    for (query, what) in crate::verify::CHECKS {
+        let rows: Vec<String> = sqlx::query_scalar(&crate::verify::postgres_sql(query)).fetch_all(pool).await?;
+        report.violations.extend(rows.into_iter().map(|detail| format!("{what}: {detail}")));
+    }
+    Ok(report)
+}
+
+async fn count(pool: &PgPool, sql: &str) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+    Ok(n.unsigned_abs())
+}

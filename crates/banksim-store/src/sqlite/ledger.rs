@@ -1,0 +1,437 @@
+//! The ledger on SQLite: batches of movements in one transaction on the single writer connection.
+//!
+//! The writer connection serialises every batch, so no locks beyond SQLite's own are needed; rows are written one
+//! statement each (cheap in-process), all inside the batch's one commit.
+
+use std::collections::HashMap;
+
+use banksim_core::currency::Currency;
+use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::money::Money;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use uuid::Uuid;
+
+use super::{instant, micros};
+use crate::StoreError;
+use crate::ledger::{
+    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer,
+    StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, parse_currency,
+    parse_stored, plan_batch, rollback_originals,
+};
+
+const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
+    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at";
+
+pub(crate) async fn post_batch(
+    writer: &SqlitePool,
+    requests: &[LedgerRequest],
+    render: &dyn ResponseRenderer,
+    now: DateTime<Utc>,
+) -> Result<Vec<LedgerOutcome>, StoreError> {
+    let mut tx = writer.begin().await?;
+    let mut stored = HashMap::new();
+    for claim in requests.iter().filter_map(|r| r.idempotency.as_ref()) {
+        if let Some(response) = find_idempotent_in(&mut tx, claim.user_id, &claim.key).await? {
+            stored.insert((claim.user_id, claim.key.clone()), response);
+        }
+    }
+    let live: Vec<&LedgerRequest> = requests
+        .iter()
+        .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
+        .collect();
+    let originals = load_originals(&mut tx, &rollback_originals(&live)).await?;
+    for key in accounts_to_open(&live) {
+        sqlx::query(
+            "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(key.id())
+        .bind(key.kind())
+        .bind(key.user_id())
+        .bind(key.currency().code())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut accounts = Vec::new();
+    for id in accounts_touched(&live, &originals) {
+        let row = sqlx::query("SELECT id, kind, user_id, currency, balance_minor, version FROM accounts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            accounts.push(AccountState {
+                id: row.try_get("id")?,
+                key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
+                balance_minor: row.try_get("balance_minor")?,
+                version: row.try_get("version")?,
+            });
+        }
+    }
+    let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
+    let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
+    rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
+    write_rows(&mut tx, &rows, now).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn load_originals(tx: &mut Transaction<'_, Sqlite>, ids: &[Uuid]) -> Result<Vec<Original>, StoreError> {
+    let mut originals = Vec::with_capacity(ids.len());
+    for id in ids {
+        let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = $1");
+        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else { continue };
+        let legs = sqlx::query(
+            "SELECT p.amount_minor, a.kind, a.user_id, a.currency
+             FROM postings p JOIN accounts a ON a.id = p.account_id WHERE p.transaction_id = $1 ORDER BY p.id",
+        )
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|leg| {
+            Ok(Leg {
+                account: account_key(leg.try_get("kind")?, leg.try_get("user_id")?, leg.try_get("currency")?)?,
+                amount_minor: leg.try_get("amount_minor")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        originals.push(Original { record: transaction_from_row(&row)?, legs });
+    }
+    Ok(originals)
+}
+
+async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let now = micros(now);
+    for r in &rows.transactions {
+        sqlx::query(
+            "INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency,
+                 to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
+        )
+        .bind(r.id)
+        .bind(r.kind.as_str())
+        .bind(r.status.as_str())
+        .bind(r.from_user_id)
+        .bind(r.to_user_id)
+        .bind(r.amount.amount_minor())
+        .bind(r.amount.currency().code())
+        .bind(r.to_amount.map(|m| m.amount_minor()))
+        .bind(r.to_amount.map(|m| m.currency().code()))
+        .bind(r.rate.map(|rate| rate.to_string()))
+        .bind(&r.description)
+        .bind(r.reversal_of)
+        .bind(r.reversed_by)
+        .bind(micros(r.created_at))
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (original, by) in &rows.reversed {
+        sqlx::query("UPDATE transactions SET status = 'rolled_back', reversed_by = $2 WHERE id = $1")
+            .bind(original)
+            .bind(by)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for (transaction_id, p) in &rows.postings {
+        sqlx::query(
+            "INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version,
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(transaction_id)
+        .bind(p.account_id)
+        .bind(p.amount_minor)
+        .bind(p.balance_after_minor)
+        .bind(p.account_version)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for a in &rows.accounts {
+        sqlx::query("UPDATE accounts SET balance_minor = $2, version = $3, updated_at = $4 WHERE id = $1")
+            .bind(a.id)
+            .bind(a.balance_minor)
+            .bind(a.version)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for e in &rows.events {
+        sqlx::query(
+            "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.id)
+        .bind(e.aggregate_type)
+        .bind(e.aggregate_id)
+        .bind(e.version)
+        .bind(e.event_type)
+        .bind(e.data.to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for a in &rows.audits {
+        sqlx::query(
+            "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
+                 user_agent, request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(a.entry_id)
+        .bind(a.actor_id)
+        .bind(&a.action)
+        .bind(a.entity_type)
+        .bind(&a.entity_id)
+        .bind(a.outcome)
+        .bind(a.details.to_string())
+        .bind(&a.ip)
+        .bind(&a.user_agent)
+        .bind(&a.request_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for k in &rows.idempotency {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(k.user_id)
+        .bind(&k.key)
+        .bind(&k.request_hash)
+        .bind(i64::from(k.status))
+        .bind(&k.body)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn transaction_from_row(row: &SqliteRow) -> Result<TransactionRecord, sqlx::Error> {
+    let currency = parse_currency(row.try_get("currency")?)?;
+    let to_amount: Option<i64> = row.try_get("to_amount_minor")?;
+    let to_currency: Option<&str> = row.try_get("to_currency")?;
+    let to_amount = match (to_amount, to_currency) {
+        (Some(minor), Some(code)) => Some(Money::new(minor, parse_currency(code)?)),
+        _ => None,
+    };
+    let rate: Option<&str> = row.try_get("rate")?;
+    Ok(TransactionRecord {
+        id: row.try_get("id")?,
+        kind: parse_stored(row.try_get("kind")?)?,
+        status: parse_stored(row.try_get("status")?)?,
+        from_user_id: row.try_get("from_user_id")?,
+        to_user_id: row.try_get("to_user_id")?,
+        amount: Money::new(row.try_get("amount_minor")?, currency),
+        to_amount,
+        rate: rate.map(parse_stored).transpose()?,
+        description: row.try_get("description")?,
+        reversal_of: row.try_get("reversal_of")?,
+        reversed_by: row.try_get("reversed_by")?,
+        created_at: instant(row.try_get("created_at")?)?,
+    })
+}
+
+pub(crate) async fn find_transaction(pool: &SqlitePool, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
+    let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = $1");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+    Ok(row.as_ref().map(transaction_from_row).transpose()?)
+}
+
+pub(crate) async fn list_transactions(
+    pool: &SqlitePool,
+    q: &TransactionQuery,
+) -> Result<Vec<TransactionRecord>, StoreError> {
+    let (before_at, before_id) = q.before.map(|(at, id)| (micros(at), id)).unzip();
+    let sql = format!(
+        "SELECT {TRANSACTION_COLUMNS} FROM transactions
+         WHERE (from_user_id = $1 OR to_user_id = $1)
+           AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR currency = $4)
+           AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at <= $6)
+           AND ($7 IS NULL OR (created_at, id) < ($7, $8))
+         ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(q.user_id)
+        .bind(q.kind.map(|k| k.as_str()))
+        .bind(q.status.map(|s| s.as_str()))
+        .bind(q.currency.map(Currency::code))
+        .bind(q.since.map(micros))
+        .bind(q.until.map(micros))
+        .bind(before_at)
+        .bind(before_id)
+        .bind(i64::from(q.limit))
+        .bind(if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) })
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(transaction_from_row).collect::<Result<_, _>>().map_err(Into::into)
+}
+
+pub(crate) async fn wallets(
+    pool: &SqlitePool,
+    user_id: Uuid,
+    currency: Option<Currency>,
+) -> Result<Vec<Wallet>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT currency, balance_minor, updated_at FROM accounts
+         WHERE kind = 'user' AND user_id = $1 AND ($2 IS NULL OR currency = $2) ORDER BY currency",
+    )
+    .bind(user_id)
+    .bind(currency.map(Currency::code))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Wallet {
+                currency: parse_currency(row.try_get("currency")?)?,
+                balance_minor: row.try_get("balance_minor")?,
+                updated_at: instant(row.try_get("updated_at")?)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn balance_history(pool: &SqlitePool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+    let account = AccountKey::User { user_id: q.user_id, currency: q.currency }.id();
+    let rows = sqlx::query(
+        "SELECT p.transaction_id, p.amount_minor, p.balance_after_minor, p.created_at, t.kind,
+                t.reversal_of IS NOT NULL AS is_reversal
+         FROM postings p JOIN transactions t ON t.id = p.transaction_id
+         WHERE p.account_id = $1 AND ($2 IS NULL OR p.created_at >= $2) AND ($3 IS NULL OR p.created_at <= $3)
+         ORDER BY p.created_at DESC, p.account_version DESC LIMIT $4",
+    )
+    .bind(account)
+    .bind(q.since.map(micros))
+    .bind(q.until.map(micros))
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HistoryEntry {
+                transaction_id: row.try_get("transaction_id")?,
+                change_minor: row.try_get("amount_minor")?,
+                balance_after_minor: row.try_get("balance_after_minor")?,
+                created_at: instant(row.try_get("created_at")?)?,
+                kind: parse_stored(row.try_get("kind")?)?,
+                is_reversal: row.try_get("is_reversal")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn balance_at(
+    pool: &SqlitePool,
+    user_id: Uuid,
+    currency: Currency,
+    at: DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let account = AccountKey::User { user_id, currency }.id();
+    let balance: Option<i64> = sqlx::query_scalar(
+        "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
+         ORDER BY created_at DESC, account_version DESC LIMIT 1",
+    )
+    .bind(account)
+    .bind(micros(at))
+    .fetch_optional(pool)
+    .await?;
+    Ok(balance.unwrap_or(0))
+}
+
+async fn find_idempotent_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    let row =
+        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    row.as_ref().map(stored_from_row).transpose().map_err(Into::into)
+}
+
+pub(crate) async fn find_idempotent(
+    pool: &SqlitePool,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    let row =
+        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    row.as_ref().map(stored_from_row).transpose().map_err(Into::into)
+}
+
+fn stored_from_row(row: &SqliteRow) -> Result<StoredResponse, sqlx::Error> {
+    let status: i64 = row.try_get("status_code")?;
+    Ok(StoredResponse {
+        request_hash: row.try_get("request_hash")?,
+        status: u16::try_from(status).unwrap_or(500),
+        body: row.try_get("response")?,
+    })
+}
+
+fn fx_from_row(row: &SqliteRow) -> Result<FxRate, sqlx::Error> {
+    Ok(FxRate {
+        base: parse_currency(row.try_get("base")?)?,
+        quote: parse_currency(row.try_get("quote")?)?,
+        rate: parse_stored(row.try_get("rate")?)?,
+        updated_at: instant(row.try_get("updated_at")?)?,
+    })
+}
+
+pub(crate) async fn fx_rates(pool: &SqlitePool) -> Result<Vec<FxRate>, StoreError> {
+    let rows =
+        sqlx::query("SELECT base, quote, rate, updated_at FROM fx_rates ORDER BY base, quote").fetch_all(pool).await?;
+    rows.iter().map(fx_from_row).collect::<Result<_, _>>().map_err(Into::into)
+}
+
+pub(crate) async fn fx_rate(pool: &SqlitePool, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
+    let row = sqlx::query("SELECT base, quote, rate, updated_at FROM fx_rates WHERE base = $1 AND quote = $2")
+        .bind(base.code())
+        .bind(quote.code())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(fx_from_row).transpose()?)
+}
+
+pub(crate) async fn put_fx_rate(writer: &SqlitePool, rate: &FxRate) -> Result<FxRate, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO fx_rates (base, quote, rate, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (base, quote) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at
+         RETURNING base, quote, rate, updated_at",
+    )
+    .bind(rate.base.code())
+    .bind(rate.quote.code())
+    .bind(rate.rate.to_string())
+    .bind(micros(rate.updated_at))
+    .fetch_one(writer)
+    .await?;
+    Ok(fx_from_row(&row)?)
+}
+
+pub(crate) async fn verify(pool: &SqlitePool) -> Result<LedgerReport, StoreError> {
+    let count = |sql: &'static str| async move {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
+        Ok::<u64, StoreError>(n.unsigned_abs())
+    };
+    let mut report = LedgerReport {
+        accounts: count("SELECT count(*) FROM accounts").await?,
+        transactions: count("SELECT count(*) FROM transactions").await?,
+        postings: count("SELECT count(*) FROM postings").await?,
+        violations: Vec::new(),
+    };
+    for (query, what) in crate::verify::CHECKS {
+        let rows: Vec<String> = sqlx::query_scalar(&crate::verify::sqlite_sql(query)).fetch_all(pool).await?;
+        report.violations.extend(rows.into_iter().map(|detail| format!("{what}: {detail}")));
+    }
+    Ok(report)
+}

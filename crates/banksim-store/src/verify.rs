@@ -1,0 +1,103 @@
+//! The ledger invariants of DESIGN.md as set-based queries, shared by both backends.
+//!
+//! Each query returns one text row per violation. `ID(expr)` stands for "this UUID column as text", which the
+//! backends spell differently; everything else is SQL that PostgreSQL and SQLite both accept.
+
+/// (query, what it checks) pairs.
+pub(crate) const CHECKS: [(&str, &str); 7] = [
+    (
+        "SELECT ID(p.transaction_id) || ' ' || a.currency || ' sums to ' || CAST(sum(p.amount_minor) AS TEXT)
+         FROM postings p JOIN accounts a ON a.id = p.account_id
+         GROUP BY p.transaction_id, a.currency HAVING sum(p.amount_minor) <> 0",
+        "a transaction's postings do not sum to zero",
+    ),
+    (
+        "SELECT ID(a.id) || ' stores ' || CAST(a.balance_minor AS TEXT) || ' but its postings sum to '
+             || CAST(coalesce(p.total, 0) AS TEXT)
+         FROM accounts a LEFT JOIN (SELECT account_id, sum(amount_minor) AS total FROM postings GROUP BY account_id) p
+             ON p.account_id = a.id
+         WHERE a.balance_minor <> coalesce(p.total, 0)",
+        "an account's balance differs from the sum of its postings",
+    ),
+    (
+        "SELECT ID(a.id) || ' counts ' || CAST(a.version AS TEXT) || ' postings but has '
+             || CAST(coalesce(p.n, 0) AS TEXT)
+         FROM accounts a LEFT JOIN (SELECT account_id, count(*) AS n FROM postings GROUP BY account_id) p
+             ON p.account_id = a.id
+         WHERE a.version <> coalesce(p.n, 0)",
+        "an account's posting count is wrong",
+    ),
+    (
+        "SELECT currency || ' sums to ' || CAST(sum(balance_minor) AS TEXT)
+         FROM accounts GROUP BY currency HAVING sum(balance_minor) <> 0",
+        "the balances of a currency do not sum to zero",
+    ),
+    (
+        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) FROM accounts WHERE kind = 'user' AND balance_minor < 0",
+        "a user wallet is negative",
+    ),
+    (
+        "SELECT ID(t.id) || ' reverses ' || ID(t.reversal_of)
+         FROM transactions t LEFT JOIN transactions o ON o.id = t.reversal_of
+         WHERE t.reversal_of IS NOT NULL
+           AND (o.id IS NULL OR o.reversed_by IS NULL OR o.reversed_by <> t.id OR o.status <> 'rolled_back')
+         UNION ALL
+         SELECT ID(o.id) || ' is reversed by ' || ID(o.reversed_by)
+         FROM transactions o LEFT JOIN transactions t ON t.id = o.reversed_by
+         WHERE o.reversed_by IS NOT NULL AND (t.id IS NULL OR t.reversal_of IS NULL OR t.reversal_of <> o.id)",
+        "a rollback is not linked both ways",
+    ),
+    (
+        "SELECT ID(account_id) || ' version ' || CAST(account_version AS TEXT)
+         FROM (SELECT account_id, account_version, balance_after_minor, amount_minor,
+                      lag(balance_after_minor, 1, 0) OVER (PARTITION BY account_id ORDER BY account_version) AS before,
+                      row_number() OVER (PARTITION BY account_id ORDER BY account_version) AS n
+               FROM postings) chain
+         WHERE balance_after_minor <> before + amount_minor OR account_version <> n",
+        "a posting's balance-after does not follow from the one before",
+    ),
+];
+
+/// A check in PostgreSQL's spelling.
+pub(crate) fn postgres_sql(query: &str) -> String {
+    spell_ids(query, "CAST(", " AS TEXT)")
+}
+
+/// A check in SQLite's spelling (UUIDs are blobs: shown as hex).
+pub(crate) fn sqlite_sql(query: &str) -> String {
+    spell_ids(query, "lower(hex(", "))")
+}
+
+fn spell_ids(query: &str, open: &str, close: &str) -> String {
+    let mut out = String::with_capacity(query.len());
+    let mut rest = query;
+    while let Some(start) = rest.find("ID(") {
+        let preceded_by_word = rest[..start].chars().last().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        out.push_str(&rest[..start]);
+        if preceded_by_word {
+            out.push_str("ID(");
+            rest = &rest[start + 3..];
+            continue;
+        }
+        let inner_start = start + 3;
+        let inner_len = rest[inner_start..].find(')').unwrap_or(0);
+        out.push_str(open);
+        out.push_str(&rest[inner_start..inner_start + inner_len]);
+        out.push_str(close);
+        rest = &rest[inner_start + inner_len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_spelled_per_backend() {
+        assert_eq!(postgres_sql("SELECT ID(a.id) || x"), "SELECT CAST(a.id AS TEXT) || x");
+        assert_eq!(sqlite_sql("SELECT ID(a.id), ID(b)"), "SELECT lower(hex(a.id)), lower(hex(b))");
+        assert_eq!(sqlite_sql("SELECT ACCOUNT_ID(x)"), "SELECT ACCOUNT_ID(x)");
+    }
+}
