@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use banksim_core::{Clock, SystemClock};
-use banksim_store::{ConnectOptions, Store};
+use banksim_store::{Backend, ConnectOptions, Store};
 use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
+use crate::http::transactions::TransactionRenderer;
 use crate::router;
 use crate::service::users::UserDirectory;
+use crate::writer::LedgerWriter;
 
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
@@ -29,6 +31,10 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     /// Users by id, cached briefly for the token checks.
     pub users: UserDirectory,
+    /// The money write path.
+    pub writer: LedgerWriter,
+    /// When the state was built (for uptime).
+    pub started: std::time::Instant,
 }
 
 impl AppState {
@@ -40,7 +46,26 @@ impl AppState {
         let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)
             .map_err(|e| anyhow::anyhow!("ARGON2_MEMORY_KIB/ARGON2_ITERATIONS: {e}"))?;
         let users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
-        Ok(Self { store, config: Arc::new(config), clock, tokens: Arc::new(tokens), passwords, users })
+        // SQLite has one writer connection: more writer tasks would only queue behind it.
+        let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
+        let writer = LedgerWriter::start(
+            store.clone(),
+            clock.clone(),
+            Arc::new(TransactionRenderer),
+            workers,
+            config.write_queue_capacity,
+            config.write_batch_max,
+        );
+        Ok(Self {
+            store,
+            config: Arc::new(config),
+            clock,
+            tokens: Arc::new(tokens),
+            passwords,
+            users,
+            writer,
+            started: std::time::Instant::now(),
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use banksim_core::currency::CurrencySet;
 use clap::{Args, ValueEnum};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -122,6 +123,31 @@ pub struct Config {
     #[arg(long, env = "ARGON2_ITERATIONS", value_name = "ARGON2_ITERATIONS", default_value_t = 2)]
     pub argon2_iterations: u32,
 
+    /// Currencies users may hold, comma-separated ISO 4217 codes.
+    #[arg(
+        long,
+        env = "ENABLED_CURRENCIES",
+        value_name = "ENABLED_CURRENCIES",
+        default_value = "USD,EUR,GBP,JPY,CAD,AUD"
+    )]
+    pub enabled_currencies: CurrencySet,
+
+    /// Largest amount of one transaction, in major units of its currency (inclusive).
+    #[arg(long, env = "AMOUNT_MAX", value_name = "AMOUNT_MAX", default_value_t = 1_000_000)]
+    pub amount_max: u64,
+
+    /// Money movements waiting for a writer before new ones are refused with 503 (back-pressure).
+    #[arg(long, env = "WRITE_QUEUE_CAPACITY", value_name = "WRITE_QUEUE_CAPACITY", default_value_t = 4_096)]
+    pub write_queue_capacity: usize,
+
+    /// Writer tasks committing batches of movements (SQLite always uses one).
+    #[arg(long, env = "WRITE_WORKERS", value_name = "WRITE_WORKERS", default_value_t = 2)]
+    pub write_workers: usize,
+
+    /// Most movements committed in one database transaction.
+    #[arg(long, env = "WRITE_BATCH_MAX", value_name = "WRITE_BATCH_MAX", default_value_t = 256)]
+    pub write_batch_max: usize,
+
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -215,6 +241,10 @@ impl Config {
             ("REQUEST_TIMEOUT_SECS", u64::from(self.request_timeout_secs)),
             ("DATABASE_POOL_SIZE", u64::from(self.database_pool_size)),
             ("BODY_LIMIT_BYTES", self.body_limit_bytes as u64),
+            ("AMOUNT_MAX", self.amount_max),
+            ("WRITE_QUEUE_CAPACITY", self.write_queue_capacity as u64),
+            ("WRITE_WORKERS", self.write_workers as u64),
+            ("WRITE_BATCH_MAX", self.write_batch_max as u64),
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use banksim_core::ledger::LedgerError;
 use banksim_core::{CoreError, FieldError};
 use banksim_store::StoreError;
 use serde::Serialize;
@@ -56,13 +57,43 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A dependency (the database) is unavailable: retry later.
     ServiceUnavailable,
+    /// A money request's body is invalid: see `errors`.
+    InvalidRequest,
+    /// The amount is not positive, has too many decimals, or is above the maximum.
+    InvalidAmount,
+    /// The currency is not enabled.
+    UnsupportedCurrency,
+    /// The wallet holds less than the movement takes out.
+    InsufficientFunds,
+    /// A transfer to oneself.
+    SelfTransfer,
+    /// An exchange into the same currency.
+    SameCurrency,
+    /// The recipient does not exist or is inactive.
+    RecipientNotFound,
+    /// No exchange rate for this pair.
+    RateNotFound,
+    /// A timestamp is missing or not RFC 3339.
+    InvalidTimestamp,
+    /// The Idempotency-Key header is empty or longer than 255 characters.
+    InvalidIdempotencyKey,
+    /// A rollback cannot itself be rolled back.
+    NotReversible,
+    /// No transaction with this id.
+    TransactionNotFound,
+    /// The transaction was rolled back already.
+    AlreadyRolledBack,
+    /// The Idempotency-Key was used with another request body.
+    IdempotencyKeyReused,
+    /// Too many money movements are waiting: retry after `Retry-After`.
+    WriteQueueFull,
     /// A bug or an unexpected failure; details are in the server's log under the request id.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 35] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -82,6 +113,21 @@ impl ErrorCode {
         Self::LastAdmin,
         Self::RequestTimeout,
         Self::ServiceUnavailable,
+        Self::InvalidRequest,
+        Self::InvalidAmount,
+        Self::UnsupportedCurrency,
+        Self::InsufficientFunds,
+        Self::SelfTransfer,
+        Self::SameCurrency,
+        Self::RecipientNotFound,
+        Self::RateNotFound,
+        Self::InvalidTimestamp,
+        Self::InvalidIdempotencyKey,
+        Self::NotReversible,
+        Self::TransactionNotFound,
+        Self::AlreadyRolledBack,
+        Self::IdempotencyKeyReused,
+        Self::WriteQueueFull,
         Self::InternalError,
     ];
 
@@ -103,6 +149,20 @@ impl ErrorCode {
             Self::EmailTaken | Self::UsernameTaken | Self::LastAdmin => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidRequest
+            | Self::InvalidAmount
+            | Self::UnsupportedCurrency
+            | Self::InsufficientFunds
+            | Self::SelfTransfer
+            | Self::SameCurrency
+            | Self::RecipientNotFound
+            | Self::RateNotFound
+            | Self::InvalidTimestamp
+            | Self::InvalidIdempotencyKey
+            | Self::NotReversible => StatusCode::BAD_REQUEST,
+            Self::TransactionNotFound => StatusCode::NOT_FOUND,
+            Self::AlreadyRolledBack | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
+            Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -129,6 +189,21 @@ impl ErrorCode {
             Self::LastAdmin => "last_admin",
             Self::RequestTimeout => "request_timeout",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidAmount => "invalid_amount",
+            Self::UnsupportedCurrency => "unsupported_currency",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::SelfTransfer => "self_transfer",
+            Self::SameCurrency => "same_currency",
+            Self::RecipientNotFound => "recipient_not_found",
+            Self::RateNotFound => "rate_not_found",
+            Self::InvalidTimestamp => "invalid_timestamp",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::NotReversible => "not_reversible",
+            Self::TransactionNotFound => "transaction_not_found",
+            Self::AlreadyRolledBack => "already_rolled_back",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::WriteQueueFull => "write_queue_full",
             Self::InternalError => "internal_error",
         }
     }
@@ -155,6 +230,21 @@ impl ErrorCode {
             Self::LastAdmin => "the last active admin cannot be demoted, deactivated or deleted",
             Self::RequestTimeout => "request timed out",
             Self::ServiceUnavailable => "service temporarily unavailable",
+            Self::InvalidRequest => "invalid request",
+            Self::InvalidAmount => "invalid amount",
+            Self::UnsupportedCurrency => "unsupported currency",
+            Self::InsufficientFunds => "insufficient funds",
+            Self::SelfTransfer => "cannot transfer to yourself",
+            Self::SameCurrency => "cannot exchange a currency into itself",
+            Self::RecipientNotFound => "recipient not found",
+            Self::RateNotFound => "no exchange rate for this currency pair",
+            Self::InvalidTimestamp => "timestamp must be RFC 3339, e.g. 2024-01-31T12:00:00Z",
+            Self::InvalidIdempotencyKey => "Idempotency-Key must be 1 to 255 characters",
+            Self::NotReversible => "a rollback cannot be rolled back",
+            Self::TransactionNotFound => "transaction not found",
+            Self::AlreadyRolledBack => "transaction was already rolled back",
+            Self::IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
+            Self::WriteQueueFull => "too many pending transactions; retry shortly",
             Self::InternalError => "internal server error",
         }
     }
@@ -221,11 +311,50 @@ impl ApiError {
     pub fn code(&self) -> ErrorCode {
         self.code
     }
+
+    /// The same error with another code (keeping message and fields): money routes answer a bad body with 400
+    /// `invalid_request` where other routes answer 422 `validation_failed`.
+    pub fn recode(mut self, from: ErrorCode, to: ErrorCode) -> Self {
+        if self.code == from {
+            if self.message == from.default_message() {
+                self.message = Cow::Borrowed(to.default_message());
+            }
+            self.code = to;
+        }
+        self
+    }
+
+    /// The error body this error renders, with an explicit request id (for answers stored outside a request).
+    pub fn body(&self, request_id: &str) -> ErrorBody {
+        ErrorBody {
+            error: self.message.to_string(),
+            code: self.code.status().as_u16(),
+            error_code: self.code.as_str(),
+            request_id: request_id.to_owned(),
+            errors: self.fields.clone(),
+        }
+    }
 }
 
 impl From<ErrorCode> for ApiError {
     fn from(code: ErrorCode) -> Self {
         Self::new(code)
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(err: LedgerError) -> Self {
+        let code = match err {
+            LedgerError::InsufficientFunds => ErrorCode::InsufficientFunds,
+            LedgerError::SelfTransfer => ErrorCode::SelfTransfer,
+            LedgerError::SameCurrency => ErrorCode::SameCurrency,
+            LedgerError::ConvertsToZero | LedgerError::Overflow => ErrorCode::InvalidAmount,
+            LedgerError::TransactionNotFound => ErrorCode::TransactionNotFound,
+            LedgerError::RollbackForbidden => ErrorCode::InsufficientPermissions,
+            LedgerError::AlreadyRolledBack => ErrorCode::AlreadyRolledBack,
+            LedgerError::NotReversible => ErrorCode::NotReversible,
+        };
+        Self::new(code).with_message(err.to_string())
     }
 }
 

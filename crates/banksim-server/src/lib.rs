@@ -14,6 +14,7 @@ pub mod http;
 pub mod router;
 pub mod service;
 pub mod telemetry;
+pub mod writer;
 
 pub use app::{AppState, build, serve, shutdown_signal};
 pub use config::Config;

@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
-use crate::http::{auth, service, users};
+use crate::http::{auth, balances, fx, service, transactions, users};
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
 #[derive(OpenApi)]
@@ -33,6 +33,9 @@ use crate::http::{auth, service, users};
     tags(
         (name = "auth", description = "Registration, login and tokens"),
         (name = "users", description = "The caller, and user administration (admin)"),
+        (name = "transactions", description = "Moving money: credit, debit, transfer, exchange, rollback"),
+        (name = "balances", description = "The caller's wallets now, over time and at an instant"),
+        (name = "fx", description = "Exchange rates"),
         (name = "service", description = "Health and diagnostics"),
     )
 )]
@@ -53,7 +56,13 @@ impl Modify for BearerAuth {
 
 /// The routes and their OpenAPI document, before layers and state.
 pub fn routes() -> OpenApiRouter<AppState> {
-    let api = OpenApiRouter::new().merge(auth::routes()).merge(users::routes()).merge(service::routes());
+    let api = OpenApiRouter::new()
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(transactions::routes())
+        .merge(balances::routes())
+        .merge(fx::routes())
+        .merge(service::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
 }
 

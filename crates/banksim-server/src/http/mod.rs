@@ -2,7 +2,12 @@
 //! `router.rs` puts them together.
 
 pub mod auth;
+pub mod balances;
+pub mod client;
 pub mod context;
 pub mod extract;
+pub mod fx;
+pub mod money;
 pub mod service;
+pub mod transactions;
 pub mod users;

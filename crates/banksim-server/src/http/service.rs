@@ -13,12 +13,12 @@ use crate::app::AppState;
 
 /// Routes under `/api/v1`.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(ping))
+    OpenApiRouter::new().routes(routes!(ping)).routes(routes!(basic_metrics))
 }
 
 /// Routes at the root.
 pub fn root_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(readyz))
+    OpenApiRouter::new().routes(routes!(readyz)).routes(routes!(root_basic_metrics))
 }
 
 /// `{"status": "ok"}`.
@@ -83,4 +83,74 @@ pub struct Pong {
 #[utoipa::path(get, path = "/ping", tag = "service", responses((status = 200, body = Pong)))]
 pub async fn ping() -> Json<Pong> {
     Json(Pong { message: "pong" })
+}
+
+/// A JSON summary of the service's counters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BasicMetrics {
+    /// Time since start, for people (`1h2m3s`).
+    uptime: String,
+    /// Time since start, in seconds.
+    uptime_seconds: u64,
+    /// Money movements waiting for a writer.
+    queue_depth: usize,
+    /// Money movements committed or refused by the writers since start.
+    transactions_processed: u64,
+    /// The write path's batching.
+    write_batches: WriteBatches,
+    /// The database connection pool.
+    database: DatabasePool,
+}
+
+/// Group commit at work.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WriteBatches {
+    /// Batches committed since start.
+    committed: u64,
+    /// Movements in the last batch.
+    last_size: u64,
+    /// Most movements in one batch so far.
+    max_size: u64,
+    /// Movements refused with 503 because the queue was full.
+    rejected_queue_full: u64,
+}
+
+/// Connection pool figures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatabasePool {
+    /// `postgres` or `sqlite`.
+    backend: &'static str,
+    /// Most connections.
+    pool_size: u32,
+}
+
+fn basic_metrics_of(state: &AppState) -> BasicMetrics {
+    use std::sync::atomic::Ordering::Relaxed;
+    let uptime = state.started.elapsed().as_secs();
+    let stats = state.writer.stats();
+    BasicMetrics {
+        uptime: format!("{}h{}m{}s", uptime / 3600, uptime / 60 % 60, uptime % 60),
+        uptime_seconds: uptime,
+        queue_depth: state.writer.queue_depth(),
+        transactions_processed: stats.processed.load(Relaxed),
+        write_batches: WriteBatches {
+            committed: stats.batches.load(Relaxed),
+            last_size: stats.last_batch_size.load(Relaxed),
+            max_size: stats.max_batch_size.load(Relaxed),
+            rejected_queue_full: stats.rejected_queue_full.load(Relaxed),
+        },
+        database: DatabasePool { backend: state.store.backend().name(), pool_size: state.config.database_pool_size },
+    }
+}
+
+/// Counters of the service: uptime, write queue depth and batch sizes, transactions processed (GET or POST).
+#[utoipa::path(method(get, post), path = "/metrics/basic", tag = "service", responses((status = 200, body = BasicMetrics)))]
+pub async fn basic_metrics(State(state): State<AppState>) -> Json<BasicMetrics> {
+    Json(basic_metrics_of(&state))
+}
+
+/// The same counters at the root (GET or POST).
+#[utoipa::path(method(get, post), path = "/metrics/basic", tag = "service", responses((status = 200, body = BasicMetrics)))]
+pub async fn root_basic_metrics(State(state): State<AppState>) -> Json<BasicMetrics> {
+    Json(basic_metrics_of(&state))
 }

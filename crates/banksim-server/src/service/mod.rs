@@ -3,4 +3,5 @@
 //! Handlers parse and authorise, then call one of these; the CLI calls them too.
 
 pub mod auth;
+pub mod ledger;
 pub mod users;

@@ -228,6 +228,36 @@ impl TestApp {
         self.login(&email).await
     }
 
+    /// Sends a money POST with an optional idempotency key.
+    pub async fn money(&self, path: &str, user: &TestUser, key: Option<&str>, body: &Value) -> TestResponse {
+        let mut request = self.client.post(format!("{}{path}", self.address)).bearer_auth(&user.token).json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        read(request.send().await.expect("request sent")).await
+    }
+
+    /// Credits `amount` (decimal text) of `currency` to `user` and asserts it was posted.
+    pub async fn credit(&self, user: &TestUser, amount: &str, currency: &str) -> Value {
+        let body = json!({"amount": amount, "currency": currency});
+        let response = self.money("/api/v1/transactions/credit", user, None, &body).await;
+        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        response.body
+    }
+
+    /// The user's balance in `currency`, as the exact decimal text of the JSON number.
+    pub async fn balance(&self, user: &TestUser, currency: &str) -> String {
+        let response = self.get(&format!("/api/v1/balances/current?currency={currency}"), Some(&user.token)).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        raw_number(&response.text, "amount")
+    }
+
+    /// Checks every ledger invariant of the server's database.
+    pub async fn assert_ledger_sound(&self) {
+        let report = self.state.store.verify_ledger().await.expect("verify");
+        assert!(report.is_sound(), "ledger invariants broken: {:#?}", report.violations);
+    }
+
     /// Logs in with [`PASSWORD`].
     pub async fn login(&self, email: &str) -> TestUser {
         let response = self.post("/api/v1/auth/login", None, &json!({"email": email, "password": PASSWORD})).await;
@@ -247,6 +277,13 @@ impl Drop for TestApp {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// The exact text of a top-level JSON number field, as the server wrote it (`"amount":500.00` gives `500.00`).
+pub fn raw_number(text: &str, field: &str) -> String {
+    let raw: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_str(text).expect("a JSON object");
+    raw.get(field).unwrap_or_else(|| panic!("no {field} in {text}")).get().to_owned()
 }
 
 async fn read(response: reqwest::Response) -> TestResponse {

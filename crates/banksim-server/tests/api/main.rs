@@ -4,7 +4,12 @@
 mod helpers;
 
 mod auth;
+mod balances;
+mod concurrency;
+mod fx;
 mod http;
+mod idempotency;
 mod service;
 mod tokens;
+mod transactions;
 mod users;

@@ -107,6 +107,22 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves() {
             ("/api/v1/users/{id}", "get"),
             ("/api/v1/users/{id}", "put"),
             ("/api/v1/users/{id}", "delete"),
+            ("/api/v1/transactions/credit", "post"),
+            ("/api/v1/transactions/debit", "post"),
+            ("/api/v1/transactions/transfer", "post"),
+            ("/api/v1/transactions/exchange", "post"),
+            ("/api/v1/transactions/{id}/rollback", "post"),
+            ("/api/v1/transactions/{id}", "get"),
+            ("/api/v1/transactions/history", "get"),
+            ("/api/v1/balances", "get"),
+            ("/api/v1/balances/current", "get"),
+            ("/api/v1/balances/historical", "get"),
+            ("/api/v1/balances/at-time", "get"),
+            ("/api/v1/fx-rates", "get"),
+            ("/api/v1/fx-rates/{base}/{quote}", "put"),
+            ("/metrics/basic", "get"),
+            ("/metrics/basic", "post"),
+            ("/api/v1/metrics/basic", "get"),
         ];
         for (path, method) in expected {
             let operation = &spec.body["paths"][path][method];
@@ -125,5 +141,27 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves() {
 impl TestApp {
     async fn client_get_text(&self, path: &str) -> String {
         reqwest::get(format!("{}{path}", self.address)).await.expect("get").text().await.expect("text")
+    }
+}
+
+#[tokio::test]
+async fn basic_metrics_show_the_write_path() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let user = app.user("sefa").await;
+        app.credit(&user, "1", "USD").await;
+        for path in ["/metrics/basic", "/api/v1/metrics/basic"] {
+            for method in [Method::GET, Method::POST] {
+                let metrics = app.request(method.clone(), path, None, None).await;
+                assert_eq!(metrics.status, StatusCode::OK, "{method} {path}");
+                assert_eq!(metrics.body["transactions_processed"], 1);
+                assert_eq!(metrics.body["write_batches"]["committed"], 1);
+                assert_eq!(metrics.body["write_batches"]["last_size"], 1);
+                assert_eq!(metrics.body["queue_depth"], 0);
+                assert!(metrics.body["uptime_seconds"].is_u64());
+                assert_eq!(metrics.body["database"]["backend"], backend.name());
+            }
+        }
+        app.stop().await;
     }
 }

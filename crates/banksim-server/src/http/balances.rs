@@ -1,0 +1,262 @@
+//! `/api/v1/balances`: the caller's wallets now, over time, and at an instant.
+
+use axum::Json;
+use axum::extract::State;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionKind;
+use banksim_core::money::Money;
+use banksim_store::HistoryQuery;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::http::extract::ApiQuery;
+use crate::http::money::{amount_json, parse_currency};
+use crate::http::transactions::parse_instant;
+use crate::http::users::page_limit;
+
+/// The routes of this module.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_balances))
+        .routes(routes!(get_current_balance))
+        .routes(routes!(get_balance_history))
+        .routes(routes!(get_balance_at_time))
+}
+
+/// Which currency (default USD).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CurrencyParam {
+    /// ISO 4217 code (default USD).
+    currency: Option<String>,
+}
+
+fn currency_or_usd(state: &AppState, code: Option<&str>) -> Result<Currency, ApiError> {
+    parse_currency(Some(code.unwrap_or("USD")), "currency", &state.config.enabled_currencies)
+}
+
+/// A wallet's balance now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentBalance {
+    /// The caller.
+    user_id: Uuid,
+    /// Exact balance.
+    #[schema(value_type = f64, example = 1250.75)]
+    amount: Box<RawValue>,
+    /// ISO 4217 code.
+    currency: String,
+    /// Last movement; null for a wallet that never had one.
+    last_updated_at: Option<DateTime<Utc>>,
+}
+
+/// The caller's balance in one currency (0 for a wallet that never existed).
+#[utoipa::path(get, path = "/balances/current", tag = "balances", params(CurrencyParam), security(("bearer" = [])),
+    responses(
+        (status = 200, body = CurrentBalance),
+        (status = 400, description = "`unsupported_currency` or `invalid_parameter`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+    ))]
+pub async fn get_current_balance(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiQuery(params): ApiQuery<CurrencyParam>,
+) -> Result<Json<CurrentBalance>, ApiError> {
+    let currency = currency_or_usd(&state, params.currency.as_deref())?;
+    let wallet = state.store.wallets(caller.id, Some(currency)).await?.into_iter().next();
+    Ok(Json(CurrentBalance {
+        user_id: caller.id,
+        amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor), currency)),
+        currency: currency.to_string(),
+        last_updated_at: wallet.map(|w| w.updated_at),
+    }))
+}
+
+/// One wallet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WalletBalance {
+    /// ISO 4217 code.
+    currency: String,
+    /// Exact balance.
+    #[schema(value_type = f64)]
+    amount: Box<RawValue>,
+    /// Last movement.
+    last_updated_at: DateTime<Utc>,
+}
+
+/// Every wallet of the caller.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Balances {
+    /// By currency.
+    balances: Vec<WalletBalance>,
+}
+
+/// Every wallet of the caller.
+#[utoipa::path(get, path = "/balances", tag = "balances", security(("bearer" = [])), responses(
+    (status = 200, body = Balances),
+    (status = 401, description = "No valid access token", body = ErrorBody),
+))]
+pub async fn list_balances(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+) -> Result<Json<Balances>, ApiError> {
+    let wallets = state.store.wallets(caller.id, None).await?;
+    Ok(Json(Balances {
+        balances: wallets
+            .into_iter()
+            .map(|w| WalletBalance {
+                currency: w.currency.to_string(),
+                amount: amount_json(Money::new(w.balance_minor, w.currency)),
+                last_updated_at: w.updated_at,
+            })
+            .collect(),
+    }))
+}
+
+/// Which part of a wallet's history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// ISO 4217 code (default USD).
+    currency: Option<String>,
+    /// Most entries, 1–100 (default 20).
+    limit: Option<u32>,
+    /// Only at or after (RFC 3339).
+    since: Option<String>,
+    /// Only at or before (RFC 3339).
+    until: Option<String>,
+}
+
+/// One movement of a wallet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    /// The transaction.
+    transaction_id: Uuid,
+    /// The caller.
+    user_id: Uuid,
+    /// Balance right after this movement.
+    #[schema(value_type = f64)]
+    amount: Box<RawValue>,
+    /// Signed change.
+    #[schema(value_type = f64)]
+    change: Box<RawValue>,
+    /// ISO 4217 code.
+    currency: String,
+    /// When.
+    timestamp: DateTime<Utc>,
+    /// `credit`, `debit`, `transfer_sent`, `transfer_received`, `rollback` or `exchange`.
+    #[schema(example = "transfer_sent")]
+    reason: &'static str,
+}
+
+/// A wallet's movements, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceHistory {
+    /// Newest first.
+    history: Vec<HistoryItem>,
+    /// Page size used.
+    limit: u32,
+}
+
+/// A wallet's running balance, newest first: each entry is the balance after a movement and the signed change.
+#[utoipa::path(get, path = "/balances/historical", tag = "balances", params(HistoryParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = BalanceHistory),
+        (status = 400, description = "`invalid_parameter`, `invalid_timestamp`, `unsupported_currency`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+    ))]
+pub async fn get_balance_history(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<Json<BalanceHistory>, ApiError> {
+    let currency = currency_or_usd(&state, params.currency.as_deref())?;
+    let limit = page_limit(params.limit)?;
+    let query = HistoryQuery {
+        user_id: caller.id,
+        currency,
+        limit,
+        since: parse_instant("since", params.since.as_deref())?,
+        until: parse_instant("until", params.until.as_deref())?,
+    };
+    let entries = state.store.balance_history(&query).await?;
+    let history = entries
+        .into_iter()
+        .map(|e| HistoryItem {
+            transaction_id: e.transaction_id,
+            user_id: caller.id,
+            amount: amount_json(Money::new(e.balance_after_minor, currency)),
+            change: amount_json(Money::new(e.change_minor, currency)),
+            currency: currency.to_string(),
+            timestamp: e.created_at,
+            reason: match (e.is_reversal, e.kind) {
+                (true, _) => "rollback",
+                (false, TransactionKind::Credit) => "credit",
+                (false, TransactionKind::Debit) => "debit",
+                (false, TransactionKind::Exchange) => "exchange",
+                (false, TransactionKind::Transfer) if e.change_minor < 0 => "transfer_sent",
+                (false, TransactionKind::Transfer) => "transfer_received",
+            },
+        })
+        .collect();
+    Ok(Json(BalanceHistory { history, limit }))
+}
+
+/// Which instant.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AtTimeParams {
+    /// RFC 3339 instant, any offset (required).
+    timestamp: Option<String>,
+    /// ISO 4217 code (default USD).
+    currency: Option<String>,
+}
+
+/// A wallet's balance at an instant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceAtTime {
+    /// The caller.
+    user_id: Uuid,
+    /// Exact balance after every movement at or before `timestamp`.
+    #[schema(value_type = f64)]
+    amount: Box<RawValue>,
+    /// ISO 4217 code.
+    currency: String,
+    /// The instant asked for, in UTC.
+    timestamp: DateTime<Utc>,
+}
+
+/// The exact balance after every movement at or before an instant.
+#[utoipa::path(get, path = "/balances/at-time", tag = "balances", params(AtTimeParams), security(("bearer" = [])),
+    responses(
+        (status = 200, body = BalanceAtTime),
+        (status = 400, description = "`invalid_timestamp` (missing or not RFC 3339), `unsupported_currency`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+    ))]
+pub async fn get_balance_at_time(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiQuery(params): ApiQuery<AtTimeParams>,
+) -> Result<Json<BalanceAtTime>, ApiError> {
+    let timestamp = parse_instant("timestamp", params.timestamp.as_deref())?
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidTimestamp).with_message("timestamp is required (RFC 3339)"))?;
+    let currency = currency_or_usd(&state, params.currency.as_deref())?;
+    let balance = state.store.balance_at(caller.id, currency, timestamp).await?;
+    Ok(Json(BalanceAtTime {
+        user_id: caller.id,
+        amount: amount_json(Money::new(balance, currency)),
+        currency: currency.to_string(),
+        timestamp,
+    }))
+}

@@ -1,0 +1,495 @@
+//! `/api/v1/transactions`: credit, debit, transfer, exchange, rollback, one transaction, history.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use banksim_core::ledger::{LedgerError, Movement, TransactionKind, TransactionRecord, TransactionStatus};
+use banksim_core::user::Role;
+use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::http::client::ClientContext;
+use crate::http::extract::{ApiPath, ApiQuery};
+use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
+use crate::http::users::page_limit;
+use crate::service::ledger::{self as ledger_service, MoneyRequest, fingerprint};
+
+/// Longest description, in characters.
+pub const DESCRIPTION_CHARS_MAX: usize = 500;
+
+/// The routes of this module.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_credit))
+        .routes(routes!(create_debit))
+        .routes(routes!(create_transfer))
+        .routes(routes!(create_exchange))
+        .routes(routes!(rollback_transaction))
+        .routes(routes!(list_transactions))
+        .routes(routes!(get_transaction))
+}
+
+/// A transaction, as every route shows one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionResponse {
+    /// Id.
+    id: Uuid,
+    /// `credit`, `debit`, `transfer` or `exchange` (a rollback has its original's type).
+    #[serde(rename = "type")]
+    #[schema(example = "transfer")]
+    kind: &'static str,
+    /// `success`, `rolled_back`, `failed` or `pending`; a 201 always shows the final status.
+    #[schema(example = "success")]
+    status: &'static str,
+    /// The payer (null for a credit).
+    from_user_id: Option<Uuid>,
+    /// The payee (null for a debit).
+    to_user_id: Option<Uuid>,
+    /// Exact amount, with the currency's decimals.
+    #[schema(value_type = f64, example = 500.00)]
+    amount: Box<RawValue>,
+    /// ISO 4217 code.
+    #[schema(example = "USD")]
+    currency: String,
+    /// Free text.
+    description: Option<String>,
+    /// The transaction this one reverses.
+    reversal_of: Option<Uuid>,
+    /// The transaction that reversed this one.
+    reversed_by: Option<Uuid>,
+    /// When it was posted.
+    created_at: DateTime<Utc>,
+    /// Exchange only: the converted amount.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    to_amount: Option<Box<RawValue>>,
+    /// Exchange only: the target currency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to_currency: Option<String>,
+    /// Exchange only: the rate used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    rate: Option<Box<RawValue>>,
+}
+
+impl From<&TransactionRecord> for TransactionResponse {
+    fn from(r: &TransactionRecord) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind.as_str(),
+            status: r.status.as_str(),
+            from_user_id: r.from_user_id,
+            to_user_id: r.to_user_id,
+            amount: amount_json(r.amount),
+            currency: r.amount.currency().to_string(),
+            description: r.description.clone(),
+            reversal_of: r.reversal_of,
+            reversed_by: r.reversed_by,
+            created_at: r.created_at,
+            to_amount: r.to_amount.map(amount_json),
+            to_currency: r.to_amount.map(|m| m.currency().to_string()),
+            rate: r.rate.map(|rate| number_json(rate.to_string())),
+        }
+    }
+}
+
+/// Renders the answers stored under idempotency keys exactly as the live answers are rendered.
+#[derive(Debug, Default)]
+pub struct TransactionRenderer;
+
+impl ResponseRenderer for TransactionRenderer {
+    fn render(&self, request: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+        let rendered = match outcome {
+            Ok(record) => (201, serde_json::to_string(&TransactionResponse::from(record))),
+            Err(refusal) => {
+                let error = ApiError::from(*refusal);
+                let body = error.body(request.audit.request_id.as_deref().unwrap_or_default());
+                (error.code().status().as_u16(), serde_json::to_string(&body))
+            }
+        };
+        (rendered.0, rendered.1.unwrap_or_else(|_| "{}".to_owned()))
+    }
+}
+
+/// Credit or debit.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountRequest {
+    /// Exact amount as a number (`500.00`) or string (`"500.00"`); > 0, at most the maximum, at most the
+    /// currency's decimals.
+    #[schema(value_type = String, example = "500.00")]
+    amount: Option<Box<RawValue>>,
+    /// Enabled ISO 4217 code.
+    #[schema(example = "USD")]
+    currency: Option<String>,
+    /// Free text, at most 500 characters.
+    description: Option<String>,
+}
+
+/// A transfer.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRequest {
+    /// The recipient (an active user other than the caller).
+    to_user_id: Option<Uuid>,
+    /// Exact amount.
+    #[schema(value_type = String, example = "25.50")]
+    amount: Option<Box<RawValue>>,
+    /// Enabled ISO 4217 code.
+    #[schema(example = "USD")]
+    currency: Option<String>,
+    /// Free text, at most 500 characters.
+    description: Option<String>,
+}
+
+/// An exchange between two of the caller's wallets.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRequest {
+    /// Source currency.
+    #[schema(example = "USD")]
+    from_currency: Option<String>,
+    /// Target currency.
+    #[schema(example = "EUR")]
+    to_currency: Option<String>,
+    /// Exact amount in the source currency.
+    #[schema(value_type = String, example = "100.00")]
+    amount: Option<Box<RawValue>>,
+}
+
+fn description(text: Option<String>) -> Result<Option<String>, ApiError> {
+    match text {
+        Some(text) if text.chars().count() > DESCRIPTION_CHARS_MAX => {
+            Err(invalid_request("description", &format!("must be at most {DESCRIPTION_CHARS_MAX} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|value| value.to_str().map_err(|_| ApiError::new(ErrorCode::InvalidIdempotencyKey)))
+        .transpose()
+}
+
+/// Adds money to the caller's wallet from outside the bank.
+#[utoipa::path(post, path = "/transactions/credit", tag = "transactions", request_body = AmountRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Posted", body = TransactionResponse),
+        (status = 400, description = "`invalid_amount`, `unsupported_currency`, `invalid_request`, `malformed_json`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`write_queue_full` (see Retry-After)", body = ErrorBody),
+    ))]
+pub async fn create_credit(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    MoneyJson(body): MoneyJson<AmountRequest>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("credit", &body);
+    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
+    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
+    let movement = Movement::Credit { user_id: caller.id, amount };
+    let request = MoneyRequest {
+        caller: &caller,
+        client,
+        idempotency_key: idempotency_key(&headers)?,
+        fingerprint: print,
+        movement,
+        description: description(body.description)?,
+    };
+    ledger_service::post(&state, request).await
+}
+
+/// Takes money out of the caller's wallet; never below zero.
+#[utoipa::path(post, path = "/transactions/debit", tag = "transactions", request_body = AmountRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Posted", body = TransactionResponse),
+        (status = 400, description = "`insufficient_funds`, `invalid_amount`, `unsupported_currency`, `invalid_request`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`write_queue_full`", body = ErrorBody),
+    ))]
+pub async fn create_debit(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    MoneyJson(body): MoneyJson<AmountRequest>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("debit", &body);
+    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
+    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
+    let request = MoneyRequest {
+        caller: &caller,
+        client,
+        idempotency_key: idempotency_key(&headers)?,
+        fingerprint: print,
+        movement: Movement::Debit { user_id: caller.id, amount },
+        description: description(body.description)?,
+    };
+    ledger_service::post(&state, request).await
+}
+
+/// Moves money from the caller to another active user, atomically.
+#[utoipa::path(post, path = "/transactions/transfer", tag = "transactions", request_body = TransferRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Posted", body = TransactionResponse),
+        (status = 400, description = "`insufficient_funds`, `self_transfer`, `recipient_not_found`, `invalid_amount`, `unsupported_currency`, `invalid_request`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`write_queue_full`", body = ErrorBody),
+    ))]
+pub async fn create_transfer(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    MoneyJson(body): MoneyJson<TransferRequest>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("transfer", &body);
+    let to_user_id = body.to_user_id.ok_or_else(|| invalid_request("to_user_id", "is required"))?;
+    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
+    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
+    if to_user_id == caller.id {
+        return Err(ErrorCode::SelfTransfer.into());
+    }
+    ledger_service::check_recipient(&state, to_user_id).await?;
+    let request = MoneyRequest {
+        caller: &caller,
+        client,
+        idempotency_key: idempotency_key(&headers)?,
+        fingerprint: print,
+        movement: Movement::Transfer { from_user_id: caller.id, to_user_id, amount },
+        description: description(body.description)?,
+    };
+    ledger_service::post(&state, request).await
+}
+
+/// Converts between two of the caller's wallets at the current rate (rounded down to the target's minor unit).
+#[utoipa::path(post, path = "/transactions/exchange", tag = "transactions", request_body = ExchangeRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Posted", body = TransactionResponse),
+        (status = 400, description = "`insufficient_funds`, `same_currency`, `rate_not_found`, `invalid_amount`, `unsupported_currency`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`write_queue_full`", body = ErrorBody),
+    ))]
+pub async fn create_exchange(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    MoneyJson(body): MoneyJson<ExchangeRequest>,
+) -> Result<Response, ApiError> {
+    let print = fingerprint("exchange", &body);
+    let enabled = &state.config.enabled_currencies;
+    let from = parse_currency(body.from_currency.as_deref(), "from_currency", enabled)?;
+    let to = parse_currency(body.to_currency.as_deref(), "to_currency", enabled)?;
+    let amount = parse_amount(body.amount.as_deref(), from, state.config.amount_max)?;
+    if from == to {
+        return Err(ErrorCode::SameCurrency.into());
+    }
+    let rate = state.store.fx_rate(from, to).await?.ok_or(ErrorCode::RateNotFound)?.rate;
+    let request = MoneyRequest {
+        caller: &caller,
+        client,
+        idempotency_key: idempotency_key(&headers)?,
+        fingerprint: print,
+        movement: Movement::Exchange { user_id: caller.id, amount, to_currency: to, rate },
+        description: None,
+    };
+    ledger_service::post(&state, request).await
+}
+
+/// Reverses a transaction with a compensating one (admins: any; users: their own debits and transfers). Once
+/// only; a rollback cannot be rolled back.
+#[utoipa::path(post, path = "/transactions/{id}/rollback", tag = "transactions",
+    params(
+        ("id" = Uuid, Path, description = "The transaction to reverse"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "The compensating transaction", body = TransactionResponse),
+        (status = 400, description = "`insufficient_funds`, `not_reversible`, `invalid_parameter`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`", body = ErrorBody),
+        (status = 404, description = "`transaction_not_found`", body = ErrorBody),
+        (status = 409, description = "`already_rolled_back` or `idempotency_key_reused`", body = ErrorBody),
+    ))]
+pub async fn rollback_transaction(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let request = MoneyRequest {
+        caller: &caller,
+        client,
+        idempotency_key: idempotency_key(&headers)?,
+        fingerprint: fingerprint("rollback", &id),
+        movement: Movement::Rollback {
+            original_id: id,
+            actor_id: caller.id,
+            actor_is_admin: caller.role == Role::Admin,
+        },
+        description: None,
+    };
+    ledger_service::post(&state, request).await
+}
+
+/// One transaction, for a party to it or an admin.
+#[utoipa::path(get, path = "/transactions/{id}", tag = "transactions",
+    params(("id" = Uuid, Path, description = "Transaction id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TransactionResponse),
+        (status = 400, description = "`invalid_parameter`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: not a party", body = ErrorBody),
+        (status = 404, description = "`transaction_not_found`", body = ErrorBody),
+    ))]
+pub async fn get_transaction(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<TransactionResponse>, ApiError> {
+    let record = ledger_service::find(&state, &caller, id).await?;
+    Ok(Json(TransactionResponse::from(&record)))
+}
+
+/// Filters and paging of the history.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Page size, 1–100 (default 20).
+    limit: Option<u32>,
+    /// Rows to skip (ignored with `cursor`).
+    offset: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `credit`, `debit`, `transfer` or `exchange`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    kind: Option<String>,
+    /// `success`, `rolled_back`, `failed` or `pending`.
+    status: Option<String>,
+    /// ISO 4217 code.
+    currency: Option<String>,
+    /// Only at or after this instant (RFC 3339).
+    since: Option<String>,
+    /// Only at or before this instant (RFC 3339).
+    until: Option<String>,
+}
+
+/// A page of transactions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionList {
+    /// Newest first.
+    transactions: Vec<TransactionResponse>,
+    /// Page size used.
+    limit: u32,
+    /// Offset used (0 with a cursor).
+    offset: u64,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Parses an optional RFC 3339 instant (any offset) of a query.
+pub fn parse_instant(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    text.map(|t| {
+        DateTime::parse_from_rfc3339(t).map(|at| at.with_timezone(&Utc)).map_err(|_| {
+            ApiError::new(ErrorCode::InvalidTimestamp).with_message(format!("{field} must be an RFC 3339 timestamp"))
+        })
+    })
+    .transpose()
+}
+
+fn encode_cursor(record: &TransactionRecord) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", record.created_at.timestamp_micros(), record.id))
+}
+
+fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let invalid = || ApiError::parameter("cursor", "is not a cursor returned by this route");
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?).map_err(|_| invalid())?;
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+    Ok((at, id.parse().map_err(|_| invalid())?))
+}
+
+/// The caller's transactions, as payer or payee, newest first.
+#[utoipa::path(get, path = "/transactions/history", tag = "transactions", params(HistoryParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = TransactionList),
+        (status = 400, description = "`invalid_parameter`, `invalid_timestamp`, `unsupported_currency`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+    ))]
+pub async fn list_transactions(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<Json<TransactionList>, ApiError> {
+    let limit = page_limit(params.limit)?;
+    let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let offset = if before.is_some() { 0 } else { params.offset.unwrap_or(0) };
+    let kind = params
+        .kind
+        .as_deref()
+        .map(|k| k.parse::<TransactionKind>().map_err(|m| ApiError::parameter("type", m)))
+        .transpose()?;
+    let status = params
+        .status
+        .as_deref()
+        .map(|s| s.parse::<TransactionStatus>().map_err(|m| ApiError::parameter("status", m)))
+        .transpose()?;
+    let currency = match params.currency.as_deref() {
+        Some(code) => Some(parse_currency(Some(code), "currency", &state.config.enabled_currencies)?),
+        None => None,
+    };
+    let query = TransactionQuery {
+        user_id: caller.id,
+        kind,
+        status,
+        currency,
+        since: parse_instant("since", params.since.as_deref())?,
+        until: parse_instant("until", params.until.as_deref())?,
+        limit,
+        offset,
+        before,
+    };
+    let records = state.store.list_transactions(&query).await?;
+    let next_cursor = (records.len() == limit as usize).then(|| records.last().map(encode_cursor)).flatten();
+    Ok(Json(TransactionList {
+        transactions: records.iter().map(TransactionResponse::from).collect(),
+        limit,
+        offset,
+        next_cursor,
+    }))
+}

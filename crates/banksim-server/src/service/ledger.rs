@@ -1,0 +1,124 @@
+//! Moving money: checks that need the database or the configuration, idempotency, and the hand-off to the
+//! writer pool. The ledger's rules themselves live in `banksim_core::ledger`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use banksim_core::ledger::{Command, Movement, TransactionRecord};
+use banksim_core::user::{Role, User};
+use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, StoredResponse};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::http::client::ClientContext;
+
+/// Longest accepted idempotency key, in characters.
+pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
+/// Header marking a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// A money request as the service receives it from a handler.
+#[derive(Debug)]
+pub struct MoneyRequest<'a> {
+    /// The caller.
+    pub caller: &'a User,
+    /// Where the call comes from.
+    pub client: ClientContext,
+    /// The `Idempotency-Key` header, if sent.
+    pub idempotency_key: Option<&'a str>,
+    /// Fingerprint of the request (route and canonical body).
+    pub fingerprint: Vec<u8>,
+    /// The movement.
+    pub movement: Movement,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// The fingerprint of a request: SHA-256 of its route and its body in a canonical serialization.
+pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update([0]);
+    hasher.update(serde_json::to_vec(body).unwrap_or_default());
+    hasher.finalize().to_vec()
+}
+
+/// Posts a movement and answers as API.md says: 201 with the transaction, the refusal's error, or — for a
+/// repeated idempotency key — the stored answer with `Idempotent-Replayed: true` (409 if the body differs).
+pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<Response, ApiError> {
+    let claim = match request.idempotency_key {
+        Some(key) => Some(claim(request.caller.id, key, request.fingerprint)?),
+        None => None,
+    };
+    if let Some(claim) = &claim
+        && let Some(stored) = state.store.find_idempotent(claim.user_id, &claim.key).await?
+    {
+        return replay(claim, stored);
+    }
+    let ledger_request = LedgerRequest {
+        command: Command {
+            transaction_id: Uuid::now_v7(),
+            movement: request.movement,
+            description: request.description,
+        },
+        idempotency: claim.clone(),
+        audit: AuditContext {
+            actor_id: Some(request.caller.id),
+            ip: request.client.ip,
+            user_agent: request.client.user_agent,
+            request_id: request.client.request_id,
+        },
+    };
+    match state.writer.submit(ledger_request).await? {
+        LedgerOutcome::Posted(record) => Ok(created(&record)),
+        LedgerOutcome::Refused(refusal) => Err(refusal.into()),
+        LedgerOutcome::Replayed(stored) => match &claim {
+            Some(claim) => replay(claim, stored),
+            None => Err(ApiError::internal("a request without a key was answered as a replay")),
+        },
+    }
+}
+
+fn claim(user_id: Uuid, key: &str, request_hash: Vec<u8>) -> Result<IdempotencyClaim, ApiError> {
+    let chars = key.chars().count();
+    if chars == 0 || chars > IDEMPOTENCY_KEY_CHARS_MAX || key.chars().any(char::is_control) {
+        return Err(ErrorCode::InvalidIdempotencyKey.into());
+    }
+    Ok(IdempotencyClaim { user_id, key: key.to_owned(), request_hash })
+}
+
+/// The stored answer of an idempotency key, if the request is the same one.
+fn replay(claim: &IdempotencyClaim, stored: StoredResponse) -> Result<Response, ApiError> {
+    if stored.request_hash != claim.request_hash {
+        return Err(ErrorCode::IdempotencyKeyReused.into());
+    }
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+fn created(record: &TransactionRecord) -> Response {
+    (StatusCode::CREATED, axum::Json(crate::http::transactions::TransactionResponse::from(record))).into_response()
+}
+
+/// A transaction, for a party to it or an admin; others get 403 before anything about it is revealed.
+pub async fn find(state: &AppState, caller: &User, id: Uuid) -> Result<TransactionRecord, ApiError> {
+    let record = state.store.find_transaction(id).await?.ok_or(ErrorCode::TransactionNotFound)?;
+    let is_party = record.from_user_id == Some(caller.id) || record.to_user_id == Some(caller.id);
+    if !is_party && caller.role != Role::Admin {
+        return Err(ErrorCode::InsufficientPermissions.into());
+    }
+    Ok(record)
+}
+
+/// Checks that a transfer's recipient exists and is active.
+pub async fn check_recipient(state: &AppState, to_user_id: Uuid) -> Result<(), ApiError> {
+    match state.users.find_cached(to_user_id).await? {
+        Some(user) if user.is_active => Ok(()),
+        _ => Err(ErrorCode::RecipientNotFound.into()),
+    }
+}

@@ -1,0 +1,155 @@
+//! The money write path: a small pool of writer tasks that commit many movements per database transaction
+//! (group commit), fed by a bounded queue.
+//!
+//! A request hands its movement to the queue and waits for its own outcome, which arrives only after the batch
+//! holding it has committed, so a 2xx always means durable. When the queue is full the request is refused at
+//! once with 503 and `Retry-After` (back-pressure) instead of piling up. Each writer takes whatever is waiting,
+//! up to `WRITE_BATCH_MAX` movements, and posts them in one commit; a movement that breaks a rule fails alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use banksim_core::Clock;
+use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer, Store, StoreError};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::error::{ApiError, ErrorCode};
+
+/// A movement waiting for a writer, and where to send its outcome.
+struct Job {
+    request: LedgerRequest,
+    reply: oneshot::Sender<Result<LedgerOutcome, ApiError>>,
+}
+
+/// Counters of the write path, for metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Movements committed or refused so far.
+    pub processed: AtomicU64,
+    /// Batches committed so far.
+    pub batches: AtomicU64,
+    /// Size of the last batch.
+    pub last_batch_size: AtomicU64,
+    /// Largest batch so far.
+    pub max_batch_size: AtomicU64,
+    /// Movements refused because the queue was full.
+    pub rejected_queue_full: AtomicU64,
+}
+
+/// The handle requests use to post movements.
+#[derive(Clone)]
+pub struct LedgerWriter {
+    queue: mpsc::Sender<Job>,
+    capacity: usize,
+    stats: Arc<WriterStats>,
+}
+
+impl LedgerWriter {
+    /// Starts `workers` writer tasks over `store`, with a queue of `capacity` movements and batches of at most
+    /// `batch_max`. The tasks stop when every handle is dropped and the queue is drained.
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        render: Arc<dyn ResponseRenderer>,
+        workers: usize,
+        capacity: usize,
+        batch_max: usize,
+    ) -> Self {
+        let (queue, receiver) = mpsc::channel(capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let stats = Arc::new(WriterStats::default());
+        for _ in 0..workers.max(1) {
+            let worker = Worker {
+                receiver: receiver.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                render: render.clone(),
+                batch_max: batch_max.max(1),
+                stats: stats.clone(),
+            };
+            tokio::spawn(worker.run());
+        }
+        Self { queue, capacity, stats }
+    }
+
+    /// Posts one movement and waits for its committed outcome.
+    pub async fn submit(&self, request: LedgerRequest) -> Result<LedgerOutcome, ApiError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue.try_send(Job { request, reply }).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => {
+                self.stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+                ApiError::new(ErrorCode::WriteQueueFull)
+            }
+            mpsc::error::TrySendError::Closed(_) => ApiError::new(ErrorCode::ServiceUnavailable),
+        })?;
+        outcome.await.map_err(|_| ApiError::internal("writer dropped a movement without an answer"))?
+    }
+
+    /// Movements waiting for a writer.
+    pub fn queue_depth(&self) -> usize {
+        self.capacity - self.queue.capacity()
+    }
+
+    /// The write path's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+struct Worker {
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    render: Arc<dyn ResponseRenderer>,
+    batch_max: usize,
+    stats: Arc<WriterStats>,
+}
+
+impl Worker {
+    async fn run(self) {
+        let mut jobs = Vec::with_capacity(self.batch_max);
+        loop {
+            {
+                // One worker at a time takes a batch; the others are committing theirs meanwhile.
+                let mut receiver = self.receiver.lock().await;
+                if receiver.recv_many(&mut jobs, self.batch_max).await == 0 {
+                    return;
+                }
+            }
+            self.commit(&mut jobs).await;
+        }
+    }
+
+    async fn commit(&self, jobs: &mut Vec<Job>) {
+        let requests: Vec<LedgerRequest> = jobs.iter().map(|job| job.request.clone()).collect();
+        let started = std::time::Instant::now();
+        let result = self.store.post_batch(&requests, self.render.as_ref(), self.clock.now()).await;
+        let size = jobs.len() as u64;
+        self.stats.processed.fetch_add(size, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_batch_size.store(size, Ordering::Relaxed);
+        self.stats.max_batch_size.fetch_max(size, Ordering::Relaxed);
+        tracing::debug!(batch.size = size, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "batch committed");
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, batch.size = size, "ledger batch failed; nothing was posted");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(batch_error(&err)));
+                }
+            }
+        }
+    }
+}
+
+/// The answer for every movement of a batch that could not be committed.
+fn batch_error(err: &StoreError) -> ApiError {
+    match err {
+        StoreError::Unavailable(_) => ApiError::new(ErrorCode::ServiceUnavailable),
+        other => ApiError::internal(other),
+    }
+}

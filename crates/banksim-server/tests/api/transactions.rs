@@ -1,0 +1,360 @@
+//! `/api/v1/transactions`: every movement, every refusal, rollbacks, reads and history.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, backends, raw_number};
+
+const CREDIT: &str = "/api/v1/transactions/credit";
+const DEBIT: &str = "/api/v1/transactions/debit";
+const TRANSFER: &str = "/api/v1/transactions/transfer";
+
+fn rollback_path(id: &Value) -> String {
+    format!("/api/v1/transactions/{}/rollback", id.as_str().expect("id"))
+}
+
+#[tokio::test]
+async fn credit_debit_and_transfer_move_exact_amounts() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+
+        let credit = app
+            .money(CREDIT, &sefa, None, &json!({"amount": 500.00, "currency": "USD", "description": "salary"}))
+            .await;
+        assert_eq!(credit.status, StatusCode::CREATED, "{}", credit.text);
+        assert_eq!(raw_number(&credit.text, "amount"), "500.00", "amounts keep the currency's decimals");
+        let t = &credit.body;
+        assert_eq!((t["type"].as_str(), t["status"].as_str()), (Some("credit"), Some("success")));
+        assert_eq!((t["from_user_id"].clone(), t["to_user_id"].as_str()), (Value::Null, Some(sefa.id.as_str())));
+        assert_eq!(t["description"], "salary");
+        assert_eq!((t["reversal_of"].clone(), t["reversed_by"].clone()), (Value::Null, Value::Null));
+
+        let debit = app.money(DEBIT, &sefa, None, &json!({"amount": "0.01", "currency": "USD"})).await;
+        assert_eq!(debit.status, StatusCode::CREATED, "{}", debit.text);
+        assert_eq!(debit.body["from_user_id"], sefa.id.as_str());
+
+        let transfer = json!({"to_user_id": kerem.id, "amount": "120.5", "currency": "USD"});
+        let sent = app.money(TRANSFER, &sefa, None, &transfer).await;
+        assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+        assert_eq!(raw_number(&sent.text, "amount"), "120.50");
+        assert_eq!(sent.body["to_user_id"], kerem.id.as_str());
+
+        assert_eq!(app.balance(&sefa, "USD").await, "379.49");
+        assert_eq!(app.balance(&kerem, "USD").await, "120.50");
+
+        app.credit(&sefa, "1500", "JPY").await;
+        assert_eq!(app.balance(&sefa, "JPY").await, "1500", "JPY has no decimals");
+        app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn invalid_amounts_are_refused_without_effect() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let cases = [
+            (json!(0), "USD"),
+            (json!("0.00"), "USD"),
+            (json!(-5), "USD"),
+            (json!("1.001"), "USD"),
+            (json!(1.001), "USD"),
+            (json!("1.5"), "JPY"),
+            (json!("1000000.01"), "USD"),
+            (json!("99999999999999999999"), "USD"),
+            (json!("abc"), "USD"),
+            (json!("1e2"), "USD"),
+            (json!(true), "USD"),
+            (json!(" 5"), "USD"),
+        ];
+        for (amount, currency) in cases {
+            let body = json!({"amount": amount, "currency": currency});
+            let response = app.money(CREDIT, &sefa, None, &body).await;
+            response.assert_error(400, "invalid_amount");
+        }
+        let at_max = app.money(CREDIT, &sefa, None, &json!({"amount": "1000000.00", "currency": "USD"})).await;
+        assert_eq!(at_max.status, StatusCode::CREATED, "the maximum itself is allowed: {}", at_max.text);
+        assert_eq!(app.balance(&sefa, "USD").await, "1000000.00");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn unsupported_currencies_and_bad_bodies_are_400s() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        for currency in ["XYZ", "usd", "CHF", "US"] {
+            let response = app.money(CREDIT, &sefa, None, &json!({"amount": "1", "currency": currency})).await;
+            response.assert_error(400, "unsupported_currency");
+        }
+        let missing = app.money(CREDIT, &sefa, None, &json!({"currency": "USD"})).await;
+        missing.assert_error(400, "invalid_request");
+        assert_eq!(missing.error_fields(), ["amount"]);
+        let unknown = app.money(CREDIT, &sefa, None, &json!({"amount": "1", "currency": "USD", "to": "me"})).await;
+        unknown.assert_error(400, "invalid_request");
+        let null = app.money(CREDIT, &sefa, None, &Value::Null).await;
+        null.assert_error(400, "invalid_request");
+        let long = "x".repeat(501);
+        let too_long =
+            app.money(CREDIT, &sefa, None, &json!({"amount": "1", "currency": "USD", "description": long})).await;
+        too_long.assert_error(400, "invalid_request");
+        let malformed = app
+            .raw(
+                reqwest::Method::POST,
+                CREDIT,
+                &[("content-type", "application/json"), ("authorization", &format!("Bearer {}", sefa.token))],
+                b"{".to_vec(),
+            )
+            .await;
+        malformed.assert_error(400, "malformed_json");
+        app.post(CREDIT, None, &json!({"amount": "1", "currency": "USD"})).await.assert_error(401, "unauthorized");
+        assert_eq!(app.balance(&sefa, "USD").await, "0.00");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn wallets_never_go_negative() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        app.money(DEBIT, &sefa, None, &json!({"amount": "0.01", "currency": "USD"}))
+            .await
+            .assert_error(400, "insufficient_funds");
+        app.credit(&sefa, "10.00", "USD").await;
+        app.money(DEBIT, &sefa, None, &json!({"amount": "10.01", "currency": "USD"}))
+            .await
+            .assert_error(400, "insufficient_funds");
+        let transfer = json!({"to_user_id": kerem.id, "amount": "10.01", "currency": "USD"});
+        app.money(TRANSFER, &sefa, None, &transfer).await.assert_error(400, "insufficient_funds");
+        let other_currency = json!({"to_user_id": kerem.id, "amount": "1", "currency": "EUR"});
+        app.money(TRANSFER, &sefa, None, &other_currency).await.assert_error(400, "insufficient_funds");
+        assert_eq!(app.balance(&sefa, "USD").await, "10.00");
+        assert_eq!(app.balance(&kerem, "USD").await, "0.00");
+        let exact = app.money(DEBIT, &sefa, None, &json!({"amount": "10", "currency": "USD"})).await;
+        assert_eq!(exact.status, StatusCode::CREATED, "the whole balance may go");
+        assert_eq!(app.balance(&sefa, "USD").await, "0.00");
+        app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn transfers_need_another_active_recipient() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let gone = app.user("gone").await;
+        app.credit(&sefa, "100", "USD").await;
+        app.delete(&format!("/api/v1/users/{}", gone.id), Some(&admin.token)).await;
+
+        let to = |id: &str| json!({"to_user_id": id, "amount": "1", "currency": "USD"});
+        app.money(TRANSFER, &sefa, None, &to(&sefa.id)).await.assert_error(400, "self_transfer");
+        app.money(TRANSFER, &sefa, None, &to(&uuid::Uuid::new_v4().to_string()))
+            .await
+            .assert_error(400, "recipient_not_found");
+        app.money(TRANSFER, &sefa, None, &to(&gone.id)).await.assert_error(400, "recipient_not_found");
+        let missing = app.money(TRANSFER, &sefa, None, &json!({"amount": "1", "currency": "USD"})).await;
+        missing.assert_error(400, "invalid_request");
+        let not_uuid = app.money(TRANSFER, &sefa, None, &to("nope")).await;
+        not_uuid.assert_error(400, "invalid_request");
+        assert_eq!(app.balance(&sefa, "USD").await, "100.00");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn rollbacks_reverse_once_for_the_payer_or_an_admin() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let credit = app.credit(&sefa, "100", "USD").await;
+        let transfer =
+            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": "40", "currency": "USD"})).await;
+
+        app.money(&rollback_path(&transfer.body["id"]), &kerem, None, &Value::Null)
+            .await
+            .assert_error(403, "insufficient_permissions");
+        app.money(&rollback_path(&credit["id"]), &sefa, None, &Value::Null)
+            .await
+            .assert_error(403, "insufficient_permissions");
+
+        let reversed = app.money(&rollback_path(&transfer.body["id"]), &sefa, None, &Value::Null).await;
+        assert_eq!(reversed.status, StatusCode::CREATED, "{}", reversed.text);
+        assert_eq!(reversed.body["reversal_of"], transfer.body["id"]);
+        assert_eq!(reversed.body["from_user_id"], kerem.id.as_str());
+        assert_eq!(reversed.body["to_user_id"], sefa.id.as_str());
+        assert_eq!(reversed.body["status"], "success");
+        assert_eq!(app.balance(&sefa, "USD").await, "100.00");
+        assert_eq!(app.balance(&kerem, "USD").await, "0.00");
+
+        let original = app
+            .get(&format!("/api/v1/transactions/{}", transfer.body["id"].as_str().expect("id")), Some(&sefa.token))
+            .await;
+        assert_eq!(original.body["status"], "rolled_back");
+        assert_eq!(original.body["reversed_by"], reversed.body["id"]);
+
+        app.money(&rollback_path(&transfer.body["id"]), &admin, None, &Value::Null)
+            .await
+            .assert_error(409, "already_rolled_back");
+        app.money(&rollback_path(&reversed.body["id"]), &admin, None, &Value::Null)
+            .await
+            .assert_error(400, "not_reversible");
+
+        let by_admin = app.money(&rollback_path(&credit["id"]), &admin, None, &Value::Null).await;
+        assert_eq!(by_admin.status, StatusCode::CREATED, "{}", by_admin.text);
+        assert_eq!(app.balance(&sefa, "USD").await, "0.00");
+
+        let unknown = json!(uuid::Uuid::new_v4().to_string());
+        app.money(&rollback_path(&unknown), &admin, None, &Value::Null)
+            .await
+            .assert_error(404, "transaction_not_found");
+        app.money("/api/v1/transactions/nope/rollback", &admin, None, &Value::Null)
+            .await
+            .assert_error(400, "invalid_parameter");
+        app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_rollback_needs_the_funds_to_return() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        app.credit(&sefa, "50", "USD").await;
+        let transfer =
+            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": "50", "currency": "USD"})).await;
+        app.money(DEBIT, &kerem, None, &json!({"amount": "30", "currency": "USD"})).await;
+        let refused = app.money(&rollback_path(&transfer.body["id"]), &sefa, None, &Value::Null).await;
+        refused.assert_error(400, "insufficient_funds");
+        assert_eq!(app.balance(&kerem, "USD").await, "20.00");
+        let original = app
+            .get(&format!("/api/v1/transactions/{}", transfer.body["id"].as_str().expect("id")), Some(&sefa.token))
+            .await;
+        assert_eq!(original.body["status"], "success", "a refused rollback changes nothing");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_transaction_is_shown_to_its_parties_and_admins_only() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let stranger = app.user("stranger").await;
+        app.credit(&sefa, "10", "USD").await;
+        let transfer =
+            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": "1", "currency": "USD"})).await;
+        let path = format!("/api/v1/transactions/{}", transfer.body["id"].as_str().expect("id"));
+        for viewer in [&sefa, &kerem, &admin] {
+            let seen = app.get(&path, Some(&viewer.token)).await;
+            assert_eq!(seen.status, StatusCode::OK);
+            assert_eq!(seen.body["id"], transfer.body["id"]);
+        }
+        app.get(&path, Some(&stranger.token)).await.assert_error(403, "insufficient_permissions");
+        app.get(&path, None).await.assert_error(401, "unauthorized");
+        let unknown = format!("/api/v1/transactions/{}", uuid::Uuid::new_v4());
+        app.get(&unknown, Some(&admin.token)).await.assert_error(404, "transaction_not_found");
+        app.get("/api/v1/transactions/not-a-uuid", Some(&admin.token)).await.assert_error(400, "invalid_parameter");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn history_filters_and_pages_newest_first() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let mut ids = Vec::new();
+        ids.push(app.credit(&sefa, "100", "USD").await["id"].clone());
+        let middle = chrono::Utc::now();
+        for amount in ["1", "2", "3"] {
+            let sent = app
+                .money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": amount, "currency": "USD"}))
+                .await;
+            ids.push(sent.body["id"].clone());
+        }
+        ids.push(app.credit(&sefa, "5", "EUR").await["id"].clone());
+        ids.reverse();
+
+        let all = app.get("/api/v1/transactions/history?limit=100", Some(&sefa.token)).await;
+        assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+        let listed: Vec<Value> =
+            all.body["transactions"].as_array().expect("list").iter().map(|t| t["id"].clone()).collect();
+        assert_eq!(listed, ids, "newest first");
+        assert_eq!(all.body["next_cursor"], Value::Null);
+
+        let ids_of = |body: &Value| -> Vec<Value> {
+            body["transactions"].as_array().expect("list").iter().map(|t| t["id"].clone()).collect()
+        };
+        let kerem_sees = app.get("/api/v1/transactions/history", Some(&kerem.token)).await;
+        assert_eq!(ids_of(&kerem_sees.body).len(), 3, "the payee sees incoming transfers");
+        let transfers = app.get("/api/v1/transactions/history?type=transfer", Some(&sefa.token)).await;
+        assert_eq!(ids_of(&transfers.body), ids[1..4]);
+        let euros = app.get("/api/v1/transactions/history?currency=EUR", Some(&sefa.token)).await;
+        assert_eq!(ids_of(&euros.body), ids[..1]);
+        let since = app
+            .get(
+                &format!(
+                    "/api/v1/transactions/history?since={}",
+                    middle.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                ),
+                Some(&sefa.token),
+            )
+            .await;
+        assert_eq!(ids_of(&since.body), ids[..4]);
+        let until = app
+            .get(
+                &format!(
+                    "/api/v1/transactions/history?until={}",
+                    middle.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                ),
+                Some(&sefa.token),
+            )
+            .await;
+        assert_eq!(ids_of(&until.body), ids[4..]);
+        let rolled = app.get("/api/v1/transactions/history?status=rolled_back", Some(&sefa.token)).await;
+        assert!(ids_of(&rolled.body).is_empty());
+        let offset = app.get("/api/v1/transactions/history?limit=2&offset=2", Some(&sefa.token)).await;
+        assert_eq!(ids_of(&offset.body), ids[2..4]);
+        assert_eq!((offset.body["limit"].as_u64(), offset.body["offset"].as_u64()), (Some(2), Some(2)));
+
+        let mut seen = Vec::new();
+        let mut path = "/api/v1/transactions/history?limit=2".to_owned();
+        loop {
+            let page = app.get(&path, Some(&sefa.token)).await;
+            seen.extend(ids_of(&page.body));
+            match page.body["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/api/v1/transactions/history?limit=2&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids, "the cursor visits every transaction once");
+
+        for bad in ["type=gift", "status=done", "limit=0", "limit=101", "cursor=zzz", "offset=x", "bogus=1"] {
+            app.get(&format!("/api/v1/transactions/history?{bad}"), Some(&sefa.token))
+                .await
+                .assert_error(400, "invalid_parameter");
+        }
+        app.get("/api/v1/transactions/history?since=yesterday", Some(&sefa.token))
+            .await
+            .assert_error(400, "invalid_timestamp");
+        app.get("/api/v1/transactions/history?currency=XYZ", Some(&sefa.token))
+            .await
+            .assert_error(400, "unsupported_currency");
+        app.stop().await;
+    }
+}
