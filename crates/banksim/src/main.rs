@@ -1,4 +1,5 @@
-//! The `banksim` command: serve the API (the default), migrate the database, create an admin, seed demo users.
+//! The `banksim` command: serve the API (the default), migrate the database, create an admin, seed demo users,
+//! simulate traffic against a running API.
 
 use std::process::ExitCode;
 
@@ -8,6 +9,8 @@ use banksim_server::service::users::{self, Registration};
 use banksim_server::{AppState, Config, app, telemetry};
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
+
+mod simulate;
 
 /// A banking simulation API: users, wallets in several currencies, exact money movement.
 #[derive(Debug, Parser)]
@@ -36,6 +39,11 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Check every ledger invariant of the configured database; exits non-zero, naming each violation, if one fails.
+    Verify,
+    /// Drive a running API with simulated users and report throughput, latency and errors, then check that
+    /// money was conserved.
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,7 +66,9 @@ enum AdminCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.config.log_format);
-    if let Err(err) = cli.config.validate() {
+    // The simulator only talks HTTP: the server's settings are not its business.
+    let needs_config = !matches!(cli.command, Some(Command::Simulate(_)));
+    if needs_config && let Err(err) = cli.config.validate() {
         eprintln!("banksim: configuration error: {err}");
         return ExitCode::from(2);
     }
@@ -111,6 +121,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             state.store.close().await;
             Ok(())
         }
+        Command::Verify => verify(cli.config).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
 
@@ -120,6 +132,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(address).await.with_context(|| format!("PORT: cannot listen on {address}"))?;
     app::serve(state, listener, app::shutdown_signal()).await
+}
+
+/// Checks the ledger and prints the report; an unsound ledger is an error (exit code 1).
+async fn verify(config: Config) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let report = store.verify_ledger().await?;
+    store.close().await;
+    println!(
+        "checked {} accounts, {} transactions, {} postings ({})",
+        report.accounts,
+        report.transactions,
+        report.postings,
+        store.backend().name()
+    );
+    if report.is_sound() {
+        println!("ledger ok: every invariant holds");
+        return Ok(());
+    }
+    for violation in &report.violations {
+        println!("VIOLATION {violation}");
+    }
+    anyhow::bail!("{} ledger invariant violation(s)", report.violations.len())
 }
 
 /// The state for one-shot commands: the migrated store, without starting the server.

@@ -180,3 +180,68 @@ async fn serve_is_the_default_creates_the_first_admin_and_stops_on_sigterm() {
     let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
 }
+
+#[tokio::test]
+async fn verify_passes_a_sound_ledger_and_names_a_tampered_one() {
+    for backend in backends() {
+        let db = database(backend).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = banksim_store::connect(&db.url, Default::default()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let user = store
+            .create_user(banksim_store::NewUser {
+                id: uuid::Uuid::new_v4(),
+                username: "alice".into(),
+                email: "alice@example.com".into(),
+                password_hash: "x".into(),
+                role: banksim_core::user::Role::User,
+                now: chrono::Utc::now(),
+            })
+            .await
+            .expect("user");
+        let credit = banksim_store::LedgerRequest {
+            command: banksim_core::ledger::Command {
+                transaction_id: uuid::Uuid::now_v7(),
+                movement: banksim_core::ledger::Movement::Credit {
+                    user_id: user.id,
+                    amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
+                },
+                description: None,
+            },
+            idempotency: None,
+            audit: Default::default(),
+        };
+        store.post_batch(&[credit], &NoAnswers, chrono::Utc::now()).await.expect("credit");
+        store.close().await;
+
+        let verify = || {
+            let mut command = banksim(data.path());
+            command.env("DATABASE_URL", &db.url).arg("verify");
+            run(&mut command)
+        };
+        let sound = verify();
+        assert!(sound.status.success(), "{}", stderr(&sound));
+        assert!(String::from_utf8_lossy(&sound.stdout).contains("ledger ok"));
+
+        db.execute("UPDATE accounts SET balance_minor = balance_minor + 7 WHERE kind = 'user'").await;
+        let tampered = verify();
+        assert!(!tampered.status.success(), "a tampered ledger fails verify");
+        let report = String::from_utf8_lossy(&tampered.stdout);
+        assert!(report.contains("differs from the sum of its postings"), "{report}");
+        assert!(report.contains("do not sum to zero"), "{report}");
+        db.remove().await;
+    }
+}
+
+/// Stores no answers: the test posts without idempotency keys.
+struct NoAnswers;
+
+impl banksim_store::ResponseRenderer for NoAnswers {
+    fn render(
+        &self,
+        _: &banksim_store::LedgerRequest,
+        _: &Result<banksim_core::ledger::TransactionRecord, banksim_core::ledger::LedgerError>,
+    ) -> (u16, String) {
+        (201, String::new())
+    }
+}

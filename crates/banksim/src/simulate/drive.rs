@@ -1,0 +1,316 @@
+//! The traffic phase: each connection is one task that plans requests with its own seeded generator, sends them
+//! one at a time, and keeps its own measurements and tally, merged when every connection is done.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use banksim_core::currency::Currency;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::{StatusCode, Url};
+use uuid::Uuid;
+
+use super::amount;
+use super::client::{self, Answer, Api, BACKPRESSURE_WAIT_DEFAULT, IDEMPOTENCY_KEY, MoneyRequest, SimUser, key_header};
+use super::conservation::Tally;
+use super::scenario::{Operation, Plan, Planner};
+use super::stats::Stats;
+
+/// How many of its recent debits and transfers a connection keeps to roll back; older ones are forgotten.
+const RECENT_MAX: usize = 256;
+
+/// How often a money request is sent when its outcome is unknown (no answer, or a 5xx other than 503). Every
+/// attempt carries the same idempotency key, so the server applies it at most once and a later answer tells
+/// whether the money moved.
+const MONEY_ATTEMPTS_MAX: u32 = 4;
+
+/// How many transport errors are logged, so a dead server does not flood the log.
+const TRANSPORT_ERRORS_LOGGED_MAX: u32 = 5;
+
+/// What every connection shares: read-only during the run (sessions change only through their own locks).
+#[derive(Debug)]
+pub struct Shared {
+    /// The API.
+    pub api: Api,
+    /// The simulated users, by index.
+    pub users: Vec<SimUser>,
+    /// The scenario's traffic.
+    pub planner: Planner,
+    /// Currency of every movement.
+    pub currency: Currency,
+    /// When the run stops, if it has a duration.
+    pub deadline: Option<Instant>,
+    /// The seed of the traffic.
+    pub seed: u64,
+    /// The run id mixed into the idempotency keys.
+    pub run_id: u64,
+    /// Transport errors logged so far.
+    pub transport_errors_logged: AtomicU32,
+}
+
+/// What a connection measured and saw move.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Its measurements.
+    pub stats: Stats,
+    /// The money it saw enter and leave.
+    pub tally: Tally,
+}
+
+/// Runs connection `index` until the deadline or until it has sent `quota` planned requests.
+pub async fn connection(shared: Arc<Shared>, index: u32, quota: Option<u64>) -> Outcome {
+    let mut connection = Connection {
+        rng: StdRng::seed_from_u64(shared.seed.wrapping_add(u64::from(index))),
+        keys: StdRng::seed_from_u64(key_seed(shared.seed, shared.run_id, u64::from(index))),
+        shared,
+        recent: VecDeque::with_capacity(RECENT_MAX),
+        stats: Stats::new(),
+        tally: Tally::default(),
+    };
+    let mut sent = 0_u64;
+    while quota.is_none_or(|quota| sent < quota) && !connection.past_deadline() {
+        let plan = connection.shared.planner.next(&mut connection.rng, !connection.recent.is_empty());
+        connection.execute(plan).await;
+        sent += 1;
+    }
+    Outcome { stats: connection.stats, tally: connection.tally }
+}
+
+/// The seed of the idempotency keys of one stream (a connection, or the setup): a mix of the traffic seed, the
+/// run id and the stream, so that keys differ between runs even when the traffic is the same.
+pub fn key_seed(seed: u64, run_id: u64, stream: u64) -> u64 {
+    splitmix64(splitmix64(seed ^ splitmix64(run_id)) ^ stream)
+}
+
+/// The next idempotency key from a key generator.
+pub fn next_key(keys: &mut StdRng) -> Uuid {
+    uuid::Builder::from_random_bytes(keys.r#gen()).into_uuid()
+}
+
+/// A well-mixed 64-bit hash step (Steele, Lea and Flood's SplitMix64 finalizer).
+fn splitmix64(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A debit or transfer this connection made, kept to be rolled back by its payer.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    payer: u32,
+    id: Uuid,
+    /// The amount, for a debit: rolling it back brings that money back in.
+    debit: Option<i64>,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    rng: StdRng,
+    keys: StdRng,
+    recent: VecDeque<Recent>,
+    stats: Stats,
+    tally: Tally,
+}
+
+impl Connection {
+    fn past_deadline(&self) -> bool {
+        self.shared.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    async fn execute(&mut self, plan: Plan) {
+        let shared = Arc::clone(&self.shared);
+        let api = &shared.api;
+        match plan {
+            Plan::Credit { user, amount } => {
+                if let Some((_, true)) = self.move_money(Operation::Credit, user, &api.credit_url, None, amount).await {
+                    self.tally.credited += i128::from(amount);
+                }
+            }
+            Plan::Debit { user, amount } => {
+                if let Some((answer, true)) =
+                    self.move_money(Operation::Debit, user, &api.debit_url, None, amount).await
+                {
+                    self.tally.debited += i128::from(amount);
+                    self.remember(user, answer.id, Some(amount));
+                }
+            }
+            Plan::Transfer { from, to, amount } => {
+                let moved = self.move_money(Operation::Transfer, from, &api.transfer_url, Some(to), amount).await;
+                if let Some((answer, true)) = moved {
+                    self.remember(from, answer.id, None);
+                }
+            }
+            Plan::Rollback { pick } => {
+                let index = pick as usize % self.recent.len().max(1);
+                let Some(recent) = self.recent.swap_remove_back(index) else { return };
+                let url = api.rollback_url(recent.id);
+                let key = key_header(next_key(&mut self.keys));
+                let user = &shared.users[recent.payer as usize];
+                if let Some((_, true)) = self.post_money(Operation::Rollback, user, &url, None, key, false).await
+                    && let Some(amount) = recent.debit
+                {
+                    self.tally.debits_rolled_back += i128::from(amount);
+                }
+            }
+            Plan::Balance { user } => self.read(Operation::Balance, user, &api.balance_url).await,
+            Plan::History { user } => self.read(Operation::History, user, &api.history_url).await,
+        }
+    }
+
+    fn remember(&mut self, payer: u32, id: Option<Uuid>, debit: Option<i64>) {
+        let Some(id) = id else { return };
+        if self.recent.len() == RECENT_MAX {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent { payer, id, debit });
+    }
+
+    /// A credit, debit or transfer by `user` (to `to` for a transfer). Returns the final answer and whether
+    /// money moved, or nothing if there was no usable answer.
+    async fn move_money(
+        &mut self,
+        operation: Operation,
+        user: u32,
+        url: &Url,
+        to: Option<u32>,
+        amount_minor: i64,
+    ) -> Option<(Answer, bool)> {
+        let shared = Arc::clone(&self.shared);
+        let amount = amount::format(amount_minor, shared.currency);
+        let body = MoneyRequest {
+            to_user_id: to.map(|to| shared.users[to as usize].id),
+            amount: &amount,
+            currency: shared.currency.code(),
+        };
+        let body = serde_json::to_vec(&body).expect("a money request serializes");
+        let key = key_header(next_key(&mut self.keys));
+        let want_id = operation != Operation::Credit;
+        self.post_money(operation, &shared.users[user as usize], url, Some(body), key, want_id).await
+    }
+
+    /// Sends a money POST, retrying with the same idempotency key while its outcome is unknown.
+    async fn post_money(
+        &mut self,
+        operation: Operation,
+        user: &SimUser,
+        url: &Url,
+        body: Option<Vec<u8>>,
+        key: HeaderValue,
+        want_id: bool,
+    ) -> Option<(Answer, bool)> {
+        let shared = Arc::clone(&self.shared);
+        let api = &shared.api;
+        // Whether an earlier attempt may have moved the money without us learning it.
+        let mut unknown = false;
+        for attempt in 1..=MONEY_ATTEMPTS_MAX {
+            let mut request =
+                api.post(url).header(AUTHORIZATION, authorization(user)).header(IDEMPOTENCY_KEY, key.clone());
+            if let Some(body) = &body {
+                request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body.clone());
+            }
+            match api.send(request, want_id).await {
+                Ok(answer) => {
+                    self.record(operation, &answer);
+                    let status = answer.status;
+                    if status == StatusCode::SERVICE_UNAVAILABLE {
+                        self.stats.record_backpressure();
+                        self.pause(answer.retry_after.unwrap_or(BACKPRESSURE_WAIT_DEFAULT)).await;
+                        if !unknown {
+                            // Refused before it was processed: nothing moved, go on with the next request.
+                            return None;
+                        }
+                        continue;
+                    }
+                    if status.is_server_error() {
+                        // A 500 or a 504 may come after the ledger committed: ask again to find out.
+                        unknown = true;
+                        self.pause(BACKPRESSURE_WAIT_DEFAULT * attempt).await;
+                        continue;
+                    }
+                    let moved = status == StatusCode::CREATED && client::moved_now(answer.replayed, unknown);
+                    if moved {
+                        self.stats.record_movement();
+                    }
+                    return Some((answer, moved));
+                }
+                Err(err) => {
+                    self.transport_error(operation, &err);
+                    unknown = true;
+                    self.pause(BACKPRESSURE_WAIT_DEFAULT * attempt).await;
+                }
+            }
+        }
+        // Every attempt failed: the money moved at most once, but whether it did is unknown.
+        if unknown {
+            self.tally.uncertain += 1;
+        }
+        None
+    }
+
+    /// A GET by `user`; the body is read and dropped.
+    async fn read(&mut self, operation: Operation, user: u32, url: &Url) {
+        let shared = Arc::clone(&self.shared);
+        let request = shared.api.get(url).header(AUTHORIZATION, authorization(&shared.users[user as usize]));
+        match shared.api.send(request, false).await {
+            Ok(answer) => {
+                self.record(operation, &answer);
+                if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+                    self.stats.record_backpressure();
+                    self.pause(answer.retry_after.unwrap_or(BACKPRESSURE_WAIT_DEFAULT)).await;
+                }
+            }
+            Err(err) => self.transport_error(operation, &err),
+        }
+    }
+
+    fn record(&mut self, operation: Operation, answer: &Answer) {
+        self.stats.record_answer(operation, answer.status.as_u16(), answer.latency, answer.error_code.as_deref());
+        if answer.replayed {
+            self.stats.record_replayed();
+        }
+    }
+
+    fn transport_error(&mut self, operation: Operation, err: &reqwest::Error) {
+        self.stats.record_transport_error(operation);
+        if self.shared.transport_errors_logged.fetch_add(1, Ordering::Relaxed) < TRANSPORT_ERRORS_LOGGED_MAX {
+            tracing::warn!(operation = operation.as_str(), error = %err, "request got no answer");
+        }
+    }
+
+    /// Sleeps for `wait`, but not past the deadline.
+    async fn pause(&self, wait: Duration) {
+        let wait = match self.shared.deadline {
+            Some(deadline) => wait.min(deadline.saturating_duration_since(Instant::now())),
+            None => wait,
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn authorization(user: &SimUser) -> HeaderValue {
+    user.authorization().expect("session locks are never poisoned: nothing panics while holding one")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_repeat_for_the_same_run_and_differ_between_runs() {
+        let keys = |seed, run_id, stream| {
+            let mut rng = StdRng::seed_from_u64(key_seed(seed, run_id, stream));
+            (0..100).map(|_| next_key(&mut rng)).collect::<Vec<_>>()
+        };
+        assert_eq!(keys(42, 1, 0), keys(42, 1, 0));
+        assert_ne!(keys(42, 1, 0), keys(42, 2, 0));
+        assert_ne!(keys(42, 1, 0), keys(42, 1, 1));
+        assert_ne!(keys(42, 1, 0), keys(43, 1, 0));
+        let all: std::collections::HashSet<Uuid> = keys(42, 1, 0).into_iter().collect();
+        assert_eq!(all.len(), 100);
+        assert!(all.iter().all(|key| key.get_version_num() == 4));
+    }
+}

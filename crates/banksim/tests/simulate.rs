@@ -1,0 +1,109 @@
+//! `banksim simulate` against a real `banksim serve`, run as a user would: every scenario moves money, gets no
+//! server or transport error, and conserves money; reruns with the same seed reuse the same users.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// A `banksim` command with a clean environment: only what the test sets.
+fn banksim(data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_banksim"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("DATA_DIR", data_dir)
+        .env("ARGON2_MEMORY_KIB", "64")
+        .env("ARGON2_ITERATIONS", "1")
+        .env("LOG_FORMAT", "text")
+        .stdin(Stdio::null());
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A running `banksim serve` on a free port, killed on drop.
+struct Server {
+    child: Child,
+    address: String,
+}
+
+impl Server {
+    /// Starts the server and waits for the `addr=` line it logs once it listens.
+    fn start(mut command: Command) -> Self {
+        let mut child = command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let stderr = child.stderr.take().expect("stderr");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep reading after the address: a full pipe would block the server's logging.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = receiver.recv_timeout(Duration::from_secs(30)).expect("server reports its address");
+        let port = addr.rsplit(':').next().expect("port").to_owned();
+        Self { child, address: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `banksim simulate` with the test's small settings and returns its output.
+fn simulate(data_dir: &std::path::Path, address: &str, scenario: &str) -> Output {
+    banksim(data_dir)
+        .args(["simulate", "--url", address, "--users", "10", "--connections", "4", "--requests", "300"])
+        .args(["--scenario", scenario, "--json"])
+        .output()
+        .expect("banksim simulate runs")
+}
+
+#[test]
+fn every_scenario_moves_money_without_errors_and_conserves_it() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(banksim(data.path()));
+    // The same seed on every run: the second and third runs log in the users the first one registered.
+    for scenario in ["transfer", "hot", "mixed"] {
+        let output = simulate(data.path(), &server.address, scenario);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{scenario}: {}\n{stdout}", stderr(&output));
+        let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report is one JSON object");
+        assert_eq!(report["scenario"], scenario);
+        assert_eq!(report["requests"], 300, "{scenario}: {report}");
+        assert!(report["movements"].as_u64().is_some_and(|movements| movements > 0), "{scenario}: {report}");
+        assert_eq!(report["errors"]["server"], 0, "{scenario}: {report}");
+        assert_eq!(report["errors"]["transport"], 0, "{scenario}: {report}");
+        assert_eq!(report["conservation"]["ok"], true, "{scenario}: {report}");
+        assert_eq!(report["conservation"]["difference"], "0.00", "{scenario}: {report}");
+        assert_eq!(report["passed"], true, "{scenario}: {report}");
+        if scenario == "mixed" {
+            let operations = report["operations"].as_object().expect("operations");
+            for operation in ["credit", "debit", "transfer", "balance", "history"] {
+                assert!(operations.contains_key(operation), "mixed sent no {operation}: {report}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_simulation_needs_a_length_and_a_reachable_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let output = banksim(data.path()).args(["simulate", "--url", "http://127.0.0.1:9"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2), "a usage error: {}", stderr(&output));
+    assert!(stderr(&output).contains("--duration") && stderr(&output).contains("--requests"), "{}", stderr(&output));
+
+    // Port 9 (discard) has no listener here: the run stops at once, saying where it could not connect.
+    let output = banksim(data.path())
+        .args(["simulate", "--url", "http://127.0.0.1:9", "--requests", "10"])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("127.0.0.1:9"), "{}", stderr(&output));
+}
