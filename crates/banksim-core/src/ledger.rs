@@ -459,7 +459,8 @@ impl Book {
                     to_user_id: o.from_user_id,
                     amount: o.to_amount.unwrap_or(o.amount),
                     to_amount: o.to_amount.map(|_| o.amount),
-                    rate: o.rate,
+                    // A reversal posts the exact inverse amounts; no rate applies to it.
+                    rate: None,
                     reversal_of: Some(o.id),
                     description: command.description.clone().or_else(|| Some(format!("Rollback of {}", o.id))),
                     ..record(o.kind, None, None, o.amount)
@@ -582,8 +583,8 @@ pub fn accounts_needed(command: &Command) -> Vec<AccountKey> {
     }
 }
 
-/// The wallets a movement may debit: those that must already exist for it to succeed. A wallet "opens on its
-/// first credit or incoming transfer", so the store creates only the receiving ones.
+/// The wallets a movement may open: the receiving ones. A wallet "opens on its first credit or incoming
+/// transfer"; wallets that are only debited must already exist.
 pub fn accounts_opened(command: &Command) -> Vec<AccountKey> {
     match command.movement {
         Movement::Credit { user_id, amount } => vec![wallet(user_id, amount)],

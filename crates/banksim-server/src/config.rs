@@ -140,8 +140,9 @@ pub struct Config {
     #[arg(long, env = "WRITE_QUEUE_CAPACITY", value_name = "WRITE_QUEUE_CAPACITY", default_value_t = 4_096)]
     pub write_queue_capacity: usize,
 
-    /// Writer tasks committing batches of movements (SQLite always uses one).
-    #[arg(long, env = "WRITE_WORKERS", value_name = "WRITE_WORKERS", default_value_t = 2)]
+    /// Writer tasks committing batches of movements (SQLite always uses one). One is fastest on a small machine:
+    /// batches grow instead of competing for the same rows (see docs/benchmarks.md).
+    #[arg(long, env = "WRITE_WORKERS", value_name = "WRITE_WORKERS", default_value_t = 1)]
     pub write_workers: usize,
 
     /// Most movements committed in one database transaction.

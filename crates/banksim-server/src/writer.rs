@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use banksim_core::Clock;
 use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer, Store, StoreError};
+use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::{ApiError, ErrorCode};
@@ -123,7 +124,7 @@ impl Worker {
     async fn commit(&self, jobs: &mut Vec<Job>) {
         let requests: Vec<LedgerRequest> = jobs.iter().map(|job| job.request.clone()).collect();
         let started = std::time::Instant::now();
-        let result = self.store.post_batch(&requests, self.render.as_ref(), self.clock.now()).await;
+        let result = self.post(&requests).await;
         let size = jobs.len() as u64;
         self.stats.processed.fetch_add(size, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -136,6 +137,17 @@ impl Worker {
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
+            Err(err) if jobs.len() > 1 && !matches!(err, StoreError::Unavailable(_)) => {
+                // Nothing of the batch was posted. One movement may be at fault (a bug, or data the database
+                // refuses): post each alone, so the others still succeed and only the culprit fails.
+                tracing::error!(error = %err, batch.size = size, "ledger batch failed; posting its movements one by one");
+                for job in jobs.drain(..) {
+                    let outcome = self.post(std::slice::from_ref(&job.request)).await;
+                    let _ = job.reply.send(outcome.map_err(|e| batch_error(&e)).and_then(|mut outcomes| {
+                        outcomes.pop().ok_or_else(|| ApiError::internal("a batch of one gave no outcome"))
+                    }));
+                }
+            }
             Err(err) => {
                 tracing::error!(error = %err, batch.size = size, "ledger batch failed; nothing was posted");
                 for job in jobs.drain(..) {
@@ -144,9 +156,23 @@ impl Worker {
             }
         }
     }
+
+    /// Posts a batch; a panic inside (a broken invariant) fails the batch instead of killing the writer.
+    async fn post(&self, requests: &[LedgerRequest]) -> Result<Vec<LedgerOutcome>, StoreError> {
+        let posting = self.store.post_batch(requests, self.render.as_ref(), self.clock.now());
+        match std::panic::AssertUnwindSafe(posting).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(batch.size = requests.len(), "ledger batch panicked; nothing was posted");
+                Err(StoreError::Panicked)
+            }
+        }
+    }
 }
 
-/// The answer for every movement of a batch that could not be committed.
+/// The answer for every movement of a batch that could not be committed. Only an unavailable database (no
+/// connection, nothing begun) is a 503 that invites a retry; anything else, a failed commit included, leaves the
+/// outcome unknown to the client: 500, and a retry should carry the same idempotency key.
 fn batch_error(err: &StoreError) -> ApiError {
     match err {
         StoreError::Unavailable(_) => ApiError::new(ErrorCode::ServiceUnavailable),

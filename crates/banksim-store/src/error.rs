@@ -19,6 +19,12 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A batch panicked (a broken invariant); nothing of it was written.
+    #[error("ledger batch panicked")]
+    Panicked,
+    /// A commit failed: whether it took effect is unknown (never a 503 that invites a blind retry).
+    #[error("commit failed; outcome unknown")]
+    CommitFailed(#[source] sqlx::Error),
     /// Anything else: a bug or a broken database. Its text is for logs, never for clients.
     #[error("database error")]
     Other(#[source] sqlx::Error),

@@ -221,7 +221,7 @@ pub(crate) struct BatchRows {
     pub idempotency: Vec<IdempotencyRow>,
 }
 
-/// The accounts a batch needs and the originals of its rollbacks, known before locking.
+/// The accounts a batch may have to create (receiving wallets and system accounts), sorted by id.
 pub(crate) fn accounts_to_open(requests: &[&LedgerRequest]) -> Vec<AccountKey> {
     let mut keys: Vec<AccountKey> = requests
         .iter()

@@ -1,15 +1,24 @@
 //! Argon2id password hashing, off the async runtime.
 
+use std::sync::Arc;
+
 use argon2::password_hash::SaltString;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 
-/// Hashes and verifies passwords with Argon2id. Hashing is CPU-heavy by design, so it runs on the blocking pool.
+/// Password hashes computed at once per CPU core; more would only queue for the CPU while holding their memory.
+const HASHES_PER_CORE: usize = 2;
+
+/// Hashes and verifies passwords with Argon2id. Hashing is CPU- and memory-heavy by design (19 MiB each with
+/// the default cost), so it runs on the blocking pool, at most a few at a time: a burst of logins queues instead of
+/// allocating gigabytes.
 #[derive(Clone)]
 pub struct PasswordHasher {
     argon2: Argon2<'static>,
+    slots: Arc<Semaphore>,
     /// A hash of a random password: verifying against it when an email is unknown makes a failed login take as
     /// long as a wrong password, so timing does not reveal which emails are registered.
     dummy_hash: String,
@@ -28,11 +37,13 @@ impl PasswordHasher {
         let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
         let dummy_hash =
             hash_with(&argon2, &uuid::Uuid::new_v4().to_string()).map_err(|_| argon2::Error::OutputTooShort)?;
-        Ok(Self { argon2, dummy_hash })
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(Self { argon2, dummy_hash, slots: Arc::new(Semaphore::new(cores * HASHES_PER_CORE)) })
     }
 
     /// The PHC string (`$argon2id$v=19$m=…`) of `password`, with a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let _slot = self.slots.acquire().await.map_err(ApiError::internal)?;
         let argon2 = self.argon2.clone();
         tokio::task::spawn_blocking(move || hash_with(&argon2, &password))
             .await
@@ -44,6 +55,7 @@ impl PasswordHasher {
     pub async fn verify(&self, password: String, hash: Option<String>) -> bool {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let Ok(_slot) = self.slots.acquire().await else { return false };
         let argon2 = self.argon2.clone();
         let matches = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash).is_ok_and(|parsed| argon2.verify_password(password.as_bytes(), &parsed).is_ok())

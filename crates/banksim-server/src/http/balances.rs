@@ -19,8 +19,8 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::extract::ApiQuery;
 use crate::http::money::{amount_json, parse_currency};
+use crate::http::pagination::page_limit;
 use crate::http::transactions::parse_instant;
-use crate::http::users::page_limit;
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {

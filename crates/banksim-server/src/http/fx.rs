@@ -101,6 +101,13 @@ pub async fn put_fx_rate(
     }
     let raw = body.rate.ok_or_else(|| invalid_request("rate", "is required"))?;
     let rate = Rate::parse(&amount_text(&raw)?).map_err(|e| invalid_request("rate", &e.to_string()))?;
+    if let Some(reverse) = state.store.fx_rate(quote, base).await?
+        && rate.round_trip_gains(reverse.rate)
+    {
+        let message =
+            format!("with {quote}/{base} at {}, a round trip would create money (rate × reverse > 1)", reverse.rate);
+        return Err(invalid_request("rate", &message));
+    }
     let saved = state.store.put_fx_rate(FxRate { base, quote, rate, updated_at: state.clock.now() }).await?;
     tracing::info!(fx.base = %base, fx.quote = %quote, fx.rate = %rate, "exchange rate set");
     Ok(Json(saved.into()))

@@ -8,6 +8,7 @@ pub mod context;
 pub mod extract;
 pub mod fx;
 pub mod money;
+pub mod pagination;
 pub mod service;
 pub mod transactions;
 pub mod users;

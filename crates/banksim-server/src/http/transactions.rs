@@ -7,8 +7,6 @@ use axum::response::Response;
 use banksim_core::ledger::{LedgerError, Movement, TransactionKind, TransactionRecord, TransactionStatus};
 use banksim_core::user::Role;
 use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -23,7 +21,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::client::ClientContext;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
-use crate::http::users::page_limit;
+use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
 use crate::service::ledger::{self as ledger_service, MoneyRequest, fingerprint};
 
 /// Longest description, in characters.
@@ -173,6 +171,9 @@ fn description(text: Option<String>) -> Result<Option<String>, ApiError> {
     match text {
         Some(text) if text.chars().count() > DESCRIPTION_CHARS_MAX => {
             Err(invalid_request("description", &format!("must be at most {DESCRIPTION_CHARS_MAX} characters")))
+        }
+        Some(text) if text.chars().any(char::is_control) => {
+            Err(invalid_request("description", "must not contain control characters"))
         }
         other => Ok(other),
     }
@@ -431,18 +432,6 @@ pub fn parse_instant(field: &str, text: Option<&str>) -> Result<Option<DateTime<
     .transpose()
 }
 
-fn encode_cursor(record: &TransactionRecord) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", record.created_at.timestamp_micros(), record.id))
-}
-
-fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::parameter("cursor", "is not a cursor returned by this route");
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?).map_err(|_| invalid())?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
-    Ok((at, id.parse().map_err(|_| invalid())?))
-}
-
 /// The caller's transactions, as payer or payee, newest first.
 #[utoipa::path(get, path = "/transactions/history", tag = "transactions", params(HistoryParams),
     security(("bearer" = [])),
@@ -485,7 +474,8 @@ pub async fn list_transactions(
         before,
     };
     let records = state.store.list_transactions(&query).await?;
-    let next_cursor = (records.len() == limit as usize).then(|| records.last().map(encode_cursor)).flatten();
+    let next_cursor =
+        (records.len() == limit as usize).then(|| records.last().map(|r| encode_cursor(r.created_at, r.id))).flatten();
     Ok(Json(TransactionList {
         transactions: records.iter().map(TransactionResponse::from).collect(),
         limit,

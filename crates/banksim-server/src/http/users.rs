@@ -5,8 +5,6 @@ use axum::extract::State;
 use banksim_core::Validation;
 use banksim_core::user::{self, User};
 use banksim_store::{UserChanges, UserCursor, UserListQuery};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -18,12 +16,8 @@ use crate::app::AppState;
 use crate::auth::{AdminUser, AuthUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
 use crate::service::users as user_service;
-
-/// Default page size of list routes.
-pub const PAGE_LIMIT_DEFAULT: u32 = 20;
-/// Largest page size of list routes.
-pub const PAGE_LIMIT_MAX: u32 = 100;
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -109,27 +103,6 @@ pub struct UserList {
     next_cursor: Option<String>,
 }
 
-/// Checks a page size.
-pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    match limit.unwrap_or(PAGE_LIMIT_DEFAULT) {
-        limit @ 1..=PAGE_LIMIT_MAX => Ok(limit),
-        _ => Err(ApiError::parameter("limit", format!("must be between 1 and {PAGE_LIMIT_MAX}"))),
-    }
-}
-
-fn encode_cursor(cursor: UserCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", cursor.created_at.timestamp_micros(), cursor.id))
-}
-
-fn decode_cursor(text: &str) -> Result<UserCursor, ApiError> {
-    let invalid = || ApiError::parameter("cursor", "is not a cursor returned by this route");
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let created_at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
-    Ok(UserCursor { created_at, id: id.parse().map_err(|_| invalid())? })
-}
-
 /// Lists users (admin).
 #[utoipa::path(get, path = "/users", tag = "users", params(ListUsersQuery), security(("bearer" = [])), responses(
     (status = 200, body = UserList),
@@ -143,7 +116,8 @@ pub async fn list_users(
     ApiQuery(query): ApiQuery<ListUsersQuery>,
 ) -> Result<Json<UserList>, ApiError> {
     let limit = page_limit(query.limit)?;
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after =
+        query.cursor.as_deref().map(decode_cursor).transpose()?.map(|(created_at, id)| UserCursor { created_at, id });
     let offset = if after.is_some() { 0 } else { query.offset.unwrap_or(0) };
     let include_inactive = query.include_inactive.unwrap_or(false);
     let page = user_service::list(&state, UserListQuery { limit, offset, after, include_inactive }).await?;
@@ -152,7 +126,7 @@ pub async fn list_users(
         limit,
         offset,
         total: page.total,
-        next_cursor: page.next.map(encode_cursor),
+        next_cursor: page.next.map(|c| encode_cursor(c.created_at, c.id)),
     }))
 }
 
@@ -254,29 +228,4 @@ pub async fn delete_user(
 ) -> Result<Json<Deleted>, ApiError> {
     user_service::deactivate(&state, id).await?;
     Ok(Json(Deleted { message: "User is deleted" }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let cursor = UserCursor {
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("t"),
-            id: Uuid::new_v4(),
-        };
-        assert_eq!(decode_cursor(&encode_cursor(cursor)).expect("decode"), cursor);
-        for garbage in ["", "!!", "bm9wZQ", "MTox"] {
-            assert!(decode_cursor(garbage).is_err(), "{garbage}");
-        }
-    }
-
-    #[test]
-    fn page_limits_are_bounded() {
-        assert_eq!(page_limit(None).expect("default"), 20);
-        assert_eq!(page_limit(Some(100)).expect("max"), 100);
-        assert!(page_limit(Some(0)).is_err());
-        assert!(page_limit(Some(101)).is_err());
-    }
 }

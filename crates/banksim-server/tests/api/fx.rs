@@ -22,9 +22,9 @@ async fn rates_are_read_by_users_and_set_by_admins() {
 
         let path = "/api/v1/fx-rates/USD/JPY";
         app.put(path, Some(&sefa.token), &json!({"rate": "150"})).await.assert_error(403, "insufficient_permissions");
-        let set = app.put(path, Some(&admin.token), &json!({"rate": "151.25"})).await;
+        let set = app.put(path, Some(&admin.token), &json!({"rate": "150.25"})).await;
         assert_eq!(set.status, StatusCode::OK, "{}", set.text);
-        assert_eq!(raw_number(&set.text, "rate"), "151.25");
+        assert_eq!(raw_number(&set.text, "rate"), "150.25");
         let set_number = app.put("/api/v1/fx-rates/CAD/JPY", Some(&admin.token), &json!({"rate": 110.5})).await;
         assert_eq!(set_number.status, StatusCode::OK, "{}", set_number.text);
 
@@ -34,6 +34,7 @@ async fn rates_are_read_by_users_and_set_by_admins() {
             ("/api/v1/fx-rates/USD/JPY", json!({"rate": "abc"}), "invalid_request"),
             ("/api/v1/fx-rates/USD/JPY", json!({}), "invalid_request"),
             ("/api/v1/fx-rates/USD/USD", json!({"rate": "1"}), "same_currency"),
+            ("/api/v1/fx-rates/USD/GBP", json!({"rate": "0.80"}), "invalid_request"),
             ("/api/v1/fx-rates/USD/XYZ", json!({"rate": "1"}), "unsupported_currency"),
         ] {
             app.put(path, Some(&admin.token), &body).await.assert_error(400, code);
@@ -75,6 +76,35 @@ async fn an_exchange_converts_at_the_current_rate_rounding_down() {
         app.money(EXCHANGE, &sefa, None, &json!({"from_currency": "USD", "to_currency": "EUR", "amount": "1000"}))
             .await
             .assert_error(400, "insufficient_funds");
+        app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_exchange_rolls_back_through_the_fx_accounts_exactly() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        app.credit(&sefa, "50", "USD").await;
+        let exchange = app
+            .money(EXCHANGE, &sefa, None, &json!({"from_currency": "USD", "to_currency": "EUR", "amount": "20.00"}))
+            .await;
+        assert_eq!(exchange.status, StatusCode::CREATED, "{}", exchange.text);
+        assert_eq!(app.balance(&sefa, "EUR").await, "18.40", "20.00 × 0.92");
+        let path = format!("/api/v1/transactions/{}/rollback", exchange.body["id"].as_str().expect("id"));
+        app.money(&path, &sefa, None, &serde_json::Value::Null).await.assert_error(403, "insufficient_permissions");
+        let reversal = app.money(&path, &admin, None, &serde_json::Value::Null).await;
+        assert_eq!(reversal.status, StatusCode::CREATED, "{}", reversal.text);
+        assert_eq!(
+            (raw_number(&reversal.text, "amount"), reversal.body["currency"].as_str()),
+            ("18.40".to_owned(), Some("EUR"))
+        );
+        assert_eq!(raw_number(&reversal.text, "to_amount"), "20.00");
+        assert!(reversal.body.get("rate").is_none(), "no rate applies to a reversal");
+        assert_eq!(app.balance(&sefa, "USD").await, "50.00");
+        assert_eq!(app.balance(&sefa, "EUR").await, "0.00");
         app.assert_ledger_sound().await;
         app.stop().await;
     }

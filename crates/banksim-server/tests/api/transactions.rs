@@ -102,6 +102,9 @@ async fn unsupported_currencies_and_bad_bodies_are_400s() {
         let too_long =
             app.money(CREDIT, &sefa, None, &json!({"amount": "1", "currency": "USD", "description": long})).await;
         too_long.assert_error(400, "invalid_request");
+        let control =
+            app.money(CREDIT, &sefa, None, &json!({"amount": "1", "currency": "USD", "description": "a\u{0}b"})).await;
+        control.assert_error(400, "invalid_request");
         let malformed = app
             .raw(
                 reqwest::Method::POST,
@@ -136,6 +139,8 @@ async fn wallets_never_go_negative() {
         app.money(TRANSFER, &sefa, None, &other_currency).await.assert_error(400, "insufficient_funds");
         assert_eq!(app.balance(&sefa, "USD").await, "10.00");
         assert_eq!(app.balance(&kerem, "USD").await, "0.00");
+        let kerem_wallets = app.get("/api/v1/balances", Some(&kerem.token)).await;
+        assert_eq!(kerem_wallets.body["balances"], json!([]), "a refused transfer opens no wallet");
         let exact = app.money(DEBIT, &sefa, None, &json!({"amount": "10", "currency": "USD"})).await;
         assert_eq!(exact.status, StatusCode::CREATED, "the whole balance may go");
         assert_eq!(app.balance(&sefa, "USD").await, "0.00");

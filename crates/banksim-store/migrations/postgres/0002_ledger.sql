@@ -106,11 +106,12 @@ CREATE TABLE fx_rates (
     CHECK (base <> quote)
 );
 
--- Starting rates so exchanges work out of the box; admins change them with PUT /api/v1/fx-rates/{base}/{quote}.
+-- Starting rates so exchanges work out of the box, each pair with a spread (rate × reverse rate < 1) so that no
+-- round trip makes money; admins change them with PUT /api/v1/fx-rates/{base}/{quote}.
 INSERT INTO fx_rates (base, quote, rate, updated_at) VALUES
-    ('USD', 'EUR', '0.92', now()), ('EUR', 'USD', '1.087', now()),
-    ('USD', 'GBP', '0.79', now()), ('GBP', 'USD', '1.266', now()),
-    ('USD', 'JPY', '149.5', now()), ('JPY', 'USD', '0.00669', now()),
-    ('USD', 'CAD', '1.36', now()), ('CAD', 'USD', '0.735', now()),
-    ('USD', 'AUD', '1.52', now()), ('AUD', 'USD', '0.658', now()),
-    ('EUR', 'GBP', '0.858', now()), ('GBP', 'EUR', '1.165', now());
+    ('USD', 'EUR', '0.92', now()), ('EUR', 'USD', '1.08', now()),
+    ('USD', 'GBP', '0.79', now()), ('GBP', 'USD', '1.26', now()),
+    ('USD', 'JPY', '149.5', now()), ('JPY', 'USD', '0.00665', now()),
+    ('USD', 'CAD', '1.36', now()), ('CAD', 'USD', '0.73', now()),
+    ('USD', 'AUD', '1.52', now()), ('AUD', 'USD', '0.65', now()),
+    ('EUR', 'GBP', '0.85', now()), ('GBP', 'EUR', '1.16', now());

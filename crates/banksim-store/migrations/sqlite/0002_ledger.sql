@@ -99,10 +99,11 @@ CREATE TABLE fx_rates (
     CHECK (base <> quote)
 ) STRICT;
 
+-- Starting rates, each pair with a spread (rate × reverse rate < 1) so that no round trip makes money.
 INSERT INTO fx_rates (base, quote, rate, updated_at) VALUES
-    ('USD', 'EUR', '0.92', 0), ('EUR', 'USD', '1.087', 0),
-    ('USD', 'GBP', '0.79', 0), ('GBP', 'USD', '1.266', 0),
-    ('USD', 'JPY', '149.5', 0), ('JPY', 'USD', '0.00669', 0),
-    ('USD', 'CAD', '1.36', 0), ('CAD', 'USD', '0.735', 0),
-    ('USD', 'AUD', '1.52', 0), ('AUD', 'USD', '0.658', 0),
-    ('EUR', 'GBP', '0.858', 0), ('GBP', 'EUR', '1.165', 0);
+    ('USD', 'EUR', '0.92', 0), ('EUR', 'USD', '1.08', 0),
+    ('USD', 'GBP', '0.79', 0), ('GBP', 'USD', '1.26', 0),
+    ('USD', 'JPY', '149.5', 0), ('JPY', 'USD', '0.00665', 0),
+    ('USD', 'CAD', '1.36', 0), ('CAD', 'USD', '0.73', 0),
+    ('USD', 'AUD', '1.52', 0), ('AUD', 'USD', '0.65', 0),
+    ('EUR', 'GBP', '0.85', 0), ('GBP', 'EUR', '1.16', 0);

@@ -6,10 +6,9 @@
 //! change) retries the whole batch a few times.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 
 use banksim_core::currency::Currency;
-use banksim_core::ledger::{AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -39,13 +38,23 @@ pub(crate) async fn post_batch(
     loop {
         match try_post_batch(pool, requests, render, now).await {
             Err(StoreError::Other(sqlx::Error::Database(db)))
-                if attempt < BATCH_ATTEMPTS && matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+                if attempt < BATCH_ATTEMPTS && is_transient(db.as_ref()) =>
             {
                 tracing::warn!(attempt, code = ?db.code(), "ledger batch retried");
                 attempt += 1;
             }
             other => return other,
         }
+    }
+}
+
+/// Deadlocks and serialization failures, and a key stored by a concurrent batch between our lookup and our
+/// insert (then the retry finds it and replays it): retrying the whole batch is safe.
+fn is_transient(error: &dyn sqlx::error::DatabaseError) -> bool {
+    match error.code().as_deref() {
+        Some("40P01" | "40001") => true,
+        Some("23505") => error.constraint() == Some("idempotency_keys_pkey"),
+        _ => false,
     }
 }
 
@@ -62,13 +71,30 @@ async fn try_post_batch(
         .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
         .collect();
     let originals = lock_originals(&mut tx, &rollback_originals(&live)).await?;
-    open_accounts(&mut tx, &live, now).await?;
-    let accounts = lock_accounts(&mut tx, &accounts_touched(&live, &originals)).await?;
+    let (mut accounts, last_posted) = lock_accounts(&mut tx, &accounts_touched(&live, &originals)).await?;
+    // A batch that waited for locks may carry an older clock reading than a batch that posted before it: never let
+    // an account's postings go back in time, so history and balance-at-time order agree with posting order.
+    let now = last_posted.map_or(now, |last| last.max(now));
+    // Wallets and system accounts seen for the first time are created now, in id order, then locked too. A
+    // batch already holds every lock it will ever need except these new rows, so this cannot deadlock.
+    let missing: Vec<AccountKey> =
+        accounts_to_open(&live).into_iter().filter(|key| !accounts.iter().any(|a| a.key == *key)).collect();
+    let mut created = Vec::new();
+    if !missing.is_empty() {
+        created = open_accounts(&mut tx, &missing, now).await?;
+        let ids: Vec<Uuid> = missing.iter().map(|key| key.id()).collect();
+        accounts.extend(lock_accounts(&mut tx, &ids).await?.0);
+    }
     let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
     let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
+    // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
+    let unused: Vec<Uuid> = created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)).collect();
+    if !unused.is_empty() {
+        sqlx::query("DELETE FROM accounts WHERE id = ANY($1)").bind(&unused).execute(&mut *tx).await?;
+    }
     write_rows(&mut tx, &rows, now).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(outcomes)
 }
 
@@ -81,20 +107,16 @@ async fn lock_and_load_keys(
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut lock_ids: Vec<i64> = keys
-        .iter()
-        .map(|key| {
-            let mut hasher = DefaultHasher::new();
-            key.hash(&mut hasher);
-            i64::from_ne_bytes(hasher.finish().to_ne_bytes())
-        })
-        .collect();
-    lock_ids.sort_unstable();
-    lock_ids.dedup();
-    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
-        .bind(&lock_ids)
-        .execute(&mut **tx)
-        .await?;
+    // PostgreSQL hashes the keys itself, so every instance (whatever its build) takes the same lock for the same
+    // key; the locks are taken in hash order, like every other lock of a batch.
+    let names: Vec<String> = keys.iter().map(|(user, key)| format!("{user}:{key}")).collect();
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(h)
+         FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS locks",
+    )
+    .bind(&names)
+    .execute(&mut **tx)
+    .await?;
     let (users, names): (Vec<Uuid>, Vec<String>) = keys.into_iter().unzip();
     let rows = sqlx::query(
         "SELECT user_id, key, request_hash, status_code, response FROM idempotency_keys
@@ -150,55 +172,58 @@ async fn lock_originals(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Res
     Ok(originals)
 }
 
-/// Creates the receiving wallets and the system accounts a batch may need (empty; ids are derived, sorted).
+/// Creates empty accounts (ids are derived; `keys` are sorted by id, the order in which rows are inserted) and
+/// returns the ids of those this call created (not those a concurrent batch created first).
 async fn open_accounts(
     tx: &mut Transaction<'_, Postgres>,
-    requests: &[&LedgerRequest],
+    keys: &[AccountKey],
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let keys = accounts_to_open(requests);
-    if keys.is_empty() {
-        return Ok(());
-    }
+) -> Result<Vec<Uuid>, StoreError> {
     let ids: Vec<Uuid> = keys.iter().map(|k| k.id()).collect();
     let kinds: Vec<&str> = keys.iter().map(|k| k.kind()).collect();
     let users: Vec<Option<Uuid>> = keys.iter().map(|k| k.user_id()).collect();
     let currencies: Vec<&str> = keys.iter().map(|k| k.currency().code()).collect();
-    sqlx::query(
+    let created = sqlx::query_scalar(
         "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at)
          SELECT id, kind, user_id, currency, $5, $5 FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[])
              AS t(id, kind, user_id, currency)
-         ON CONFLICT (id) DO NOTHING",
+         ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(&ids)
     .bind(&kinds)
     .bind(&users)
     .bind(&currencies)
     .bind(now)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(())
+    Ok(created)
 }
 
-async fn lock_accounts(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> Result<Vec<AccountState>, StoreError> {
+/// Locks accounts in id order; returns them and the latest instant any of them was posted to.
+async fn lock_accounts(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+) -> Result<(Vec<AccountState>, Option<DateTime<Utc>>), StoreError> {
     let rows = sqlx::query(
-        "SELECT id, kind, user_id, currency, balance_minor, version FROM accounts
+        "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts
          WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(ids)
     .fetch_all(&mut **tx)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AccountState {
-                id: row.try_get("id")?,
-                key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
-                balance_minor: row.try_get("balance_minor")?,
-                version: row.try_get("version")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+    let mut last_posted: Option<DateTime<Utc>> = None;
+    let mut accounts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let updated_at: DateTime<Utc> = row.try_get("updated_at")?;
+        last_posted = Some(last_posted.map_or(updated_at, |last| last.max(updated_at)));
+        accounts.push(AccountState {
+            id: row.try_get("id")?,
+            key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
+            balance_minor: row.try_get("balance_minor")?,
+            version: row.try_get("version")?,
+        });
+    }
+    Ok((accounts, last_posted))
 }
 
 /// Writes everything a batch produced in one statement: each part is a data-modifying CTE over `unnest`ed
@@ -444,26 +469,6 @@ pub(crate) async fn balance_at(
     .fetch_optional(pool)
     .await?;
     Ok(balance.unwrap_or(0))
-}
-
-pub(crate) async fn find_idempotent(
-    pool: &PgPool,
-    user_id: Uuid,
-    key: &str,
-) -> Result<Option<StoredResponse>, StoreError> {
-    let row =
-        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-            .bind(user_id)
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
-    let Some(row) = row else { return Ok(None) };
-    let status: i32 = row.try_get("status_code")?;
-    Ok(Some(StoredResponse {
-        request_hash: row.try_get("request_hash")?,
-        status: u16::try_from(status).unwrap_or(500),
-        body: row.try_get("response")?,
-    }))
 }
 
 fn fx_from_row(row: &PgRow) -> Result<FxRate, sqlx::Error> {

@@ -14,8 +14,8 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::ledger::{
-    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, StoredResponse,
-    TransactionQuery, Wallet,
+    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery,
+    Wallet,
 };
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
@@ -260,10 +260,6 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<LedgerOutcome>, StoreError> {
         ledger::post_batch(&self.pool, requests, render, now).await
-    }
-
-    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
-        ledger::find_idempotent(&self.pool, user_id, key).await
     }
 
     async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {

@@ -30,7 +30,9 @@ pub(crate) async fn post_batch(
     render: &dyn ResponseRenderer,
     now: DateTime<Utc>,
 ) -> Result<Vec<LedgerOutcome>, StoreError> {
-    let mut tx = writer.begin().await?;
+    // IMMEDIATE takes the write lock up front: a batch reads before it writes, and another process writing in
+    // between (say `banksim admin`) would otherwise fail it with SQLITE_BUSY.
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let mut stored = HashMap::new();
     for claim in requests.iter().filter_map(|r| r.idempotency.as_ref()) {
         if let Some(response) = find_idempotent_in(&mut tx, claim.user_id, &claim.key).await? {
@@ -42,8 +44,9 @@ pub(crate) async fn post_batch(
         .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
         .collect();
     let originals = load_originals(&mut tx, &rollback_originals(&live)).await?;
+    let mut created = Vec::new();
     for key in accounts_to_open(&live) {
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
              ON CONFLICT (id) DO NOTHING",
         )
@@ -54,14 +57,22 @@ pub(crate) async fn post_batch(
         .bind(micros(now))
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1 {
+            created.push(key.id());
+        }
     }
     let mut accounts = Vec::new();
+    let mut now = now;
     for id in accounts_touched(&live, &originals) {
-        let row = sqlx::query("SELECT id, kind, user_id, currency, balance_minor, version FROM accounts WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(row) = row {
+            // Postings never go back in time on an account, even if the clock does.
+            now = now.max(instant(row.try_get("updated_at")?)?);
             accounts.push(AccountState {
                 id: row.try_get("id")?,
                 key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
@@ -73,8 +84,12 @@ pub(crate) async fn post_batch(
     let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
     let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
+    // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
+    for id in created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)) {
+        sqlx::query("DELETE FROM accounts WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    }
     write_rows(&mut tx, &rows, now).await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(outcomes)
 }
 
@@ -352,20 +367,6 @@ async fn find_idempotent_in(
             .bind(user_id)
             .bind(key)
             .fetch_optional(&mut **tx)
-            .await?;
-    row.as_ref().map(stored_from_row).transpose().map_err(Into::into)
-}
-
-pub(crate) async fn find_idempotent(
-    pool: &SqlitePool,
-    user_id: Uuid,
-    key: &str,
-) -> Result<Option<StoredResponse>, StoreError> {
-    let row =
-        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
-            .bind(user_id)
-            .bind(key)
-            .fetch_optional(pool)
             .await?;
     row.as_ref().map(stored_from_row).transpose().map_err(Into::into)
 }

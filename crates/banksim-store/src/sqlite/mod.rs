@@ -23,8 +23,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::ledger::{
-    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, StoredResponse,
-    TransactionQuery, Wallet,
+    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery,
+    Wallet,
 };
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
@@ -267,10 +267,6 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<LedgerOutcome>, StoreError> {
         ledger::post_batch(&self.writer, requests, render, now).await
-    }
-
-    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
-        ledger::find_idempotent(&self.reader, user_id, key).await
     }
 
     async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
