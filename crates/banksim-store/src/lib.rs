@@ -126,6 +126,9 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<LedgerOutcome>, StoreError>;
 
+    /// The stored answer for a user's idempotency key.
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError>;
+
     /// One transaction.
     async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError>;
 

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use banksim_core::ledger::{LedgerError, Movement, TransactionKind, TransactionRecord, TransactionStatus};
-use banksim_core::user::Role;
+use banksim_core::user::{Role, User};
 use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use crate::http::client::ClientContext;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
 use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
-use crate::service::ledger::{self as ledger_service, MoneyRequest, fingerprint};
+use crate::service::ledger::{self as ledger_service, MoneyRequest, ValidMovement, fingerprint};
 
 /// Longest description, in characters.
 pub const DESCRIPTION_CHARS_MAX: usize = 500;
@@ -204,19 +204,11 @@ pub async fn create_credit(
     headers: HeaderMap,
     MoneyJson(body): MoneyJson<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("credit", &body);
-    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
-    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    let movement = Movement::Credit { user_id: caller.id, amount };
-    let request = MoneyRequest {
-        caller: &caller,
-        client,
-        idempotency_key: idempotency_key(&headers)?,
-        fingerprint: print,
-        movement,
-        description: description(body.description)?,
-    };
-    ledger_service::post(&state, request).await
+    let key = idempotency_key(&headers)?;
+    let fingerprint = fingerprint("credit", &body);
+    let movement = credit_movement(&state, &caller, body);
+    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
+        .await
 }
 
 /// Takes money out of the caller's wallet; never below zero.
@@ -237,18 +229,11 @@ pub async fn create_debit(
     headers: HeaderMap,
     MoneyJson(body): MoneyJson<AmountRequest>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("debit", &body);
-    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
-    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    let request = MoneyRequest {
-        caller: &caller,
-        client,
-        idempotency_key: idempotency_key(&headers)?,
-        fingerprint: print,
-        movement: Movement::Debit { user_id: caller.id, amount },
-        description: description(body.description)?,
-    };
-    ledger_service::post(&state, request).await
+    let key = idempotency_key(&headers)?;
+    let fingerprint = fingerprint("debit", &body);
+    let movement = debit_movement(&state, &caller, body);
+    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
+        .await
 }
 
 /// Moves money from the caller to another active user, atomically.
@@ -269,23 +254,11 @@ pub async fn create_transfer(
     headers: HeaderMap,
     MoneyJson(body): MoneyJson<TransferRequest>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("transfer", &body);
-    let to_user_id = body.to_user_id.ok_or_else(|| invalid_request("to_user_id", "is required"))?;
-    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
-    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    if to_user_id == caller.id {
-        return Err(ErrorCode::SelfTransfer.into());
-    }
-    ledger_service::check_recipient(&state, to_user_id).await?;
-    let request = MoneyRequest {
-        caller: &caller,
-        client,
-        idempotency_key: idempotency_key(&headers)?,
-        fingerprint: print,
-        movement: Movement::Transfer { from_user_id: caller.id, to_user_id, amount },
-        description: description(body.description)?,
-    };
-    ledger_service::post(&state, request).await
+    let key = idempotency_key(&headers)?;
+    let fingerprint = fingerprint("transfer", &body);
+    let movement = transfer_movement(&state, &caller, body).await;
+    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
+        .await
 }
 
 /// Converts between two of the caller's wallets at the current rate (rounded down to the target's minor unit).
@@ -306,7 +279,44 @@ pub async fn create_exchange(
     headers: HeaderMap,
     MoneyJson(body): MoneyJson<ExchangeRequest>,
 ) -> Result<Response, ApiError> {
-    let print = fingerprint("exchange", &body);
+    let key = idempotency_key(&headers)?;
+    let fingerprint = fingerprint("exchange", &body);
+    let movement = exchange_movement(&state, &caller, body).await;
+    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
+        .await
+}
+
+/// A credit's movement, or why the body is invalid.
+fn credit_movement(state: &AppState, caller: &User, body: AmountRequest) -> Result<ValidMovement, ApiError> {
+    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
+    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
+    let movement = Movement::Credit { user_id: caller.id, amount };
+    Ok(ValidMovement { movement, description: description(body.description)? })
+}
+
+/// A debit's movement, or why the body is invalid.
+fn debit_movement(state: &AppState, caller: &User, body: AmountRequest) -> Result<ValidMovement, ApiError> {
+    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
+    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
+    let movement = Movement::Debit { user_id: caller.id, amount };
+    Ok(ValidMovement { movement, description: description(body.description)? })
+}
+
+/// A transfer's movement, or why it cannot be made (the recipient must be another, active user).
+async fn transfer_movement(state: &AppState, caller: &User, body: TransferRequest) -> Result<ValidMovement, ApiError> {
+    let to_user_id = body.to_user_id.ok_or_else(|| invalid_request("to_user_id", "is required"))?;
+    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
+    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
+    if to_user_id == caller.id {
+        return Err(ErrorCode::SelfTransfer.into());
+    }
+    ledger_service::check_recipient(state, to_user_id).await?;
+    let movement = Movement::Transfer { from_user_id: caller.id, to_user_id, amount };
+    Ok(ValidMovement { movement, description: description(body.description)? })
+}
+
+/// An exchange's movement at the current rate, or why it cannot be made.
+async fn exchange_movement(state: &AppState, caller: &User, body: ExchangeRequest) -> Result<ValidMovement, ApiError> {
     let enabled = &state.config.enabled_currencies;
     let from = parse_currency(body.from_currency.as_deref(), "from_currency", enabled)?;
     let to = parse_currency(body.to_currency.as_deref(), "to_currency", enabled)?;
@@ -315,15 +325,8 @@ pub async fn create_exchange(
         return Err(ErrorCode::SameCurrency.into());
     }
     let rate = state.store.fx_rate(from, to).await?.ok_or(ErrorCode::RateNotFound)?.rate;
-    let request = MoneyRequest {
-        caller: &caller,
-        client,
-        idempotency_key: idempotency_key(&headers)?,
-        fingerprint: print,
-        movement: Movement::Exchange { user_id: caller.id, amount, to_currency: to, rate },
-        description: None,
-    };
-    ledger_service::post(&state, request).await
+    let movement = Movement::Exchange { user_id: caller.id, amount, to_currency: to, rate };
+    Ok(ValidMovement { movement, description: None })
 }
 
 /// Reverses a transaction with a compensating one (admins: any; users: their own debits and transfers). Once
@@ -349,17 +352,14 @@ pub async fn rollback_transaction(
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    let movement =
+        Movement::Rollback { original_id: id, actor_id: caller.id, actor_is_admin: caller.role == Role::Admin };
     let request = MoneyRequest {
         caller: &caller,
         client,
         idempotency_key: idempotency_key(&headers)?,
         fingerprint: fingerprint("rollback", &id),
-        movement: Movement::Rollback {
-            original_id: id,
-            actor_id: caller.id,
-            actor_is_admin: caller.role == Role::Admin,
-        },
-        description: None,
+        movement: Ok(ValidMovement { movement, description: None }),
     };
     ledger_service::post(&state, request).await
 }

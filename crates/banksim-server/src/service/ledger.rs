@@ -27,15 +27,23 @@ pub struct MoneyRequest<'a> {
     pub client: ClientContext,
     /// The `Idempotency-Key` header, if sent.
     pub idempotency_key: Option<&'a str>,
-    /// Fingerprint of the request (route and canonical body).
+    /// Fingerprint of the request (route and body).
     pub fingerprint: Vec<u8>,
+    /// The movement, or why the request cannot make one.
+    pub movement: Result<ValidMovement, ApiError>,
+}
+
+/// A movement that passed the checks made before the writer (body, currency, recipient, rate).
+#[derive(Debug)]
+pub struct ValidMovement {
     /// The movement.
     pub movement: Movement,
     /// Free text.
     pub description: Option<String>,
 }
 
-/// The fingerprint of a request: SHA-256 of its route and its body in a canonical serialization.
+/// The fingerprint of a request: SHA-256 of its route and its body as parsed (amounts as the client wrote them,
+/// so `25` and `"25.00"` are different requests).
 pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
     let mut hasher = Sha256::new();
     hasher.update(route.as_bytes());
@@ -51,13 +59,26 @@ pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<Respons
         Some(key) => Some(claim(request.caller.id, key, request.fingerprint)?),
         None => None,
     };
-    // A repeated key is answered by the writer from the stored answer, inside the batch's own transaction: no
-    // extra lookup on the hot path, and no window between a lookup and the commit.
+    let movement = match request.movement {
+        Ok(movement) => movement,
+        // A retry of a request that succeeded may no longer pass the checks (its recipient was deactivated since,
+        // say): a stored answer wins over a fresh refusal. A valid request needs no lookup here: the writer
+        // answers a repeated key from the stored answer inside its own transaction.
+        Err(refusal) => {
+            return match &claim {
+                Some(claim) => match state.store.find_idempotent(claim.user_id, &claim.key).await? {
+                    Some(stored) => replay(claim, stored),
+                    None => Err(refusal),
+                },
+                None => Err(refusal),
+            };
+        }
+    };
     let ledger_request = LedgerRequest {
         command: Command {
             transaction_id: Uuid::now_v7(),
-            movement: request.movement,
-            description: request.description,
+            movement: movement.movement,
+            description: movement.description,
         },
         idempotency: claim.clone(),
         audit: AuditContext {

@@ -92,3 +92,29 @@ async fn concurrent_retries_with_one_key_move_money_once() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_stored_answer_wins_over_checks_that_no_longer_pass() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        app.credit(&sefa, "10", "USD").await;
+        let transfer = json!({"to_user_id": kerem.id, "amount": "4", "currency": "USD"});
+        let first = app.money("/api/v1/transactions/transfer", &sefa, Some("t-1"), &transfer).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+        app.delete(&format!("/api/v1/users/{}", kerem.id), Some(&admin.token)).await;
+
+        let retry = app.money("/api/v1/transactions/transfer", &sefa, Some("t-1"), &transfer).await;
+        assert_eq!(retry.status, StatusCode::CREATED, "the retry replays, not recipient_not_found: {}", retry.text);
+        assert_eq!(retry.text, first.text);
+        assert_eq!(retry.headers["idempotent-replayed"], "true");
+        let fresh = app.money("/api/v1/transactions/transfer", &sefa, Some("t-2"), &transfer).await;
+        fresh.assert_error(400, "recipient_not_found");
+        let other_body = app.money(DEBIT, &sefa, Some("t-1"), &json!({"amount": "abc", "currency": "USD"})).await;
+        other_body.assert_error(409, "idempotency_key_reused");
+        assert_eq!(app.balance(&sefa, "USD").await, "6.00");
+        app.stop().await;
+    }
+}

@@ -471,6 +471,26 @@ pub(crate) async fn balance_at(
     Ok(balance.unwrap_or(0))
 }
 
+pub(crate) async fn find_idempotent(
+    pool: &PgPool,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<StoredResponse>, StoreError> {
+    let row =
+        sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(pool)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let status: i32 = row.try_get("status_code")?;
+    Ok(Some(StoredResponse {
+        request_hash: row.try_get("request_hash")?,
+        status: u16::try_from(status).unwrap_or(500),
+        body: row.try_get("response")?,
+    }))
+}
+
 fn fx_from_row(row: &PgRow) -> Result<FxRate, sqlx::Error> {
     Ok(FxRate {
         base: parse_currency(row.try_get("base")?)?,

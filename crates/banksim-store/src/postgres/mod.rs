@@ -20,7 +20,7 @@ use crate::ledger::{
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
-use crate::{Backend, ConnectOptions, Store, StoreError};
+use crate::{Backend, ConnectOptions, Store, StoreError, StoredResponse};
 
 /// Serialises the changes that could remove the last active admin (an arbitrary, fixed advisory-lock key).
 const LAST_ADMIN_LOCK_KEY: i64 = 0x6261_6e6b_7369_6d01;
@@ -260,6 +260,10 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<LedgerOutcome>, StoreError> {
         ledger::post_batch(&self.pool, requests, render, now).await
+    }
+
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        ledger::find_idempotent(&self.pool, user_id, key).await
     }
 
     async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {

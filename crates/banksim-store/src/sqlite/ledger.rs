@@ -35,7 +35,7 @@ pub(crate) async fn post_batch(
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let mut stored = HashMap::new();
     for claim in requests.iter().filter_map(|r| r.idempotency.as_ref()) {
-        if let Some(response) = find_idempotent_in(&mut tx, claim.user_id, &claim.key).await? {
+        if let Some(response) = find_idempotent(&mut *tx, claim.user_id, &claim.key).await? {
             stored.insert((claim.user_id, claim.key.clone()), response);
         }
     }
@@ -357,16 +357,20 @@ pub(crate) async fn balance_at(
     Ok(balance.unwrap_or(0))
 }
 
-async fn find_idempotent_in(
-    tx: &mut Transaction<'_, Sqlite>,
+/// The stored answer for a user's idempotency key, read with any executor (the pool, or a batch's transaction).
+pub(crate) async fn find_idempotent<'c, E>(
+    executor: E,
     user_id: Uuid,
     key: &str,
-) -> Result<Option<StoredResponse>, StoreError> {
+) -> Result<Option<StoredResponse>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
     let row =
         sqlx::query("SELECT request_hash, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2")
             .bind(user_id)
             .bind(key)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(executor)
             .await?;
     row.as_ref().map(stored_from_row).transpose().map_err(Into::into)
 }

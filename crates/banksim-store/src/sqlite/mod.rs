@@ -29,7 +29,7 @@ use crate::ledger::{
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
-use crate::{Backend, ConnectOptions, Store, StoreError};
+use crate::{Backend, ConnectOptions, Store, StoreError, StoredResponse};
 
 /// How long a connection waits for a lock held by another process (e.g. `banksim admin` next to a server).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -267,6 +267,10 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<LedgerOutcome>, StoreError> {
         ledger::post_batch(&self.writer, requests, render, now).await
+    }
+
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        ledger::find_idempotent(&self.reader, user_id, key).await
     }
 
     async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
