@@ -35,3 +35,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
         })
     }
 }
+
+impl From<ClientContext> for banksim_store::AuditContext {
+    fn from(client: ClientContext) -> Self {
+        Self { actor_id: None, ip: client.ip, user_agent: client.user_agent, request_id: client.request_id }
+    }
+}

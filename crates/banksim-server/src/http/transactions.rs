@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use banksim_core::ledger::{LedgerError, Movement, TransactionKind, TransactionRecord, TransactionStatus};
 use banksim_core::user::{Role, User};
 use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
@@ -22,7 +22,7 @@ use crate::http::client::ClientContext;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
 use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
-use crate::service::ledger::{self as ledger_service, MoneyRequest, ValidMovement, fingerprint};
+use crate::service::ledger::{self as ledger_service, MoneyAnswer, MoneyRequest, ValidMovement, fingerprint};
 
 /// Longest description, in characters.
 pub const DESCRIPTION_CHARS_MAX: usize = 500;
@@ -99,6 +99,24 @@ impl From<&TransactionRecord> for TransactionResponse {
             to_amount: r.to_amount.map(amount_json),
             to_currency: r.to_amount.map(|m| m.currency().to_string()),
             rate: r.rate.map(|rate| number_json(rate.to_string())),
+        }
+    }
+}
+
+/// Header marking a replayed answer.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The HTTP answer of a money request: 201 with the transaction, or a stored answer sent again as it was.
+fn respond(answer: MoneyAnswer) -> Response {
+    match answer {
+        MoneyAnswer::Posted(record) => (StatusCode::CREATED, Json(TransactionResponse::from(&record))).into_response(),
+        MoneyAnswer::Replayed(stored) => {
+            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let headers = [
+                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (HeaderName::from_static(IDEMPOTENT_REPLAYED), HeaderValue::from_static("true")),
+            ];
+            (status, headers, stored.body).into_response()
         }
     }
 }
@@ -207,8 +225,8 @@ pub async fn create_credit(
     let key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("credit", &body);
     let movement = credit_movement(&state, &caller, body);
-    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
-        .await
+    let request = MoneyRequest { caller: &caller, audit: client.into(), idempotency_key: key, fingerprint, movement };
+    ledger_service::post(&state, request).await.map(respond)
 }
 
 /// Takes money out of the caller's wallet; never below zero.
@@ -232,8 +250,8 @@ pub async fn create_debit(
     let key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("debit", &body);
     let movement = debit_movement(&state, &caller, body);
-    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
-        .await
+    let request = MoneyRequest { caller: &caller, audit: client.into(), idempotency_key: key, fingerprint, movement };
+    ledger_service::post(&state, request).await.map(respond)
 }
 
 /// Moves money from the caller to another active user, atomically.
@@ -257,8 +275,8 @@ pub async fn create_transfer(
     let key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("transfer", &body);
     let movement = transfer_movement(&state, &caller, body).await;
-    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
-        .await
+    let request = MoneyRequest { caller: &caller, audit: client.into(), idempotency_key: key, fingerprint, movement };
+    ledger_service::post(&state, request).await.map(respond)
 }
 
 /// Converts between two of the caller's wallets at the current rate (rounded down to the target's minor unit).
@@ -282,8 +300,8 @@ pub async fn create_exchange(
     let key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("exchange", &body);
     let movement = exchange_movement(&state, &caller, body).await;
-    ledger_service::post(&state, MoneyRequest { caller: &caller, client, idempotency_key: key, fingerprint, movement })
-        .await
+    let request = MoneyRequest { caller: &caller, audit: client.into(), idempotency_key: key, fingerprint, movement };
+    ledger_service::post(&state, request).await.map(respond)
 }
 
 /// A credit's movement, or why the body is invalid.
@@ -356,12 +374,12 @@ pub async fn rollback_transaction(
         Movement::Rollback { original_id: id, actor_id: caller.id, actor_is_admin: caller.role == Role::Admin };
     let request = MoneyRequest {
         caller: &caller,
-        client,
+        audit: client.into(),
         idempotency_key: idempotency_key(&headers)?,
         fingerprint: fingerprint("rollback", &id),
         movement: Ok(ValidMovement { movement, description: None }),
     };
-    ledger_service::post(&state, request).await
+    ledger_service::post(&state, request).await.map(respond)
 }
 
 /// One transaction, for a party to it or an admin.

@@ -1,8 +1,6 @@
 //! Moving money: checks that need the database or the configuration, idempotency, and the hand-off to the
 //! writer pool. The ledger's rules themselves live in `banksim_core::ledger`.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use banksim_core::ledger::{Command, Movement, TransactionRecord};
 use banksim_core::user::{Role, User};
 use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, StoredResponse};
@@ -11,20 +9,26 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
-use crate::http::client::ClientContext;
 
 /// Longest accepted idempotency key, in characters.
 pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
-/// Header marking a replayed answer.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// What a money request gets.
+#[derive(Debug)]
+pub enum MoneyAnswer {
+    /// The movement was posted.
+    Posted(TransactionRecord),
+    /// The key was used before with the same request: its stored answer, to send again as it was.
+    Replayed(StoredResponse),
+}
 
 /// A money request as the service receives it from a handler.
 #[derive(Debug)]
 pub struct MoneyRequest<'a> {
     /// The caller.
     pub caller: &'a User,
-    /// Where the call comes from.
-    pub client: ClientContext,
+    /// Who asks from where, for the audit trail (`actor_id` is set from `caller`).
+    pub audit: AuditContext,
     /// The `Idempotency-Key` header, if sent.
     pub idempotency_key: Option<&'a str>,
     /// Fingerprint of the request (route and body).
@@ -52,9 +56,9 @@ pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-/// Posts a movement and answers as API.md says: 201 with the transaction, the refusal's error, or — for a
-/// repeated idempotency key — the stored answer with `Idempotent-Replayed: true` (409 if the body differs).
-pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<Response, ApiError> {
+/// Posts a movement: the new transaction, the refusal's error, or — for a repeated idempotency key — the stored
+/// answer (409 `idempotency_key_reused` if the request differs).
+pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAnswer, ApiError> {
     let claim = match request.idempotency_key {
         Some(key) => Some(claim(request.caller.id, key, request.fingerprint)?),
         None => None,
@@ -81,15 +85,10 @@ pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<Respons
             description: movement.description,
         },
         idempotency: claim.clone(),
-        audit: AuditContext {
-            actor_id: Some(request.caller.id),
-            ip: request.client.ip,
-            user_agent: request.client.user_agent,
-            request_id: request.client.request_id,
-        },
+        audit: AuditContext { actor_id: Some(request.caller.id), ..request.audit },
     };
     match state.writer.submit(ledger_request).await? {
-        LedgerOutcome::Posted(record) => Ok(created(&record)),
+        LedgerOutcome::Posted(record) => Ok(MoneyAnswer::Posted(record)),
         LedgerOutcome::Refused(refusal) => Err(refusal.into()),
         LedgerOutcome::Replayed(stored) => match &claim {
             Some(claim) => replay(claim, stored),
@@ -107,20 +106,11 @@ fn claim(user_id: Uuid, key: &str, request_hash: Vec<u8>) -> Result<IdempotencyC
 }
 
 /// The stored answer of an idempotency key, if the request is the same one.
-fn replay(claim: &IdempotencyClaim, stored: StoredResponse) -> Result<Response, ApiError> {
+fn replay(claim: &IdempotencyClaim, stored: StoredResponse) -> Result<MoneyAnswer, ApiError> {
     if stored.request_hash != claim.request_hash {
         return Err(ErrorCode::IdempotencyKeyReused.into());
     }
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, stored.body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    Ok(response)
-}
-
-fn created(record: &TransactionRecord) -> Response {
-    (StatusCode::CREATED, axum::Json(crate::http::transactions::TransactionResponse::from(record))).into_response()
+    Ok(MoneyAnswer::Replayed(stored))
 }
 
 /// A transaction, for a party to it or an admin; others get 403 before anything about it is revealed.
