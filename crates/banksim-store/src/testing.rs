@@ -106,3 +106,54 @@ pub async fn execute(url: &str, sql: &str) {
         sqlx::query(sql).execute(&mut conn).await.expect("execute");
     }
 }
+
+/// A transaction held open on a test database that blocks every ledger write until [`WriteLock::release`].
+#[derive(Debug)]
+pub struct WriteLock {
+    connection: Option<WriteLockConnection>,
+}
+
+#[derive(Debug)]
+enum WriteLockConnection {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl TestDatabase {
+    /// Takes a lock that makes every ledger write wait: SQLite's write lock, or an exclusive lock on PostgreSQL's
+    /// `accounts` table (reads go on).
+    ///
+    /// # Panics
+    /// When the lock cannot be taken.
+    pub async fn lock_writes(&self) -> WriteLock {
+        let connection = if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.expect("connect to SQLite");
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await.expect("lock");
+            WriteLockConnection::Sqlite(conn)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.expect("connect to PostgreSQL");
+            sqlx::query("BEGIN").execute(&mut conn).await.expect("begin");
+            sqlx::query("LOCK TABLE accounts IN EXCLUSIVE MODE").execute(&mut conn).await.expect("lock");
+            WriteLockConnection::Postgres(conn)
+        };
+        WriteLock { connection: Some(connection) }
+    }
+}
+
+impl WriteLock {
+    /// Lets the writes go on.
+    ///
+    /// # Panics
+    /// When the lock cannot be released.
+    pub async fn release(mut self) {
+        match self.connection.take() {
+            Some(WriteLockConnection::Sqlite(mut conn)) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.expect("unlock");
+            }
+            Some(WriteLockConnection::Postgres(mut conn)) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.expect("unlock");
+            }
+            None => {}
+        }
+    }
+}

@@ -150,6 +150,11 @@ impl TestApp {
         panic!("server did not become ready");
     }
 
+    /// Blocks every ledger write of this server's database until the lock is released.
+    pub async fn lock_writes(&self) -> banksim_store::testing::WriteLock {
+        self.database.as_ref().expect("a database of its own").lock_writes().await
+    }
+
     /// Stops the server gracefully and removes its database.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

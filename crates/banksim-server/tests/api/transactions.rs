@@ -363,3 +363,37 @@ async fn history_filters_and_pages_newest_first() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_full_write_queue_answers_503_with_retry_after_at_once() {
+    for backend in backends() {
+        let app = std::sync::Arc::new(
+            TestApp::spawn_with(backend, |config| config.write_queue_capacity = 1, axum::Router::new()).await,
+        );
+        let sefa = app.user("sefa").await;
+        app.credit(&sefa, "1", "USD").await;
+        let lock = app.lock_writes().await;
+        let send = |amount: &'static str| {
+            let (app, sefa) = (app.clone(), sefa.clone());
+            tokio::spawn(
+                async move { app.money(CREDIT, &sefa, None, &json!({"amount": amount, "currency": "USD"})).await },
+            )
+        };
+        // The first is taken by the writer (which then waits for the lock), the second fills the queue.
+        let taken = send("2");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let queued = send("3");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let refused = app.money(CREDIT, &sefa, None, &json!({"amount": "4", "currency": "USD"})).await;
+        refused.assert_error(503, "write_queue_full");
+        assert!(refused.headers.contains_key("retry-after"));
+
+        lock.release().await;
+        for pending in [taken, queued] {
+            let response = pending.await.expect("task");
+            assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
+        }
+        assert_eq!(app.balance(&sefa, "USD").await, "6.00", "the refused one moved nothing");
+        std::sync::Arc::into_inner(app).expect("sole owner").stop().await;
+    }
+}
