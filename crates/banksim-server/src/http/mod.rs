@@ -1,6 +1,7 @@
 //! The HTTP layer: one module per resource, each exposing `routes()`; the request context and our extractors.
 //! `router.rs` puts them together.
 
+pub mod admin;
 pub mod auth;
 pub mod balances;
 pub mod client;

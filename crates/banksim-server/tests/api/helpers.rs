@@ -155,6 +155,11 @@ impl TestApp {
         self.database.as_ref().expect("a database of its own").lock_writes().await
     }
 
+    /// Runs raw SQL on this server's database behind its back.
+    pub async fn tamper(&self, sql: &str) {
+        self.database.as_ref().expect("a database of its own").execute(sql).await;
+    }
+
     /// Stops the server gracefully and removes its database.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -123,6 +123,7 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves() {
             ("/metrics/basic", "get"),
             ("/metrics/basic", "post"),
             ("/api/v1/metrics/basic", "get"),
+            ("/api/v1/admin/ledger/verify", "get"),
         ];
         for (path, method) in expected {
             let operation = &spec.body["paths"][path][method];

@@ -397,3 +397,26 @@ async fn a_full_write_queue_answers_503_with_retry_after_at_once() {
         std::sync::Arc::into_inner(app).expect("sole owner").stop().await;
     }
 }
+
+#[tokio::test]
+async fn admins_can_check_the_ledger_over_http() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        app.credit(&sefa, "5", "USD").await;
+        let path = "/api/v1/admin/ledger/verify";
+        app.get(path, Some(&sefa.token)).await.assert_error(403, "insufficient_permissions");
+        app.get(path, None).await.assert_error(401, "unauthorized");
+        let sound = app.get(path, Some(&admin.token)).await;
+        assert_eq!(sound.status, StatusCode::OK, "{}", sound.text);
+        assert_eq!(sound.body["ok"], true);
+        assert_eq!((sound.body["transactions"].as_u64(), sound.body["postings"].as_u64()), (Some(1), Some(2)));
+
+        app.tamper("UPDATE accounts SET balance_minor = balance_minor + 1 WHERE kind = 'user'").await;
+        let broken = app.get(path, Some(&admin.token)).await;
+        assert_eq!(broken.body["ok"], false);
+        assert!(broken.body["violations"].as_array().is_some_and(|v| !v.is_empty()), "{}", broken.text);
+        app.stop().await;
+    }
+}
