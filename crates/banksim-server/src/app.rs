@@ -11,10 +11,14 @@ use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
+use crate::http::rate_limit::RateLimiter;
 use crate::http::transactions::TransactionRenderer;
 use crate::router;
 use crate::service::users::UserDirectory;
 use crate::writer::LedgerWriter;
+
+/// The window of the auth routes' rate limit.
+const AUTH_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
@@ -35,6 +39,8 @@ pub struct AppState {
     pub writer: LedgerWriter,
     /// When the state was built (for uptime).
     pub started: std::time::Instant,
+    /// The auth routes' budget per client.
+    pub auth_rate_limit: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -56,6 +62,7 @@ impl AppState {
             config.write_queue_capacity,
             config.write_batch_max,
         );
+        let auth_limit = config.auth_rate_limit_per_minute;
         Ok(Self {
             store,
             config: Arc::new(config),
@@ -65,6 +72,7 @@ impl AppState {
             users,
             writer,
             started: std::time::Instant::now(),
+            auth_rate_limit: Arc::new(RateLimiter::new(auth_limit, AUTH_RATE_WINDOW)),
         })
     }
 }

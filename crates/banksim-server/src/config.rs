@@ -123,6 +123,16 @@ pub struct Config {
     #[arg(long, env = "ARGON2_ITERATIONS", value_name = "ARGON2_ITERATIONS", default_value_t = 2)]
     pub argon2_iterations: u32,
 
+    /// Requests per minute that one client IP may make to the auth routes (register, login, refresh, logout,
+    /// together). 0 turns the limit off (for load tests only).
+    #[arg(long, env = "AUTH_RATE_LIMIT_PER_MINUTE", value_name = "AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 5)]
+    pub auth_rate_limit_per_minute: u32,
+
+    /// Proxies whose `X-Forwarded-For` header names the real client, comma-separated IP addresses. Requests from
+    /// any other peer are identified by the peer's own address.
+    #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+
     /// Currencies users may hold, comma-separated ISO 4217 codes.
     #[arg(
         long,

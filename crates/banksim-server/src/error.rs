@@ -87,13 +87,15 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// Too many money movements are waiting: retry after `Retry-After`.
     WriteQueueFull,
+    /// Too many requests from this client: retry after `retry_after` seconds.
+    RateLimited,
     /// A bug or an unexpected failure; details are in the server's log under the request id.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 35] = [
+    pub const ALL: [Self; 36] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -128,6 +130,7 @@ impl ErrorCode {
         Self::AlreadyRolledBack,
         Self::IdempotencyKeyReused,
         Self::WriteQueueFull,
+        Self::RateLimited,
         Self::InternalError,
     ];
 
@@ -163,6 +166,7 @@ impl ErrorCode {
             Self::TransactionNotFound => StatusCode::NOT_FOUND,
             Self::AlreadyRolledBack | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
             Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -204,6 +208,7 @@ impl ErrorCode {
             Self::AlreadyRolledBack => "already_rolled_back",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::WriteQueueFull => "write_queue_full",
+            Self::RateLimited => "rate_limited",
             Self::InternalError => "internal_error",
         }
     }
@@ -245,6 +250,7 @@ impl ErrorCode {
             Self::AlreadyRolledBack => "transaction was already rolled back",
             Self::IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             Self::WriteQueueFull => "too many pending transactions; retry shortly",
+            Self::RateLimited => "too many requests; retry later",
             Self::InternalError => "internal server error",
         }
     }
@@ -260,6 +266,7 @@ impl ErrorCode {
             StatusCode::UNAUTHORIZED => Self::Unauthorized,
             StatusCode::FORBIDDEN => Self::InsufficientPermissions,
             StatusCode::SERVICE_UNAVAILABLE => Self::ServiceUnavailable,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
             StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => Self::RequestTimeout,
             status if status.is_client_error() => Self::InvalidParameter,
             _ => Self::InternalError,
@@ -278,18 +285,30 @@ pub struct ApiError {
     message: Cow<'static, str>,
     fields: Vec<FieldError>,
     cause: Option<String>,
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// An error with the code's default message.
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, message: Cow::Borrowed(code.default_message()), fields: Vec::new(), cause: None }
+        Self {
+            code,
+            message: Cow::Borrowed(code.default_message()),
+            fields: Vec::new(),
+            cause: None,
+            retry_after_secs: None,
+        }
     }
 
     /// Replaces the human message.
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = message.into();
         self
+    }
+
+    /// A 429 `rate_limited` error telling the client when to retry.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self { retry_after_secs: Some(retry_after_secs), ..Self::new(ErrorCode::RateLimited) }
     }
 
     /// A `validation_failed` error listing every invalid field.
@@ -332,6 +351,7 @@ impl ApiError {
             error_code: self.code.as_str(),
             request_id: request_id.to_owned(),
             errors: self.fields.clone(),
+            retry_after: self.retry_after_secs,
         }
     }
 }
@@ -411,6 +431,9 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<FieldErrorSchema>)]
     pub errors: Vec<FieldError>,
+    /// Seconds to wait before retrying, for 429 answers (also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 /// One invalid field.
@@ -447,10 +470,15 @@ impl ApiError {
             error_code: self.code.as_str(),
             request_id: context::current_request_id(),
             errors: self.fields,
+            retry_after: self.retry_after_secs,
+        };
+        let retry_after = match status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            _ => self.retry_after_secs,
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
-use crate::http::{admin, auth, balances, fx, service, transactions, users};
+use crate::http::{admin, auth, balances, fx, rate_limit, service, transactions, users};
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
 #[derive(OpenApi)]
@@ -95,6 +95,7 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(cors(&config))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
         )
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_auth))
         // Outermost: ids and error envelopes for everything inside, the trace span included.
         .layer(middleware::from_fn(context::request_context))
         .with_state(state)
@@ -152,6 +153,14 @@ fn cors(config: &Config) -> CorsLayer {
             X_REQUEST_ID.clone(),
             HeaderName::from_static("idempotency-key"),
         ])
-        .expose_headers([X_REQUEST_ID.clone(), X_TRACE_ID.clone(), header::RETRY_AFTER])
+        .expose_headers([
+            X_REQUEST_ID.clone(),
+            X_TRACE_ID.clone(),
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderName::from_static("idempotent-replayed"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }

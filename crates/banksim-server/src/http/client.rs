@@ -1,18 +1,19 @@
 //! Who is on the other end of a request, for the audit trail.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{Extensions, HeaderMap, header};
 
+use crate::app::AppState;
 use crate::http::context::RequestIds;
 
 /// The client's address, user agent and the request id.
 #[derive(Debug, Clone, Default)]
 pub struct ClientContext {
-    /// The peer's IP address (trusted-proxy handling of `X-Forwarded-For` comes with rate limiting).
+    /// The client's IP address (see [`client_ip`]).
     pub ip: Option<String>,
     /// The `User-Agent` header.
     pub user_agent: Option<String>,
@@ -20,12 +21,12 @@ pub struct ClientContext {
     pub request_id: Option<String>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientContext {
+impl FromRequestParts<AppState> for ClientContext {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         Ok(Self {
-            ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string()),
+            ip: client_ip(&parts.extensions, &parts.headers, &state.config.trusted_proxies).map(|ip| ip.to_string()),
             user_agent: parts
                 .headers
                 .get(header::USER_AGENT)
@@ -40,4 +41,22 @@ impl From<ClientContext> for banksim_store::AuditContext {
     fn from(client: ClientContext) -> Self {
         Self { actor_id: None, ip: client.ip, user_agent: client.user_agent, request_id: client.request_id }
     }
+}
+
+/// The client's IP: the socket peer, unless the peer is a trusted proxy, in which case the last address of
+/// `X-Forwarded-For` that is not itself a trusted proxy. A client cannot choose its address by sending the
+/// header itself: from an untrusted peer the header is ignored.
+pub fn client_ip(extensions: &Extensions, headers: &HeaderMap, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    Some(forwarded.into_iter().rev().find(|hop| !trusted.contains(hop)).unwrap_or(peer))
 }

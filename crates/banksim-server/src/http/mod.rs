@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fx;
 pub mod money;
 pub mod pagination;
+pub mod rate_limit;
 pub mod service;
 pub mod transactions;
 pub mod users;

@@ -9,6 +9,7 @@ mod concurrency;
 mod fx;
 mod http;
 mod idempotency;
+mod rate_limit;
 mod service;
 mod tokens;
 mod transactions;
