@@ -8,6 +8,7 @@ pub mod currency;
 pub mod error;
 pub mod ledger;
 pub mod money;
+pub mod schedule;
 pub mod user;
 
 pub use clock::{Clock, SystemClock};
