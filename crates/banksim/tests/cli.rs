@@ -1,33 +1,13 @@
 //! The `banksim` command, run as a user would: configuration errors, migrate, admin create, seed, serve.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{Server, banksim, run, stderr};
+
+use std::process::Command;
 
 use banksim_store::Backend;
 use banksim_store::testing::{TestDatabase, backends};
-
-/// A `banksim` command with a clean environment: only what the test sets.
-fn banksim(data_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_banksim"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATA_DIR", data_dir)
-        .env("ARGON2_MEMORY_KIB", "64")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("LOG_FORMAT", "text")
-        .stdin(Stdio::null());
-    command
-}
-
-fn run(command: &mut Command) -> Output {
-    command.output().expect("banksim runs")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 #[test]
 fn a_wrong_setting_stops_the_start_naming_its_variable() {
@@ -109,49 +89,6 @@ async fn migrate_admin_create_and_seed_work_on_every_backend() {
         assert_eq!(sefa.user.id.to_string(), "550e8400-e29b-41d4-a716-446655440001");
         store.close().await;
         db.remove().await;
-    }
-}
-
-/// A running `banksim serve`, stopped (SIGTERM) on drop.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(mut command: Command) -> Self {
-        let mut child = command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = receiver.recv_timeout(Duration::from_secs(30)).expect("server reports its address");
-        let port = addr.rsplit(':').next().expect("port").to_owned();
-        Self { child, address: format!("http://127.0.0.1:{port}") }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
     }
 }
 

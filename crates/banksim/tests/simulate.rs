@@ -1,62 +1,11 @@
 //! `banksim simulate` against a real `banksim serve`, run as a user would: every scenario moves money, gets no
 //! server or transport error, and conserves money; reruns with the same seed reuse the same users.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+mod common;
 
-/// A `banksim` command with a clean environment: only what the test sets.
-fn banksim(data_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_banksim"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("DATA_DIR", data_dir)
-        .env("ARGON2_MEMORY_KIB", "64")
-        .env("ARGON2_ITERATIONS", "1")
-        .env("LOG_FORMAT", "text")
-        // Setting up simulated users logs many in from one address; the limit is tested elsewhere.
-        .env("AUTH_RATE_LIMIT_PER_MINUTE", "0")
-        .stdin(Stdio::null());
-    command
-}
+use common::{Server, banksim, stderr};
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A running `banksim serve` on a free port, killed on drop.
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    /// Starts the server and waits for the `addr=` line it logs once it listens.
-    fn start(mut command: Command) -> Self {
-        let mut child = command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keep reading after the address: a full pipe would block the server's logging.
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let addr = receiver.recv_timeout(Duration::from_secs(30)).expect("server reports its address");
-        let port = addr.rsplit(':').next().expect("port").to_owned();
-        Self { child, address: format!("http://127.0.0.1:{port}") }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Output;
 
 /// Runs `banksim simulate` with the test's small settings and returns its output.
 fn simulate(data_dir: &std::path::Path, address: &str, scenario: &str) -> Output {

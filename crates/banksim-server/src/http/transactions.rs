@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use banksim_core::ledger::{LedgerError, Movement, TransactionKind, TransactionRecord, TransactionStatus};
+use banksim_core::money::Money;
 use banksim_core::user::{Role, User};
 use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
 use chrono::{DateTime, Utc};
@@ -224,7 +225,7 @@ pub async fn create_credit(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("credit", &body);
-    let movement = credit_movement(&state, &caller, body);
+    let movement = amount_movement(&state, &caller, body, |user_id, amount| Movement::Credit { user_id, amount });
     let request = MoneyRequest { caller: &caller, audit: client.into(), idempotency_key: key, fingerprint, movement };
     ledger_service::post(&state, request).await.map(respond)
 }
@@ -249,7 +250,7 @@ pub async fn create_debit(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("debit", &body);
-    let movement = debit_movement(&state, &caller, body);
+    let movement = amount_movement(&state, &caller, body, |user_id, amount| Movement::Debit { user_id, amount });
     let request = MoneyRequest { caller: &caller, audit: client.into(), idempotency_key: key, fingerprint, movement };
     ledger_service::post(&state, request).await.map(respond)
 }
@@ -304,20 +305,16 @@ pub async fn create_exchange(
     ledger_service::post(&state, request).await.map(respond)
 }
 
-/// A credit's movement, or why the body is invalid.
-fn credit_movement(state: &AppState, caller: &User, body: AmountRequest) -> Result<ValidMovement, ApiError> {
+/// A credit's or debit's movement (`make` builds which), or why the body is invalid.
+fn amount_movement(
+    state: &AppState,
+    caller: &User,
+    body: AmountRequest,
+    make: fn(Uuid, Money) -> Movement,
+) -> Result<ValidMovement, ApiError> {
     let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
     let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    let movement = Movement::Credit { user_id: caller.id, amount };
-    Ok(ValidMovement { movement, description: description(body.description)? })
-}
-
-/// A debit's movement, or why the body is invalid.
-fn debit_movement(state: &AppState, caller: &User, body: AmountRequest) -> Result<ValidMovement, ApiError> {
-    let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
-    let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    let movement = Movement::Debit { user_id: caller.id, amount };
-    Ok(ValidMovement { movement, description: description(body.description)? })
+    Ok(ValidMovement { movement: make(caller.id, amount), description: description(body.description)? })
 }
 
 /// A transfer's movement, or why it cannot be made (the recipient must be another, active user).
