@@ -10,6 +10,7 @@ pub mod error;
 pub mod ledger;
 pub mod model;
 pub mod postgres;
+pub mod schedule;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use banksim_core::currency::Currency;
 use banksim_core::ledger::TransactionRecord;
+use banksim_core::schedule::ScheduleStatus;
 use banksim_core::user::User;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -32,6 +34,7 @@ pub use ledger::{
 pub use model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserCursor, UserListQuery, UserPage,
 };
+pub use schedule::{ExecutionRecord, ExecutionStatus, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +89,8 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `changes` to a user and returns the result. Fails with `NotFound`, `Conflict("email_taken")`,
     /// `Conflict("username_taken")`, or `Conflict("last_admin")` when the change would leave no active admin; the
     /// last-admin check and the change are one atomic step, so two admins demoting each other at once cannot both
-    /// succeed. Deactivating a user here also revokes all their refresh tokens.
+    /// succeed. Deactivating a user here also revokes all their refresh tokens and pauses every active schedule
+    /// of theirs (each with its `SchedulePaused` event and audit entry), in the same transaction.
     async fn update_user(&self, id: Uuid, changes: UserChanges, now: DateTime<Utc>) -> Result<User, StoreError>;
 
     /// Stores a new refresh token (its hash).
@@ -155,6 +159,79 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks every ledger invariant of DESIGN.md.
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError>;
+
+    /// Inserts a schedule, its `ScheduleCreated` event and its audit entry (`schedule.create`), and (when given)
+    /// the idempotency answer (status, body) under the caller's key, in one transaction. Fails with
+    /// `Conflict("idempotency_key_taken")` if the key is already stored (nothing is written then).
+    async fn create_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        idempotency: Option<(&IdempotencyClaim, u16, &str)>,
+        audit: &AuditContext,
+    ) -> Result<(), StoreError>;
+
+    /// The schedule with this id, whatever its status.
+    async fn find_schedule(&self, id: Uuid) -> Result<Option<ScheduleRecord>, StoreError>;
+
+    /// A user's schedules matching the query's filters, newest first (creation instant, then id).
+    async fn list_schedules(&self, query: &ScheduleQuery) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Moves a schedule from one of the statuses `from` to `to` (pause, resume, cancel) and returns it, setting
+    /// `next_execution_at` when given (resume recomputes it), with its event (`SchedulePaused`, `ScheduleResumed`,
+    /// `ScheduleCancelled`) and audit entry (`schedule.pause`, `schedule.resume`, `schedule.cancel`), atomically.
+    /// A move to `active` also resets `attempt` and `consecutive_failures`, so a schedule paused after failures
+    /// starts afresh. A lease held by a worker is left alone. Fails with `NotFound` if there is no such schedule,
+    /// `Conflict("schedule_state")` if its status is not in `from`.
+    async fn change_schedule_status(
+        &self,
+        id: Uuid,
+        from: &[ScheduleStatus],
+        to: ScheduleStatus,
+        next_execution_at: Option<Option<DateTime<Utc>>>,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<ScheduleRecord, StoreError>;
+
+    /// Claims up to `limit` active schedules due at `now` (`next_execution_at <= now`) whose lease is free (none,
+    /// or expired), leasing them until `now + lease`, and returns them oldest due first. No other worker, on any
+    /// instance, gets them until the lease ends or the claimer records or retries the occurrence: PostgreSQL
+    /// uses `FOR UPDATE SKIP LOCKED`, SQLite its single writer. A lease that expires (its instance died) makes
+    /// the schedule claimable again.
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Records the outcome of occurrence `update.execution.occurrence` and advances the schedule
+    /// (`current_occurrence`, `next_execution_at`, status, `consecutive_failures`, `last_executed_at` =
+    /// `executed_at`, `attempt` = 0, lease freed), with its event (`ScheduleExecuted`, `ScheduleFailed`, or
+    /// `ScheduleSkipped`) and audit entry (`schedule.execute`), in one transaction — only if the schedule is
+    /// still at occurrence − 1: otherwise returns `false` and changes nothing, so a duplicate record is harmless.
+    ///
+    /// If the owner paused or cancelled the schedule while the occurrence ran, that status is kept (the
+    /// occurrence is still recorded), except that a paused schedule takes a final status (`completed`, `failed`)
+    /// from the update. Fails with `NotFound` if there is no such schedule.
+    async fn record_occurrence(
+        &self,
+        id: Uuid,
+        update: &OccurrenceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// A failed attempt that will be retried: sets `attempt` (failed attempts so far) and `next_execution_at` =
+    /// `retry_at`, and frees the lease. Fails with `NotFound` if there is no such schedule.
+    async fn retry_occurrence(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded occurrence of a schedule, in order.
+    async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError>;
 }
 
 /// Opens the store that `url` names: `postgres://…` / `postgresql://…`, or `sqlite:…` (a file path; created with

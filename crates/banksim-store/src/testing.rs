@@ -78,6 +78,14 @@ impl TestDatabase {
         execute(&self.url, sql).await;
     }
 
+    /// Runs a query that answers one integer (a `count(*)`) on the database behind the store's back.
+    ///
+    /// # Panics
+    /// When the query fails.
+    pub async fn query_count(&self, sql: &str) -> i64 {
+        query_count(&self.url, sql).await
+    }
+
     /// Removes the database. Call it when the test passed; a failed test leaves its schema for inspection (the
     /// SQLite folder goes either way).
     pub async fn remove(self) {
@@ -104,6 +112,20 @@ pub async fn execute(url: &str, sql: &str) {
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
         sqlx::query(sql).execute(&mut conn).await.expect("execute");
+    }
+}
+
+/// Runs a query that answers one integer (a `count(*)`) on the database at `url`.
+///
+/// # Panics
+/// When the connection or the query fails.
+pub async fn query_count(url: &str, sql: &str) -> i64 {
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect to SQLite");
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("query")
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("query")
     }
 }
 

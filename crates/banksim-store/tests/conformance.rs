@@ -455,3 +455,489 @@ async fn verify_names_each_kind_of_tampering() {
         }
     }
 }
+
+mod schedules {
+    use std::collections::HashSet;
+    use std::time::Duration as StdDuration;
+
+    use banksim_core::currency::Currency;
+    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionKind, TransactionRecord};
+    use banksim_core::money::Money;
+    use banksim_core::schedule::{Calendar, Recurrence, ScheduleStatus};
+    use banksim_store::testing::query_count;
+    use banksim_store::{
+        AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest,
+        OccurrenceUpdate, ResponseRenderer, ScheduleQuery, ScheduleRecord,
+    };
+
+    use super::*;
+
+    const LEASE: StdDuration = StdDuration::from_secs(30);
+
+    /// Runs `scenario` on a fresh, migrated store of every backend, with the database's URL for raw counts.
+    async fn each_backend_with_url<F, Fut>(scenario: F)
+    where
+        F: Fn(Arc<dyn Store>, String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        for backend in backends() {
+            let db = TestDatabase::create(backend).await;
+            let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
+            store.migrate().await.expect("migrate");
+            scenario(store.clone(), db.url.clone()).await;
+            store.close().await;
+            db.remove().await;
+        }
+    }
+
+    /// A one-time credit of 10.00 USD due at `at`, created at `created_at`.
+    fn once(user: &User, at: DateTime<Utc>, created_at: DateTime<Utc>) -> ScheduleRecord {
+        let calendar = Calendar::once(at);
+        ScheduleRecord {
+            id: Uuid::now_v7(),
+            user_id: user.id,
+            transaction_type: TransactionKind::Credit,
+            amount: Money::new(1_000, Currency::USD),
+            description: Some("pocket money".to_owned()),
+            to_user_id: None,
+            calendar,
+            current_occurrence: 0,
+            next_execution_at: Some(at),
+            last_executed_at: None,
+            status: ScheduleStatus::Active,
+            attempt: 0,
+            consecutive_failures: 0,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
+    fn audit(user: &User) -> AuditContext {
+        AuditContext {
+            actor_id: Some(user.id),
+            ip: Some("127.0.0.1".to_owned()),
+            user_agent: Some("tests".to_owned()),
+            request_id: Some("req-1".to_owned()),
+        }
+    }
+
+    fn query(user: &User) -> ScheduleQuery {
+        ScheduleQuery { user_id: user.id, status: None, is_active: None, limit: 100, offset: 0 }
+    }
+
+    async fn ids(store: &Arc<dyn Store>, query: ScheduleQuery) -> Vec<Uuid> {
+        store.list_schedules(&query).await.expect("list").iter().map(|s| s.id).collect()
+    }
+
+    async fn claim(store: &Arc<dyn Store>, at: DateTime<Utc>, limit: u32) -> Vec<Uuid> {
+        store.claim_due_schedules(at, LEASE, limit).await.expect("claim").iter().map(|s| s.id).collect()
+    }
+
+    async fn find(store: &Arc<dyn Store>, id: Uuid) -> ScheduleRecord {
+        store.find_schedule(id).await.expect("find").expect("some")
+    }
+
+    fn execution(occurrence: u32, status: ExecutionStatus, transaction_id: Option<Uuid>) -> ExecutionRecord {
+        ExecutionRecord {
+            occurrence,
+            executed_at: now(),
+            status,
+            transaction_id,
+            error: (status == ExecutionStatus::Failed).then(|| "insufficient_funds".to_owned()),
+            attempts: if status == ExecutionStatus::Skipped { 0 } else { 1 },
+        }
+    }
+
+    /// Posts a credit and returns its transaction id (executions reference real transactions).
+    async fn credit(store: &Arc<dyn Store>, user: &User) -> Uuid {
+        struct Plain;
+        impl ResponseRenderer for Plain {
+            fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+                (201, String::new())
+            }
+        }
+        let request = LedgerRequest {
+            command: Command {
+                transaction_id: Uuid::now_v7(),
+                movement: Movement::Credit { user_id: user.id, amount: Money::new(1_000, Currency::USD) },
+                description: None,
+            },
+            idempotency: None,
+            audit: AuditContext::default(),
+        };
+        match &store.post_batch(&[request], &Plain, now()).await.expect("batch")[..] {
+            [LedgerOutcome::Posted(record)] => record.id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn schedules_are_found_and_listed_newest_first_with_filters_and_paging() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let t0 = now();
+            let first = once(&a, t0 + Duration::days(1), t0);
+            let start = t0 + Duration::days(2);
+            let second = ScheduleRecord {
+                transaction_type: TransactionKind::Transfer,
+                to_user_id: Some(b.id),
+                description: None,
+                calendar: Calendar::recurring(start, Recurrence::Monthly, Some(start + Duration::days(400)), Some(12)),
+                next_execution_at: Some(start),
+                ..once(&a, start, t0 + Duration::seconds(1))
+            };
+            let third = once(&a, t0 + Duration::days(3), t0 + Duration::seconds(2));
+            let theirs = once(&b, t0 + Duration::days(1), t0);
+            for s in [&first, &second, &third, &theirs] {
+                store.create_schedule(s, None, &audit(&a)).await.expect("create schedule");
+            }
+            assert_eq!(find(&store, second.id).await, second, "a schedule reads back as written");
+            assert_eq!(find(&store, first.id).await, first);
+            assert!(store.find_schedule(Uuid::new_v4()).await.expect("find").is_none());
+
+            let paused = store
+                .change_schedule_status(
+                    first.id,
+                    &[ScheduleStatus::Active],
+                    ScheduleStatus::Paused,
+                    None,
+                    now(),
+                    &audit(&a),
+                )
+                .await
+                .expect("pause");
+            assert_eq!(paused.status, ScheduleStatus::Paused);
+
+            assert_eq!(ids(&store, query(&a)).await, [third.id, second.id, first.id]);
+            assert_eq!(ids(&store, query(&b)).await, [theirs.id]);
+            let only_paused = ScheduleQuery { status: Some(ScheduleStatus::Paused), ..query(&a) };
+            assert_eq!(ids(&store, only_paused).await, [first.id]);
+            assert_eq!(ids(&store, ScheduleQuery { is_active: Some(true), ..query(&a) }).await, [third.id, second.id]);
+            assert_eq!(ids(&store, ScheduleQuery { is_active: Some(false), ..query(&a) }).await, [first.id]);
+            let contradiction =
+                ScheduleQuery { status: Some(ScheduleStatus::Paused), is_active: Some(true), ..query(&a) };
+            assert!(ids(&store, contradiction).await.is_empty());
+            assert_eq!(ids(&store, ScheduleQuery { limit: 1, offset: 1, ..query(&a) }).await, [second.id]);
+            assert!(ids(&store, ScheduleQuery { offset: 3, ..query(&a) }).await.is_empty());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_creates_one_schedule() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let claim = IdempotencyClaim { user_id: a.id, key: "k1".to_owned(), request_hash: b"hash".to_vec() };
+            let first = once(&a, now() + Duration::days(1), now());
+            store.create_schedule(&first, Some((&claim, 201, "{\"id\":1}")), &audit(&a)).await.expect("create");
+            let stored = store.find_idempotent(a.id, "k1").await.expect("find").expect("stored");
+            assert_eq!(
+                (stored.status, stored.body.as_str(), stored.request_hash),
+                (201, "{\"id\":1}", b"hash".to_vec())
+            );
+
+            let second = once(&a, now() + Duration::days(1), now());
+            let again = store.create_schedule(&second, Some((&claim, 201, "{\"id\":2}")), &audit(&a)).await;
+            assert!(matches!(again, Err(StoreError::Conflict("idempotency_key_taken"))), "{again:?}");
+            assert!(store.find_schedule(second.id).await.expect("find").is_none(), "nothing of it was written");
+            assert_eq!(store.find_idempotent(a.id, "k1").await.expect("find").expect("stored").body, "{\"id\":1}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn status_changes_follow_the_allowed_moves_with_events_and_audit() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let s = once(&a, now() + Duration::days(1), now());
+            store.create_schedule(&s, None, &audit(&a)).await.expect("create");
+            let change = |from: Vec<ScheduleStatus>, to, next| {
+                let store = store.clone();
+                let audit = audit(&a);
+                async move { store.change_schedule_status(s.id, &from, to, next, now(), &audit).await }
+            };
+            use ScheduleStatus::{Active, Cancelled, Paused};
+
+            let paused = change(vec![Active], Paused, None).await.expect("pause");
+            assert_eq!((paused.status, paused.next_execution_at), (Paused, s.next_execution_at));
+            let again = change(vec![Active], Paused, None).await;
+            assert!(matches!(again, Err(StoreError::Conflict("schedule_state"))), "{again:?}");
+
+            let next = now() + Duration::hours(5);
+            let resumed = change(vec![Paused], Active, Some(Some(next))).await.expect("resume");
+            assert_eq!((resumed.status, resumed.next_execution_at), (Active, Some(next)));
+            assert!(resumed.updated_at >= paused.updated_at);
+
+            let cancelled = change(vec![Active, Paused], Cancelled, Some(None)).await.expect("cancel");
+            assert_eq!((cancelled.status, cancelled.next_execution_at), (Cancelled, None));
+            assert_eq!(find(&store, s.id).await, cancelled);
+            let twice = change(vec![Active, Paused], Cancelled, Some(None)).await;
+            assert!(matches!(twice, Err(StoreError::Conflict("schedule_state"))), "{twice:?}");
+
+            let missing =
+                store.change_schedule_status(Uuid::new_v4(), &[Active], Paused, None, now(), &audit(&a)).await;
+            assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+            let count = |sql: &'static str| query_count(&url, sql);
+            assert_eq!(count("SELECT count(*) FROM events WHERE aggregate_type = 'schedule'").await, 4);
+            assert_eq!(count("SELECT max(version) FROM events WHERE aggregate_type = 'schedule'").await, 4);
+            for event in ["ScheduleCreated", "SchedulePaused", "ScheduleResumed", "ScheduleCancelled"] {
+                let sql = format!("SELECT count(*) FROM events WHERE event_type = '{event}'");
+                assert_eq!(query_count(&url, &sql).await, 1, "{event}");
+            }
+            for action in ["schedule.create", "schedule.pause", "schedule.resume", "schedule.cancel"] {
+                let sql = format!(
+                    "SELECT count(*) FROM audit_log WHERE action = '{action}' AND entity_type = 'schedule'
+                     AND entity_id = '{}' AND outcome = 'success' AND request_id = 'req-1'",
+                    s.id
+                );
+                assert_eq!(query_count(&url, &sql).await, 1, "{action}");
+            }
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn claims_take_only_due_active_unleased_schedules_until_the_lease_expires() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let t = now();
+            let older = once(&a, t - Duration::seconds(2), t);
+            let newer = once(&a, t - Duration::seconds(1), t);
+            let exact = once(&a, t, t);
+            let future = once(&a, t + Duration::hours(1), t);
+            let paused = once(&a, t - Duration::seconds(3), t);
+            let finished =
+                ScheduleRecord { next_execution_at: None, status: ScheduleStatus::Completed, ..once(&a, t, t) };
+            for s in [&older, &newer, &exact, &future, &paused, &finished] {
+                store.create_schedule(s, None, &audit(&a)).await.expect("create");
+            }
+            store
+                .change_schedule_status(
+                    paused.id,
+                    &[ScheduleStatus::Active],
+                    ScheduleStatus::Paused,
+                    None,
+                    t,
+                    &audit(&a),
+                )
+                .await
+                .expect("pause");
+
+            assert_eq!(claim(&store, t, 1).await, [older.id], "oldest due first, at most `limit`");
+            assert_eq!(claim(&store, t, 10).await, [newer.id, exact.id], "due at or before now, leased ones excluded");
+            assert!(claim(&store, t, 10).await.is_empty(), "a second claim right after gets nothing");
+            assert!(claim(&store, t + Duration::seconds(29), 10).await.is_empty(), "the lease holds");
+            let expired = claim(&store, t + Duration::seconds(30), 10).await;
+            assert_eq!(expired, [older.id, newer.id, exact.id], "an expired lease frees the schedule");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_never_return_the_same_schedule() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let t = now();
+            let mut all = HashSet::new();
+            for i in 0..24 {
+                let s = once(&a, t - Duration::seconds(i), t);
+                store.create_schedule(&s, None, &audit(&a)).await.expect("create");
+                all.insert(s.id);
+            }
+            let (x, y, z) = tokio::join!(claim(&store, t, 10), claim(&store, t, 10), claim(&store, t, 10));
+            let mut seen = HashSet::new();
+            for id in x.iter().chain(&y).chain(&z) {
+                assert!(seen.insert(*id), "schedule {id} was claimed twice: {x:?} {y:?} {z:?}");
+            }
+            assert!(seen.len() <= 24 && seen.len() >= 10, "{}", seen.len());
+            let rest = claim(&store, t, 100).await;
+            assert!(rest.iter().all(|id| !seen.contains(id)));
+            assert_eq!(seen.len() + rest.len(), all.len(), "every due schedule is claimed exactly once");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn occurrences_are_recorded_once_and_advance_the_schedule() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let t = now();
+            let start = t - Duration::days(1);
+            let s = ScheduleRecord {
+                calendar: Calendar::recurring(start, Recurrence::Daily, None, Some(2)),
+                ..once(&a, start, t - Duration::days(2))
+            };
+            store.create_schedule(&s, None, &audit(&a)).await.expect("create");
+            assert_eq!(claim(&store, t, 10).await, [s.id]);
+
+            let transaction_id = credit(&store, &a).await;
+            let first = OccurrenceUpdate {
+                execution: execution(1, ExecutionStatus::Success, Some(transaction_id)),
+                next_execution_at: Some(t - Duration::seconds(1)),
+                status: ScheduleStatus::Active,
+                consecutive_failures: 0,
+            };
+            assert!(store.record_occurrence(s.id, &first, t).await.expect("record"));
+            let after = find(&store, s.id).await;
+            assert_eq!(after.current_occurrence, 1);
+            assert_eq!(after.next_execution_at, first.next_execution_at);
+            assert_eq!(after.last_executed_at, Some(first.execution.executed_at));
+            assert_eq!((after.status, after.attempt, after.consecutive_failures), (ScheduleStatus::Active, 0, 0));
+            assert_eq!(after.updated_at, t);
+
+            assert!(!store.record_occurrence(s.id, &first, t).await.expect("duplicate"), "a duplicate is refused");
+            let skipping = OccurrenceUpdate { execution: execution(3, ExecutionStatus::Success, None), ..first.clone() };
+            assert!(!store.record_occurrence(s.id, &skipping, t).await.expect("skip"), "occurrences come in order");
+            assert_eq!(find(&store, s.id).await, after, "refused records change nothing");
+
+            assert_eq!(claim(&store, t, 10).await, [s.id], "recording freed the lease");
+            let second = OccurrenceUpdate {
+                execution: execution(2, ExecutionStatus::Failed, None),
+                next_execution_at: None,
+                status: ScheduleStatus::Completed,
+                consecutive_failures: 1,
+            };
+            assert!(store.record_occurrence(s.id, &second, t).await.expect("record"));
+            let done = find(&store, s.id).await;
+            assert_eq!((done.current_occurrence, done.next_execution_at), (2, None));
+            assert_eq!((done.status, done.consecutive_failures), (ScheduleStatus::Completed, 1));
+            assert!(claim(&store, t + Duration::days(1), 10).await.is_empty());
+
+            let executions = store.list_executions(s.id).await.expect("executions");
+            assert_eq!(executions, [first.execution.clone(), second.execution.clone()]);
+            assert!(store.list_executions(Uuid::new_v4()).await.expect("executions").is_empty());
+            let missing = store.record_occurrence(Uuid::new_v4(), &first, t).await;
+            assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+
+            let count = |sql: &'static str| query_count(&url, sql);
+            assert_eq!(count("SELECT count(*) FROM events WHERE event_type = 'ScheduleExecuted'").await, 1);
+            assert_eq!(count("SELECT count(*) FROM events WHERE event_type = 'ScheduleFailed'").await, 1);
+            assert_eq!(count("SELECT max(version) FROM events WHERE aggregate_type = 'schedule'").await, 3);
+            assert_eq!(
+                count("SELECT count(*) FROM audit_log WHERE action = 'schedule.execute' AND outcome = 'success'").await,
+                1
+            );
+            assert_eq!(
+                count(
+                    "SELECT count(*) FROM audit_log WHERE action = 'schedule.execute' AND outcome = 'insufficient_funds'"
+                )
+                .await,
+                1
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_owners_pause_during_a_run_stands() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let t = now();
+            let start = t - Duration::seconds(1);
+            let s = ScheduleRecord {
+                calendar: Calendar::recurring(start, Recurrence::Weekly, None, None),
+                ..once(&a, start, t - Duration::seconds(2))
+            };
+            store.create_schedule(&s, None, &audit(&a)).await.expect("create");
+            assert_eq!(claim(&store, t, 10).await, [s.id]);
+            store
+                .change_schedule_status(s.id, &[ScheduleStatus::Active], ScheduleStatus::Paused, None, t, &audit(&a))
+                .await
+                .expect("pause");
+            let update = OccurrenceUpdate {
+                execution: execution(1, ExecutionStatus::Skipped, None),
+                next_execution_at: Some(start + Duration::weeks(1)),
+                status: ScheduleStatus::Active,
+                consecutive_failures: 0,
+            };
+            assert!(store.record_occurrence(s.id, &update, t).await.expect("record"));
+            let after = find(&store, s.id).await;
+            assert_eq!((after.status, after.current_occurrence), (ScheduleStatus::Paused, 1));
+            assert_eq!(after.next_execution_at, update.next_execution_at);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_frees_the_lease_until_its_time() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let t = now();
+            let s = once(&a, t - Duration::seconds(1), t - Duration::seconds(2));
+            store.create_schedule(&s, None, &audit(&a)).await.expect("create");
+            assert_eq!(claim(&store, t, 10).await, [s.id]);
+
+            let retry_at = t + Duration::seconds(2);
+            store.retry_occurrence(s.id, 1, retry_at, t).await.expect("retry");
+            let waiting = find(&store, s.id).await;
+            assert_eq!(
+                (waiting.attempt, waiting.next_execution_at, waiting.current_occurrence),
+                (1, Some(retry_at), 0)
+            );
+            assert!(claim(&store, t + Duration::seconds(1), 10).await.is_empty(), "not due before retry_at");
+            assert_eq!(claim(&store, retry_at, 10).await, [s.id], "due again, lease freed");
+
+            let update = OccurrenceUpdate {
+                execution: ExecutionRecord { attempts: 2, ..execution(1, ExecutionStatus::Failed, None) },
+                next_execution_at: None,
+                status: ScheduleStatus::Failed,
+                consecutive_failures: 1,
+            };
+            assert!(store.record_occurrence(s.id, &update, retry_at).await.expect("record"));
+            let failed = find(&store, s.id).await;
+            assert_eq!((failed.status, failed.attempt, failed.next_execution_at), (ScheduleStatus::Failed, 0, None));
+
+            let missing = store.retry_occurrence(Uuid::new_v4(), 1, retry_at, t).await;
+            assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn deactivating_a_user_pauses_their_active_schedules() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let t = now();
+            let mine = [once(&a, t - Duration::seconds(1), t), once(&a, t + Duration::days(1), t)];
+            let cancelled = once(&a, t + Duration::days(1), t);
+            let theirs = once(&b, t - Duration::seconds(1), t);
+            for s in mine.iter().chain([&cancelled, &theirs]) {
+                store.create_schedule(s, None, &audit(&a)).await.expect("create");
+            }
+            store
+                .change_schedule_status(
+                    cancelled.id,
+                    &[ScheduleStatus::Active],
+                    ScheduleStatus::Cancelled,
+                    Some(None),
+                    t,
+                    &audit(&a),
+                )
+                .await
+                .expect("cancel");
+
+            let deactivate = UserChanges { is_active: Some(false), ..Default::default() };
+            store.update_user(a.id, deactivate, t).await.expect("deactivate");
+            for s in &mine {
+                assert_eq!(find(&store, s.id).await.status, ScheduleStatus::Paused);
+            }
+            assert_eq!(find(&store, cancelled.id).await.status, ScheduleStatus::Cancelled);
+            assert_eq!(find(&store, theirs.id).await.status, ScheduleStatus::Active);
+            assert_eq!(claim(&store, t, 10).await, [theirs.id]);
+            let paused_events = "SELECT count(*) FROM events WHERE event_type = 'SchedulePaused'";
+            assert_eq!(query_count(&url, paused_events).await, 2);
+            let audits = "SELECT count(*) FROM audit_log WHERE action = 'schedule.pause'";
+            assert_eq!(query_count(&url, audits).await, 2);
+            let versions = "SELECT count(*) FROM events WHERE aggregate_type = 'schedule' AND version = 2";
+            assert_eq!(query_count(&url, versions).await, 3, "each event follows its schedule's creation");
+
+            let reactivate = UserChanges { is_active: Some(true), ..Default::default() };
+            store.update_user(a.id, reactivate, t).await.expect("reactivate");
+            assert_eq!(find(&store, mine[0].id).await.status, ScheduleStatus::Paused, "resuming is the owner's call");
+        })
+        .await;
+    }
+}

@@ -284,7 +284,7 @@ async fn write_rows(
         .bind(au.iter().map(|a| a.action.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.entity_type).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.entity_id.clone()).collect::<Vec<_>>())
-        .bind(au.iter().map(|a| a.outcome).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.details.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.ip.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.user_agent.clone()).collect::<Vec<_>>())

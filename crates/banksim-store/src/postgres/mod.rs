@@ -3,10 +3,12 @@
 use std::str::FromStr;
 
 mod ledger;
+mod schedule;
 
 use async_trait::async_trait;
 use banksim_core::currency::Currency;
 use banksim_core::ledger::TransactionRecord;
+use banksim_core::schedule::ScheduleStatus;
 use banksim_core::user::{Role, User};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -20,7 +22,8 @@ use crate::ledger::{
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
-use crate::{Backend, ConnectOptions, Store, StoreError, StoredResponse};
+use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
+use crate::{AuditContext, Backend, ConnectOptions, IdempotencyClaim, Store, StoreError, StoredResponse};
 
 /// Serialises the changes that could remove the last active admin (an arbitrary, fixed advisory-lock key).
 const LAST_ADMIN_LOCK_KEY: i64 = 0x6261_6e6b_7369_6d01;
@@ -166,6 +169,7 @@ impl Store for PgStore {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            schedule::pause_user_schedules(&mut tx, id, now).await?;
         }
         let user = user_from_row(&row)?;
         tx.commit().await?;
@@ -300,6 +304,67 @@ impl Store for PgStore {
 
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
         ledger::verify(&self.pool).await
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        idempotency: Option<(&IdempotencyClaim, u16, &str)>,
+        audit: &AuditContext,
+    ) -> Result<(), StoreError> {
+        schedule::create_schedule(&self.pool, schedule, idempotency, audit).await
+    }
+
+    async fn find_schedule(&self, id: Uuid) -> Result<Option<ScheduleRecord>, StoreError> {
+        schedule::find_schedule(&self.pool, id).await
+    }
+
+    async fn list_schedules(&self, query: &ScheduleQuery) -> Result<Vec<ScheduleRecord>, StoreError> {
+        schedule::list_schedules(&self.pool, query).await
+    }
+
+    async fn change_schedule_status(
+        &self,
+        id: Uuid,
+        from: &[ScheduleStatus],
+        to: ScheduleStatus,
+        next_execution_at: Option<Option<DateTime<Utc>>>,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<ScheduleRecord, StoreError> {
+        schedule::change_schedule_status(&self.pool, id, from, to, next_execution_at, now, audit).await
+    }
+
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+        schedule::claim_due_schedules(&self.pool, now, lease, limit).await
+    }
+
+    async fn record_occurrence(
+        &self,
+        id: Uuid,
+        update: &OccurrenceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        schedule::record_occurrence(&self.pool, id, update, now).await
+    }
+
+    async fn retry_occurrence(
+        &self,
+        id: Uuid,
+        attempt: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        schedule::retry_occurrence(&self.pool, id, attempt, retry_at, now).await
+    }
+
+    async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
+        schedule::list_executions(&self.pool, schedule_id).await
     }
 }
 

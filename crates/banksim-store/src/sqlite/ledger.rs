@@ -198,7 +198,7 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
         .bind(&a.action)
         .bind(a.entity_type)
         .bind(&a.entity_id)
-        .bind(a.outcome)
+        .bind(&a.outcome)
         .bind(a.details.to_string())
         .bind(&a.ip)
         .bind(&a.user_agent)
