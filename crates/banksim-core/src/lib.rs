@@ -11,5 +11,5 @@ pub mod money;
 pub mod schedule;
 pub mod user;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CoreError, FieldError, Validation};

@@ -13,6 +13,7 @@ use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::transactions::TransactionRenderer;
+use crate::jobs::scheduler::{Scheduler, SchedulerStats};
 use crate::router;
 use crate::service::users::UserDirectory;
 use crate::writer::LedgerWriter;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// The auth routes' budget per client.
     pub auth_rate_limit: Arc<RateLimiter>,
+    /// The scheduler's counters.
+    pub scheduler_stats: Arc<SchedulerStats>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             writer,
             started: std::time::Instant::now(),
             auth_rate_limit: Arc::new(RateLimiter::new(auth_limit, AUTH_RATE_WINDOW)),
+            scheduler_stats: Arc::new(SchedulerStats::default()),
         })
     }
 }
@@ -104,14 +108,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
+    let jobs = BackgroundJobs::start(&state);
     let app = router::build(state);
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend().name(), "banksim listening");
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
+    jobs.stop().await;
     store.close().await;
     tracing::info!("banksim stopped");
     Ok(())
+}
+
+/// The background jobs of one instance.
+pub struct BackgroundJobs {
+    scheduler: Option<Scheduler>,
+}
+
+impl BackgroundJobs {
+    /// Starts the jobs the configuration enables.
+    pub fn start(state: &AppState) -> Self {
+        Self { scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())) }
+    }
+
+    /// Stops every job, letting the work in progress finish.
+    pub async fn stop(self) {
+        if let Some(scheduler) = self.scheduler {
+            scheduler.stop().await;
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -159,6 +159,33 @@ pub struct Config {
     #[arg(long, env = "WRITE_BATCH_MAX", value_name = "WRITE_BATCH_MAX", default_value_t = 256)]
     pub write_batch_max: usize,
 
+    /// Whether this instance runs the scheduler (any number of instances may: they never run an occurrence twice).
+    #[arg(long, env = "SCHEDULER_ENABLED", value_name = "SCHEDULER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scheduler_enabled: bool,
+
+    /// How often the scheduler looks for due schedules, in milliseconds.
+    #[arg(
+        long,
+        env = "SCHEDULER_POLL_INTERVAL_MS",
+        value_name = "SCHEDULER_POLL_INTERVAL_MS",
+        default_value_t = 1_000
+    )]
+    pub scheduler_poll_interval_ms: u64,
+
+    /// How long a claimed schedule stays reserved for the instance that claimed it, in seconds; if that instance
+    /// dies, another takes the schedule over after this.
+    #[arg(long, env = "SCHEDULER_LEASE_SECS", value_name = "SCHEDULER_LEASE_SECS", default_value_t = 30)]
+    pub scheduler_lease_secs: u64,
+
+    /// First retry delay of a refused scheduled occurrence, in milliseconds; each next retry waits twice as long
+    /// (capped at 60 times this), up to the attempt limit.
+    #[arg(long, env = "SCHEDULER_RETRY_BASE_MS", value_name = "SCHEDULER_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub scheduler_retry_base_ms: u64,
+
+    /// Most schedules claimed per poll.
+    #[arg(long, env = "SCHEDULER_BATCH_MAX", value_name = "SCHEDULER_BATCH_MAX", default_value_t = 100)]
+    pub scheduler_batch_max: u32,
+
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -256,6 +283,9 @@ impl Config {
             ("WRITE_QUEUE_CAPACITY", self.write_queue_capacity as u64),
             ("WRITE_WORKERS", self.write_workers as u64),
             ("WRITE_BATCH_MAX", self.write_batch_max as u64),
+            ("SCHEDULER_POLL_INTERVAL_MS", self.scheduler_poll_interval_ms),
+            ("SCHEDULER_LEASE_SECS", self.scheduler_lease_secs),
+            ("SCHEDULER_BATCH_MAX", u64::from(self.scheduler_batch_max)),
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));

@@ -89,13 +89,17 @@ pub enum ErrorCode {
     WriteQueueFull,
     /// Too many requests from this client: retry after `retry_after` seconds.
     RateLimited,
+    /// No schedule of the caller's has this id.
+    ScheduleNotFound,
+    /// The schedule's status does not allow this change (cancelling a completed schedule, resuming an active one).
+    ScheduleStateConflict,
     /// A bug or an unexpected failure; details are in the server's log under the request id.
     InternalError,
 }
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 36] = [
+    pub const ALL: [Self; 38] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -131,6 +135,8 @@ impl ErrorCode {
         Self::IdempotencyKeyReused,
         Self::WriteQueueFull,
         Self::RateLimited,
+        Self::ScheduleNotFound,
+        Self::ScheduleStateConflict,
         Self::InternalError,
     ];
 
@@ -167,6 +173,8 @@ impl ErrorCode {
             Self::AlreadyRolledBack | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
             Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::ScheduleNotFound => StatusCode::NOT_FOUND,
+            Self::ScheduleStateConflict => StatusCode::CONFLICT,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -209,6 +217,8 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::WriteQueueFull => "write_queue_full",
             Self::RateLimited => "rate_limited",
+            Self::ScheduleNotFound => "schedule_not_found",
+            Self::ScheduleStateConflict => "schedule_state_conflict",
             Self::InternalError => "internal_error",
         }
     }
@@ -251,6 +261,8 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             Self::WriteQueueFull => "too many pending transactions; retry shortly",
             Self::RateLimited => "too many requests; retry later",
+            Self::ScheduleNotFound => "scheduled transaction not found",
+            Self::ScheduleStateConflict => "the scheduled transaction cannot change to that status",
             Self::InternalError => "internal server error",
         }
     }

@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
-use crate::http::{admin, auth, balances, fx, rate_limit, service, transactions, users};
+use crate::http::{admin, auth, balances, fx, rate_limit, schedules, service, transactions, users};
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
 #[derive(OpenApi)]
@@ -36,6 +36,7 @@ use crate::http::{admin, auth, balances, fx, rate_limit, service, transactions, 
         (name = "transactions", description = "Moving money: credit, debit, transfer, exchange, rollback"),
         (name = "balances", description = "The caller's wallets now, over time and at an instant"),
         (name = "fx", description = "Exchange rates"),
+        (name = "scheduled-transactions", description = "One-time and recurring transactions run by the scheduler"),
         (name = "admin", description = "Operator tools (admin only)"),
         (name = "service", description = "Health and diagnostics"),
     )
@@ -63,6 +64,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(transactions::routes())
         .merge(balances::routes())
         .merge(fx::routes())
+        .merge(schedules::routes())
         .merge(admin::routes())
         .merge(service::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())

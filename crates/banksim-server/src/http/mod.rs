@@ -11,6 +11,7 @@ pub mod fx;
 pub mod money;
 pub mod pagination;
 pub mod rate_limit;
+pub mod schedules;
 pub mod service;
 pub mod transactions;
 pub mod users;

@@ -100,6 +100,23 @@ pub struct BasicMetrics {
     write_batches: WriteBatches,
     /// The database connection pool.
     database: DatabasePool,
+    /// The scheduler of this instance.
+    scheduler: SchedulerMetrics,
+}
+
+/// What the scheduler did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SchedulerMetrics {
+    /// Occurrences that moved money.
+    executions_succeeded: u64,
+    /// Occurrences recorded as failed after their last attempt.
+    executions_failed: u64,
+    /// Refused attempts (retried or recorded).
+    attempts_failed: u64,
+    /// Due schedules claimed by the last poll.
+    last_claimed: u64,
+    /// How long the last claim took, in milliseconds.
+    last_claim_ms: f64,
 }
 
 /// Group commit at work.
@@ -140,6 +157,13 @@ fn basic_metrics_of(state: &AppState) -> BasicMetrics {
             rejected_queue_full: stats.rejected_queue_full.load(Relaxed),
         },
         database: DatabasePool { backend: state.store.backend().name(), pool_size: state.config.database_pool_size },
+        scheduler: SchedulerMetrics {
+            executions_succeeded: state.scheduler_stats.succeeded.load(Relaxed),
+            executions_failed: state.scheduler_stats.failed.load(Relaxed),
+            attempts_failed: state.scheduler_stats.failed_attempts.load(Relaxed),
+            last_claimed: state.scheduler_stats.last_claimed.load(Relaxed),
+            last_claim_ms: state.scheduler_stats.last_claim_micros.load(Relaxed) as f64 / 1000.0,
+        },
     }
 }
 

@@ -4,4 +4,5 @@
 
 pub mod auth;
 pub mod ledger;
+pub mod schedules;
 pub mod users;

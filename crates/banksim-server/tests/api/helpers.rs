@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use banksim_core::SystemClock;
+use banksim_core::{Clock, SystemClock};
 use banksim_server::config::LogFormat;
 use banksim_server::{AppState, Config, router};
 use banksim_store::testing::TestDatabase;
@@ -32,6 +32,7 @@ pub struct TestApp {
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    jobs: Option<banksim_server::app::BackgroundJobs>,
     database: Option<TestDatabase>,
     _data_dir: tempfile::TempDir,
 }
@@ -92,17 +93,32 @@ impl TestApp {
     /// A server with the test configuration changed by `configure`, with `extra` routes.
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config), extra: Router<AppState>) -> Self {
         let database = TestDatabase::create(backend).await;
-        let mut app = Self::start(backend, &database.url, configure, extra).await;
+        let mut app = Self::start(backend, &database.url, configure, extra, Arc::new(SystemClock)).await;
+        app.database = Some(database);
+        app
+    }
+
+    /// A server whose "now" is `clock` (a `ManualClock` lets a test move time forward).
+    pub async fn spawn_on_clock(backend: Backend, configure: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let mut app = Self::start(backend, &database.url, configure, Router::new(), clock).await;
         app.database = Some(database);
         app
     }
 
     /// Another server on the same database as `self` (as a second instance behind a load balancer would be).
     pub async fn spawn_beside(&self, configure: impl FnOnce(&mut Config)) -> Self {
-        Self::start(self.backend, &self.state.config.database_url(), configure, Router::new()).await
+        let clock = self.state.clock.clone();
+        Self::start(self.backend, &self.state.config.database_url(), configure, Router::new(), clock).await
     }
 
-    async fn start(backend: Backend, url: &str, configure: impl FnOnce(&mut Config), extra: Router<AppState>) -> Self {
+    async fn start(
+        backend: Backend,
+        url: &str,
+        configure: impl FnOnce(&mut Config),
+        extra: Router<AppState>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             banksim_server::telemetry::init(LogFormat::Text);
         }
@@ -112,7 +128,8 @@ impl TestApp {
         let options = ConnectOptions { pool_size: config.database_pool_size, ..ConnectOptions::default() };
         let store = banksim_store::connect(url, options).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let state = AppState::new(config, store, Arc::new(SystemClock)).expect("state");
+        let state = AppState::new(config, store, clock).expect("state");
+        let jobs = banksim_server::app::BackgroundJobs::start(&state);
         banksim_server::service::users::bootstrap_admin(&state).await.expect("bootstrap admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
@@ -133,6 +150,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             server: Some(server),
+            jobs: Some(jobs),
             database: None,
             _data_dir: data_dir,
         };
@@ -162,6 +180,29 @@ impl TestApp {
 
     /// Stops the server gracefully and removes its database.
     pub async fn stop(mut self) {
+        self.halt().await;
+        if let Some(database) = self.database.take() {
+            database.remove().await;
+        }
+    }
+
+    /// Stops the server (its jobs first) but keeps its database, for a later server to start on.
+    pub async fn stop_keeping_database(mut self) -> TestDatabase {
+        self.halt().await;
+        self.database.take().expect("a database of its own")
+    }
+
+    /// A server on a database that an earlier, stopped server left.
+    pub async fn spawn_on(database: TestDatabase, configure: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Self {
+        let mut app = Self::start(database.backend(), &database.url, configure, Router::new(), clock).await;
+        app.database = Some(database);
+        app
+    }
+
+    async fn halt(&mut self) {
+        if let Some(jobs) = self.jobs.take() {
+            jobs.stop().await;
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -169,9 +210,6 @@ impl TestApp {
             server.await.expect("server task");
         }
         self.state.store.close().await;
-        if let Some(database) = self.database.take() {
-            database.remove().await;
-        }
     }
 
     /// Sends a request with an optional bearer token and JSON body.
@@ -222,6 +260,11 @@ impl TestApp {
         let registered = self.post("/api/v1/auth/register", None, &body).await;
         assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.text);
         self.login(&email).await
+    }
+
+    /// A user named `user<n>`, registered and logged in.
+    pub async fn user_named(&self, n: usize) -> TestUser {
+        self.user(&format!("user{n}")).await
     }
 
     /// An admin, created the way an operator would (`banksim admin create`), logged in.
@@ -322,5 +365,8 @@ fn test_config(url: &str, data_dir: &std::path::Path) -> Config {
     config.log_format = LogFormat::Text;
     // Tests log many users in from one address; the limit has tests of its own.
     config.auth_rate_limit_per_minute = 0;
+    // Schedules in tests are due within moments, and retried within milliseconds.
+    config.scheduler_poll_interval_ms = 25;
+    config.scheduler_retry_base_ms = 10;
     config
 }

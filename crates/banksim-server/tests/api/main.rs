@@ -10,6 +10,7 @@ mod fx;
 mod http;
 mod idempotency;
 mod rate_limit;
+mod schedules;
 mod service;
 mod tokens;
 mod transactions;

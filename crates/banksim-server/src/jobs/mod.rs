@@ -1,0 +1,3 @@
+//! Background jobs: work that runs on its own schedule rather than in answer to a request.
+
+pub mod scheduler;

@@ -1,0 +1,206 @@
+//! The scheduler: runs each occurrence of each scheduled transaction exactly once.
+//!
+//! Every poll, a worker claims the due schedules (a lease in the database, so any number of instances can run
+//! workers and none takes a schedule another holds; a lease that expires — its instance died — frees the schedule
+//! again), and runs their next occurrence through the same writer as the API. The movement carries the idempotency
+//! key `schedule:<id>:<occurrence>:<attempt>` of the schedule's owner: if an instance dies after the movement
+//! committed but before it recorded the occurrence, the next run of that attempt replays the stored answer
+//! instead of moving money again. (A refused attempt's answer is stored too, which is why a retry is a new
+//! attempt with its own key.) The next instant always comes from the schedule's own calendar, so worker delay
+//! causes no drift, and missed occurrences after downtime run once each, in order.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use banksim_core::ledger::{Command, Movement, TransactionKind};
+use banksim_core::schedule::{ScheduleStatus, retry_delay, should_retry, status_after_failed_occurrence};
+use banksim_store::{
+    AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest, OccurrenceUpdate,
+    ScheduleRecord,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::app::AppState;
+
+/// Counters of the scheduler, for metrics.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Occurrences that moved money.
+    pub succeeded: AtomicU64,
+    /// Attempts refused (retried later, or recorded as failed).
+    pub failed_attempts: AtomicU64,
+    /// Occurrences recorded as failed after their last attempt.
+    pub failed: AtomicU64,
+    /// Schedules claimed by the last poll (the due backlog this instance saw).
+    pub last_claimed: AtomicU64,
+    /// How long the last claim took, in microseconds.
+    pub last_claim_micros: AtomicU64,
+}
+
+/// The running scheduler: stop it to let the occurrence in progress finish.
+pub struct Scheduler {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Starts polling for due schedules.
+    pub fn start(state: AppState) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(state.config.scheduler_poll_interval_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stopped.changed() => return,
+                }
+                if let Err(err) = poll(&state).await {
+                    tracing::warn!(error = %err, "scheduler poll failed; retrying next tick");
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops after the poll in progress, if any, has finished.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Claims the due schedules and runs their next occurrence, all at once (the writer batches them).
+async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
+    let started = std::time::Instant::now();
+    let lease = Duration::from_secs(state.config.scheduler_lease_secs);
+    let claimed = state.store.claim_due_schedules(state.clock.now(), lease, state.config.scheduler_batch_max).await?;
+    let stats = &state.scheduler_stats;
+    stats.last_claimed.store(claimed.len() as u64, Ordering::Relaxed);
+    stats.last_claim_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let runs = claimed.into_iter().map(|schedule| async move {
+        if let Err(err) = run_occurrence(state, &schedule).await {
+            // The lease expires and the occurrence is tried again; its idempotency key keeps it single.
+            tracing::warn!(schedule.id = %schedule.id, error = %err, "scheduled occurrence not recorded");
+        }
+    });
+    futures::future::join_all(runs).await;
+    Ok(())
+}
+
+/// Why an attempt did not move money.
+enum Attempt {
+    Posted(Uuid),
+    Refused(String),
+}
+
+async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(), banksim_store::StoreError> {
+    let now = state.clock.now();
+    let owner_active = state.store.find_user(schedule.user_id).await?.is_some_and(|u| u.is_active);
+    if !owner_active {
+        let audit = AuditContext { request_id: Some(format!("scheduler-{}", schedule.id)), ..AuditContext::default() };
+        let active = [ScheduleStatus::Active];
+        state.store.change_schedule_status(schedule.id, &active, ScheduleStatus::Paused, None, now, &audit).await?;
+        return Ok(());
+    }
+    let occurrence = schedule.current_occurrence + 1;
+    let attempt = match attempt(state, schedule, occurrence).await {
+        Ok(attempt) => attempt,
+        Err(reason) => Attempt::Refused(reason),
+    };
+    let stats = &state.scheduler_stats;
+    match attempt {
+        Attempt::Posted(transaction_id) => {
+            stats.succeeded.fetch_add(1, Ordering::Relaxed);
+            let finished = schedule.calendar.is_finished(occurrence);
+            let update = OccurrenceUpdate {
+                execution: execution(occurrence, now, ExecutionStatus::Success, Some(transaction_id), None, schedule),
+                next_execution_at: schedule.calendar.next_after(occurrence),
+                status: if finished { ScheduleStatus::Completed } else { ScheduleStatus::Active },
+                consecutive_failures: 0,
+            };
+            state.store.record_occurrence(schedule.id, &update, now).await?;
+        }
+        Attempt::Refused(reason) => {
+            stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            let failed_attempts = schedule.attempt + 1;
+            if should_retry(failed_attempts) {
+                // retry_delay counts in units of one second; the configuration sets what one unit is worth.
+                let units_ms = u64::try_from(retry_delay(failed_attempts).as_millis()).unwrap_or(u64::MAX);
+                let delay_ms = units_ms.saturating_mul(state.config.scheduler_retry_base_ms) / 1000;
+                let retry_at = now + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+                tracing::info!(schedule.id = %schedule.id, occurrence, attempt = failed_attempts, %reason, "scheduled occurrence will be retried");
+                state.store.retry_occurrence(schedule.id, failed_attempts, retry_at, now).await?;
+            } else {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                let failures = schedule.consecutive_failures + 1;
+                let finished = schedule.calendar.is_finished(occurrence);
+                let update = OccurrenceUpdate {
+                    execution: execution(occurrence, now, ExecutionStatus::Failed, None, Some(reason), schedule),
+                    next_execution_at: schedule.calendar.next_after(occurrence),
+                    status: status_after_failed_occurrence(schedule.calendar.kind(), failures, finished),
+                    consecutive_failures: failures,
+                };
+                state.store.record_occurrence(schedule.id, &update, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn execution(
+    occurrence: u32,
+    executed_at: chrono::DateTime<chrono::Utc>,
+    status: ExecutionStatus,
+    transaction_id: Option<Uuid>,
+    error: Option<String>,
+    schedule: &ScheduleRecord,
+) -> ExecutionRecord {
+    ExecutionRecord { occurrence, executed_at, status, transaction_id, error, attempts: schedule.attempt + 1 }
+}
+
+/// Moves the money of one attempt through the writer; `Err` is a refusal or a failure to reach the writer.
+async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -> Result<Attempt, String> {
+    let movement = match (schedule.transaction_type, schedule.to_user_id) {
+        (TransactionKind::Credit, _) => Movement::Credit { user_id: schedule.user_id, amount: schedule.amount },
+        (TransactionKind::Debit, _) => Movement::Debit { user_id: schedule.user_id, amount: schedule.amount },
+        (TransactionKind::Transfer, Some(to_user_id)) => {
+            crate::service::ledger::check_recipient(state, to_user_id)
+                .await
+                .map_err(|e| e.code().as_str().to_owned())?;
+            Movement::Transfer { from_user_id: schedule.user_id, to_user_id, amount: schedule.amount }
+        }
+        (kind, _) => return Err(format!("a scheduled {kind} cannot run")),
+    };
+    let key = format!("schedule:{}:{occurrence}:{}", schedule.id, schedule.attempt);
+    let request = LedgerRequest {
+        command: Command { transaction_id: Uuid::now_v7(), movement, description: schedule.description.clone() },
+        idempotency: Some(IdempotencyClaim {
+            user_id: schedule.user_id,
+            request_hash: Sha256::digest(key.as_bytes()).to_vec(),
+            key,
+        }),
+        audit: AuditContext {
+            actor_id: Some(schedule.user_id),
+            request_id: Some(format!("schedule-{}-{occurrence}", schedule.id)),
+            ..AuditContext::default()
+        },
+    };
+    match state.writer.submit(request).await.map_err(|e| e.code().as_str().to_owned())? {
+        LedgerOutcome::Posted(record) => Ok(Attempt::Posted(record.id)),
+        LedgerOutcome::Refused(refusal) => Ok(Attempt::Refused(refusal.code().to_owned())),
+        LedgerOutcome::Replayed(stored) => Ok(replayed(&stored)),
+    }
+}
+
+/// The outcome an earlier run of this attempt stored (it committed, then its instance died before recording).
+fn replayed(stored: &banksim_store::StoredResponse) -> Attempt {
+    let body: serde_json::Value = serde_json::from_str(&stored.body).unwrap_or_default();
+    match (stored.status, body["id"].as_str().and_then(|id| id.parse().ok())) {
+        (201, Some(id)) => Attempt::Posted(id),
+        _ => Attempt::Refused(body["error_code"].as_str().unwrap_or("refused").to_owned()),
+    }
+}
