@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
-use crate::http::{admin, auth, balances, fx, rate_limit, schedules, service, transactions, users};
+use crate::http::{admin, audit, auth, balances, fx, rate_limit, schedules, service, transactions, users};
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
 #[derive(OpenApi)]
@@ -66,6 +66,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(fx::routes())
         .merge(schedules::routes())
         .merge(admin::routes())
+        .merge(audit::routes())
         .merge(service::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
 }

@@ -7,6 +7,7 @@
 //! Every backend passes the same conformance suite (`tests/conformance.rs`).
 
 pub mod error;
+pub mod journal;
 pub mod ledger;
 pub mod model;
 pub mod postgres;
@@ -27,6 +28,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::StoreError;
+pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
     AuditContext, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest,
     ResponseRenderer, StoredResponse, TransactionQuery, Wallet,
@@ -156,6 +158,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Sets an exchange rate.
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError>;
+
+    /// Events after `after` (a sequence number), in log order.
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Audit entries matching `query`, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Every account's id and stored balance.
+    async fn account_balances(&self) -> Result<Vec<(Uuid, i64)>, StoreError>;
 
     /// Checks every ledger invariant of DESIGN.md.
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError>;

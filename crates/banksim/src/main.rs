@@ -46,6 +46,9 @@ enum Command {
     },
     /// Check every ledger invariant of the configured database; exits non-zero, naming each violation, if one fails.
     Verify,
+    /// Rebuild every balance from the event log alone and compare it with the ledger; exits non-zero, naming each
+    /// account that differs.
+    Replay,
     /// Drive a running API with simulated users and report throughput, latency and errors, then check that
     /// money was conserved.
     Simulate(simulate::SimulateArgs),
@@ -127,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify(cli.config).await,
+        Command::Replay => replay(cli.config).await,
         Command::Simulate(args) => simulate::run(args).await,
     }
 }
@@ -159,6 +163,45 @@ async fn verify(config: Config) -> anyhow::Result<()> {
         println!("VIOLATION {violation}");
     }
     anyhow::bail!("{} ledger invariant violation(s)", report.violations.len())
+}
+
+/// Events read per page when replaying.
+const REPLAY_PAGE: u32 = 1_000;
+
+/// Rebuilds balances from the events into memory (the scratch area) and compares them with the accounts.
+async fn replay(config: Config) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.list_events(after, REPLAY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.sequence;
+        events.extend(page);
+    }
+    let replayed =
+        banksim_store::replay_balances(&events).map_err(|e| anyhow::anyhow!("the event log is unreadable: {e}"))?;
+    let stored = store.account_balances().await?;
+    store.close().await;
+    let mut differences = Vec::new();
+    for (account, balance) in &stored {
+        let rebuilt = replayed.get(account).copied().unwrap_or(0);
+        if rebuilt != *balance {
+            differences.push(format!("account {account}: ledger {balance}, events {rebuilt}"));
+        }
+    }
+    for account in replayed.keys().filter(|id| !stored.iter().any(|(a, _)| a == *id)) {
+        differences.push(format!("account {account}: in the events, not in the ledger"));
+    }
+    println!("replayed {} events onto {} accounts", events.len(), replayed.len());
+    if differences.is_empty() {
+        println!("replay ok: the event log rebuilds every balance");
+        return Ok(());
+    }
+    for difference in &differences {
+        println!("DIFFERENCE {difference}");
+    }
+    anyhow::bail!("{} balance(s) differ from the event log", differences.len())
 }
 
 /// The state for one-shot commands: the migrated store, without starting the server.

@@ -119,7 +119,7 @@ async fn serve_is_the_default_creates_the_first_admin_and_stops_on_sigterm() {
 }
 
 #[tokio::test]
-async fn verify_passes_a_sound_ledger_and_names_a_tampered_one() {
+async fn verify_and_replay_pass_a_sound_ledger_and_name_a_tampered_one() {
     for backend in backends() {
         let db = database(backend).await;
         let data = tempfile::tempdir().expect("tempdir");
@@ -159,6 +159,14 @@ async fn verify_passes_a_sound_ledger_and_names_a_tampered_one() {
         let sound = verify();
         assert!(sound.status.success(), "{}", stderr(&sound));
         assert!(String::from_utf8_lossy(&sound.stdout).contains("ledger ok"));
+        let replay = || {
+            let mut command = banksim(data.path());
+            command.env("DATABASE_URL", &db.url).arg("replay");
+            run(&mut command)
+        };
+        let replayed = replay();
+        assert!(replayed.status.success(), "{}", stderr(&replayed));
+        assert!(String::from_utf8_lossy(&replayed.stdout).contains("replay ok"));
 
         db.execute("UPDATE accounts SET balance_minor = balance_minor + 7 WHERE kind = 'user'").await;
         let tampered = verify();
@@ -166,6 +174,10 @@ async fn verify_passes_a_sound_ledger_and_names_a_tampered_one() {
         let report = String::from_utf8_lossy(&tampered.stdout);
         assert!(report.contains("differs from the sum of its postings"), "{report}");
         assert!(report.contains("do not sum to zero"), "{report}");
+        let diverged = replay();
+        assert!(!diverged.status.success(), "replay reports a balance the events do not explain");
+        let report = String::from_utf8_lossy(&diverged.stdout);
+        assert!(report.contains("DIFFERENCE") && report.contains("ledger 507, events 500"), "{report}");
         db.remove().await;
     }
 }

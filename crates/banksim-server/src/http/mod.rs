@@ -2,6 +2,7 @@
 //! `router.rs` puts them together.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod balances;
 pub mod client;

@@ -305,10 +305,24 @@ impl TestApp {
         raw_number(&response.text, "amount")
     }
 
-    /// Checks every ledger invariant of the server's database.
+    /// Checks every ledger invariant of the server's database, and that the event log alone rebuilds every
+    /// balance.
     pub async fn assert_ledger_sound(&self) {
         let report = self.state.store.verify_ledger().await.expect("verify");
         assert!(report.is_sound(), "ledger invariants broken: {:#?}", report.violations);
+        let mut events = Vec::new();
+        loop {
+            let after = events.last().map_or(0, |e: &banksim_store::EventRecord| e.sequence);
+            let page = self.state.store.list_events(after, 1_000).await.expect("events");
+            if page.is_empty() {
+                break;
+            }
+            events.extend(page);
+        }
+        let replayed = banksim_store::replay_balances(&events).expect("replay");
+        for (account, balance) in self.state.store.account_balances().await.expect("balances") {
+            assert_eq!(replayed.get(&account).copied().unwrap_or(0), balance, "account {account} replays differently");
+        }
     }
 
     /// Logs in with [`PASSWORD`].

@@ -124,6 +124,15 @@ async fn the_openapi_document_lists_every_route_and_the_docs_page_serves() {
             ("/metrics/basic", "post"),
             ("/api/v1/metrics/basic", "get"),
             ("/api/v1/admin/ledger/verify", "get"),
+            ("/api/v1/audit-logs", "get"),
+            ("/api/v1/events", "get"),
+            ("/api/v1/scheduled-transactions", "post"),
+            ("/api/v1/scheduled-transactions", "get"),
+            ("/api/v1/scheduled-transactions/{id}", "get"),
+            ("/api/v1/scheduled-transactions/{id}", "delete"),
+            ("/api/v1/scheduled-transactions/{id}/pause", "post"),
+            ("/api/v1/scheduled-transactions/{id}/resume", "post"),
+            ("/api/v1/scheduled-transactions/{id}/executions", "get"),
         ];
         for (path, method) in expected {
             let operation = &spec.body["paths"][path][method];

@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+mod journal;
 mod ledger;
 mod schedule;
 
@@ -23,7 +24,10 @@ use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
 use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
-use crate::{AuditContext, Backend, ConnectOptions, IdempotencyClaim, Store, StoreError, StoredResponse};
+use crate::{
+    AuditContext, AuditQuery, AuditRecord, Backend, ConnectOptions, EventRecord, IdempotencyClaim, Store, StoreError,
+    StoredResponse,
+};
 
 /// Serialises the changes that could remove the last active admin (an arbitrary, fixed advisory-lock key).
 const LAST_ADMIN_LOCK_KEY: i64 = 0x6261_6e6b_7369_6d01;
@@ -300,6 +304,18 @@ impl Store for PgStore {
 
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         ledger::put_fx_rate(&self.pool, &rate).await
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        journal::list_events(&self.pool, after, limit).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        journal::list_audit(&self.pool, query).await
+    }
+
+    async fn account_balances(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        journal::account_balances(&self.pool).await
     }
 
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {

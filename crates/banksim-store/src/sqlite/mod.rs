@@ -9,6 +9,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod journal;
 mod ledger;
 mod schedule;
 
@@ -32,7 +33,10 @@ use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
 };
 use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
-use crate::{AuditContext, Backend, ConnectOptions, IdempotencyClaim, Store, StoreError, StoredResponse};
+use crate::{
+    AuditContext, AuditQuery, AuditRecord, Backend, ConnectOptions, EventRecord, IdempotencyClaim, Store, StoreError,
+    StoredResponse,
+};
 
 /// How long a connection waits for a lock held by another process (e.g. `banksim admin` next to a server).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -307,6 +311,18 @@ impl Store for SqliteStore {
 
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         ledger::put_fx_rate(&self.writer, &rate).await
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        journal::list_events(&self.reader, after, limit).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        journal::list_audit(&self.reader, query).await
+    }
+
+    async fn account_balances(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        journal::account_balances(&self.reader).await
     }
 
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {

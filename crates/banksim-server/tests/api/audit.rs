@@ -1,0 +1,90 @@
+//! `/api/v1/audit-logs` and `/api/v1/events`: what happened, in order, for admins.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, backends};
+
+#[tokio::test]
+async fn the_event_log_lists_every_money_event_in_order() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        app.credit(&sefa, "10", "USD").await;
+        let sent = app
+            .money(
+                "/api/v1/transactions/transfer",
+                &sefa,
+                None,
+                &json!({"to_user_id": kerem.id, "amount": "4", "currency": "USD"}),
+            )
+            .await;
+        let path = format!("/api/v1/transactions/{}/rollback", sent.body["id"].as_str().expect("id"));
+        app.money(&path, &sefa, None, &Value::Null).await;
+
+        let page = app.get("/api/v1/events?limit=2", Some(&admin.token)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        let first: Vec<&str> =
+            page.body["events"].as_array().expect("events").iter().filter_map(|e| e["event_type"].as_str()).collect();
+        assert_eq!(first, ["MoneyCredited", "MoneyTransferred"]);
+        let next = page.body["next_after"].as_i64().expect("next_after");
+        let rest = app.get(&format!("/api/v1/events?after={next}"), Some(&admin.token)).await;
+        let events = rest.body["events"].as_array().expect("events");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["event_type"], "TransactionRolledBack");
+        assert_eq!(events[0]["aggregate_id"], sent.body["id"], "a rollback is the original's second event");
+        assert_eq!(events[0]["version"], 2);
+        assert!(events[0]["sequence"].as_i64().expect("sequence") > next);
+        let empty = app.get(&format!("/api/v1/events?after={}", rest.body["next_after"]), Some(&admin.token)).await;
+        assert_eq!(empty.body["events"], json!([]));
+
+        app.get("/api/v1/events", Some(&sefa.token)).await.assert_error(403, "insufficient_permissions");
+        app.get("/api/v1/events?after=-1", Some(&admin.token)).await.assert_error(400, "invalid_parameter");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_audit_trail_records_movements_and_refusals_with_their_context() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        app.credit(&sefa, "5", "USD").await;
+        let refused =
+            app.money("/api/v1/transactions/debit", &sefa, None, &json!({"amount": "9", "currency": "USD"})).await;
+        refused.assert_error(400, "insufficient_funds");
+
+        let mine = app.get(&format!("/api/v1/audit-logs?actor_id={}", sefa.id), Some(&admin.token)).await;
+        assert_eq!(mine.status, StatusCode::OK, "{}", mine.text);
+        let entries = mine.body["audit_logs"].as_array().expect("entries");
+        let seen: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e["action"].as_str().expect("action"), e["outcome"].as_str().expect("outcome")))
+            .collect();
+        assert_eq!(
+            seen,
+            [("transaction.debit", "insufficient_funds"), ("transaction.credit", "success")],
+            "newest first"
+        );
+        assert_eq!(entries[0]["request_id"], refused.body["request_id"]);
+        assert_eq!(entries[0]["ip"], "127.0.0.1");
+        assert!(!mine.text.contains("password"), "no secrets in the trail");
+
+        let debits = app.get("/api/v1/audit-logs?action=transaction.debit", Some(&admin.token)).await;
+        assert_eq!(debits.body["audit_logs"].as_array().map(Vec::len), Some(1));
+        let first_page = app.get(&format!("/api/v1/audit-logs?actor_id={}&limit=1", sefa.id), Some(&admin.token)).await;
+        let cursor = first_page.body["next_cursor"].as_str().expect("cursor").to_owned();
+        let second = app
+            .get(&format!("/api/v1/audit-logs?actor_id={}&limit=1&cursor={cursor}", sefa.id), Some(&admin.token))
+            .await;
+        assert_eq!(second.body["audit_logs"][0]["action"], "transaction.credit");
+
+        app.get("/api/v1/audit-logs", Some(&sefa.token)).await.assert_error(403, "insufficient_permissions");
+        app.get("/api/v1/audit-logs?cursor=x", Some(&admin.token)).await.assert_error(400, "invalid_parameter");
+        app.get("/api/v1/audit-logs?since=then", Some(&admin.token)).await.assert_error(400, "invalid_timestamp");
+        app.stop().await;
+    }
+}

@@ -1,0 +1,76 @@
+//! The event log and the audit trail on PostgreSQL.
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::{AuditQuery, AuditRecord, EventRecord, StoreError};
+
+pub(crate) async fn list_events(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT sequence, aggregate_type, aggregate_id, version, event_type, data, created_at FROM events
+         WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventRecord {
+                sequence: row.try_get("sequence")?,
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                version: row.try_get("version")?,
+                event_type: row.try_get("event_type")?,
+                data: row.try_get("data")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn list_audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, created_at
+         FROM audit_log
+         WHERE ($1::uuid IS NULL OR actor_id = $1) AND ($2::text IS NULL OR entity_type = $2)
+           AND ($3::text IS NULL OR entity_id = $3) AND ($4::text IS NULL OR action = $4)
+           AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at <= $6)
+           AND ($7::bigint IS NULL OR id < $7)
+         ORDER BY id DESC LIMIT $8",
+    )
+    .bind(q.actor_id)
+    .bind(&q.entity_type)
+    .bind(&q.entity_id)
+    .bind(&q.action)
+    .bind(q.since)
+    .bind(q.until)
+    .bind(q.before_id)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(audit_from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        actor_id: row.try_get("actor_id")?,
+        action: row.try_get("action")?,
+        entity_type: row.try_get("entity_type")?,
+        entity_id: row.try_get("entity_id")?,
+        outcome: row.try_get("outcome")?,
+        details: row.try_get("details")?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        request_id: row.try_get("request_id")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) async fn account_balances(pool: &PgPool) -> Result<Vec<(Uuid, i64)>, StoreError> {
+    let rows = sqlx::query_as("SELECT id, balance_minor FROM accounts ORDER BY id").fetch_all(pool).await?;
+    Ok(rows)
+}

@@ -1,0 +1,81 @@
+//! The event log and the audit trail on SQLite (JSON stored as text).
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+use uuid::Uuid;
+
+use super::{instant, micros};
+use crate::{AuditQuery, AuditRecord, EventRecord, StoreError};
+
+fn json(text: &str) -> Result<serde_json::Value, sqlx::Error> {
+    serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub(crate) async fn list_events(pool: &SqlitePool, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT sequence, aggregate_type, aggregate_id, version, event_type, data, created_at FROM events
+         WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+    )
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(EventRecord {
+                sequence: row.try_get("sequence")?,
+                aggregate_type: row.try_get("aggregate_type")?,
+                aggregate_id: row.try_get("aggregate_id")?,
+                version: row.try_get("version")?,
+                event_type: row.try_get("event_type")?,
+                data: json(row.try_get("data")?)?,
+                created_at: instant(row.try_get("created_at")?)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn list_audit(pool: &SqlitePool, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, created_at
+         FROM audit_log
+         WHERE ($1 IS NULL OR actor_id = $1) AND ($2 IS NULL OR entity_type = $2)
+           AND ($3 IS NULL OR entity_id = $3) AND ($4 IS NULL OR action = $4)
+           AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at <= $6)
+           AND ($7 IS NULL OR id < $7)
+         ORDER BY id DESC LIMIT $8",
+    )
+    .bind(q.actor_id)
+    .bind(&q.entity_type)
+    .bind(&q.entity_id)
+    .bind(&q.action)
+    .bind(q.since.map(micros))
+    .bind(q.until.map(micros))
+    .bind(q.before_id)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(audit_from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        actor_id: row.try_get("actor_id")?,
+        action: row.try_get("action")?,
+        entity_type: row.try_get("entity_type")?,
+        entity_id: row.try_get("entity_id")?,
+        outcome: row.try_get("outcome")?,
+        details: json(row.try_get("details")?)?,
+        ip: row.try_get("ip")?,
+        user_agent: row.try_get("user_agent")?,
+        request_id: row.try_get("request_id")?,
+        created_at: instant(row.try_get("created_at")?)?,
+    })
+}
+
+pub(crate) async fn account_balances(pool: &SqlitePool) -> Result<Vec<(Uuid, i64)>, StoreError> {
+    let rows = sqlx::query_as("SELECT id, balance_minor FROM accounts ORDER BY id").fetch_all(pool).await?;
+    Ok(rows)
+}
