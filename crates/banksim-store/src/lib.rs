@@ -6,6 +6,7 @@
 //! Each backend carries its own versioned migrations (`migrations/<backend>/`), applied by [`Store::migrate`].
 //! Every backend passes the same conformance suite (`tests/conformance.rs`).
 
+mod chain;
 pub mod error;
 pub mod journal;
 pub mod ledger;

@@ -428,6 +428,21 @@ async fn verify_names_each_kind_of_tampering() {
         ),
         ("UPDATE accounts SET version = version + 1 WHERE kind = 'world'", "posting count is wrong"),
         ("UPDATE transactions SET reversed_by = NULL WHERE reversed_by IS NOT NULL", "not linked both ways"),
+        (
+            "UPDATE audit_log SET outcome = 'forged' WHERE id = (SELECT max(id) FROM audit_log)",
+            "was changed after it was written",
+        ),
+        ("DELETE FROM audit_log WHERE id = (SELECT min(id) FROM audit_log)", "does not link to the entry before it"),
+        // Reordering: the first two entries trade their links.
+        (
+            "UPDATE audit_log SET
+                 prev_hash = (SELECT b.prev_hash FROM audit_log b WHERE b.id <> audit_log.id
+                              AND b.id IN (SELECT id FROM audit_log ORDER BY id LIMIT 2)),
+                 hash = (SELECT b.hash FROM audit_log b WHERE b.id <> audit_log.id
+                         AND b.id IN (SELECT id FROM audit_log ORDER BY id LIMIT 2))
+             WHERE id IN (SELECT id FROM audit_log ORDER BY id LIMIT 2)",
+            "does not link to the entry before it",
+        ),
     ];
     for (sql, named) in tampering {
         for backend in backends() {

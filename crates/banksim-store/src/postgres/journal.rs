@@ -1,10 +1,78 @@
 //! The event log and the audit trail on PostgreSQL.
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use crate::chain::ChainedEntry;
+use crate::ledger::AuditRow;
 use crate::{AuditQuery, AuditRecord, EventRecord, StoreError};
+
+/// Appends audit entries to the chain, under its lock (held until commit).
+pub(crate) async fn append_audit(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[AuditRow],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for (a, (prev_hash, hash)) in rows.iter().zip(super::ledger::link_audit(tx, rows, now).await?) {
+        sqlx::query(
+            "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
+                 user_agent, request_id, prev_hash, hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(a.entry_id)
+        .bind(a.actor_id)
+        .bind(&a.action)
+        .bind(a.entity_type)
+        .bind(&a.entity_id)
+        .bind(&a.outcome)
+        .bind(&a.details)
+        .bind(&a.ip)
+        .bind(&a.user_agent)
+        .bind(&a.request_id)
+        .bind(prev_hash)
+        .bind(hash)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The audit chain in id order, after entry `after_id`.
+pub(crate) async fn audit_chain(pool: &PgPool, after_id: i64, limit: u32) -> Result<Vec<ChainedEntry>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
+                created_at, prev_hash, hash
+         FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ChainedEntry {
+                id: row.try_get("id")?,
+                entry_id: row.try_get("entry_id")?,
+                actor_id: row.try_get("actor_id")?,
+                action: row.try_get("action")?,
+                entity_type: row.try_get("entity_type")?,
+                entity_id: row.try_get("entity_id")?,
+                outcome: row.try_get("outcome")?,
+                details: row.try_get("details")?,
+                ip: row.try_get("ip")?,
+                user_agent: row.try_get("user_agent")?,
+                request_id: row.try_get("request_id")?,
+                created_at: row.try_get("created_at")?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
 
 pub(crate) async fn list_events(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
     let rows = sqlx::query(

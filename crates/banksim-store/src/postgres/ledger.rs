@@ -16,10 +16,11 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::StoreError;
+use crate::chain::{AUDIT_CHAIN_LOCK, link};
 use crate::ledger::{
-    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer,
-    StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, claimed_keys,
-    parse_currency, parse_stored, plan_batch, rollback_originals,
+    AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest,
+    ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched,
+    claimed_keys, parse_currency, parse_stored, plan_batch, rollback_originals,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
@@ -93,7 +94,10 @@ async fn try_post_batch(
     if !unused.is_empty() {
         sqlx::query("DELETE FROM accounts WHERE id = ANY($1)").bind(&unused).execute(&mut *tx).await?;
     }
-    write_rows(&mut tx, &rows, now).await?;
+    // The audit chain is appended to by one transaction at a time; taken last, when every row lock is held, so the
+    // lock is held briefly and never while waiting for another lock.
+    let links = link_audit(&mut tx, &rows.audits, now).await?;
+    write_rows(&mut tx, &rows, &links, now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(outcomes)
 }
@@ -232,6 +236,7 @@ async fn lock_accounts(
 async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &BatchRows,
+    links: &[(Vec<u8>, Vec<u8>)],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let t = &rows.transactions;
@@ -295,6 +300,9 @@ async fn write_rows(
         .bind(k.iter().map(|k| k.request_hash.clone()).collect::<Vec<_>>())
         .bind(k.iter().map(|k| i32::from(k.status)).collect::<Vec<_>>())
         .bind(k.iter().map(|k| k.body.clone()).collect::<Vec<_>>())
+        // audit chain links: $47, $48
+        .bind(links.iter().map(|(prev, _)| prev.clone()).collect::<Vec<_>>())
+        .bind(links.iter().map(|(_, hash)| hash.clone()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -328,12 +336,28 @@ new_events AS (
 ),
 new_audit AS (
     INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
-        request_id, created_at)
+        request_id, prev_hash, hash, created_at)
     SELECT *, $1 FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
-        $38::jsonb[], $39::text[], $40::text[], $41::text[])
+        $38::jsonb[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[])
 )
 INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
 SELECT *, $1 FROM unnest($42::uuid[], $43::text[], $44::bytea[], $45::int[], $46::text[])";
+
+/// Takes the audit chain's lock and links `rows` after its last entry: (prev_hash, hash) per row.
+pub(crate) async fn link_audit(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[AuditRow],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_CHAIN_LOCK).execute(&mut **tx).await?;
+    // A statement of its own: its snapshot must begin after the lock, to see the last committed entry.
+    let last: Option<Option<Vec<u8>>> =
+        sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetch_optional(&mut **tx).await?;
+    Ok(link(rows, last.flatten(), now))
+}
 
 /// A transaction row back as a record.
 pub(crate) fn transaction_from_row(row: &PgRow) -> Result<TransactionRecord, sqlx::Error> {
@@ -530,6 +554,22 @@ pub(crate) async fn put_fx_rate(pool: &PgPool, rate: &FxRate) -> Result<FxRate, 
     Ok(fx_from_row(&row)?)
 }
 
+/// Walks the audit chain from its start and names its first broken link.
+async fn first_broken_link(pool: &PgPool) -> Result<Option<String>, StoreError> {
+    const PAGE: u32 = 1_000;
+    let (mut after, mut prev) = (0, None);
+    loop {
+        let page = super::journal::audit_chain(pool, after, PAGE).await?;
+        let Some(last) = page.last() else { return Ok(None) };
+        after = last.id;
+        let (broken, next) = crate::chain::check(&page, prev);
+        if broken.is_some() {
+            return Ok(broken);
+        }
+        prev = next;
+    }
+}
+
 /// Checks every ledger invariant with set-based queries.
 pub(crate) async fn verify(pool: &PgPool) -> Result<LedgerReport, StoreError> {
     let mut report = LedgerReport {
@@ -541,6 +581,9 @@ pub(crate) async fn verify(pool: &PgPool) -> Result<LedgerReport, StoreError> {
     for (query, what) in crate::verify::CHECKS {
         let rows: Vec<String> = sqlx::query_scalar(&crate::verify::postgres_sql(query)).fetch_all(pool).await?;
         report.violations.extend(rows.into_iter().map(|detail| format!("{what}: {detail}")));
+    }
+    if let Some(broken) = first_broken_link(pool).await? {
+        report.violations.push(format!("the audit chain is broken: {broken}"));
     }
     Ok(report)
 }

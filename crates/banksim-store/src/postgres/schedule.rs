@@ -342,24 +342,7 @@ async fn insert_event(
 }
 
 async fn insert_audit(tx: &mut Transaction<'_, Postgres>, a: &AuditRow, now: DateTime<Utc>) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
-             request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(a.entry_id)
-    .bind(a.actor_id)
-    .bind(&a.action)
-    .bind(a.entity_type)
-    .bind(&a.entity_id)
-    .bind(&a.outcome)
-    .bind(&a.details)
-    .bind(&a.ip)
-    .bind(&a.user_agent)
-    .bind(&a.request_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    super::journal::append_audit(tx, std::slice::from_ref(a), now).await
 }
 
 fn schedule_from_row(row: &PgRow) -> Result<ScheduleRecord, sqlx::Error> {

@@ -1,11 +1,84 @@
 //! The event log and the audit trail on SQLite (JSON stored as text).
 
+use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{instant, micros};
+use crate::chain::{ChainedEntry, link};
+use crate::ledger::AuditRow;
 use crate::{AuditQuery, AuditRecord, EventRecord, StoreError};
+
+/// Appends audit entries to the chain, after its last entry (the single writer connection keeps appends in order).
+pub(crate) async fn append_audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &[AuditRow],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let last: Option<Option<Vec<u8>>> =
+        sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetch_optional(&mut **tx).await?;
+    for (a, (prev_hash, hash)) in rows.iter().zip(link(rows, last.flatten(), now)) {
+        sqlx::query(
+            "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
+                 user_agent, request_id, prev_hash, hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(a.entry_id)
+        .bind(a.actor_id)
+        .bind(&a.action)
+        .bind(a.entity_type)
+        .bind(&a.entity_id)
+        .bind(&a.outcome)
+        .bind(a.details.to_string())
+        .bind(&a.ip)
+        .bind(&a.user_agent)
+        .bind(&a.request_id)
+        .bind(prev_hash)
+        .bind(hash)
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The audit chain in id order, after entry `after_id`.
+pub(crate) async fn audit_chain(pool: &SqlitePool, after_id: i64, limit: u32) -> Result<Vec<ChainedEntry>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
+                created_at, prev_hash, hash
+         FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after_id)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ChainedEntry {
+                id: row.try_get("id")?,
+                entry_id: row.try_get("entry_id")?,
+                actor_id: row.try_get("actor_id")?,
+                action: row.try_get("action")?,
+                entity_type: row.try_get("entity_type")?,
+                entity_id: row.try_get("entity_id")?,
+                outcome: row.try_get("outcome")?,
+                details: json(row.try_get("details")?)?,
+                ip: row.try_get("ip")?,
+                user_agent: row.try_get("user_agent")?,
+                request_id: row.try_get("request_id")?,
+                created_at: instant(row.try_get("created_at")?)?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
 
 fn json(text: &str) -> Result<serde_json::Value, sqlx::Error> {
     serde_json::from_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))

@@ -119,6 +119,7 @@ async fn load_originals(tx: &mut Transaction<'_, Sqlite>, ids: &[Uuid]) -> Resul
 }
 
 async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let now_at = now;
     let now = micros(now);
     for r in &rows.transactions {
         sqlx::query(
@@ -188,25 +189,7 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
         .execute(&mut **tx)
         .await?;
     }
-    for a in &rows.audits {
-        sqlx::query(
-            "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
-                 user_agent, request_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(a.entry_id)
-        .bind(a.actor_id)
-        .bind(&a.action)
-        .bind(a.entity_type)
-        .bind(&a.entity_id)
-        .bind(&a.outcome)
-        .bind(a.details.to_string())
-        .bind(&a.ip)
-        .bind(&a.user_agent)
-        .bind(&a.request_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
+    super::journal::append_audit(tx, &rows.audits, now_at).await?;
     for k in &rows.idempotency {
         sqlx::query(
             "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
@@ -423,6 +406,22 @@ pub(crate) async fn put_fx_rate(writer: &SqlitePool, rate: &FxRate) -> Result<Fx
     Ok(fx_from_row(&row)?)
 }
 
+/// Walks the audit chain from its start and names its first broken link.
+async fn first_broken_link(pool: &SqlitePool) -> Result<Option<String>, StoreError> {
+    const PAGE: u32 = 1_000;
+    let (mut after, mut prev) = (0, None);
+    loop {
+        let page = super::journal::audit_chain(pool, after, PAGE).await?;
+        let Some(last) = page.last() else { return Ok(None) };
+        after = last.id;
+        let (broken, next) = crate::chain::check(&page, prev);
+        if broken.is_some() {
+            return Ok(broken);
+        }
+        prev = next;
+    }
+}
+
 pub(crate) async fn verify(pool: &SqlitePool) -> Result<LedgerReport, StoreError> {
     let count = |sql: &'static str| async move {
         let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
@@ -437,6 +436,9 @@ pub(crate) async fn verify(pool: &SqlitePool) -> Result<LedgerReport, StoreError
     for (query, what) in crate::verify::CHECKS {
         let rows: Vec<String> = sqlx::query_scalar(&crate::verify::sqlite_sql(query)).fetch_all(pool).await?;
         report.violations.extend(rows.into_iter().map(|detail| format!("{what}: {detail}")));
+    }
+    if let Some(broken) = first_broken_link(pool).await? {
+        report.violations.push(format!("the audit chain is broken: {broken}"));
     }
     Ok(report)
 }

@@ -1,0 +1,142 @@
+//! The audit trail's hash chain: each entry's hash covers its content and the hash of the entry before it.
+//!
+//! Entries are appended one writer at a time (PostgreSQL: an advisory lock held until commit; SQLite: its single
+//! writer), so the "entry before" is always the last committed one, and ids follow the chain's order.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::ledger::AuditRow;
+
+/// The advisory lock that serialises appends to the audit chain on PostgreSQL (an arbitrary, fixed key).
+pub(crate) const AUDIT_CHAIN_LOCK: i64 = 0x6261_6e6b_7369_6d02;
+
+/// The hash the first entry links to.
+pub(crate) const GENESIS: [u8; 32] = [0; 32];
+
+/// The content of an entry that its hash covers, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainedEntry {
+    pub id: i64,
+    pub entry_id: Uuid,
+    pub actor_id: Option<Uuid>,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: Option<String>,
+    pub outcome: String,
+    pub details: serde_json::Value,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+}
+
+/// What an entry's hash covers, borrowed from a row about to be written or from a stored one.
+struct Content<'a> {
+    entry_id: Uuid,
+    actor_id: Option<Uuid>,
+    action: &'a str,
+    entity_type: &'a str,
+    entity_id: Option<&'a str>,
+    outcome: &'a str,
+    details: &'a serde_json::Value,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
+    created_at: DateTime<Utc>,
+}
+
+impl Content<'_> {
+    /// SHA-256 of the previous hash and every field, each length-prefixed (so bytes cannot move between fields).
+    fn hash(&self, prev: &[u8]) -> Vec<u8> {
+        let actor = self.actor_id.map(|a| a.into_bytes()).unwrap_or_default();
+        let details = self.details.to_string();
+        let created_at = self.created_at.timestamp_micros().to_be_bytes();
+        let fields: [&[u8]; 11] = [
+            self.entry_id.as_bytes(),
+            &actor,
+            self.action.as_bytes(),
+            self.entity_type.as_bytes(),
+            self.entity_id.unwrap_or_default().as_bytes(),
+            self.outcome.as_bytes(),
+            details.as_bytes(),
+            self.ip.unwrap_or_default().as_bytes(),
+            self.user_agent.unwrap_or_default().as_bytes(),
+            self.request_id.unwrap_or_default().as_bytes(),
+            &created_at,
+        ];
+        let mut hasher = Sha256::new();
+        hasher.update(prev);
+        for field in fields {
+            hasher.update((field.len() as u64).to_be_bytes());
+            hasher.update(field);
+        }
+        hasher.finalize().to_vec()
+    }
+}
+
+fn row_content(row: &AuditRow, created_at: DateTime<Utc>) -> Content<'_> {
+    Content {
+        entry_id: row.entry_id,
+        actor_id: row.actor_id,
+        action: &row.action,
+        entity_type: row.entity_type,
+        entity_id: row.entity_id.as_deref(),
+        outcome: &row.outcome,
+        details: &row.details,
+        ip: row.ip.as_deref(),
+        user_agent: row.user_agent.as_deref(),
+        request_id: row.request_id.as_deref(),
+        created_at,
+    }
+}
+
+fn stored_content(entry: &ChainedEntry) -> Content<'_> {
+    Content {
+        entry_id: entry.entry_id,
+        actor_id: entry.actor_id,
+        action: &entry.action,
+        entity_type: &entry.entity_type,
+        entity_id: entry.entity_id.as_deref(),
+        outcome: &entry.outcome,
+        details: &entry.details,
+        ip: entry.ip.as_deref(),
+        user_agent: entry.user_agent.as_deref(),
+        request_id: entry.request_id.as_deref(),
+        created_at: entry.created_at,
+    }
+}
+
+/// (prev_hash, hash) for each of `rows`, appended in order after the entry whose hash is `last`.
+pub(crate) fn link(rows: &[AuditRow], last: Option<Vec<u8>>, created_at: DateTime<Utc>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut prev = last.unwrap_or_else(|| GENESIS.to_vec());
+    rows.iter()
+        .map(|row| {
+            let hash = row_content(row, created_at).hash(&prev);
+            (std::mem::replace(&mut prev, hash.clone()), hash)
+        })
+        .collect()
+}
+
+/// Walks entries in id order, starting after the entry whose hash is `prev` (none: the chain's start); returns
+/// the first broken link, if any, and the hash to continue from. Entries written before the chain existed (no
+/// hash) are skipped.
+pub(crate) fn check(entries: &[ChainedEntry], mut prev: Option<Vec<u8>>) -> (Option<String>, Option<Vec<u8>>) {
+    for entry in entries {
+        let Some(hash) = &entry.hash else { continue };
+        let expected_prev = prev.clone().unwrap_or_else(|| GENESIS.to_vec());
+        if entry.prev_hash.as_deref() != Some(expected_prev.as_slice()) {
+            let broken =
+                format!("audit entry {} does not link to the entry before it (one was deleted or moved)", entry.id);
+            return (Some(broken), None);
+        }
+        if &stored_content(entry).hash(&expected_prev) != hash {
+            return (Some(format!("audit entry {} was changed after it was written", entry.id)), None);
+        }
+        prev = Some(hash.clone());
+    }
+    (None, prev)
+}
