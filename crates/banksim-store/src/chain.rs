@@ -1,16 +1,13 @@
 //! The audit trail's hash chain: each entry's hash covers its content and the hash of the entry before it.
 //!
-//! Entries are appended one writer at a time (PostgreSQL: an advisory lock held until commit; SQLite: its single
-//! writer), so the "entry before" is always the last committed one, and ids follow the chain's order.
+//! Entries are appended one writer at a time (PostgreSQL: the `audit_chain_head` row, locked until commit; SQLite:
+//! its single writer), so the "entry before" is always the last committed one, and ids follow the chain's order.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::ledger::AuditRow;
-
-/// The advisory lock that serialises appends to the audit chain on PostgreSQL (an arbitrary, fixed key).
-pub(crate) const AUDIT_CHAIN_LOCK: i64 = 0x6261_6e6b_7369_6d02;
 
 /// The hash the first entry links to.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];

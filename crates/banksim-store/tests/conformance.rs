@@ -433,6 +433,7 @@ async fn verify_names_each_kind_of_tampering() {
             "was changed after it was written",
         ),
         ("DELETE FROM audit_log WHERE id = (SELECT min(id) FROM audit_log)", "does not link to the entry before it"),
+        ("DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)", "the last entries were removed"),
         // Reordering: the first two entries trade their links.
         (
             "UPDATE audit_log SET

@@ -9,13 +9,17 @@ use crate::chain::ChainedEntry;
 use crate::ledger::AuditRow;
 use crate::{AuditQuery, AuditRecord, EventRecord, StoreError};
 
-/// Appends audit entries to the chain, under its lock (held until commit).
+/// Appends audit entries to the chain, holding its head until commit.
 pub(crate) async fn append_audit(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[AuditRow],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    for (a, (prev_hash, hash)) in rows.iter().zip(super::ledger::link_audit(tx, rows, now).await?) {
+    let links = super::ledger::link_audit(tx, rows, now).await?;
+    if let Some((_, head)) = links.last() {
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(head).execute(&mut **tx).await?;
+    }
+    for (a, (prev_hash, hash)) in rows.iter().zip(links) {
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
                  user_agent, request_id, prev_hash, hash, created_at)

@@ -16,7 +16,7 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::chain::{AUDIT_CHAIN_LOCK, link};
+use crate::chain::link;
 use crate::ledger::{
     AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest,
     ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched,
@@ -94,8 +94,8 @@ async fn try_post_batch(
     if !unused.is_empty() {
         sqlx::query("DELETE FROM accounts WHERE id = ANY($1)").bind(&unused).execute(&mut *tx).await?;
     }
-    // The audit chain is appended to by one transaction at a time; taken last, when every row lock is held, so the
-    // lock is held briefly and never while waiting for another lock.
+    // The audit chain is appended to by one transaction at a time; its head is locked last, when every other row lock
+    // is held, so it is held briefly and never while waiting for another lock.
     let links = link_audit(&mut tx, &rows.audits, now).await?;
     write_rows(&mut tx, &rows, &links, now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
@@ -334,6 +334,9 @@ new_events AS (
     INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
     SELECT *, $1 FROM unnest($26::uuid[], $27::text[], $28::uuid[], $29::bigint[], $30::text[], $31::jsonb[])
 ),
+chain_head AS (
+    UPDATE audit_chain_head SET last_hash = $48[cardinality($48)] WHERE cardinality($48) > 0
+),
 new_audit AS (
     INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
         request_id, prev_hash, hash, created_at)
@@ -343,7 +346,8 @@ new_audit AS (
 INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
 SELECT *, $1 FROM unnest($42::uuid[], $43::text[], $44::bytea[], $45::int[], $46::text[])";
 
-/// Takes the audit chain's lock and links `rows` after its last entry: (prev_hash, hash) per row.
+/// Locks the audit chain's head and links `rows` after it: (prev_hash, hash) per row. The caller must move the head
+/// to the last new hash in the same transaction.
 pub(crate) async fn link_audit(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[AuditRow],
@@ -352,11 +356,10 @@ pub(crate) async fn link_audit(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_CHAIN_LOCK).execute(&mut **tx).await?;
-    // A statement of its own: its snapshot must begin after the lock, to see the last committed entry.
-    let last: Option<Option<Vec<u8>>> =
-        sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetch_optional(&mut **tx).await?;
-    Ok(link(rows, last.flatten(), now))
+    // FOR UPDATE waits for the previous appender and then reads the head it committed.
+    let head: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT last_hash FROM audit_chain_head FOR UPDATE").fetch_one(&mut **tx).await?;
+    Ok(link(rows, head, now))
 }
 
 /// A transaction row back as a record.
@@ -560,7 +563,12 @@ async fn first_broken_link(pool: &PgPool) -> Result<Option<String>, StoreError> 
     let (mut after, mut prev) = (0, None);
     loop {
         let page = super::journal::audit_chain(pool, after, PAGE).await?;
-        let Some(last) = page.last() else { return Ok(None) };
+        let Some(last) = page.last() else {
+            // Entries removed from the end leave the head pointing past the last one.
+            let head: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT last_hash FROM audit_chain_head").fetch_one(pool).await?;
+            return Ok((head.is_some() && head != prev).then(|| "the last entries were removed".to_owned()));
+        };
         after = last.id;
         let (broken, next) = crate::chain::check(&page, prev);
         if broken.is_some() {

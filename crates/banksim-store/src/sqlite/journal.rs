@@ -19,9 +19,13 @@ pub(crate) async fn append_audit(
     if rows.is_empty() {
         return Ok(());
     }
-    let last: Option<Option<Vec<u8>>> =
-        sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetch_optional(&mut **tx).await?;
-    for (a, (prev_hash, hash)) in rows.iter().zip(link(rows, last.flatten(), now)) {
+    let head: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT last_hash FROM audit_chain_head").fetch_one(&mut **tx).await?;
+    let links = link(rows, head, now);
+    if let Some((_, last)) = links.last() {
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(last).execute(&mut **tx).await?;
+    }
+    for (a, (prev_hash, hash)) in rows.iter().zip(links) {
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
                  user_agent, request_id, prev_hash, hash, created_at)

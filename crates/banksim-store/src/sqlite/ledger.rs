@@ -412,7 +412,12 @@ async fn first_broken_link(pool: &SqlitePool) -> Result<Option<String>, StoreErr
     let (mut after, mut prev) = (0, None);
     loop {
         let page = super::journal::audit_chain(pool, after, PAGE).await?;
-        let Some(last) = page.last() else { return Ok(None) };
+        let Some(last) = page.last() else {
+            // Entries removed from the end leave the head pointing past the last one.
+            let head: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT last_hash FROM audit_chain_head").fetch_one(pool).await?;
+            return Ok((head.is_some() && head != prev).then(|| "the last entries were removed".to_owned()));
+        };
         after = last.id;
         let (broken, next) = crate::chain::check(&page, prev);
         if broken.is_some() {
