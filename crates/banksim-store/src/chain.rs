@@ -12,21 +12,11 @@ use crate::ledger::AuditRow;
 /// The hash the first entry links to.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
-/// The content of an entry that its hash covers, as stored.
+/// A stored entry with its place in the chain.
 #[derive(Debug, Clone)]
 pub(crate) struct ChainedEntry {
-    pub id: i64,
+    pub record: crate::AuditRecord,
     pub entry_id: Uuid,
-    pub actor_id: Option<Uuid>,
-    pub action: String,
-    pub entity_type: String,
-    pub entity_id: Option<String>,
-    pub outcome: String,
-    pub details: serde_json::Value,
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
-    pub created_at: DateTime<Utc>,
     pub prev_hash: Option<Vec<u8>>,
     pub hash: Option<Vec<u8>>,
 }
@@ -92,18 +82,19 @@ fn row_content(row: &AuditRow, created_at: DateTime<Utc>) -> Content<'_> {
 }
 
 fn stored_content(entry: &ChainedEntry) -> Content<'_> {
+    let r = &entry.record;
     Content {
         entry_id: entry.entry_id,
-        actor_id: entry.actor_id,
-        action: &entry.action,
-        entity_type: &entry.entity_type,
-        entity_id: entry.entity_id.as_deref(),
-        outcome: &entry.outcome,
-        details: &entry.details,
-        ip: entry.ip.as_deref(),
-        user_agent: entry.user_agent.as_deref(),
-        request_id: entry.request_id.as_deref(),
-        created_at: entry.created_at,
+        actor_id: r.actor_id,
+        action: &r.action,
+        entity_type: &r.entity_type,
+        entity_id: r.entity_id.as_deref(),
+        outcome: &r.outcome,
+        details: &r.details,
+        ip: r.ip.as_deref(),
+        user_agent: r.user_agent.as_deref(),
+        request_id: r.request_id.as_deref(),
+        created_at: r.created_at,
     }
 }
 
@@ -126,12 +117,14 @@ pub(crate) fn check(entries: &[ChainedEntry], mut prev: Option<Vec<u8>>) -> (Opt
         let Some(hash) = &entry.hash else { continue };
         let expected_prev = prev.clone().unwrap_or_else(|| GENESIS.to_vec());
         if entry.prev_hash.as_deref() != Some(expected_prev.as_slice()) {
-            let broken =
-                format!("audit entry {} does not link to the entry before it (one was deleted or moved)", entry.id);
+            let broken = format!(
+                "audit entry {} does not link to the entry before it (one was deleted or moved)",
+                entry.record.id
+            );
             return (Some(broken), None);
         }
         if &stored_content(entry).hash(&expected_prev) != hash {
-            return (Some(format!("audit entry {} was changed after it was written", entry.id)), None);
+            return (Some(format!("audit entry {} was changed after it was written", entry.record.id)), None);
         }
         prev = Some(hash.clone());
     }

@@ -569,7 +569,7 @@ async fn first_broken_link(pool: &PgPool) -> Result<Option<String>, StoreError> 
                 sqlx::query_scalar("SELECT last_hash FROM audit_chain_head").fetch_one(pool).await?;
             return Ok((head.is_some() && head != prev).then(|| "the last entries were removed".to_owned()));
         };
-        after = last.id;
+        after = last.record.id;
         let (broken, next) = crate::chain::check(&page, prev);
         if broken.is_some() {
             return Ok(broken);

@@ -64,18 +64,8 @@ pub(crate) async fn audit_chain(pool: &SqlitePool, after_id: i64, limit: u32) ->
     rows.iter()
         .map(|row| {
             Ok(ChainedEntry {
-                id: row.try_get("id")?,
+                record: audit_from_row(row)?,
                 entry_id: row.try_get("entry_id")?,
-                actor_id: row.try_get("actor_id")?,
-                action: row.try_get("action")?,
-                entity_type: row.try_get("entity_type")?,
-                entity_id: row.try_get("entity_id")?,
-                outcome: row.try_get("outcome")?,
-                details: json(row.try_get("details")?)?,
-                ip: row.try_get("ip")?,
-                user_agent: row.try_get("user_agent")?,
-                request_id: row.try_get("request_id")?,
-                created_at: instant(row.try_get("created_at")?)?,
                 prev_hash: row.try_get("prev_hash")?,
                 hash: row.try_get("hash")?,
             })
