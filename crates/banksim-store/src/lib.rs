@@ -35,7 +35,8 @@ pub use ledger::{
     ResponseRenderer, StoredResponse, TransactionQuery, Wallet,
 };
 pub use model::{
-    Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserCursor, UserListQuery, UserPage,
+    Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserCursor, UserListQuery,
+    UserPage,
 };
 pub use schedule::{ExecutionRecord, ExecutionStatus, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
 
@@ -75,7 +76,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a user. Fails with `Conflict("email_taken")` or `Conflict("username_taken")` (both compared
     /// case-insensitively).
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    ///
+    /// With the user, the same transaction writes its `UserRegistered` event and its audit entry.
+    async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError>;
 
     /// The user with this id, active or not.
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
@@ -94,7 +97,19 @@ pub trait Store: Send + Sync + 'static {
     /// last-admin check and the change are one atomic step, so two admins demoting each other at once cannot both
     /// succeed. Deactivating a user here also revokes all their refresh tokens and pauses every active schedule
     /// of theirs (each with its `SchedulePaused` event and audit entry), in the same transaction.
-    async fn update_user(&self, id: Uuid, changes: UserChanges, now: DateTime<Utc>) -> Result<User, StoreError>;
+    ///
+    /// With the change, the same transaction writes its `UserUpdated` (or `UserDeactivated`) event and its audit
+    /// entry with the user before and after.
+    async fn update_user(
+        &self,
+        id: Uuid,
+        changes: UserChanges,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<User, StoreError>;
+
+    /// Writes the audit entry of a refused attempt (a failed login) on its own.
+    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Stores a new refresh token (its hash).
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;

@@ -138,3 +138,58 @@ pub(crate) fn parse_role(raw: &str) -> Result<Role, sqlx::Error> {
 pub(crate) fn offset_i64(offset: u64) -> i64 {
     i64::try_from(offset).unwrap_or(i64::MAX)
 }
+
+/// An audit entry for something refused outside a ledger batch (a failed login, say), written on its own.
+#[derive(Debug, Clone)]
+pub struct RefusedAttempt {
+    /// What was attempted (`auth.login`).
+    pub action: String,
+    /// On what kind of entity.
+    pub entity_type: &'static str,
+    /// On which entity, if known.
+    pub entity_id: Option<String>,
+    /// Why it was refused (`invalid_credentials`).
+    pub outcome: String,
+    /// Details, without secrets.
+    pub details: serde_json::Value,
+    /// Who asked, from where.
+    pub context: crate::AuditContext,
+}
+
+/// A user as events and audit details show it (never the password hash).
+pub(crate) fn user_json(user: &User) -> serde_json::Value {
+    serde_json::json!({
+        "id": user.id, "username": user.username, "email": user.email, "role": user.role.as_str(),
+        "is_active": user.is_active,
+    })
+}
+
+/// The audit entry of a change to a user.
+pub(crate) fn user_audit_row(
+    user_id: Uuid,
+    action: &str,
+    details: serde_json::Value,
+    audit: &crate::AuditContext,
+) -> crate::ledger::AuditRow {
+    crate::ledger::AuditRow {
+        entry_id: Uuid::now_v7(),
+        actor_id: audit.actor_id,
+        action: action.to_owned(),
+        entity_type: "user",
+        entity_id: Some(user_id.to_string()),
+        outcome: "success".to_owned(),
+        details,
+        ip: audit.ip.clone(),
+        user_agent: audit.user_agent.clone(),
+        request_id: audit.request_id.clone(),
+    }
+}
+
+/// The event type and audit action of an update: a deactivation is told apart from other changes.
+pub(crate) fn user_change_names(changes: &UserChanges) -> (&'static str, &'static str) {
+    if changes.is_active == Some(false) {
+        ("UserDeactivated", "user.deactivate")
+    } else {
+        ("UserUpdated", "user.update")
+    }
+}

@@ -6,10 +6,14 @@ use std::sync::Arc;
 use banksim_core::user::{Role, User};
 use banksim_store::testing::{TestDatabase, backends};
 use banksim_store::{
-    ConnectOptions, NewRefreshToken, NewUser, RefreshOutcome, Store, StoreError, UserChanges, UserListQuery,
+    AuditContext, ConnectOptions, NewRefreshToken, NewUser, RefreshOutcome, Store, StoreError, UserChanges,
+    UserListQuery,
 };
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
+
+/// The audit context of changes made by the tests themselves.
+const AUDIT: AuditContext = AuditContext { actor_id: None, ip: None, user_agent: None, request_id: None };
 
 /// Runs `scenario` on a fresh, migrated store of every backend under test.
 async fn each_backend<F, Fut>(scenario: F)
@@ -76,7 +80,7 @@ async fn migrations_can_run_twice() {
 async fn created_users_can_be_found_by_id_and_email() {
     each_backend(|store| async move {
         let new = new_user("sefa", Role::User);
-        let created = store.create_user(new.clone()).await.expect("create");
+        let created = store.create_user(new.clone(), &AuditContext::default()).await.expect("create");
         assert_eq!(created.id, new.id);
         assert_eq!(created.email, "sefa@example.com");
         assert_eq!(created.created_at, new.now);
@@ -94,11 +98,17 @@ async fn created_users_can_be_found_by_id_and_email() {
 #[tokio::test]
 async fn emails_and_usernames_are_unique_case_insensitively() {
     each_backend(|store| async move {
-        store.create_user(new_user("sefa", Role::User)).await.expect("create");
+        store.create_user(new_user("sefa", Role::User), &AuditContext::default()).await.expect("create");
         let same_email = NewUser { username: "other".into(), ..new_user("sefa", Role::User) };
-        assert!(matches!(store.create_user(same_email).await, Err(StoreError::Conflict("email_taken"))));
+        assert!(matches!(
+            store.create_user(same_email, &AuditContext::default()).await,
+            Err(StoreError::Conflict("email_taken"))
+        ));
         let same_name = NewUser { email: "other@example.com".into(), ..new_user("SEFA", Role::User) };
-        assert!(matches!(store.create_user(same_name).await, Err(StoreError::Conflict("username_taken"))));
+        assert!(matches!(
+            store.create_user(same_name, &AuditContext::default()).await,
+            Err(StoreError::Conflict("username_taken"))
+        ));
     })
     .await;
 }
@@ -108,10 +118,21 @@ async fn users_are_listed_in_pages_with_a_total() {
     each_backend(|store| async move {
         let mut ids = Vec::new();
         for i in 0..5 {
-            ids.push(store.create_user(new_user(&format!("user{i}"), Role::User)).await.expect("create").id);
+            ids.push(
+                store
+                    .create_user(new_user(&format!("user{i}"), Role::User), &AuditContext::default())
+                    .await
+                    .expect("create")
+                    .id,
+            );
         }
         let inactive = store
-            .update_user(ids[4], UserChanges { is_active: Some(false), ..Default::default() }, now())
+            .update_user(
+                ids[4],
+                UserChanges { is_active: Some(false), ..Default::default() },
+                now(),
+                &AuditContext::default(),
+            )
             .await
             .expect("deactivate");
         assert!(!inactive.is_active);
@@ -144,16 +165,16 @@ async fn users_are_listed_in_pages_with_a_total() {
 #[tokio::test]
 async fn updates_change_only_the_given_fields() {
     each_backend(|store| async move {
-        let user = store.create_user(new_user("kerem", Role::User)).await.expect("create");
+        let user = store.create_user(new_user("kerem", Role::User), &AuditContext::default()).await.expect("create");
         let later = now() + Duration::seconds(1);
         let changes = UserChanges { email: Some("k@example.com".into()), ..Default::default() };
-        let updated = store.update_user(user.id, changes, later).await.expect("update");
+        let updated = store.update_user(user.id, changes, later, &AuditContext::default()).await.expect("update");
         assert_eq!(updated.email, "k@example.com");
         assert_eq!(updated.username, "kerem");
         assert_eq!(updated.role, Role::User);
         assert_eq!(updated.updated_at, later);
         assert_eq!(updated.created_at, user.created_at);
-        let missing = store.update_user(Uuid::new_v4(), UserChanges::default(), later).await;
+        let missing = store.update_user(Uuid::new_v4(), UserChanges::default(), later, &AuditContext::default()).await;
         assert!(matches!(missing, Err(StoreError::NotFound)));
     })
     .await;
@@ -162,18 +183,18 @@ async fn updates_change_only_the_given_fields() {
 #[tokio::test]
 async fn the_last_active_admin_cannot_be_demoted_or_deactivated() {
     each_backend(|store| async move {
-        let admin = store.create_user(new_user("root", Role::Admin)).await.expect("create");
+        let admin = store.create_user(new_user("root", Role::Admin), &AuditContext::default()).await.expect("create");
         let demote = UserChanges { role: Some(Role::User), ..Default::default() };
         let deactivate = UserChanges { is_active: Some(false), ..Default::default() };
         for changes in [demote.clone(), deactivate.clone()] {
-            let refused = store.update_user(admin.id, changes, now()).await;
+            let refused = store.update_user(admin.id, changes, now(), &AuditContext::default()).await;
             assert!(matches!(refused, Err(StoreError::Conflict("last_admin"))), "{refused:?}");
         }
         assert_eq!(store.count_active_admins().await.expect("count"), 1);
 
-        let second = store.create_user(new_user("root2", Role::Admin)).await.expect("create");
-        store.update_user(admin.id, demote, now()).await.expect("demote with another admin");
-        let refused = store.update_user(second.id, deactivate, now()).await;
+        let second = store.create_user(new_user("root2", Role::Admin), &AuditContext::default()).await.expect("create");
+        store.update_user(admin.id, demote, now(), &AuditContext::default()).await.expect("demote with another admin");
+        let refused = store.update_user(second.id, deactivate, now(), &AuditContext::default()).await;
         assert!(matches!(refused, Err(StoreError::Conflict("last_admin"))));
     })
     .await;
@@ -182,10 +203,13 @@ async fn the_last_active_admin_cannot_be_demoted_or_deactivated() {
 #[tokio::test]
 async fn admins_demoting_each_other_at_once_leave_one_admin() {
     each_backend(|store| async move {
-        let a = store.create_user(new_user("admin_a", Role::Admin)).await.expect("create");
-        let b = store.create_user(new_user("admin_b", Role::Admin)).await.expect("create");
+        let a = store.create_user(new_user("admin_a", Role::Admin), &AuditContext::default()).await.expect("create");
+        let b = store.create_user(new_user("admin_b", Role::Admin), &AuditContext::default()).await.expect("create");
         let demote = || UserChanges { role: Some(Role::User), ..Default::default() };
-        let (ra, rb) = tokio::join!(store.update_user(a.id, demote(), now()), store.update_user(b.id, demote(), now()));
+        let (ra, rb) = tokio::join!(
+            store.update_user(a.id, demote(), now(), &AUDIT),
+            store.update_user(b.id, demote(), now(), &AUDIT)
+        );
         assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "exactly one demotion succeeds: {ra:?} {rb:?}");
         assert_eq!(store.count_active_admins().await.expect("count"), 1);
     })
@@ -195,7 +219,7 @@ async fn admins_demoting_each_other_at_once_leave_one_admin() {
 #[tokio::test]
 async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
     each_backend(|store| async move {
-        let user = store.create_user(new_user("sefa", Role::User)).await.expect("create");
+        let user = store.create_user(new_user("sefa", Role::User), &AuditContext::default()).await.expect("create");
         let first = token(&user, b"first", Duration::days(1));
         store.insert_refresh_token(first.clone()).await.expect("insert");
 
@@ -217,19 +241,19 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
 #[tokio::test]
 async fn expired_refresh_tokens_and_inactive_owners_are_refused() {
     each_backend(|store| async move {
-        let user = store.create_user(new_user("sefa", Role::User)).await.expect("create");
+        let user = store.create_user(new_user("sefa", Role::User), &AuditContext::default()).await.expect("create");
         store.insert_refresh_token(token(&user, b"old", Duration::seconds(-1))).await.expect("insert");
         let expired = rotate(&store, b"old", b"x").await;
         assert_eq!(expired.expect("rotate"), RefreshOutcome::Invalid);
 
         store.insert_refresh_token(token(&user, b"live", Duration::days(1))).await.expect("insert");
         let deactivate = UserChanges { is_active: Some(false), ..Default::default() };
-        store.update_user(user.id, deactivate, now()).await.expect("deactivate");
+        store.update_user(user.id, deactivate, now(), &AuditContext::default()).await.expect("deactivate");
         let inactive = rotate(&store, b"live", b"y").await;
         assert_eq!(inactive.expect("rotate"), RefreshOutcome::Invalid);
 
         let reactivate = UserChanges { is_active: Some(true), ..Default::default() };
-        store.update_user(user.id, reactivate, now()).await.expect("reactivate");
+        store.update_user(user.id, reactivate, now(), &AuditContext::default()).await.expect("reactivate");
         let still = rotate(&store, b"live", b"z").await;
         assert_eq!(still.expect("rotate"), RefreshOutcome::Invalid, "deactivation revoked the token for good");
     })
@@ -239,7 +263,7 @@ async fn expired_refresh_tokens_and_inactive_owners_are_refused() {
 #[tokio::test]
 async fn concurrent_refreshes_of_one_token_rotate_it_at_most_once() {
     each_backend(|store| async move {
-        let user = store.create_user(new_user("sefa", Role::User)).await.expect("create");
+        let user = store.create_user(new_user("sefa", Role::User), &AuditContext::default()).await.expect("create");
         store.insert_refresh_token(token(&user, b"t", Duration::days(1))).await.expect("insert");
         let (a, b) = tokio::join!(rotate(&store, b"t", b"a"), rotate(&store, b"t", b"b"),);
         let outcomes = [a.expect("rotate"), b.expect("rotate")];
@@ -253,8 +277,8 @@ async fn concurrent_refreshes_of_one_token_rotate_it_at_most_once() {
 #[tokio::test]
 async fn logout_revokes_only_the_owners_family() {
     each_backend(|store| async move {
-        let user = store.create_user(new_user("sefa", Role::User)).await.expect("create");
-        let other = store.create_user(new_user("kerem", Role::User)).await.expect("create");
+        let user = store.create_user(new_user("sefa", Role::User), &AuditContext::default()).await.expect("create");
+        let other = store.create_user(new_user("kerem", Role::User), &AuditContext::default()).await.expect("create");
         store.insert_refresh_token(token(&user, b"mine", Duration::days(1))).await.expect("insert");
         assert!(!store.revoke_refresh_family(b"mine", other.id, now()).await.expect("revoke"));
         assert!(store.revoke_refresh_family(b"mine", user.id, now()).await.expect("revoke"));
@@ -310,8 +334,8 @@ mod ledger {
     #[tokio::test]
     async fn a_batch_posts_each_movement_on_its_own() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
-            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
             let outcomes = post(
                 &store,
                 vec![
@@ -339,8 +363,8 @@ mod ledger {
     #[tokio::test]
     async fn rollbacks_link_both_ways_and_happen_once() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
-            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
             post(&store, vec![request(Movement::Credit { user_id: a.id, amount: usd(500) }, None)]).await;
             let transfer = request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(200) }, None);
             let original = transfer.command.transaction_id;
@@ -365,7 +389,7 @@ mod ledger {
     #[tokio::test]
     async fn an_idempotency_key_is_applied_once_even_within_one_batch() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let credit = || request(Movement::Credit { user_id: a.id, amount: usd(100) }, Some((&a, "k1", b"hash")));
             let outcomes = post(&store, vec![credit(), credit()]).await;
             let LedgerOutcome::Posted(first) = &outcomes[0] else { panic!("{outcomes:?}") };
@@ -383,7 +407,7 @@ mod ledger {
     #[tokio::test]
     async fn balance_at_reads_the_posting_at_or_before_an_instant() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let t0 = now();
             store
                 .post_batch(&[request(Movement::Credit { user_id: a.id, amount: usd(100) }, None)], &Plain, t0)
@@ -450,7 +474,7 @@ async fn verify_names_each_kind_of_tampering() {
             let db = TestDatabase::create(backend).await;
             let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
             store.migrate().await.expect("migrate");
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let request = |movement| LedgerRequest {
                 command: Command { transaction_id: Uuid::now_v7(), movement, description: None },
                 idempotency: None,
@@ -590,8 +614,8 @@ mod schedules {
     #[tokio::test]
     async fn schedules_are_found_and_listed_newest_first_with_filters_and_paging() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
-            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
             let t0 = now();
             let first = once(&a, t0 + Duration::days(1), t0);
             let start = t0 + Duration::days(2);
@@ -643,7 +667,7 @@ mod schedules {
     #[tokio::test]
     async fn an_idempotency_key_creates_one_schedule() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let claim = IdempotencyClaim { user_id: a.id, key: "k1".to_owned(), request_hash: b"hash".to_vec() };
             let first = once(&a, now() + Duration::days(1), now());
             store.create_schedule(&first, Some((&claim, 201, "{\"id\":1}")), &audit(&a)).await.expect("create");
@@ -665,7 +689,7 @@ mod schedules {
     #[tokio::test]
     async fn status_changes_follow_the_allowed_moves_with_events_and_audit() {
         each_backend_with_url(|store, url| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let s = once(&a, now() + Duration::days(1), now());
             store.create_schedule(&s, None, &audit(&a)).await.expect("create");
             let change = |from: Vec<ScheduleStatus>, to, next| {
@@ -717,7 +741,7 @@ mod schedules {
     #[tokio::test]
     async fn claims_take_only_due_active_unleased_schedules_until_the_lease_expires() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let t = now();
             let older = once(&a, t - Duration::seconds(2), t);
             let newer = once(&a, t - Duration::seconds(1), t);
@@ -754,7 +778,7 @@ mod schedules {
     #[tokio::test]
     async fn concurrent_claims_never_return_the_same_schedule() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let t = now();
             let mut all = HashSet::new();
             for i in 0..24 {
@@ -778,7 +802,7 @@ mod schedules {
     #[tokio::test]
     async fn occurrences_are_recorded_once_and_advance_the_schedule() {
         each_backend_with_url(|store, url| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let t = now();
             let start = t - Duration::days(1);
             let s = ScheduleRecord {
@@ -849,7 +873,7 @@ mod schedules {
     #[tokio::test]
     async fn an_owners_pause_during_a_run_stands() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let t = now();
             let start = t - Duration::seconds(1);
             let s = ScheduleRecord {
@@ -879,7 +903,7 @@ mod schedules {
     #[tokio::test]
     async fn a_retry_frees_the_lease_until_its_time() {
         each_backend(|store| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let t = now();
             let s = once(&a, t - Duration::seconds(1), t - Duration::seconds(2));
             store.create_schedule(&s, None, &audit(&a)).await.expect("create");
@@ -914,8 +938,8 @@ mod schedules {
     #[tokio::test]
     async fn deactivating_a_user_pauses_their_active_schedules() {
         each_backend_with_url(|store, url| async move {
-            let a = store.create_user(new_user("alice", Role::User)).await.expect("create");
-            let b = store.create_user(new_user("bob", Role::User)).await.expect("create");
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
             let t = now();
             let mine = [once(&a, t - Duration::seconds(1), t), once(&a, t + Duration::days(1), t)];
             let cancelled = once(&a, t + Duration::days(1), t);
@@ -936,7 +960,7 @@ mod schedules {
                 .expect("cancel");
 
             let deactivate = UserChanges { is_active: Some(false), ..Default::default() };
-            store.update_user(a.id, deactivate, t).await.expect("deactivate");
+            store.update_user(a.id, deactivate, t, &AuditContext::default()).await.expect("deactivate");
             for s in &mine {
                 assert_eq!(find(&store, s.id).await.status, ScheduleStatus::Paused);
             }
@@ -951,7 +975,7 @@ mod schedules {
             assert_eq!(query_count(&url, versions).await, 3, "each event follows its schedule's creation");
 
             let reactivate = UserChanges { is_active: Some(true), ..Default::default() };
-            store.update_user(a.id, reactivate, t).await.expect("reactivate");
+            store.update_user(a.id, reactivate, t, &AuditContext::default()).await.expect("reactivate");
             assert_eq!(find(&store, mine[0].id).await.status, ScheduleStatus::Paused, "resuming is the owner's call");
         })
         .await;

@@ -114,7 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some("admin"),
             )
             .map_err(|e| anyhow::anyhow!("invalid admin: {}", users::describe(&e)))?;
-            let admin = users::create(&state, registration)
+            let operator = banksim_store::AuditContext {
+                request_id: Some("banksim-admin-create".to_owned()),
+                ..Default::default()
+            };
+            let admin = users::create(&state, registration, &operator)
                 .await
                 .map_err(|e| anyhow::anyhow!("creating the admin: {}", e.code().as_str()))?;
             println!("admin created: {} ({})", admin.id, admin.email);

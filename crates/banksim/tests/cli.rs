@@ -126,14 +126,17 @@ async fn verify_and_replay_pass_a_sound_ledger_and_name_a_tampered_one() {
         let store = banksim_store::connect(&db.url, Default::default()).await.expect("connect");
         store.migrate().await.expect("migrate");
         let user = store
-            .create_user(banksim_store::NewUser {
-                id: uuid::Uuid::new_v4(),
-                username: "alice".into(),
-                email: "alice@example.com".into(),
-                password_hash: "x".into(),
-                role: banksim_core::user::Role::User,
-                now: chrono::Utc::now(),
-            })
+            .create_user(
+                banksim_store::NewUser {
+                    id: uuid::Uuid::new_v4(),
+                    username: "alice".into(),
+                    email: "alice@example.com".into(),
+                    password_hash: "x".into(),
+                    role: banksim_core::user::Role::User,
+                    now: chrono::Utc::now(),
+                },
+                &Default::default(),
+            )
             .await
             .expect("user");
         let credit = banksim_store::LedgerRequest {

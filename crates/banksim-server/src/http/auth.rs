@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use banksim_core::user::Role;
+use banksim_store::AuditContext;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,6 +13,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::http::client::ClientContext;
 use crate::http::extract::ApiJson;
 use crate::http::users::UserResponse;
 use crate::service::auth::{self as auth_service, Session};
@@ -59,6 +61,7 @@ pub struct RegisterRequest {
 pub async fn register(
     State(state): State<AppState>,
     MaybeAuthUser(caller): MaybeAuthUser,
+    client: ClientContext,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
     let registration = Registration::parse(
@@ -67,10 +70,11 @@ pub async fn register(
         body.password.as_deref(),
         body.role.as_deref(),
     )?;
-    if registration.role == Role::Admin && caller.is_none_or(|c| c.role != Role::Admin) {
+    if registration.role == Role::Admin && caller.as_ref().is_none_or(|c| c.role != Role::Admin) {
         return Err(ApiError::new(ErrorCode::InsufficientPermissions).with_message("only an admin can create admins"));
     }
-    let user = user_service::create(&state, registration).await?;
+    let audit = AuditContext { actor_id: caller.map(|c| c.id), ..client.into() };
+    let user = user_service::create(&state, registration, &audit).await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -131,6 +135,7 @@ impl From<Session> for TokenResponse {
 ))]
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientContext,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
     let mut v = banksim_core::Validation::new();
@@ -138,7 +143,7 @@ pub async fn login(
     let password = v.check("password", required(body.password.as_deref()));
     v.finish()?;
     let (Some(email), Some(password)) = (email, password) else { return Err(ErrorCode::ValidationFailed.into()) };
-    let session = auth_service::login(&state, email, password.to_owned()).await?;
+    let session = auth_service::login(&state, email, password.to_owned(), client.into()).await?;
     Ok(Json(LoginResponse { user: session.user.clone().into(), tokens: session.into() }))
 }
 

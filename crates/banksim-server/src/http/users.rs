@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use banksim_core::Validation;
 use banksim_core::user::{self, User};
-use banksim_store::{UserChanges, UserCursor, UserListQuery};
+use banksim_store::{AuditContext, UserChanges, UserCursor, UserListQuery};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::{AdminUser, AuthUser};
 use crate::error::{ApiError, ErrorBody};
+use crate::http::client::ClientContext;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
 use crate::service::users as user_service;
@@ -194,12 +195,14 @@ impl UpdateUserRequest {
     ))]
 pub async fn update_user(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    client: ClientContext,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let changes = body.changes()?;
-    Ok(Json(user_service::update(&state, id, changes).await?.into()))
+    let audit = AuditContext { actor_id: Some(admin.id), ..client.into() };
+    Ok(Json(user_service::update(&state, id, changes, &audit).await?.into()))
 }
 
 /// `{"message": "User is deleted"}`.
@@ -223,9 +226,11 @@ pub struct Deleted {
     ))]
 pub async fn delete_user(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    client: ClientContext,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Deleted>, ApiError> {
-    user_service::deactivate(&state, id).await?;
+    let audit = AuditContext { actor_id: Some(admin.id), ..client.into() };
+    user_service::deactivate(&state, id, &audit).await?;
     Ok(Json(Deleted { message: "User is deleted" }))
 }

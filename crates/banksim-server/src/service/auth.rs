@@ -1,7 +1,7 @@
 //! Logging in and out, and refreshing tokens.
 
 use banksim_core::user::User;
-use banksim_store::{NewRefreshToken, RefreshOutcome};
+use banksim_store::{AuditContext, NewRefreshToken, RefreshOutcome, RefusedAttempt};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -24,7 +24,7 @@ pub struct Session {
 
 /// Checks an email and password and opens a session. Every failure — unknown email, wrong password, inactive
 /// user — is the same `invalid_credentials` answer after the same amount of hashing work.
-pub async fn login(state: &AppState, email: &str, password: String) -> Result<Session, ApiError> {
+pub async fn login(state: &AppState, email: &str, password: String, audit: AuditContext) -> Result<Session, ApiError> {
     let credentials = state.store.find_credentials(&email.to_ascii_lowercase()).await?;
     let hash = credentials.as_ref().map(|c| c.password_hash.clone());
     let verified = state.passwords.verify(password, hash).await;
@@ -34,8 +34,18 @@ pub async fn login(state: &AppState, email: &str, password: String) -> Result<Se
             tracing::info!(user.id = %session.user.id, "login succeeded");
             Ok(session)
         }
-        _ => {
+        refused => {
             tracing::info!("login refused");
+            // The trail names the account when there is one, never the password or the email typed.
+            let attempt = RefusedAttempt {
+                action: "auth.login".to_owned(),
+                entity_type: "user",
+                entity_id: refused.map(|c| c.user.id.to_string()),
+                outcome: ErrorCode::InvalidCredentials.as_str().to_owned(),
+                details: serde_json::json!({}),
+                context: audit,
+            };
+            state.store.record_refusal(&attempt, state.clock.now()).await?;
             Err(ErrorCode::InvalidCredentials.into())
         }
     }

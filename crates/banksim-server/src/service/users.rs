@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use banksim_core::user::{self, Role, User};
 use banksim_core::{CoreError, Validation};
-use banksim_store::{NewUser, Store, StoreError, UserChanges, UserListQuery, UserPage};
+use banksim_store::{AuditContext, NewUser, Store, StoreError, UserChanges, UserListQuery, UserPage};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -85,23 +85,32 @@ pub(crate) fn required(value: Option<&str>) -> Result<&str, String> {
     value.ok_or_else(|| "is required".to_owned())
 }
 
-/// Creates a user (hashing the password). The caller decides whether the role is allowed.
-pub async fn create(state: &AppState, registration: Registration) -> Result<User, ApiError> {
-    create_with_id(state, Uuid::now_v7(), registration).await
+/// Creates a user (hashing the password), with its event and audit entry. The caller decides whether the role is
+/// allowed.
+pub async fn create(state: &AppState, registration: Registration, audit: &AuditContext) -> Result<User, ApiError> {
+    create_with_id(state, Uuid::now_v7(), registration, audit).await
 }
 
-async fn create_with_id(state: &AppState, id: Uuid, registration: Registration) -> Result<User, ApiError> {
+async fn create_with_id(
+    state: &AppState,
+    id: Uuid,
+    registration: Registration,
+    audit: &AuditContext,
+) -> Result<User, ApiError> {
     let password_hash = state.passwords.hash(registration.password).await?;
     let user = state
         .store
-        .create_user(NewUser {
-            id,
-            username: registration.username,
-            email: registration.email,
-            password_hash,
-            role: registration.role,
-            now: state.clock.now(),
-        })
+        .create_user(
+            NewUser {
+                id,
+                username: registration.username,
+                email: registration.email,
+                password_hash,
+                role: registration.role,
+                now: state.clock.now(),
+            },
+            audit,
+        )
         .await?;
     tracing::info!(user.id = %user.id, user.role = %user.role, "user created");
     Ok(user)
@@ -117,17 +126,18 @@ pub async fn get(state: &AppState, id: Uuid) -> Result<User, ApiError> {
     state.store.find_user(id).await?.ok_or_else(|| ErrorCode::UserNotFound.into())
 }
 
-/// Applies an admin's changes to a user (the last active admin is protected by the store).
-pub async fn update(state: &AppState, id: Uuid, changes: UserChanges) -> Result<User, ApiError> {
-    let user = state.store.update_user(id, changes, state.clock.now()).await.map_err(not_found_is_user)?;
+/// Applies an admin's changes to a user (the last active admin is protected by the store), with its event and
+/// audit entry.
+pub async fn update(state: &AppState, id: Uuid, changes: UserChanges, audit: &AuditContext) -> Result<User, ApiError> {
+    let user = state.store.update_user(id, changes, state.clock.now(), audit).await.map_err(not_found_is_user)?;
     state.users.forget(id);
     tracing::info!(user.id = %id, user.active = user.is_active, user.role = %user.role, "user updated");
     Ok(user)
 }
 
 /// Deactivates a user: they can no longer log in, their tokens stop working, their money stays.
-pub async fn deactivate(state: &AppState, id: Uuid) -> Result<User, ApiError> {
-    update(state, id, UserChanges { is_active: Some(false), ..UserChanges::default() }).await
+pub async fn deactivate(state: &AppState, id: Uuid, audit: &AuditContext) -> Result<User, ApiError> {
+    update(state, id, UserChanges { is_active: Some(false), ..UserChanges::default() }, audit).await
 }
 
 fn not_found_is_user(err: StoreError) -> ApiError {
@@ -154,7 +164,7 @@ pub async fn bootstrap_admin(state: &AppState) -> anyhow::Result<()> {
     .map_err(|e| {
         anyhow::anyhow!("BANKSIM_ADMIN_EMAIL/BANKSIM_ADMIN_PASSWORD/BANKSIM_ADMIN_USERNAME: {}", describe(&e))
     })?;
-    match create(state, registration).await {
+    match create(state, registration, &AuditContext::default()).await {
         Ok(admin) => {
             tracing::info!(user.id = %admin.id, "first admin created from BANKSIM_ADMIN_EMAIL");
             Ok(())
@@ -202,7 +212,7 @@ pub async fn seed_demo(state: &AppState) -> anyhow::Result<usize> {
             password: DEMO_PASSWORD.to_owned(),
             role,
         };
-        create_with_id(state, id, registration)
+        create_with_id(state, id, registration, &AuditContext::default())
             .await
             .map_err(|e| anyhow::anyhow!("creating demo user {username}: {}", e.code().as_str()))?;
         created += 1;

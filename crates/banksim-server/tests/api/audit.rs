@@ -24,7 +24,18 @@ async fn the_event_log_lists_every_money_event_in_order() {
         let path = format!("/api/v1/transactions/{}/rollback", sent.body["id"].as_str().expect("id"));
         app.money(&path, &sefa, None, &Value::Null).await;
 
-        let page = app.get("/api/v1/events?limit=2", Some(&admin.token)).await;
+        let all = app.get("/api/v1/events?limit=100", Some(&admin.token)).await;
+        let money: Vec<&Value> = all.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["aggregate_type"] == "transaction")
+            .collect();
+        let types: Vec<&str> = money.iter().filter_map(|e| e["event_type"].as_str()).collect();
+        assert_eq!(types, ["MoneyCredited", "MoneyTransferred", "TransactionRolledBack"]);
+
+        let start = money[0]["sequence"].as_i64().expect("sequence") - 1;
+        let page = app.get(&format!("/api/v1/events?after={start}&limit=2"), Some(&admin.token)).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text);
         let first: Vec<&str> =
             page.body["events"].as_array().expect("events").iter().filter_map(|e| e["event_type"].as_str()).collect();
@@ -85,6 +96,65 @@ async fn the_audit_trail_records_movements_and_refusals_with_their_context() {
         app.get("/api/v1/audit-logs", Some(&sefa.token)).await.assert_error(403, "insufficient_permissions");
         app.get("/api/v1/audit-logs?cursor=x", Some(&admin.token)).await.assert_error(400, "invalid_parameter");
         app.get("/api/v1/audit-logs?since=then", Some(&admin.token)).await.assert_error(400, "invalid_timestamp");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn user_changes_and_failed_logins_are_in_the_trail_and_the_log() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let wrong = app
+            .post("/api/v1/auth/login", None, &json!({"email": "sefa@example.com", "password": "wrong-guess"}))
+            .await;
+        wrong.assert_error(401, "invalid_credentials");
+        app.post("/api/v1/auth/login", None, &json!({"email": "ghost@example.com", "password": "whatever1"})).await;
+        app.put(&format!("/api/v1/users/{}", sefa.id), Some(&admin.token), &json!({"username": "sefa_2"})).await;
+        app.delete(&format!("/api/v1/users/{}", sefa.id), Some(&admin.token)).await;
+
+        let trail =
+            app.get(&format!("/api/v1/audit-logs?entity_type=user&entity_id={}", sefa.id), Some(&admin.token)).await;
+        let entries = trail.body["audit_logs"].as_array().expect("entries");
+        let actions: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e["action"].as_str().expect("action"), e["outcome"].as_str().expect("outcome")))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("user.deactivate", "success"),
+                ("user.update", "success"),
+                ("auth.login", "invalid_credentials"),
+                ("user.register", "success")
+            ]
+        );
+        assert_eq!(entries[0]["actor_id"], admin.id.as_str());
+        assert_eq!(entries[1]["details"]["before"]["username"], "sefa");
+        assert_eq!(entries[1]["details"]["after"]["username"], "sefa_2");
+        assert_eq!(entries[2]["request_id"], wrong.body["request_id"]);
+        let unknown = app.get("/api/v1/audit-logs?action=auth.login", Some(&admin.token)).await;
+        assert_eq!(
+            unknown.body["audit_logs"].as_array().map(Vec::len),
+            Some(2),
+            "unknown emails are refused on the record too"
+        );
+        let everything = app.get("/api/v1/audit-logs?limit=100", Some(&admin.token)).await;
+        for secret in ["wrong-guess", "whatever1", "argon2", crate::helpers::PASSWORD] {
+            assert!(!everything.text.contains(secret), "{secret} leaked into the audit trail");
+        }
+
+        let events = app.get("/api/v1/events?limit=100", Some(&admin.token)).await;
+        let mine: Vec<(&str, i64)> = events.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["aggregate_id"] == sefa.id.as_str())
+            .map(|e| (e["event_type"].as_str().expect("type"), e["version"].as_i64().expect("version")))
+            .collect();
+        assert_eq!(mine, [("UserRegistered", 1), ("UserUpdated", 2), ("UserDeactivated", 3)]);
+        app.assert_ledger_sound().await;
         app.stop().await;
     }
 }

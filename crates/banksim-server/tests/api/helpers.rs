@@ -277,7 +277,8 @@ impl TestApp {
             Some("admin"),
         )
         .expect("valid admin");
-        banksim_server::service::users::create(&self.state, registration).await.expect("create admin");
+        let operator = banksim_store::AuditContext::default();
+        banksim_server::service::users::create(&self.state, registration, &operator).await.expect("create admin");
         self.login(&email).await
     }
 

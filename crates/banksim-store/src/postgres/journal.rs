@@ -136,3 +136,29 @@ pub(crate) async fn account_balances(pool: &PgPool) -> Result<Vec<(Uuid, i64)>, 
     let rows = sqlx::query_as("SELECT id, balance_minor FROM accounts ORDER BY id").fetch_all(pool).await?;
     Ok(rows)
 }
+
+/// Appends an event to the log with the aggregate's next version.
+pub(crate) async fn append_event(
+    tx: &mut Transaction<'_, Postgres>,
+    aggregate: &str,
+    id: Uuid,
+    event_type: &str,
+    data: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
+         VALUES ($1, $2, $3,
+             COALESCE((SELECT max(version) FROM events WHERE aggregate_type = $2 AND aggregate_id = $3), 0) + 1,
+             $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(aggregate)
+    .bind(id)
+    .bind(event_type)
+    .bind(data)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

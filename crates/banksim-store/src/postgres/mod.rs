@@ -21,7 +21,8 @@ use crate::ledger::{
     Wallet,
 };
 use crate::model::{
-    Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage, offset_i64, parse_role,
+    Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserListQuery, UserPage,
+    offset_i64, parse_role, user_audit_row, user_change_names, user_json,
 };
 use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
 use crate::{
@@ -78,7 +79,8 @@ impl Store for PgStore {
         self.pool.close().await;
     }
 
-    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+    async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let sql = format!(
             "INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, true, $6, $6) RETURNING {USER_COLUMNS}"
@@ -90,9 +92,12 @@ impl Store for PgStore {
             .bind(&user.password_hash)
             .bind(user.role.as_str())
             .bind(user.now)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(user_from_row(&row)?)
+        let created = user_from_row(&row)?;
+        record_user_change(&mut tx, &created, "UserRegistered", "user.register", None, audit, user.now).await?;
+        tx.commit().await?;
+        Ok(created)
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
@@ -138,7 +143,13 @@ impl Store for PgStore {
         Ok(count.unsigned_abs())
     }
 
-    async fn update_user(&self, id: Uuid, changes: UserChanges, now: DateTime<Utc>) -> Result<User, StoreError> {
+    async fn update_user(
+        &self,
+        id: Uuid,
+        changes: UserChanges,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<User, StoreError> {
         let mut tx = self.pool.begin().await?;
         if changes.may_remove_an_admin() {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(LAST_ADMIN_LOCK_KEY).execute(&mut *tx).await?;
@@ -152,6 +163,7 @@ impl Store for PgStore {
                 return Err(StoreError::Conflict("last_admin"));
             }
         }
+        let before = find_user_in(&mut tx, id).await?;
         let sql = format!(
             "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
                  role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6
@@ -176,6 +188,8 @@ impl Store for PgStore {
             schedule::pause_user_schedules(&mut tx, id, now).await?;
         }
         let user = user_from_row(&row)?;
+        let (event, action) = user_change_names(&changes);
+        record_user_change(&mut tx, &user, event, action, before.as_ref(), audit, now).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -318,6 +332,25 @@ impl Store for PgStore {
         journal::account_balances(&self.pool).await
     }
 
+    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let row = crate::ledger::AuditRow {
+            entry_id: Uuid::now_v7(),
+            actor_id: attempt.context.actor_id,
+            action: attempt.action.clone(),
+            entity_type: attempt.entity_type,
+            entity_id: attempt.entity_id.clone(),
+            outcome: attempt.outcome.clone(),
+            details: attempt.details.clone(),
+            ip: attempt.context.ip.clone(),
+            user_agent: attempt.context.user_agent.clone(),
+            request_id: attempt.context.request_id.clone(),
+        };
+        let mut tx = self.pool.begin().await?;
+        journal::append_audit(&mut tx, std::slice::from_ref(&row), now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
         ledger::verify(&self.pool).await
     }
@@ -401,6 +434,21 @@ where
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// Writes the event and the audit entry of a change to a user, in the change's transaction.
+async fn record_user_change(
+    tx: &mut Transaction<'_, Postgres>,
+    user: &User,
+    event: &str,
+    action: &str,
+    before: Option<&User>,
+    audit: &AuditContext,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let details = serde_json::json!({"before": before.map(user_json), "after": user_json(user)});
+    journal::append_event(tx, "user", user.id, event, &details, now).await?;
+    journal::append_audit(tx, &[user_audit_row(user.id, action, details.clone(), audit)], now).await
 }
 
 async fn find_user_in(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option<User>, StoreError> {

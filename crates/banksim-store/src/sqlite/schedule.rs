@@ -322,21 +322,7 @@ async fn insert_event(
     data: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
-         VALUES ($1, $2, $3,
-             COALESCE((SELECT max(version) FROM events WHERE aggregate_type = $2 AND aggregate_id = $3), 0) + 1,
-             $4, $5, $6)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(AGGREGATE)
-    .bind(id)
-    .bind(event_type)
-    .bind(data.to_string())
-    .bind(micros(now))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    super::journal::append_event(tx, AGGREGATE, id, event_type, data, now).await
 }
 
 async fn insert_audit(tx: &mut Transaction<'_, Sqlite>, a: &AuditRow, now: DateTime<Utc>) -> Result<(), StoreError> {
