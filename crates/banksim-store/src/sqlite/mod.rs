@@ -463,8 +463,10 @@ async fn record_user_change(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let details = serde_json::json!({"before": before.map(user_json), "after": user_json(user)});
-    journal::append_event(tx, "user", user.id, event, &details, now).await?;
-    journal::append_audit(tx, &[user_audit_row(user.id, action, details.clone(), audit)], now).await
+    // The audit entry first: it takes the chain's head, and every event is appended while holding it, so events
+    // commit in sequence order and a reader of "events after N" never misses one that commits late.
+    journal::append_audit(tx, &[user_audit_row(user.id, action, details.clone(), audit)], now).await?;
+    journal::append_event(tx, "user", user.id, event, &details, now).await
 }
 
 async fn find_user_in(tx: &mut Transaction<'_, Sqlite>, id: Uuid) -> Result<Option<User>, StoreError> {

@@ -79,10 +79,10 @@ pub(crate) async fn create_schedule(
     .execute(&mut *tx)
     .await?;
     let data = schedule_json(s);
-    insert_event(&mut tx, s.id, "ScheduleCreated", &data, s.created_at).await?;
     let mut row = audit_row(s.id, "schedule.create", "success".to_owned(), json!({"after": data}), Some(audit));
     row.actor_id = row.actor_id.or(Some(s.user_id));
     insert_audit(&mut tx, &row, s.created_at).await?;
+    insert_event(&mut tx, s.id, "ScheduleCreated", &data, s.created_at).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(())
 }
@@ -150,8 +150,8 @@ pub(crate) async fn change_schedule_status(
         "before": {"status": before.status, "next_execution_at": before.next_execution_at},
         "after": {"status": after.status, "next_execution_at": after.next_execution_at},
     });
+    insert_audit(&mut tx, &audit_row(id, action, "success".to_owned(), data.clone(), Some(audit)), now).await?;
     insert_event(&mut tx, id, event_type, &data, now).await?;
-    insert_audit(&mut tx, &audit_row(id, action, "success".to_owned(), data, Some(audit)), now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(after)
 }
@@ -233,8 +233,8 @@ pub(crate) async fn record_occurrence(
     .await?;
     let after: ScheduleStatus = parse_stored(&after)?;
     let data = execution_json(id, update, before, after);
+    insert_audit(&mut tx, &audit_row(id, "schedule.execute", execution_outcome(e), data.clone(), None), now).await?;
     insert_event(&mut tx, id, execution_event_type(e.status), &data, now).await?;
-    insert_audit(&mut tx, &audit_row(id, "schedule.execute", execution_outcome(e), data, None), now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(true)
 }
@@ -308,8 +308,8 @@ pub(crate) async fn pause_user_schedules(
             "before": {"status": ScheduleStatus::Active},
             "after": {"status": ScheduleStatus::Paused},
         });
+        insert_audit(tx, &audit_row(id, "schedule.pause", "success".to_owned(), data.clone(), None), now).await?;
         insert_event(tx, id, "SchedulePaused", &data, now).await?;
-        insert_audit(tx, &audit_row(id, "schedule.pause", "success".to_owned(), data, None), now).await?;
     }
     Ok(())
 }
