@@ -16,8 +16,11 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Now, to the microsecond: the precision both databases keep, so an instant reads back exactly as it was
+    /// answered.
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        let now = Utc::now();
+        DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
     }
 }
 

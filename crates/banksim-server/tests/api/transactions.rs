@@ -30,6 +30,9 @@ async fn credit_debit_and_transfer_move_exact_amounts() {
         assert_eq!((t["from_user_id"].clone(), t["to_user_id"].as_str()), (Value::Null, Some(sefa.id.as_str())));
         assert_eq!(t["description"], "salary");
         assert_eq!((t["reversal_of"].clone(), t["reversed_by"].clone()), (Value::Null, Value::Null));
+        let read_back =
+            app.get(&format!("/api/v1/transactions/{}", t["id"].as_str().expect("id")), Some(&sefa.token)).await;
+        assert_eq!(read_back.text, credit.text, "a transaction reads back exactly as it was answered");
 
         let debit = app.money(DEBIT, &sefa, None, &json!({"amount": "0.01", "currency": "USD"})).await;
         assert_eq!(debit.status, StatusCode::CREATED, "{}", debit.text);
