@@ -375,17 +375,10 @@ impl From<ErrorCode> for ApiError {
 }
 
 impl From<LedgerError> for ApiError {
+    /// The ledger names its refusals with API codes (`LedgerError::code`, the one table): find that code here.
     fn from(err: LedgerError) -> Self {
-        let code = match err {
-            LedgerError::InsufficientFunds => ErrorCode::InsufficientFunds,
-            LedgerError::SelfTransfer => ErrorCode::SelfTransfer,
-            LedgerError::SameCurrency => ErrorCode::SameCurrency,
-            LedgerError::ConvertsToZero | LedgerError::Overflow => ErrorCode::InvalidAmount,
-            LedgerError::TransactionNotFound => ErrorCode::TransactionNotFound,
-            LedgerError::RollbackForbidden => ErrorCode::InsufficientPermissions,
-            LedgerError::AlreadyRolledBack => ErrorCode::AlreadyRolledBack,
-            LedgerError::NotReversible => ErrorCode::NotReversible,
-        };
+        let code =
+            ErrorCode::ALL.into_iter().find(|code| code.as_str() == err.code()).unwrap_or(ErrorCode::InternalError);
         Self::new(code).with_message(err.to_string())
     }
 }
@@ -508,6 +501,26 @@ mod tests {
             assert!(seen.insert(id), "{id} is used twice");
             assert!(id.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{id}");
             assert!(code.status().is_client_error() || code.status().is_server_error(), "{id}");
+        }
+    }
+
+    #[test]
+    fn every_ledger_refusal_has_an_api_code() {
+        use banksim_core::ledger::LedgerError::*;
+        for refusal in [
+            InsufficientFunds,
+            SelfTransfer,
+            SameCurrency,
+            ConvertsToZero,
+            TransactionNotFound,
+            RollbackForbidden,
+            AlreadyRolledBack,
+            NotReversible,
+            Overflow,
+        ] {
+            let code = ApiError::from(refusal).code();
+            assert_ne!(code, ErrorCode::InternalError, "{refusal:?}");
+            assert_eq!(code.as_str(), refusal.code());
         }
     }
 
