@@ -174,7 +174,7 @@ pub async fn create_schedule(
     };
     let schedule = schedule_service::build(&state, &caller, request).await?;
     let claim = match key {
-        Some(key) if (1..=255).contains(&key.chars().count()) => {
+        Some(key) if crate::service::ledger::is_client_key(&key) => {
             let body = serde_json::to_string(&ScheduleResponse::from(&schedule)).map_err(ApiError::internal)?;
             Some((IdempotencyClaim { user_id: caller.id, key, request_hash: print }, body))
         }

@@ -25,6 +25,10 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 
+/// The idempotency keys of scheduled occurrences start with this; clients may not use it (their keys share the
+/// owner's key space).
+pub const SCHEDULER_KEY_PREFIX: &str = "schedule:";
+
 /// Counters of the scheduler, for metrics.
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
@@ -175,14 +179,11 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
         }
         (kind, _) => return Err(format!("a scheduled {kind} cannot run")),
     };
-    let key = format!("schedule:{}:{occurrence}:{}", schedule.id, schedule.attempt);
+    let key = format!("{SCHEDULER_KEY_PREFIX}{}:{occurrence}:{}", schedule.id, schedule.attempt);
+    let request_hash = Sha256::digest(key.as_bytes()).to_vec();
     let request = LedgerRequest {
         command: Command { transaction_id: Uuid::now_v7(), movement, description: schedule.description.clone() },
-        idempotency: Some(IdempotencyClaim {
-            user_id: schedule.user_id,
-            request_hash: Sha256::digest(key.as_bytes()).to_vec(),
-            key,
-        }),
+        idempotency: Some(IdempotencyClaim { user_id: schedule.user_id, request_hash: request_hash.clone(), key }),
         audit: AuditContext {
             actor_id: Some(schedule.user_id),
             request_id: Some(format!("schedule-{}-{occurrence}", schedule.id)),
@@ -192,7 +193,8 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
     match state.writer.submit(request).await.map_err(|e| e.code().as_str().to_owned())? {
         LedgerOutcome::Posted(record) => Ok(Attempt::Posted(record.id)),
         LedgerOutcome::Refused(refusal) => Ok(Attempt::Refused(refusal.code().to_owned())),
-        LedgerOutcome::Replayed(stored) => Ok(replayed(&stored)),
+        LedgerOutcome::Replayed(stored) if stored.request_hash == request_hash => Ok(replayed(&stored)),
+        LedgerOutcome::Replayed(_) => Err("idempotency_key_reused".to_owned()),
     }
 }
 

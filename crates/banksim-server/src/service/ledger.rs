@@ -97,9 +97,16 @@ pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAn
     }
 }
 
-fn claim(user_id: Uuid, key: &str, request_hash: Vec<u8>) -> Result<IdempotencyClaim, ApiError> {
+/// Whether a client may use `key`: 1–255 characters, no control characters, not in the scheduler's namespace.
+pub fn is_client_key(key: &str) -> bool {
     let chars = key.chars().count();
-    if chars == 0 || chars > IDEMPOTENCY_KEY_CHARS_MAX || key.chars().any(char::is_control) {
+    (1..=IDEMPOTENCY_KEY_CHARS_MAX).contains(&chars)
+        && !key.chars().any(char::is_control)
+        && !key.starts_with(crate::jobs::scheduler::SCHEDULER_KEY_PREFIX)
+}
+
+fn claim(user_id: Uuid, key: &str, request_hash: Vec<u8>) -> Result<IdempotencyClaim, ApiError> {
+    if !is_client_key(key) {
         return Err(ErrorCode::InvalidIdempotencyKey.into());
     }
     Ok(IdempotencyClaim { user_id, key: key.to_owned(), request_hash })

@@ -64,6 +64,8 @@ async fn keys_must_be_1_to_255_characters() {
         let too_long = "k".repeat(256);
         app.money(CREDIT, &sefa, Some(&too_long), &body).await.assert_error(400, "invalid_idempotency_key");
         app.money(CREDIT, &sefa, Some(""), &body).await.assert_error(400, "invalid_idempotency_key");
+        let reserved = "schedule:0190c7a2-0000-7000-8000-000000000000:1:0";
+        app.money(CREDIT, &sefa, Some(reserved), &body).await.assert_error(400, "invalid_idempotency_key");
         let longest = "k".repeat(255);
         assert_eq!(app.money(CREDIT, &sefa, Some(&longest), &body).await.status, StatusCode::CREATED);
         app.stop().await;
