@@ -95,10 +95,15 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     Ok(())
 }
 
-/// Why an attempt did not move money.
+/// What one attempt of an occurrence did.
 enum Attempt {
+    /// The money moved.
     Posted(Uuid),
+    /// The ledger (or a check before it) refused: a failed attempt.
     Refused(String),
+    /// The writer could not say (unavailable, or a commit whose outcome is unknown): the same attempt, with the
+    /// same key, is made again, so a commit that did happen is replayed rather than repeated.
+    Unknown(String),
 }
 
 async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(), banksim_store::StoreError> {
@@ -111,12 +116,17 @@ async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(
         return Ok(());
     }
     let occurrence = schedule.current_occurrence + 1;
-    let attempt = match attempt(state, schedule, occurrence).await {
-        Ok(attempt) => attempt,
-        Err(reason) => Attempt::Refused(reason),
-    };
+    let attempt = attempt(state, schedule, occurrence).await;
     let stats = &state.scheduler_stats;
     match attempt {
+        Attempt::Unknown(reason) => {
+            let retry_at = now
+                + chrono::Duration::milliseconds(
+                    i64::try_from(state.config.scheduler_retry_base_ms).unwrap_or(i64::MAX),
+                );
+            tracing::warn!(schedule.id = %schedule.id, occurrence, %reason, "scheduled occurrence outcome unknown; trying the same attempt again");
+            state.store.retry_occurrence(schedule.id, schedule.attempt, retry_at, now).await?;
+        }
         Attempt::Posted(transaction_id) => {
             stats.succeeded.fetch_add(1, Ordering::Relaxed);
             let finished = schedule.calendar.is_finished(occurrence);
@@ -166,18 +176,18 @@ fn execution(
     ExecutionRecord { occurrence, executed_at, status, transaction_id, error, attempts: schedule.attempt + 1 }
 }
 
-/// Moves the money of one attempt through the writer; `Err` is a refusal or a failure to reach the writer.
-async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -> Result<Attempt, String> {
+/// Moves the money of one attempt through the writer.
+async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -> Attempt {
     let movement = match (schedule.transaction_type, schedule.to_user_id) {
         (TransactionKind::Credit, _) => Movement::Credit { user_id: schedule.user_id, amount: schedule.amount },
         (TransactionKind::Debit, _) => Movement::Debit { user_id: schedule.user_id, amount: schedule.amount },
         (TransactionKind::Transfer, Some(to_user_id)) => {
-            crate::service::ledger::check_recipient(state, to_user_id)
-                .await
-                .map_err(|e| e.code().as_str().to_owned())?;
+            if let Err(refusal) = crate::service::ledger::check_recipient(state, to_user_id).await {
+                return Attempt::Refused(refusal.code().as_str().to_owned());
+            }
             Movement::Transfer { from_user_id: schedule.user_id, to_user_id, amount: schedule.amount }
         }
-        (kind, _) => return Err(format!("a scheduled {kind} cannot run")),
+        (kind, _) => return Attempt::Refused(format!("a scheduled {kind} cannot run")),
     };
     let key = format!("{SCHEDULER_KEY_PREFIX}{}:{occurrence}:{}", schedule.id, schedule.attempt);
     let request_hash = Sha256::digest(key.as_bytes()).to_vec();
@@ -190,11 +200,12 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
             ..AuditContext::default()
         },
     };
-    match state.writer.submit(request).await.map_err(|e| e.code().as_str().to_owned())? {
-        LedgerOutcome::Posted(record) => Ok(Attempt::Posted(record.id)),
-        LedgerOutcome::Refused(refusal) => Ok(Attempt::Refused(refusal.code().to_owned())),
-        LedgerOutcome::Replayed(stored) if stored.request_hash == request_hash => Ok(replayed(&stored)),
-        LedgerOutcome::Replayed(_) => Err("idempotency_key_reused".to_owned()),
+    match state.writer.submit(request).await {
+        Ok(LedgerOutcome::Posted(record)) => Attempt::Posted(record.id),
+        Ok(LedgerOutcome::Refused(refusal)) => Attempt::Refused(refusal.code().to_owned()),
+        Ok(LedgerOutcome::Replayed(stored)) if stored.request_hash == request_hash => replayed(&stored),
+        Ok(LedgerOutcome::Replayed(_)) => Attempt::Refused("idempotency_key_reused".to_owned()),
+        Err(error) => Attempt::Unknown(error.code().as_str().to_owned()),
     }
 }
 

@@ -398,3 +398,30 @@ async fn occurrences_missed_while_no_instance_ran_run_after_a_restart() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_attempt_with_an_unknown_outcome_is_made_again_under_the_same_key() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(backend, |config| config.write_queue_capacity = 1, axum::Router::new()).await;
+        let sefa = app.user("sefa").await;
+        let due = Utc::now() + chrono::Duration::milliseconds(300);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let body = json!({"transaction_type": "credit", "amount": "1", "currency": "USD", "schedule_type": "once", "execute_at": at(due)});
+            ids.push(schedule(&app, &sefa, body).await["id"].clone());
+        }
+        // With the writer stuck and a queue of one, some occurrences cannot be handed over: their outcome is
+        // unknown to the scheduler, which must not count that as a failed attempt.
+        let lock = app.lock_writes().await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        lock.release().await;
+        for id in &ids {
+            let runs = wait_for_executions(&app, &sefa, id, 1).await;
+            assert_eq!(runs[0]["status"], "success", "{runs:?}");
+        }
+        let metrics = app.get("/metrics/basic", None).await;
+        assert_eq!(metrics.body["scheduler"]["attempts_failed"], 0, "{}", metrics.text);
+        assert_eq!(app.balance(&sefa, "USD").await, "3.00");
+        app.stop().await;
+    }
+}
