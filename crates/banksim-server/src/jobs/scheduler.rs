@@ -87,8 +87,15 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     stats.last_claim_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     let runs = claimed.into_iter().map(|schedule| async move {
         if let Err(err) = run_occurrence(state, &schedule).await {
-            // The lease expires and the occurrence is tried again; its idempotency key keeps it single.
+            // The same attempt is made again (its idempotency key keeps it single): soon if the lease can be
+            // given back now, else when it expires.
             tracing::warn!(schedule.id = %schedule.id, error = %err, "scheduled occurrence not recorded");
+            let now = state.clock.now();
+            let retry_at = now
+                + chrono::Duration::milliseconds(
+                    i64::try_from(state.config.scheduler_retry_base_ms).unwrap_or(i64::MAX),
+                );
+            let _ = state.store.retry_occurrence(schedule.id, schedule.attempt, retry_at, now).await;
         }
     });
     futures::future::join_all(runs).await;

@@ -383,5 +383,7 @@ fn test_config(url: &str, data_dir: &std::path::Path) -> Config {
     // Schedules in tests are due within moments, and retried within milliseconds.
     config.scheduler_poll_interval_ms = 25;
     config.scheduler_retry_base_ms = 10;
+    // A claim lost to an error comes back within seconds, inside the tests' waits.
+    config.scheduler_lease_secs = 2;
     config
 }
