@@ -91,15 +91,16 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
             // given back now, else when it expires.
             tracing::warn!(schedule.id = %schedule.id, error = %err, "scheduled occurrence not recorded");
             let now = state.clock.now();
-            let retry_at = now
-                + chrono::Duration::milliseconds(
-                    i64::try_from(state.config.scheduler_retry_base_ms).unwrap_or(i64::MAX),
-                );
-            let _ = state.store.retry_occurrence(schedule.id, schedule.attempt, retry_at, now).await;
+            let _ = state.store.retry_occurrence(schedule.id, schedule.attempt, soon(state, now), now).await;
         }
     });
     futures::future::join_all(runs).await;
     Ok(())
+}
+
+/// When the same attempt is made again after a writer or database error: one retry unit from now.
+fn soon(state: &AppState, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    now + chrono::Duration::milliseconds(i64::try_from(state.config.scheduler_retry_base_ms).unwrap_or(i64::MAX))
 }
 
 /// What one attempt of an occurrence did.
@@ -127,10 +128,7 @@ async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(
     let stats = &state.scheduler_stats;
     match attempt {
         Attempt::Unknown(reason) => {
-            let retry_at = now
-                + chrono::Duration::milliseconds(
-                    i64::try_from(state.config.scheduler_retry_base_ms).unwrap_or(i64::MAX),
-                );
+            let retry_at = soon(state, now);
             tracing::warn!(schedule.id = %schedule.id, occurrence, %reason, "scheduled occurrence outcome unknown; trying the same attempt again");
             state.store.retry_occurrence(schedule.id, schedule.attempt, retry_at, now).await?;
         }
