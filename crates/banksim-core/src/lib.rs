@@ -9,6 +9,7 @@ pub mod error;
 pub mod ledger;
 pub mod money;
 pub mod schedule;
+pub mod statement;
 pub mod user;
 
 pub use clock::{Clock, ManualClock, SystemClock};

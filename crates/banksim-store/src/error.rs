@@ -25,6 +25,10 @@ pub enum StoreError {
     /// A commit failed: whether it took effect is unknown (never a 503 that invites a blind retry).
     #[error("commit failed; outcome unknown")]
     CommitFailed(#[source] sqlx::Error),
+    /// Stored data breaks an invariant the code relies on (an unreadable or out-of-order event). Its text is for
+    /// logs and operators, never for clients.
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
     /// Anything else: a bug or a broken database. Its text is for logs, never for clients.
     #[error("database error")]
     Other(#[source] sqlx::Error),

@@ -12,6 +12,7 @@ pub mod journal;
 pub mod ledger;
 pub mod model;
 pub mod postgres;
+pub mod projection;
 pub mod schedule;
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -38,6 +39,7 @@ pub use model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserCursor, UserListQuery,
     UserPage,
 };
+pub use projection::{Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements};
 pub use schedule::{ExecutionRecord, ExecutionStatus, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
 
 /// Which database a [`Store`] talks to.
@@ -259,6 +261,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every recorded occurrence of a schedule, in order.
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError>;
+
+    /// Where a projection stands: its checkpoint, the log's head, and how old its oldest pending event is.
+    async fn projection_status(&self, projection: Projection) -> Result<ProjectionStatus, StoreError>;
+
+    /// Applies a delivery of events to a projection and moves its checkpoint to the last of them, in one
+    /// transaction. `events` must be the log's events in order, as read after the checkpoint with
+    /// [`Store::list_events`]; those at or before the checkpoint are skipped, so a duplicate or overlapping
+    /// delivery changes nothing twice. One consumer applies at a time: PostgreSQL returns
+    /// [`ProjectionProgress::Busy`] at once while another holds the checkpoint row, SQLite queues on its writer.
+    /// Fails with `Corrupt` (nothing written) if the delivery skips an event after the checkpoint or a money event
+    /// cannot be read.
+    async fn apply_to_projection(
+        &self,
+        projection: Projection,
+        events: &[EventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<ProjectionProgress, StoreError>;
+
+    /// A user's stored statement days in a range, and each wallet's closing balance before it, by currency.
+    async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError>;
+
+    /// The system totals of every currency that had a movement, as far as the projection has come.
+    async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError>;
 }
 
 /// Opens the store that `url` names: `postgres://…` / `postgresql://…`, or `sqlite:…` (a file path; created with

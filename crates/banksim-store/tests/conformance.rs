@@ -426,6 +426,207 @@ mod ledger {
         })
         .await;
     }
+
+    /// The projections: daily statements and system totals, built from the events alone.
+    mod projections {
+        use banksim_core::money::Rate;
+        use banksim_core::statement::DayStatement;
+        use banksim_store::{EventRecord, Projection, ProjectionProgress, StatementQuery, SystemTotal};
+        use chrono::NaiveDate;
+
+        use super::*;
+
+        fn day(d: u32) -> NaiveDate {
+            NaiveDate::from_ymd_opt(2026, 3, d).expect("day")
+        }
+
+        fn at(d: u32, hour: u32) -> DateTime<Utc> {
+            day(d).and_hms_opt(hour, 0, 0).expect("time").and_utc()
+        }
+
+        fn statement(d: u32, opening: i64, credits: i64, debits: i64) -> DayStatement {
+            DayStatement {
+                date: day(d),
+                opening_minor: opening,
+                credits_minor: credits,
+                debits_minor: debits,
+                closing_minor: opening + credits - debits,
+            }
+        }
+
+        /// Alice and Bob move money over four days (the 3rd is quiet for both; the 4th rolls Bob's debit back and
+        /// exchanges some of Alice's dollars); returns them.
+        async fn four_days_of_movements(store: &Arc<dyn Store>) -> (User, User) {
+            let a = store.create_user(new_user("alice", Role::User), &AUDIT).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AUDIT).await.expect("create");
+            let debit = request(Movement::Debit { user_id: b.id, amount: usd(100) }, None);
+            let debit_id = debit.command.transaction_id;
+            let rate = Rate::parse("0.5").expect("rate");
+            let days: Vec<(DateTime<Utc>, Vec<LedgerRequest>)> = vec![
+                (at(1, 9), vec![request(Movement::Credit { user_id: a.id, amount: usd(1_000) }, None)]),
+                (
+                    at(1, 23),
+                    vec![request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(300) }, None)],
+                ),
+                (at(2, 8), vec![debit]),
+                (
+                    at(4, 12),
+                    vec![
+                        request(
+                            Movement::Rollback { original_id: debit_id, actor_id: b.id, actor_is_admin: false },
+                            None,
+                        ),
+                        request(
+                            Movement::Exchange { user_id: a.id, amount: usd(101), to_currency: Currency::EUR, rate },
+                            None,
+                        ),
+                    ],
+                ),
+            ];
+            for (instant, requests) in days {
+                let outcomes = store.post_batch(&requests, &Plain, instant).await.expect("batch");
+                assert!(outcomes.iter().all(|o| matches!(o, LedgerOutcome::Posted(_))), "{outcomes:?}");
+            }
+            (a, b)
+        }
+
+        async fn all_events(store: &Arc<dyn Store>) -> Vec<EventRecord> {
+            store.list_events(0, 1_000).await.expect("events")
+        }
+
+        async fn apply(store: &Arc<dyn Store>, projection: Projection, events: &[EventRecord]) -> ProjectionProgress {
+            store.apply_to_projection(projection, events, now()).await.expect("apply")
+        }
+
+        async fn days_of(store: &Arc<dyn Store>, user: &User, currency: Currency) -> Vec<DayStatement> {
+            let query = StatementQuery { user_id: user.id, currency: Some(currency), from: day(1), to: day(31) };
+            let wallets = store.statements(&query).await.expect("statements");
+            wallets.into_iter().flat_map(|w| w.days).collect()
+        }
+
+        /// What every test expects once the projections have caught up with [`four_days_of_movements`].
+        async fn assert_exact(store: &Arc<dyn Store>, a: &User, b: &User) {
+            assert_eq!(
+                days_of(store, a, Currency::USD).await,
+                vec![statement(1, 0, 1_000, 300), statement(4, 700, 0, 101)],
+            );
+            assert_eq!(days_of(store, a, Currency::EUR).await, vec![statement(4, 0, 50, 0)]);
+            assert_eq!(
+                days_of(store, b, Currency::USD).await,
+                vec![statement(1, 0, 300, 0), statement(2, 300, 0, 100), statement(4, 200, 100, 0)],
+            );
+            let totals = store.system_totals().await.expect("totals");
+            let usd_total = SystemTotal {
+                currency: Currency::USD,
+                user_balances_minor: 599 + 300,
+                fx_minor: 101,
+                money_in_minor: 1_000 + 100,
+                money_out_minor: 100,
+                transactions: 5,
+            };
+            assert_eq!(totals.iter().find(|t| t.currency == Currency::USD), Some(&usd_total));
+            let eur = totals.iter().find(|t| t.currency == Currency::EUR).expect("EUR totals");
+            assert_eq!((eur.user_balances_minor, eur.fx_minor, eur.transactions), (50, -50, 1));
+            assert!(totals.iter().all(SystemTotal::is_balanced), "{totals:?}");
+            for projection in Projection::ALL {
+                let status = store.projection_status(projection).await.expect("status");
+                assert_eq!((status.checkpoint, status.lag_events(), status.oldest_pending_at), (status.head, 0, None));
+            }
+        }
+
+        #[tokio::test]
+        async fn overlapping_and_repeated_deliveries_apply_each_event_once() {
+            each_backend(|store| async move {
+                let (a, b) = four_days_of_movements(&store).await;
+                let events = all_events(&store).await;
+                assert!(events.len() > 6, "users and money events: {}", events.len());
+                for projection in Projection::ALL {
+                    let pending = store.projection_status(projection).await.expect("status");
+                    assert_eq!((pending.checkpoint, pending.lag_events()), (0, events.last().expect("event").sequence));
+                    assert_eq!(pending.oldest_pending_at, Some(events[0].created_at));
+                    let third = apply(&store, projection, &events[..3]).await;
+                    assert_eq!(third, ProjectionProgress::Applied { events: 3, checkpoint: events[2].sequence });
+                    let overlapping = apply(&store, projection, &events[..5]).await;
+                    assert_eq!(overlapping, ProjectionProgress::Applied { events: 2, checkpoint: events[4].sequence });
+                    apply(&store, projection, &events[2..]).await;
+                    let again = apply(&store, projection, &events).await;
+                    let last = events.last().expect("event").sequence;
+                    assert_eq!(again, ProjectionProgress::Applied { events: 0, checkpoint: last });
+                }
+                assert_exact(&store, &a, &b).await;
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_delivery_that_skips_an_event_is_refused_and_changes_nothing() {
+            each_backend(|store| async move {
+                four_days_of_movements(&store).await;
+                let events = all_events(&store).await;
+                for projection in Projection::ALL {
+                    let skipped = store.apply_to_projection(projection, &events[1..], now()).await;
+                    assert!(matches!(skipped, Err(StoreError::Corrupt(_))), "{skipped:?}");
+                    let mut reordered = events.clone();
+                    reordered.swap(0, 1);
+                    let reordered = store.apply_to_projection(projection, &reordered, now()).await;
+                    assert!(matches!(reordered, Err(StoreError::Corrupt(_))), "{reordered:?}");
+                    assert_eq!(store.projection_status(projection).await.expect("status").checkpoint, 0);
+                }
+                assert!(store.system_totals().await.expect("totals").is_empty());
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn consumers_racing_over_the_same_events_apply_each_once() {
+            each_backend(|store| async move {
+                let (a, b) = four_days_of_movements(&store).await;
+                let consumers = (0..4).map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        for projection in Projection::ALL {
+                            loop {
+                                let status = store.projection_status(projection).await.expect("status");
+                                if status.lag_events() == 0 {
+                                    break;
+                                }
+                                // Small deliveries read before the race, so most of them overlap another's.
+                                let events = store.list_events(status.checkpoint, 2).await.expect("events");
+                                if apply(&store, projection, &events).await == ProjectionProgress::Busy {
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                        }
+                    })
+                });
+                for consumer in futures::future::join_all(consumers).await {
+                    consumer.expect("consumer");
+                }
+                assert_exact(&store, &a, &b).await;
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn statements_read_the_balance_before_the_range() {
+            each_backend(|store| async move {
+                let (a, _) = four_days_of_movements(&store).await;
+                let events = all_events(&store).await;
+                apply(&store, Projection::DailyStatements, &events).await;
+                let query = StatementQuery { user_id: a.id, currency: None, from: day(2), to: day(4) };
+                let wallets = store.statements(&query).await.expect("statements");
+                let summary: Vec<_> = wallets.iter().map(|w| (w.currency, w.balance_before, w.days.clone())).collect();
+                assert_eq!(
+                    summary,
+                    vec![
+                        (Currency::EUR, None, vec![statement(4, 0, 50, 0)]),
+                        (Currency::USD, Some(700), vec![statement(4, 700, 0, 101)]),
+                    ]
+                );
+            })
+            .await;
+        }
+    }
 }
 
 #[tokio::test]

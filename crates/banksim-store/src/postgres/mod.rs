@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 mod journal;
 mod ledger;
+mod projection;
 mod schedule;
 
 use async_trait::async_trait;
@@ -23,6 +24,9 @@ use crate::ledger::{
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserListQuery, UserPage,
     offset_i64, parse_role, user_audit_row, user_change_names, user_json,
+};
+use crate::projection::{
+    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
 };
 use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
 use crate::{
@@ -414,6 +418,27 @@ impl Store for PgStore {
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
         schedule::list_executions(&self.pool, schedule_id).await
+    }
+
+    async fn projection_status(&self, projection: Projection) -> Result<ProjectionStatus, StoreError> {
+        projection::status(&self.pool, projection).await
+    }
+
+    async fn apply_to_projection(
+        &self,
+        projection: Projection,
+        events: &[EventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<ProjectionProgress, StoreError> {
+        projection::apply(&self.pool, projection, events, now).await
+    }
+
+    async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {
+        projection::statements(&self.pool, query).await
+    }
+
+    async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
+        projection::system_totals(&self.pool).await
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 mod journal;
 mod ledger;
+mod projection;
 mod schedule;
 
 use async_trait::async_trait;
@@ -32,6 +33,9 @@ use crate::ledger::{
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserListQuery, UserPage,
     offset_i64, parse_role, user_audit_row, user_change_names, user_json,
+};
+use crate::projection::{
+    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
 };
 use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
 use crate::{
@@ -421,6 +425,27 @@ impl Store for SqliteStore {
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
         schedule::list_executions(&self.reader, schedule_id).await
+    }
+
+    async fn projection_status(&self, projection: Projection) -> Result<ProjectionStatus, StoreError> {
+        projection::status(&self.reader, projection).await
+    }
+
+    async fn apply_to_projection(
+        &self,
+        projection: Projection,
+        events: &[EventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<ProjectionProgress, StoreError> {
+        projection::apply(&self.writer, projection, events, now).await
+    }
+
+    async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {
+        projection::statements(&self.reader, query).await
+    }
+
+    async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
+        projection::system_totals(&self.reader).await
     }
 }
 

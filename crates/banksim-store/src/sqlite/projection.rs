@@ -1,0 +1,227 @@
+//! Projections on SQLite: a batch is applied on the single writer connection, and its transaction starts with a
+//! write to the checkpoint row, so that another process on the same file waits for it (busy timeout) rather than
+//! reading a checkpoint that is about to move.
+
+use std::collections::HashMap;
+
+use banksim_core::statement::DayStatement;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{instant, micros};
+use crate::ledger::parse_currency;
+use crate::projection::{
+    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements, events_after,
+    group_statements, statement_changes, total_changes, wallet_movements,
+};
+use crate::{EventRecord, StoreError};
+
+pub(crate) async fn status(pool: &SqlitePool, projection: Projection) -> Result<ProjectionStatus, StoreError> {
+    let row = sqlx::query(
+        "SELECT c.position, c.updated_at,
+                (SELECT COALESCE(max(sequence), 0) FROM events) AS head,
+                (SELECT created_at FROM events WHERE sequence > c.position ORDER BY sequence LIMIT 1) AS pending_at
+         FROM projection_checkpoints c WHERE c.projection = $1",
+    )
+    .bind(projection.name())
+    .fetch_one(pool)
+    .await?;
+    let optional_instant = |column| row.try_get::<Option<i64>, _>(column)?.map(instant).transpose();
+    Ok(ProjectionStatus {
+        projection,
+        checkpoint: row.try_get("position")?,
+        head: row.try_get("head")?,
+        oldest_pending_at: optional_instant("pending_at")?,
+        updated_at: optional_instant("updated_at")?,
+    })
+}
+
+pub(crate) async fn apply(
+    writer: &SqlitePool,
+    projection: Projection,
+    events: &[EventRecord],
+    now: DateTime<Utc>,
+) -> Result<ProjectionProgress, StoreError> {
+    let mut tx = writer.begin().await?;
+    match apply_in(&mut tx, projection, events, now).await {
+        Ok(progress) => {
+            tx.commit().await?;
+            Ok(progress)
+        }
+        Err(err) => {
+            // Roll back now rather than on drop, so the checkpoint's lock is free when this call returns.
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+async fn apply_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    projection: Projection,
+    events: &[EventRecord],
+    now: DateTime<Utc>,
+) -> Result<ProjectionProgress, StoreError> {
+    let checkpoint: i64 = sqlx::query_scalar(
+        "UPDATE projection_checkpoints SET position = position WHERE projection = $1 RETURNING position",
+    )
+    .bind(projection.name())
+    .fetch_one(&mut **tx)
+    .await?;
+    let new = events_after(events, checkpoint)?;
+    let (Some(first), Some(last)) = (new.first(), new.last()) else {
+        return Ok(ProjectionProgress::Applied { events: 0, checkpoint });
+    };
+    let next: Option<i64> = sqlx::query_scalar("SELECT min(sequence) FROM events WHERE sequence > $1")
+        .bind(checkpoint)
+        .fetch_one(&mut **tx)
+        .await?;
+    if next != Some(first.sequence) {
+        return Err(StoreError::Corrupt(format!(
+            "{projection} at {checkpoint} was handed event {} but the log continues at {next:?}",
+            first.sequence
+        )));
+    }
+    match projection {
+        Projection::DailyStatements => apply_statements(tx, new).await?,
+        Projection::SystemTotals => apply_totals(tx, new).await?,
+    }
+    sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = $3 WHERE projection = $1")
+        .bind(projection.name())
+        .bind(last.sequence)
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await?;
+    Ok(ProjectionProgress::Applied { events: new.len(), checkpoint: last.sequence })
+}
+
+async fn apply_statements(tx: &mut Transaction<'_, Sqlite>, events: &[EventRecord]) -> Result<(), StoreError> {
+    let movements = wallet_movements(events)?;
+    let mut latest = HashMap::new();
+    for &(user_id, currency) in movements.keys() {
+        let row = sqlx::query(
+            "SELECT day, opening_minor, credits_minor, debits_minor, closing_minor FROM daily_statements
+             WHERE user_id = $1 AND currency = $2 ORDER BY day DESC LIMIT 1",
+        )
+        .bind(user_id)
+        .bind(currency.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            latest.insert((user_id, currency), day_from_row(&row)?);
+        }
+    }
+    for ((user_id, currency), day) in statement_changes(movements, &latest)? {
+        sqlx::query(
+            "INSERT INTO daily_statements (user_id, currency, day, opening_minor, credits_minor, debits_minor,
+                 closing_minor)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (user_id, currency, day) DO UPDATE SET opening_minor = excluded.opening_minor,
+                 credits_minor = excluded.credits_minor, debits_minor = excluded.debits_minor,
+                 closing_minor = excluded.closing_minor",
+        )
+        .bind(user_id)
+        .bind(currency.to_string())
+        .bind(day.date)
+        .bind(day.opening_minor)
+        .bind(day.credits_minor)
+        .bind(day.debits_minor)
+        .bind(day.closing_minor)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn apply_totals(tx: &mut Transaction<'_, Sqlite>, events: &[EventRecord]) -> Result<(), StoreError> {
+    for t in total_changes(events)? {
+        sqlx::query(
+            "INSERT INTO system_totals AS t (currency, user_balances_minor, fx_minor, money_in_minor,
+                 money_out_minor, transactions)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (currency) DO UPDATE SET
+                 user_balances_minor = t.user_balances_minor + excluded.user_balances_minor,
+                 fx_minor = t.fx_minor + excluded.fx_minor,
+                 money_in_minor = t.money_in_minor + excluded.money_in_minor,
+                 money_out_minor = t.money_out_minor + excluded.money_out_minor,
+                 transactions = t.transactions + excluded.transactions",
+        )
+        .bind(t.currency.to_string())
+        .bind(t.user_balances_minor)
+        .bind(t.fx_minor)
+        .bind(t.money_in_minor)
+        .bind(t.money_out_minor)
+        .bind(t.transactions)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn statements(pool: &SqlitePool, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {
+    let currency = query.currency.map(|c| c.to_string());
+    let rows = sqlx::query(
+        "SELECT currency, day, opening_minor, credits_minor, debits_minor, closing_minor FROM daily_statements
+         WHERE user_id = $1 AND ($2 IS NULL OR currency = $2) AND day BETWEEN $3 AND $4
+         ORDER BY currency, day",
+    )
+    .bind(query.user_id)
+    .bind(&currency)
+    .bind(query.from)
+    .bind(query.to)
+    .fetch_all(pool)
+    .await?;
+    let days = rows
+        .iter()
+        .map(|row| Ok((parse_currency(row.try_get("currency")?)?, day_from_row(row)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    // SQLite returns the bare column's value from the row that holds the max().
+    let rows = sqlx::query(
+        "SELECT currency, closing_minor, max(day) FROM daily_statements
+         WHERE user_id = $1 AND ($2 IS NULL OR currency = $2) AND day < $3
+         GROUP BY currency",
+    )
+    .bind(query.user_id)
+    .bind(&currency)
+    .bind(query.from)
+    .fetch_all(pool)
+    .await?;
+    let before = rows
+        .iter()
+        .map(|row| Ok((parse_currency(row.try_get("currency")?)?, row.try_get("closing_minor")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(group_statements(days, before))
+}
+
+pub(crate) async fn system_totals(pool: &SqlitePool) -> Result<Vec<SystemTotal>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT currency, user_balances_minor, fx_minor, money_in_minor, money_out_minor, transactions
+         FROM system_totals ORDER BY currency",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(SystemTotal {
+                currency: parse_currency(row.try_get("currency")?)?,
+                user_balances_minor: row.try_get("user_balances_minor")?,
+                fx_minor: row.try_get("fx_minor")?,
+                money_in_minor: row.try_get("money_in_minor")?,
+                money_out_minor: row.try_get("money_out_minor")?,
+                transactions: row.try_get("transactions")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+fn day_from_row(row: &SqliteRow) -> Result<DayStatement, sqlx::Error> {
+    Ok(DayStatement {
+        date: row.try_get("day")?,
+        opening_minor: row.try_get("opening_minor")?,
+        credits_minor: row.try_get("credits_minor")?,
+        debits_minor: row.try_get("debits_minor")?,
+        closing_minor: row.try_get("closing_minor")?,
+    })
+}
