@@ -13,6 +13,7 @@ use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::transactions::TransactionRenderer;
+use crate::jobs::projector::Projector;
 use crate::jobs::scheduler::{Scheduler, SchedulerStats};
 use crate::router;
 use crate::service::users::UserDirectory;
@@ -123,18 +124,25 @@ pub async fn serve(
 /// The background jobs of one instance.
 pub struct BackgroundJobs {
     scheduler: Option<Scheduler>,
+    projector: Option<Projector>,
 }
 
 impl BackgroundJobs {
     /// Starts the jobs the configuration enables.
     pub fn start(state: &AppState) -> Self {
-        Self { scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())) }
+        Self {
+            scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())),
+            projector: state.config.projector_enabled.then(|| Projector::start(state.clone())),
+        }
     }
 
     /// Stops every job, letting the work in progress finish.
     pub async fn stop(self) {
         if let Some(scheduler) = self.scheduler {
             scheduler.stop().await;
+        }
+        if let Some(projector) = self.projector {
+            projector.stop().await;
         }
     }
 }

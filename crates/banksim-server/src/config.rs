@@ -186,6 +186,19 @@ pub struct Config {
     #[arg(long, env = "SCHEDULER_BATCH_MAX", value_name = "SCHEDULER_BATCH_MAX", default_value_t = 100)]
     pub scheduler_batch_max: u32,
 
+    /// Whether this instance runs the projectors (any number of instances may: one applies at a time, and no
+    /// event is applied twice).
+    #[arg(long, env = "PROJECTOR_ENABLED", value_name = "PROJECTOR_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub projector_enabled: bool,
+
+    /// How often an idle projector looks for new events, in milliseconds (default 200).
+    #[arg(long, env = "PROJECTOR_POLL_INTERVAL_MS", value_name = "PROJECTOR_POLL_INTERVAL_MS", default_value_t = 200)]
+    pub projector_poll_interval_ms: u64,
+
+    /// Most events a projector applies in one database transaction (default 500).
+    #[arg(long, env = "PROJECTOR_BATCH_MAX", value_name = "PROJECTOR_BATCH_MAX", default_value_t = 500)]
+    pub projector_batch_max: u32,
+
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -286,6 +299,8 @@ impl Config {
             ("SCHEDULER_POLL_INTERVAL_MS", self.scheduler_poll_interval_ms),
             ("SCHEDULER_LEASE_SECS", self.scheduler_lease_secs),
             ("SCHEDULER_BATCH_MAX", u64::from(self.scheduler_batch_max)),
+            ("PROJECTOR_POLL_INTERVAL_MS", self.projector_poll_interval_ms),
+            ("PROJECTOR_BATCH_MAX", u64::from(self.projector_batch_max)),
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));

@@ -6,7 +6,7 @@ use banksim_core::currency::Currency;
 use banksim_core::ledger::TransactionKind;
 use banksim_core::money::Money;
 use banksim_store::HistoryQuery;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
@@ -21,6 +21,7 @@ use crate::http::extract::ApiQuery;
 use crate::http::money::{amount_json, parse_currency};
 use crate::http::pagination::page_limit;
 use crate::http::transactions::parse_instant;
+use crate::service::statements::{daily_statements, statement_range};
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -29,6 +30,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_current_balance))
         .routes(routes!(get_balance_history))
         .routes(routes!(get_balance_at_time))
+        .routes(routes!(get_balance_statements))
 }
 
 /// Which currency (default USD).
@@ -259,4 +261,87 @@ pub async fn get_balance_at_time(
         currency: currency.to_string(),
         timestamp,
     }))
+}
+
+/// Which days' statements.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StatementParams {
+    /// First UTC day, `YYYY-MM-DD` (default: 29 days before `to`).
+    from: Option<String>,
+    /// Last UTC day, inclusive (default and latest: today). At most 366 days from `from`.
+    to: Option<String>,
+    /// Only this currency's wallet (default: every wallet).
+    currency: Option<String>,
+}
+
+/// One wallet's day.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyStatement {
+    /// The UTC day.
+    #[schema(value_type = String, format = Date, example = "2026-03-01")]
+    date: NaiveDate,
+    /// ISO 4217 code.
+    currency: String,
+    /// Balance at the start of the day.
+    #[schema(value_type = f64, example = 100.00)]
+    opening: Box<RawValue>,
+    /// Money in during the day.
+    #[schema(value_type = f64, example = 50.00)]
+    credits: Box<RawValue>,
+    /// Money out during the day.
+    #[schema(value_type = f64, example = 20.00)]
+    debits: Box<RawValue>,
+    /// Balance at the end of the day (`opening + credits − debits`).
+    #[schema(value_type = f64, example = 130.00)]
+    closing: Box<RawValue>,
+}
+
+/// Daily statements, by day and then currency.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DailyStatements {
+    /// One per wallet and day from the wallet's first movement on; quiet days carry the previous closing balance.
+    statements: Vec<DailyStatement>,
+    /// First day covered.
+    #[schema(value_type = String, format = Date)]
+    from: NaiveDate,
+    /// Last day covered.
+    #[schema(value_type = String, format = Date)]
+    to: NaiveDate,
+}
+
+/// The caller's daily statements (UTC days), built by a projection of the event log; they include every movement
+/// made before the request.
+#[utoipa::path(get, path = "/balances/statements", tag = "balances", params(StatementParams),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = DailyStatements),
+        (status = 400, description = "`invalid_parameter` (dates, range), `unsupported_currency`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+    ))]
+pub async fn get_balance_statements(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiQuery(params): ApiQuery<StatementParams>,
+) -> Result<Json<DailyStatements>, ApiError> {
+    let range = statement_range(params.from.as_deref(), params.to.as_deref(), state.clock.now().date_naive())?;
+    let currency = match params.currency.as_deref() {
+        Some(code) => Some(parse_currency(Some(code), "currency", &state.config.enabled_currencies)?),
+        None => None,
+    };
+    let days = daily_statements(&state, caller.id, currency, range).await?;
+    let amount = |minor, currency| amount_json(Money::new(minor, currency));
+    let statements = days
+        .into_iter()
+        .map(|(currency, day)| DailyStatement {
+            date: day.date,
+            currency: currency.to_string(),
+            opening: amount(day.opening_minor, currency),
+            credits: amount(day.credits_minor, currency),
+            debits: amount(day.debits_minor, currency),
+            closing: amount(day.closing_minor, currency),
+        })
+        .collect();
+    Ok(Json(DailyStatements { statements, from: range.from, to: range.to }))
 }

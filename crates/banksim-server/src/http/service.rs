@@ -1,15 +1,21 @@
 //! Service routes: liveness, readiness and ping.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use banksim_core::money::Money;
+use banksim_store::Projection;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::http::money::amount_json;
 
 /// Routes under `/api/v1`.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -102,6 +108,46 @@ pub struct BasicMetrics {
     database: DatabasePool,
     /// The scheduler of this instance.
     scheduler: SchedulerMetrics,
+    /// Each projection's place in the event log, by name (`daily_statements`, `system_totals`); empty when the
+    /// database cannot be read.
+    projections: BTreeMap<&'static str, ProjectionMetrics>,
+    /// Per currency, from the `system_totals` projection (as far as it has come): what users and the FX accounts
+    /// hold, what came in and went out, movements; empty when the database cannot be read.
+    system_totals: BTreeMap<String, CurrencyTotals>,
+}
+
+/// How far a projection is behind the event log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionMetrics {
+    /// The sequence of the last event applied.
+    checkpoint: i64,
+    /// The sequence of the log's last event.
+    head: i64,
+    /// Events not yet applied (in sequence numbers).
+    lag_events: i64,
+    /// How long the oldest event not yet applied has waited, in seconds (0 when caught up).
+    lag_seconds: f64,
+}
+
+/// One currency's totals across the system.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrencyTotals {
+    /// The sum of every user wallet.
+    #[schema(value_type = f64)]
+    user_balances: Box<RawValue>,
+    /// What the FX accounts hold (exchange rounding and spread).
+    #[schema(value_type = f64)]
+    fx_holdings: Box<RawValue>,
+    /// Money that entered the bank.
+    #[schema(value_type = f64)]
+    money_in: Box<RawValue>,
+    /// Money that left the bank.
+    #[schema(value_type = f64)]
+    money_out: Box<RawValue>,
+    /// Money movements in this currency.
+    transactions: i64,
+    /// Whether users and FX accounts hold exactly what came in minus what went out.
+    balanced: bool,
 }
 
 /// What the scheduler did.
@@ -141,7 +187,54 @@ pub struct DatabasePool {
     pool_size: u32,
 }
 
-fn basic_metrics_of(state: &AppState) -> BasicMetrics {
+/// Every projection's lag; none if the database cannot be read (metrics never fail).
+async fn projection_metrics(state: &AppState) -> BTreeMap<&'static str, ProjectionMetrics> {
+    let mut metrics = BTreeMap::new();
+    for projection in Projection::ALL {
+        match state.store.projection_status(projection).await {
+            Ok(status) => {
+                let lag_seconds = status.lag(state.clock.now()).as_secs_f64();
+                let figures = ProjectionMetrics {
+                    checkpoint: status.checkpoint,
+                    head: status.head,
+                    lag_events: status.lag_events(),
+                    lag_seconds,
+                };
+                metrics.insert(projection.name(), figures);
+            }
+            Err(err) => tracing::warn!(%projection, error = %err, "metrics: projection status unavailable"),
+        }
+    }
+    metrics
+}
+
+/// The system totals by currency code; none if the database cannot be read.
+async fn system_totals(state: &AppState) -> BTreeMap<String, CurrencyTotals> {
+    let totals = match state.store.system_totals().await {
+        Ok(totals) => totals,
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: system totals unavailable");
+            return BTreeMap::new();
+        }
+    };
+    let amount = |minor, currency| amount_json(Money::new(minor, currency));
+    totals
+        .into_iter()
+        .map(|t| {
+            let figures = CurrencyTotals {
+                user_balances: amount(t.user_balances_minor, t.currency),
+                fx_holdings: amount(t.fx_minor, t.currency),
+                money_in: amount(t.money_in_minor, t.currency),
+                money_out: amount(t.money_out_minor, t.currency),
+                transactions: t.transactions,
+                balanced: t.is_balanced(),
+            };
+            (t.currency.to_string(), figures)
+        })
+        .collect()
+}
+
+async fn basic_metrics_of(state: &AppState) -> BasicMetrics {
     use std::sync::atomic::Ordering::Relaxed;
     let uptime = state.started.elapsed().as_secs();
     let stats = state.writer.stats();
@@ -164,17 +257,20 @@ fn basic_metrics_of(state: &AppState) -> BasicMetrics {
             last_claimed: state.scheduler_stats.last_claimed.load(Relaxed),
             last_claim_ms: state.scheduler_stats.last_claim_micros.load(Relaxed) as f64 / 1000.0,
         },
+        projections: projection_metrics(state).await,
+        system_totals: system_totals(state).await,
     }
 }
 
-/// Counters of the service: uptime, write queue depth and batch sizes, transactions processed (GET or POST).
+/// Counters of the service: uptime, write queue depth and batch sizes, transactions processed, scheduler,
+/// projector lag and system totals per currency (GET or POST).
 #[utoipa::path(method(get, post), path = "/metrics/basic", tag = "service", responses((status = 200, body = BasicMetrics)))]
 pub async fn basic_metrics(State(state): State<AppState>) -> Json<BasicMetrics> {
-    Json(basic_metrics_of(&state))
+    Json(basic_metrics_of(&state).await)
 }
 
 /// The same counters at the root (GET or POST).
 #[utoipa::path(method(get, post), path = "/metrics/basic", tag = "service", responses((status = 200, body = BasicMetrics)))]
 pub async fn root_basic_metrics(State(state): State<AppState>) -> Json<BasicMetrics> {
-    Json(basic_metrics_of(&state))
+    Json(basic_metrics_of(&state).await)
 }

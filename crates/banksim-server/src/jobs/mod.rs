@@ -1,3 +1,4 @@
 //! Background jobs: work that runs on its own schedule rather than in answer to a request.
 
+pub mod projector;
 pub mod scheduler;

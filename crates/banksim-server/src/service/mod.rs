@@ -5,4 +5,5 @@
 pub mod auth;
 pub mod ledger;
 pub mod schedules;
+pub mod statements;
 pub mod users;

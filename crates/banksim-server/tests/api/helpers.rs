@@ -321,8 +321,32 @@ impl TestApp {
             events.extend(page);
         }
         let replayed = banksim_store::replay_balances(&events).expect("replay");
-        for (account, balance) in self.state.store.account_balances().await.expect("balances") {
+        let balances = self.state.store.account_balances().await.expect("balances");
+        for &(account, balance) in &balances {
             assert_eq!(replayed.get(&account).copied().unwrap_or(0), balance, "account {account} replays differently");
+        }
+        self.assert_system_totals_match(&balances).await;
+    }
+
+    /// Brings the system totals projection up to the log and checks it against the ledger's system accounts: the
+    /// FX accounts hold `fx`, the world account `money_out − money_in`, and the users the rest.
+    async fn assert_system_totals_match(&self, balances: &[(uuid::Uuid, i64)]) {
+        use banksim_core::ledger::AccountKey;
+        let caught_up = banksim_server::jobs::projector::catch_up(
+            &self.state,
+            banksim_store::Projection::SystemTotals,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("catch up");
+        assert!(caught_up, "the system totals projection did not catch up");
+        let balance = |key: AccountKey| balances.iter().find(|(id, _)| *id == key.id()).map_or(0, |(_, b)| *b);
+        for total in self.state.store.system_totals().await.expect("totals") {
+            let currency = total.currency;
+            assert!(total.is_balanced(), "{total:?}");
+            assert_eq!(total.fx_minor, balance(AccountKey::Fx { currency }), "{currency} FX holdings");
+            let world = balance(AccountKey::World { currency });
+            assert_eq!(total.money_out_minor - total.money_in_minor, world, "{currency} money in and out");
         }
     }
 
@@ -385,5 +409,7 @@ fn test_config(url: &str, data_dir: &std::path::Path) -> Config {
     config.scheduler_retry_base_ms = 10;
     // A claim lost to an error comes back within seconds, inside the tests' waits.
     config.scheduler_lease_secs = 2;
+    // Projections follow the log within moments.
+    config.projector_poll_interval_ms = 20;
     config
 }

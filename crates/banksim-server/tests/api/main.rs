@@ -13,6 +13,7 @@ mod idempotency;
 mod rate_limit;
 mod schedules;
 mod service;
+mod statements;
 mod tokens;
 mod transactions;
 mod users;

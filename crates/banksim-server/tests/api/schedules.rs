@@ -344,7 +344,8 @@ async fn two_instances_run_every_occurrence_exactly_once() {
         let app = TestApp::spawn(backend).await;
         let other = app.spawn_beside(|config| config.scheduler_poll_interval_ms = 10).await;
         let users: Vec<TestUser> = futures::future::join_all((0..4).map(|i| app.user_named(i))).await;
-        let due = Utc::now() + chrono::Duration::milliseconds(400);
+        // Far enough ahead for twenty creations on a busy two-core machine; then both schedulers race for them.
+        let due = Utc::now() + chrono::Duration::milliseconds(1_500);
         let mut ids = Vec::new();
         for user in &users {
             for _ in 0..5 {

@@ -32,7 +32,7 @@ pub(crate) async fn post_batch(
 ) -> Result<Vec<LedgerOutcome>, StoreError> {
     // IMMEDIATE takes the write lock up front: a batch reads before it writes, and another process writing in
     // between (say `banksim admin`) would otherwise fail it with SQLITE_BUSY.
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::begin_write(writer).await?;
     let mut stored = HashMap::new();
     for claim in requests.iter().filter_map(|r| r.idempotency.as_ref()) {
         if let Some(response) = find_idempotent(&mut *tx, claim.user_id, &claim.key).await? {

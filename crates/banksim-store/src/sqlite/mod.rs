@@ -103,7 +103,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_write(&self.writer).await?;
         let sql = format!(
             "INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 1, $6, $6) RETURNING {USER_COLUMNS}"
@@ -174,7 +174,7 @@ impl Store for SqliteStore {
         audit: &AuditContext,
     ) -> Result<User, StoreError> {
         // The single writer connection serialises this whole transaction against every other write.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_write(&self.writer).await?;
         let target = find_user_in(&mut tx, id).await?.ok_or(StoreError::NotFound)?;
         if changes.may_remove_an_admin() && target.role == Role::Admin && target.is_active {
             let others: i64 =
@@ -227,7 +227,7 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<RefreshOutcome, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_write(&self.writer).await?;
         let row = sqlx::query(
             "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.used_at, t.revoked_at, u.is_active
              FROM refresh_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1",
@@ -273,7 +273,7 @@ impl Store for SqliteStore {
         user_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_write(&self.writer).await?;
         let family: Option<Uuid> =
             sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
                 .bind(presented)
@@ -356,7 +356,7 @@ impl Store for SqliteStore {
             user_agent: attempt.context.user_agent.clone(),
             request_id: attempt.context.request_id.clone(),
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = begin_write(&self.writer).await?;
         journal::append_audit(&mut tx, std::slice::from_ref(&row), now).await?;
         tx.commit().await?;
         Ok(())
@@ -510,6 +510,13 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
         created_at: instant(row.try_get("created_at")?)?,
         updated_at: instant(row.try_get("updated_at")?)?,
     })
+}
+
+/// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`): when another process (a second
+/// instance on the same file) is writing, it waits for the busy timeout, where a deferred transaction that read
+/// first would fail at its first write.
+pub(crate) async fn begin_write(writer: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// An instant as stored: microseconds since the Unix epoch.

@@ -1,6 +1,5 @@
-//! Projections on SQLite: a batch is applied on the single writer connection, and its transaction starts with a
-//! write to the checkpoint row, so that another process on the same file waits for it (busy timeout) rather than
-//! reading a checkpoint that is about to move.
+//! Projections on SQLite: a batch is applied in a write transaction (`BEGIN IMMEDIATE` on the single writer
+//! connection), so the checkpoint it reads cannot move under it, even from another process on the same file.
 
 use std::collections::HashMap;
 
@@ -43,7 +42,7 @@ pub(crate) async fn apply(
     events: &[EventRecord],
     now: DateTime<Utc>,
 ) -> Result<ProjectionProgress, StoreError> {
-    let mut tx = writer.begin().await?;
+    let mut tx = super::begin_write(writer).await?;
     match apply_in(&mut tx, projection, events, now).await {
         Ok(progress) => {
             tx.commit().await?;
@@ -63,12 +62,10 @@ async fn apply_in(
     events: &[EventRecord],
     now: DateTime<Utc>,
 ) -> Result<ProjectionProgress, StoreError> {
-    let checkpoint: i64 = sqlx::query_scalar(
-        "UPDATE projection_checkpoints SET position = position WHERE projection = $1 RETURNING position",
-    )
-    .bind(projection.name())
-    .fetch_one(&mut **tx)
-    .await?;
+    let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1")
+        .bind(projection.name())
+        .fetch_one(&mut **tx)
+        .await?;
     let new = events_after(events, checkpoint)?;
     let (Some(first), Some(last)) = (new.first(), new.last()) else {
         return Ok(ProjectionProgress::Applied { events: 0, checkpoint });

@@ -30,7 +30,7 @@ pub(crate) async fn create_schedule(
     idempotency: Option<(&IdempotencyClaim, u16, &str)>,
     audit: &AuditContext,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     if let Some((claim, status, body)) = idempotency {
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
@@ -120,7 +120,7 @@ pub(crate) async fn change_schedule_status(
     now: DateTime<Utc>,
     audit: &AuditContext,
 ) -> Result<ScheduleRecord, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(&mut *tx).await?.ok_or(StoreError::NotFound)?;
     let before = schedule_from_row(&row)?;
@@ -188,7 +188,7 @@ pub(crate) async fn record_occurrence(
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let e = &update.execution;
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin_write(pool).await?;
     let row = sqlx::query("SELECT status, current_occurrence FROM schedules WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *tx)

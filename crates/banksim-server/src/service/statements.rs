@@ -1,0 +1,119 @@
+//! Daily statements: read from their projection once it has caught up with the log as it was when asked, so a
+//! caller always sees their own movements.
+
+use std::time::Duration;
+
+use banksim_core::FieldError;
+use banksim_core::currency::Currency;
+use banksim_core::statement::{DayStatement, every_day};
+use banksim_store::{Projection, StatementQuery};
+use chrono::NaiveDate;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::jobs::projector;
+
+/// Most days one request may span.
+pub const STATEMENT_DAYS_MAX: u64 = 366;
+
+/// Days shown when `from` is not given: this many, ending with `to`.
+const STATEMENT_DAYS_DEFAULT: u64 = 30;
+
+/// How long a read waits for the projection to reach the log's head before answering with what it has.
+const FRESHNESS_WAIT: Duration = Duration::from_secs(2);
+
+/// The days a statement request covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatementRange {
+    /// First day.
+    pub from: NaiveDate,
+    /// Last day (inclusive), never after today.
+    pub to: NaiveDate,
+}
+
+/// Reads `from` and `to` (`YYYY-MM-DD`, UTC days): `to` defaults to today and is capped at today (a statement of
+/// a day that has not ended yet shows it so far; later days have none); `from` defaults to 29 days before `to`.
+/// Every bad field is reported: unreadable dates, `from` after `to`, a span over [`STATEMENT_DAYS_MAX`] days.
+pub fn statement_range(from: Option<&str>, to: Option<&str>, today: NaiveDate) -> Result<StatementRange, ApiError> {
+    let mut errors = Vec::new();
+    let mut date = |field: &str, text: Option<&str>| match text.map(|t| NaiveDate::parse_from_str(t, "%Y-%m-%d")) {
+        None => None,
+        Some(Ok(day)) => Some(day),
+        Some(Err(_)) => {
+            errors.push(FieldError::new(field, "must be a date like 2026-01-31"));
+            None
+        }
+    };
+    let (asked_from, asked_to) = (date("from", from), date("to", to));
+    if let (Some(from), Some(to)) = (asked_from, asked_to) {
+        if from > to {
+            errors.push(FieldError::new("from", "must not be after to"));
+        } else if (to - from).num_days().unsigned_abs() >= STATEMENT_DAYS_MAX {
+            errors.push(FieldError::new("to", format!("the range may span at most {STATEMENT_DAYS_MAX} days")));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors).recode(ErrorCode::ValidationFailed, ErrorCode::InvalidParameter));
+    }
+    let to = asked_to.unwrap_or(today).min(today);
+    let from = asked_from.unwrap_or_else(|| to - chrono::Days::new(STATEMENT_DAYS_DEFAULT - 1));
+    Ok(StatementRange { from, to })
+}
+
+/// A user's statements for every day of `range`, per wallet (`currency`'s only, when given), ordered by day and
+/// then currency. Quiet days carry the previous closing balance; days before a wallet's first movement have none.
+pub async fn daily_statements(
+    state: &AppState,
+    user_id: Uuid,
+    currency: Option<Currency>,
+    range: StatementRange,
+) -> Result<Vec<(Currency, DayStatement)>, ApiError> {
+    if !projector::catch_up(state, Projection::DailyStatements, FRESHNESS_WAIT).await? {
+        tracing::warn!("daily statements served before their projection caught up");
+    }
+    let query = StatementQuery { user_id, currency, from: range.from, to: range.to };
+    let wallets = state.store.statements(&query).await?;
+    let mut days: Vec<(Currency, DayStatement)> = wallets
+        .iter()
+        .flat_map(|w| every_day(w.balance_before, &w.days, range.from, range.to).into_iter().map(|d| (w.currency, d)))
+        .collect();
+    days.sort_by(|(ca, a), (cb, b)| (a.date, ca.code()).cmp(&(b.date, cb.code())));
+    Ok(days)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date")
+    }
+
+    #[test]
+    fn the_default_range_is_the_last_thirty_days() {
+        let range = statement_range(None, None, day("2026-03-31")).expect("range");
+        assert_eq!(range, StatementRange { from: day("2026-03-02"), to: day("2026-03-31") });
+    }
+
+    #[test]
+    fn a_range_ending_in_the_future_ends_today() {
+        let range = statement_range(Some("2026-03-01"), Some("2027-01-01"), day("2026-03-10")).expect("range");
+        assert_eq!(range, StatementRange { from: day("2026-03-01"), to: day("2026-03-10") });
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let err = statement_range(Some("yesterday"), Some("2026-13-01"), day("2026-03-10")).expect_err("bad");
+        assert_eq!(err.code(), ErrorCode::InvalidParameter);
+        assert_eq!(format!("{err:?}").matches("must be a date").count(), 2, "{err:?}");
+    }
+
+    #[test]
+    fn backwards_and_overlong_ranges_are_refused() {
+        let today = day("2026-12-31");
+        assert!(statement_range(Some("2026-03-02"), Some("2026-03-01"), today).is_err());
+        assert!(statement_range(Some("2024-12-31"), Some("2026-01-01"), today).is_err(), "367 days");
+        assert!(statement_range(Some("2025-01-01"), Some("2026-01-01"), today).is_ok(), "366 days");
+    }
+}
