@@ -298,7 +298,13 @@ pub struct ApiError {
     fields: Vec<FieldError>,
     cause: Option<String>,
     retry_after_secs: Option<u64>,
+    audited: bool,
 }
+
+/// Marks an error answer whose refusal is already in the audit trail (the ledger audits its own refusals in the
+/// transaction that decides them), so that the layer auditing refused permissions does not record it twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalAudited;
 
 impl ApiError {
     /// An error with the code's default message.
@@ -309,6 +315,7 @@ impl ApiError {
             fields: Vec::new(),
             cause: None,
             retry_after_secs: None,
+            audited: false,
         }
     }
 
@@ -336,6 +343,12 @@ impl ApiError {
     /// A 500 whose cause is logged (with the request id) but never sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::InternalError) }
+    }
+
+    /// The same error, marked as already written to the audit trail (its answer carries [`RefusalAudited`]).
+    pub fn audited(mut self) -> Self {
+        self.audited = true;
+        self
     }
 
     /// The error's code.
@@ -460,7 +473,8 @@ impl IntoResponse for ApiError {
 
 impl ApiError {
     /// Writes the envelope with `status`: the code's own, or the original status of a framework answer whose
-    /// status has no code of its own.
+    /// status has no code of its own. The answer's extensions carry the [`ErrorCode`] (and [`RefusalAudited`] when
+    /// set), for layers that act on an error after its handler.
     pub(crate) fn render(self, status: StatusCode) -> Response {
         match (&self.cause, status) {
             (Some(cause), StatusCode::INTERNAL_SERVER_ERROR) => {
@@ -482,6 +496,10 @@ impl ApiError {
             _ => self.retry_after_secs,
         };
         let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(self.code);
+        if self.audited {
+            response.extensions_mut().insert(RefusalAudited);
+        }
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
-use crate::http::{admin, audit, auth, balances, fx, rate_limit, schedules, service, transactions, users};
+use crate::http::{admin, audit, auth, balances, fx, rate_limit, refusals, schedules, service, transactions, users};
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
 #[derive(OpenApi)]
@@ -90,6 +90,8 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
+        // Innermost, so that it sees each route's own answer, inside the request's span and ids.
+        .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_permission_refusals))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(
             ServiceBuilder::new()

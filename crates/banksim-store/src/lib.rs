@@ -110,7 +110,8 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditContext,
     ) -> Result<User, StoreError>;
 
-    /// Writes the audit entry of a refused attempt (a failed login) on its own.
+    /// Writes the audit entry of a refused attempt (a failed login, a permission refused on a money route) on its
+    /// own.
     async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Stores a new refresh token (its hash).

@@ -1,9 +1,12 @@
 //! Who is calling: extractors that check the bearer token and the user's current state.
 
+use std::sync::{Arc, OnceLock};
+
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use banksim_core::user::{Role, User};
+use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -24,6 +27,27 @@ pub struct AdminUser(pub User);
 #[derive(Debug, Clone)]
 pub struct MaybeAuthUser(pub Option<User>);
 
+/// Where the auth extractors leave the id of the user they authenticated, for a layer that needs to know the
+/// caller after the handler has answered (the audit of refused permissions). The handler consumes the request, so
+/// such a layer inserts an empty slot into the request's extensions before it runs and keeps a clone to read.
+#[derive(Debug, Clone, Default)]
+pub struct CallerSlot(Arc<OnceLock<Uuid>>);
+
+impl CallerSlot {
+    /// The id of the caller an extractor authenticated, if one did.
+    pub fn get(&self) -> Option<Uuid> {
+        self.0.get().copied()
+    }
+
+    /// Records `user` in the request's slot, if a layer put one there. The first authentication of a request
+    /// wins; every extractor of one request reads the same token anyway.
+    fn fill(parts: &Parts, user: &User) {
+        if let Some(slot) = parts.extensions.get::<Self>() {
+            let _ = slot.0.set(user.id);
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -31,7 +55,9 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = bearer_token(parts)?.ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized).with_message("missing access token (Authorization: Bearer …)")
         })?;
-        authenticate(state, token).await.map(Self)
+        let user = authenticate(state, token).await?;
+        CallerSlot::fill(parts, &user);
+        Ok(Self(user))
     }
 }
 
@@ -39,10 +65,10 @@ impl OptionalFromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
-        match bearer_token(parts)? {
-            Some(token) => authenticate(state, token).await.map(|user| Some(Self(user))),
-            None => Ok(None),
-        }
+        let Some(token) = bearer_token(parts)? else { return Ok(None) };
+        let user = authenticate(state, token).await?;
+        CallerSlot::fill(parts, &user);
+        Ok(Some(Self(user)))
     }
 }
 

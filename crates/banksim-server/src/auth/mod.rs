@@ -5,6 +5,6 @@ mod extract;
 mod password;
 mod tokens;
 
-pub use extract::{AdminUser, AuthUser, MaybeAuthUser};
+pub use extract::{AdminUser, AuthUser, CallerSlot, MaybeAuthUser};
 pub use password::PasswordHasher;
 pub use tokens::{AccessClaims, RefreshToken, TokenIssuer, TokenKind};

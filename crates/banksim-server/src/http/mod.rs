@@ -12,6 +12,7 @@ pub mod fx;
 pub mod money;
 pub mod pagination;
 pub mod rate_limit;
+pub mod refusals;
 pub mod schedules;
 pub mod service;
 pub mod transactions;

@@ -89,7 +89,8 @@ pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAn
     };
     match state.writer.submit(ledger_request).await? {
         LedgerOutcome::Posted(record) => Ok(MoneyAnswer::Posted(record)),
-        LedgerOutcome::Refused(refusal) => Err(refusal.into()),
+        // The writer audited the refusal in the transaction that decided it (a non-payer's rollback included).
+        LedgerOutcome::Refused(refusal) => Err(ApiError::from(refusal).audited()),
         LedgerOutcome::Replayed(stored) => match &claim {
             Some(claim) => replay(claim, stored),
             None => Err(ApiError::internal("a request without a key was answered as a replay")),

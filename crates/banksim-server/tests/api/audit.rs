@@ -1,9 +1,10 @@
 //! `/api/v1/audit-logs` and `/api/v1/events`: what happened, in order, for admins.
 
-use reqwest::StatusCode;
+use banksim_store::{AuditQuery, Backend};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, backends};
+use crate::helpers::{TestApp, TestUser, backends};
 
 #[tokio::test]
 async fn the_event_log_lists_every_money_event_in_order() {
@@ -155,6 +156,157 @@ async fn user_changes_and_failed_logins_are_in_the_trail_and_the_log() {
             .collect();
         assert_eq!(mine, [("UserRegistered", 1), ("UserUpdated", 2), ("UserDeactivated", 3)]);
         app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+/// The `permission.denied` entries of `user`, newest first, as an admin reads them.
+async fn permission_refusals(app: &TestApp, admin: &TestUser, user: &TestUser) -> Vec<Value> {
+    let path = format!("/api/v1/audit-logs?actor_id={}&action=permission.denied", user.id);
+    let trail = app.get(&path, Some(&admin.token)).await;
+    assert_eq!(trail.status, StatusCode::OK, "{}", trail.text);
+    trail.body["audit_logs"].as_array().expect("entries").clone()
+}
+
+#[tokio::test]
+async fn permission_refusals_on_money_routes_are_audited_with_their_context() {
+    for backend in backends() {
+        // The test client is a trusted proxy here, so the client IP of the trail follows X-Forwarded-For.
+        let trust_local = |config: &mut banksim_server::Config| config.trusted_proxies = vec![[127, 0, 0, 1].into()];
+        let app = TestApp::spawn_with(backend, trust_local, axum::Router::new()).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let theirs = app.credit(&kerem, "7", "USD").await;
+        let theirs_id = theirs["id"].as_str().expect("id");
+
+        let bearer = format!("Bearer {}", sefa.token);
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("content-type", "application/json"),
+            ("user-agent", "audit-probe/1.0"),
+            ("x-request-id", "refused-fx-rate-1"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ];
+        let fx =
+            app.raw(Method::PUT, "/api/v1/fx-rates/USD/EUR", &headers, br#"{"rate": "body-marker"}"#.to_vec()).await;
+        fx.assert_error(403, "insufficient_permissions");
+        let peek = app.get(&format!("/api/v1/transactions/{theirs_id}"), Some(&sefa.token)).await;
+        peek.assert_error(403, "insufficient_permissions");
+        let verify = app.get("/api/v1/admin/ledger/verify", Some(&sefa.token)).await;
+        verify.assert_error(403, "insufficient_permissions");
+        // Not a money route: refusals there are not recorded (see `http::refusals`).
+        app.get("/api/v1/users", Some(&sefa.token)).await.assert_error(403, "insufficient_permissions");
+
+        let entries = permission_refusals(&app, &admin, &sefa).await;
+        let seen: Vec<(&str, Option<&str>, &str)> = entries
+            .iter()
+            .map(|e| {
+                let entity = (e["entity_type"].as_str().expect("entity_type"), e["entity_id"].as_str());
+                (entity.0, entity.1, e["outcome"].as_str().expect("outcome"))
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("ledger", None, "insufficient_permissions"),
+                ("transaction", Some(theirs_id), "insufficient_permissions"),
+                ("fx_rate", Some("USD/EUR"), "insufficient_permissions"),
+            ],
+            "newest first, one entry per refusal on a money route and none for /users"
+        );
+        let request_id = |response: &crate::helpers::TestResponse| {
+            response.headers.get("x-request-id").and_then(|v| v.to_str().ok()).expect("x-request-id").to_owned()
+        };
+        for (entry, response, method, route) in [
+            (&entries[0], &verify, "GET", "/api/v1/admin/ledger/verify"),
+            (&entries[1], &peek, "GET", "/api/v1/transactions/{id}"),
+            (&entries[2], &fx, "PUT", "/api/v1/fx-rates/{base}/{quote}"),
+        ] {
+            assert_eq!(entry["actor_id"], sefa.id.as_str());
+            assert_eq!(entry["action"], "permission.denied");
+            assert_eq!(entry["details"], json!({"method": method, "route": route}));
+            assert_eq!(entry["request_id"], request_id(response));
+        }
+        assert_eq!(entries[2]["request_id"], "refused-fx-rate-1", "the client's own request id is kept");
+        assert_eq!(entries[2]["ip"], "203.0.113.7", "the client behind the trusted proxy");
+        assert_eq!(entries[1]["ip"], "127.0.0.1");
+
+        // The HTTP listing does not show user agents; the stored entry has it.
+        let query = AuditQuery {
+            actor_id: Some(sefa.id.parse().expect("uuid")),
+            action: Some("permission.denied".to_owned()),
+            limit: 10,
+            ..AuditQuery::default()
+        };
+        let stored = app.state.store.list_audit(&query).await.expect("audit");
+        assert_eq!(stored.len(), 3);
+        assert_eq!(stored[2].user_agent.as_deref(), Some("audit-probe/1.0"));
+        assert_eq!(stored[2].entity_id.as_deref(), Some("USD/EUR"));
+
+        let everything = app.get("/api/v1/audit-logs?limit=100", Some(&admin.token)).await;
+        assert!(!everything.text.contains(&sefa.token), "no tokens in the trail");
+        assert!(!everything.text.contains("body-marker"), "no request bodies in the trail");
+        let sound = app.get("/api/v1/admin/ledger/verify", Some(&admin.token)).await;
+        assert_eq!(sound.status, StatusCode::OK, "{}", sound.text);
+        assert_eq!(sound.body["ok"], true, "the audit chain still links: {}", sound.text);
+        assert!(permission_refusals(&app, &admin, &admin).await.is_empty(), "an allowed call is no refusal");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_rollback_is_audited_once_by_the_ledger() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let credit = app.credit(&sefa, "5", "USD").await;
+        let path = format!("/api/v1/transactions/{}/rollback", credit["id"].as_str().expect("id"));
+        let refused = app.money(&path, &kerem, Some("undo-1"), &Value::Null).await;
+        refused.assert_error(403, "insufficient_permissions");
+        let replayed = app.money(&path, &kerem, Some("undo-1"), &Value::Null).await;
+        assert_eq!(replayed.status, StatusCode::FORBIDDEN, "{}", replayed.text);
+        assert_eq!(replayed.headers.get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
+
+        let trail = app.get(&format!("/api/v1/audit-logs?actor_id={}", kerem.id), Some(&admin.token)).await;
+        let entries = trail.body["audit_logs"].as_array().expect("entries");
+        let seen: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|e| (e["action"].as_str().expect("action"), e["outcome"].as_str().expect("outcome")))
+            .collect();
+        assert_eq!(seen, [("transaction.rollback", "insufficient_permissions")], "one entry, the ledger's");
+        assert_eq!(entries[0]["entity_id"], credit["id"]);
+        assert_eq!(entries[0]["request_id"], refused.body["request_id"]);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_permission_refusal_is_still_a_403_when_its_audit_entry_cannot_be_written() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        match backend {
+            Backend::Sqlite => {
+                app.tamper("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'read-only'); END")
+                    .await;
+            }
+            Backend::Postgres => {
+                app.tamper(
+                    "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql \
+                     AS $$ BEGIN RAISE EXCEPTION 'read-only'; END $$",
+                )
+                .await;
+                app.tamper("CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()")
+                    .await;
+            }
+        }
+        let refused = app.put("/api/v1/fx-rates/USD/EUR", Some(&sefa.token), &json!({"rate": "0.5"})).await;
+        refused.assert_error(403, "insufficient_permissions");
+        assert!(permission_refusals(&app, &admin, &sefa).await.is_empty());
         app.stop().await;
     }
 }
