@@ -64,6 +64,8 @@ pub struct AuditEntry {
     details: serde_json::Value,
     /// The client's IP.
     ip: Option<String>,
+    /// The client's user agent.
+    user_agent: Option<String>,
     /// The request id.
     request_id: Option<String>,
     /// When.
@@ -81,6 +83,7 @@ impl From<AuditRecord> for AuditEntry {
             outcome: r.outcome,
             details: r.details,
             ip: r.ip,
+            user_agent: r.user_agent,
             request_id: r.request_id,
             created_at: r.created_at,
         }
