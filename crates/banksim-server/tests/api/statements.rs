@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use banksim_core::ManualClock;
+use banksim_core::{ManualClock, SystemClock};
+use banksim_server::jobs::projector::Projector;
+use banksim_store::Projection;
 use chrono::{DateTime, TimeZone, Utc};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -262,5 +264,54 @@ async fn statements_stay_exact_across_two_instances_and_a_restart_mid_stream() {
         first.assert_ledger_sound().await;
         third.stop().await;
         first.stop().await;
+    }
+}
+
+async fn status(app: &TestApp, projection: Projection) -> banksim_store::ProjectionStatus {
+    app.state.store.projection_status(projection).await.expect("status")
+}
+
+#[tokio::test]
+async fn a_projector_stopped_mid_stream_is_resumed_from_its_checkpoint() {
+    for backend in backends() {
+        // Money moves while no projector runs.
+        let quiet = |c: &mut banksim_server::config::Config| c.projector_enabled = false;
+        let writer = TestApp::spawn_with(backend, quiet, axum::Router::new()).await;
+        let mut users = Vec::new();
+        for n in 0..4 {
+            let user = writer.user_named(n).await;
+            writer.credit(&user, "80", "USD").await;
+            users.push(user);
+        }
+        transfers([&writer, &writer], &users, 60, 3).await;
+        let database = writer.stop_keeping_database().await;
+
+        // A projector applying one event per transaction is stopped as soon as it has begun.
+        let one_by_one = |c: &mut banksim_server::config::Config| c.projector_batch_max = 1;
+        let first = TestApp::spawn_on(database, one_by_one, Arc::new(SystemClock)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while status(&first, Projection::DailyStatements).await.checkpoint == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the projector never began");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let database = first.stop_keeping_database().await;
+
+        let reader = TestApp::spawn_on(database, quiet, Arc::new(SystemClock)).await;
+        let stopped = status(&reader, Projection::DailyStatements).await;
+        assert!(stopped.checkpoint > 0 && stopped.lag_events() > 0, "stopped mid-stream: {stopped:?}");
+        let projector = Projector::start(reader.state.clone());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        for projection in Projection::ALL {
+            while status(&reader, projection).await.lag_events() > 0 {
+                assert!(tokio::time::Instant::now() < deadline, "{projection} did not catch up");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        projector.stop().await;
+        for user in &users {
+            assert_eq!(active_days(&reader, user).await, statements_from_history(&reader, user).await);
+        }
+        reader.assert_ledger_sound().await;
+        reader.stop().await;
     }
 }
