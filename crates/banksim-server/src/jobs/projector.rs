@@ -4,7 +4,9 @@
 //! to the store, which applies them and moves the checkpoint in one transaction, skipping any event it already
 //! applied. So a projector that dies mid-stream resumes from the last commit, a delivery read twice changes nothing
 //! twice, and any number of instances may run projectors: one applies at a time (PostgreSQL hands the others
-//! `Busy` at once), the rest wait for the next round. While behind, a projector goes on without waiting.
+//! `Busy` at once), the rest wait for the next round. The events are read once per round for every projection.
+//! While a round fills a whole delivery the projector goes on at once; otherwise it waits the poll interval, so
+//! that under load each transaction applies many events rather than a few.
 
 use std::time::Duration;
 
@@ -30,17 +32,19 @@ impl Projector {
         let task = tokio::spawn(async move {
             let idle = Duration::from_millis(state.config.projector_poll_interval_ms);
             loop {
-                let mut applied = 0;
-                for projection in Projection::ALL {
-                    match step(&state, projection).await {
-                        Ok(events) => applied += events,
-                        Err(err) => tracing::warn!(%projection, error = %err, "projector step failed; retrying"),
+                let behind = match step(&state, &Projection::ALL).await {
+                    Ok(delivery) => delivery.full,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "projector step failed; retrying");
+                        false
                     }
-                }
+                };
                 if *stopped.borrow() {
                     return;
                 }
-                if applied == 0 {
+                // A full delivery means more is waiting; otherwise the projections are caught up (or busy
+                // elsewhere), and waiting lets the next delivery gather more events into one transaction.
+                if !behind {
                     tokio::select! {
                         () = tokio::time::sleep(idle) => {}
                         _ = stopped.changed() => return,
@@ -58,18 +62,38 @@ impl Projector {
     }
 }
 
-/// Applies one delivery (at most `PROJECTOR_BATCH_MAX` events after the checkpoint) to a projection; returns how
-/// many events it applied (0 when caught up, or when another consumer holds the projection).
-pub async fn step(state: &AppState, projection: Projection) -> Result<usize, StoreError> {
-    let status = state.store.projection_status(projection).await?;
-    if status.lag_events() == 0 {
-        return Ok(0);
+/// What one delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Events applied, summed over the projections.
+    pub applied: usize,
+    /// Whether the delivery was as large as allowed (`PROJECTOR_BATCH_MAX`): more events are probably waiting.
+    pub full: bool,
+}
+
+/// Reads the events after the lowest checkpoint of `projections` once (at most `PROJECTOR_BATCH_MAX`) and hands
+/// them to each projection that is behind; each skips what it has already applied. A projection that another
+/// consumer holds right now is left to it.
+pub async fn step(state: &AppState, projections: &[Projection]) -> Result<Delivery, StoreError> {
+    let mut behind = Vec::with_capacity(projections.len());
+    for &projection in projections {
+        let status = state.store.projection_status(projection).await?;
+        if status.lag_events() > 0 {
+            behind.push(status);
+        }
     }
-    let events = state.store.list_events(status.checkpoint, state.config.projector_batch_max).await?;
-    match state.store.apply_to_projection(projection, &events, state.clock.now()).await? {
-        ProjectionProgress::Applied { events, .. } => Ok(events),
-        ProjectionProgress::Busy => Ok(0),
+    let Some(from) = behind.iter().map(|s| s.checkpoint).min() else { return Ok(Delivery::default()) };
+    let batch_max = state.config.projector_batch_max;
+    let events = state.store.list_events(from, batch_max).await?;
+    let mut delivery = Delivery { applied: 0, full: events.len() >= batch_max as usize };
+    for status in behind {
+        if let ProjectionProgress::Applied { events, .. } =
+            state.store.apply_to_projection(status.projection, &events, state.clock.now()).await?
+        {
+            delivery.applied += events;
+        }
     }
+    Ok(delivery)
 }
 
 /// Brings a projection up to the log's head as it is now, applying the missing events here if need be, so that a
@@ -84,7 +108,7 @@ pub async fn catch_up(state: &AppState, projection: Projection, within: Duration
         if tokio::time::Instant::now() >= deadline {
             return Ok(false);
         }
-        if step(state, projection).await? == 0 {
+        if step(state, &[projection]).await?.applied == 0 {
             tokio::time::sleep(BUSY_PAUSE).await;
         }
     }
