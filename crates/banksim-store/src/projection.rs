@@ -237,6 +237,39 @@ pub(crate) fn group_statements(
     wallets.into_values().collect()
 }
 
+/// A stored statement day, from a row of either backend.
+pub(crate) fn day_from_row<R: sqlx::Row>(row: &R) -> Result<DayStatement, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    NaiveDate: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(DayStatement {
+        date: row.try_get("day")?,
+        opening_minor: row.try_get("opening_minor")?,
+        credits_minor: row.try_get("credits_minor")?,
+        debits_minor: row.try_get("debits_minor")?,
+        closing_minor: row.try_get("closing_minor")?,
+    })
+}
+
+/// A currency's stored totals, from a row of either backend.
+pub(crate) fn total_from_row<R: sqlx::Row>(row: &R) -> Result<SystemTotal, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(SystemTotal {
+        currency: crate::ledger::parse_currency(&row.try_get::<String, _>("currency")?)?,
+        user_balances_minor: row.try_get("user_balances_minor")?,
+        fx_minor: row.try_get("fx_minor")?,
+        money_in_minor: row.try_get("money_in_minor")?,
+        money_out_minor: row.try_get("money_out_minor")?,
+        transactions: row.try_get("transactions")?,
+    })
+}
+
 /// The legs of a money event (account, signed amount); none for any other event.
 fn money_legs(event: &EventRecord) -> Result<Vec<(AccountKey, i64)>, StoreError> {
     if event.aggregate_type != "transaction" {

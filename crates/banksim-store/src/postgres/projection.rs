@@ -5,13 +5,12 @@ use std::collections::HashMap;
 
 use banksim_core::statement::DayStatement;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::ledger::parse_currency;
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletKey, WalletStatements,
-    events_after, group_statements, statement_changes, total_changes, wallet_movements,
+    day_from_row, events_after, group_statements, statement_changes, total_changes, total_from_row, wallet_movements,
 };
 use crate::{EventRecord, StoreError};
 
@@ -233,27 +232,5 @@ pub(crate) async fn system_totals(pool: &PgPool) -> Result<Vec<SystemTotal>, Sto
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(SystemTotal {
-                currency: parse_currency(row.try_get("currency")?)?,
-                user_balances_minor: row.try_get("user_balances_minor")?,
-                fx_minor: row.try_get("fx_minor")?,
-                money_in_minor: row.try_get("money_in_minor")?,
-                money_out_minor: row.try_get("money_out_minor")?,
-                transactions: row.try_get("transactions")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
-}
-
-fn day_from_row(row: &PgRow) -> Result<DayStatement, sqlx::Error> {
-    Ok(DayStatement {
-        date: row.try_get("day")?,
-        opening_minor: row.try_get("opening_minor")?,
-        credits_minor: row.try_get("credits_minor")?,
-        debits_minor: row.try_get("debits_minor")?,
-        closing_minor: row.try_get("closing_minor")?,
-    })
+    rows.iter().map(total_from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
 }

@@ -3,16 +3,14 @@
 
 use std::collections::HashMap;
 
-use banksim_core::statement::DayStatement;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{instant, micros};
 use crate::ledger::parse_currency;
 use crate::projection::{
-    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements, events_after,
-    group_statements, statement_changes, total_changes, wallet_movements,
+    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements, day_from_row,
+    events_after, group_statements, statement_changes, total_changes, total_from_row, wallet_movements,
 };
 use crate::{EventRecord, StoreError};
 
@@ -198,27 +196,5 @@ pub(crate) async fn system_totals(pool: &SqlitePool) -> Result<Vec<SystemTotal>,
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(SystemTotal {
-                currency: parse_currency(row.try_get("currency")?)?,
-                user_balances_minor: row.try_get("user_balances_minor")?,
-                fx_minor: row.try_get("fx_minor")?,
-                money_in_minor: row.try_get("money_in_minor")?,
-                money_out_minor: row.try_get("money_out_minor")?,
-                transactions: row.try_get("transactions")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
-}
-
-fn day_from_row(row: &SqliteRow) -> Result<DayStatement, sqlx::Error> {
-    Ok(DayStatement {
-        date: row.try_get("day")?,
-        opening_minor: row.try_get("opening_minor")?,
-        credits_minor: row.try_get("credits_minor")?,
-        debits_minor: row.try_get("debits_minor")?,
-        closing_minor: row.try_get("closing_minor")?,
-    })
+    rows.iter().map(total_from_row).collect::<Result<_, sqlx::Error>>().map_err(Into::into)
 }
