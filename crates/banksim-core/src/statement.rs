@@ -26,7 +26,7 @@ pub struct DayStatement {
 pub enum StatementError {
     /// A movement is dated before the wallet's last statement day (a wallet's postings never go back in time, so
     /// this means the events arrived out of order).
-    #[error("a movement on {movement} comes after the statement of {latest}")]
+    #[error("a movement on {movement} precedes the wallet's latest statement day, {latest}")]
     OutOfOrder {
         /// The movement's day.
         movement: NaiveDate,

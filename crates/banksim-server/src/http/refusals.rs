@@ -9,7 +9,7 @@
 //! of a stored answer, whose attempt was recorded when it was first made.
 //!
 //! Refusals on the other routes (user administration, the audit trail and the event log) are not recorded: they
-//! move no money and reveal nothing, and the issue asks for the money routes.
+//! neither move money nor reveal any, and recording every 403 would let any user fill the trail with noise.
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::StatusCode;

@@ -19,6 +19,9 @@ use crate::app::AppState;
 /// How long a reader waits between checks while another consumer holds a projection.
 const BUSY_PAUSE: Duration = Duration::from_millis(10);
 
+/// How often a reader that found a projection busy tries to apply the missing events itself.
+const APPLY_RETRY: Duration = Duration::from_millis(100);
+
 /// The running projector of this instance: stop it to let the delivery in progress finish.
 pub struct Projector {
     stop: watch::Sender<bool>,
@@ -97,19 +100,25 @@ pub async fn step(state: &AppState, projections: &[Projection]) -> Result<Delive
 }
 
 /// Brings a projection up to the log's head as it is now, applying the missing events here if need be, so that a
-/// reader sees its own writes. Gives up after `within` (returns `false`): the projection is then read as it is.
+/// reader sees its own writes. While another consumer holds the projection, only its checkpoint is watched (a new
+/// attempt to apply is made every [`APPLY_RETRY`], in case that consumer went away). Gives up after `within`
+/// (returns `false`): the projection is then read as it is.
 pub async fn catch_up(state: &AppState, projection: Projection, within: Duration) -> Result<bool, StoreError> {
     let deadline = tokio::time::Instant::now() + within;
     let target = state.store.projection_status(projection).await?.head;
+    let mut next_attempt = tokio::time::Instant::now();
     loop {
         if state.store.projection_status(projection).await?.checkpoint >= target {
             return Ok(true);
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Ok(false);
         }
-        if step(state, &[projection]).await?.applied == 0 {
-            tokio::time::sleep(BUSY_PAUSE).await;
+        if now >= next_attempt && step(state, &[projection]).await?.applied > 0 {
+            continue;
         }
+        next_attempt = next_attempt.max(now + APPLY_RETRY);
+        tokio::time::sleep(BUSY_PAUSE).await;
     }
 }

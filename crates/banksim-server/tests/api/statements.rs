@@ -123,6 +123,8 @@ async fn statements_show_every_day_with_quiet_days_carrying_the_balance() {
             (Some("2030-03-05"), Some("2030-03-05"))
         );
 
+        // The totals follow the log as their projector gets to it.
+        wait_until_projected(&app).await;
         let metrics = app.get("/metrics/basic", None).await;
         let usd = &metrics.body["system_totals"]["USD"];
         assert_eq!(usd["user_balances"], json!(899.0), "{usd}");
@@ -153,6 +155,14 @@ async fn bad_statement_requests_get_clear_errors() {
         let too_long = get("?from=2024-01-01&to=2026-01-01").await;
         too_long.assert_error(400, "invalid_parameter");
         assert_eq!(too_long.error_fields(), ["to"]);
+        // Dates far outside the calendar the server serves are refused, never a 500 or a long walk over days.
+        for query in
+            ["?from=-262143-01-01", "?to=-262143-01-05", "?from=-100000-01-01&to=-100000-01-05", "?from=1900-01-01"]
+        {
+            get(query).await.assert_error(400, "invalid_parameter");
+        }
+        get("?from=2999-01-01").await.assert_error(400, "invalid_parameter");
+        get("?from=2020-01-01").await.assert_error(400, "invalid_parameter");
         get("?currency=XYZ").await.assert_error(400, "unsupported_currency");
         get("?page=2").await.assert_error(400, "invalid_parameter");
         app.get("/api/v1/balances/statements", None).await.assert_error(401, "unauthorized");

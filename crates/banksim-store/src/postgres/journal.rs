@@ -137,7 +137,9 @@ pub(crate) async fn account_balances(pool: &PgPool) -> Result<Vec<(Uuid, i64)>, 
     Ok(rows)
 }
 
-/// Appends an event to the log with the aggregate's next version.
+/// Appends an event to the log with the aggregate's next version, holding the audit chain's head first (a no-op
+/// when the transaction already holds it): events then take their sequence numbers and commit in the same order,
+/// so a projector that reads "after its checkpoint" never misses an event that commits late.
 pub(crate) async fn append_event(
     tx: &mut Transaction<'_, Postgres>,
     aggregate: &str,
@@ -146,6 +148,7 @@ pub(crate) async fn append_event(
     data: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1 FROM audit_chain_head FOR UPDATE").execute(&mut **tx).await?;
     sqlx::query(
         "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
          VALUES ($1, $2, $3,

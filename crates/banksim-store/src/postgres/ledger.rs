@@ -95,7 +95,9 @@ async fn try_post_batch(
         sqlx::query("DELETE FROM accounts WHERE id = ANY($1)").bind(&unused).execute(&mut *tx).await?;
     }
     // The audit chain is appended to by one transaction at a time; its head is locked last, when every other row lock
-    // is held, so it is held briefly and never while waiting for another lock.
+    // is held, so it is held briefly and never while waiting for another lock. Every posted movement has its audit
+    // row, so the head is held before any event of the batch takes its sequence (events commit in sequence order).
+    debug_assert!(rows.events.is_empty() || !rows.audits.is_empty(), "events without audit rows");
     let links = link_audit(&mut tx, &rows.audits, now).await?;
     write_rows(&mut tx, &rows, &links, now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
