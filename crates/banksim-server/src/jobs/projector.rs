@@ -38,7 +38,7 @@ impl Projector {
                 let behind = match step(&state, &Projection::ALL).await {
                     Ok(delivery) => delivery.full,
                     Err(err) => {
-                        tracing::warn!(error = %err, "projector step failed; retrying");
+                        tracing::warn!(error = %err, "projector step failed; retrying after the poll interval");
                         false
                     }
                 };
@@ -89,14 +89,22 @@ pub async fn step(state: &AppState, projections: &[Projection]) -> Result<Delive
     let batch_max = state.config.projector_batch_max;
     let events = state.store.list_events(from, batch_max).await?;
     let mut delivery = Delivery { applied: 0, full: events.len() >= batch_max as usize };
+    // A projection that fails (an event it cannot read stops it until someone looks) does not hold the others back.
+    let mut failure = None;
     for status in behind {
-        if let ProjectionProgress::Applied { events, .. } =
-            state.store.apply_to_projection(status.projection, &events, state.clock.now()).await?
-        {
-            delivery.applied += events;
+        match state.store.apply_to_projection(status.projection, &events, state.clock.now()).await {
+            Ok(ProjectionProgress::Applied { events, .. }) => delivery.applied += events,
+            Ok(ProjectionProgress::Busy) => {}
+            Err(err) => {
+                tracing::warn!(projection = %status.projection, error = %err, "projection not applied");
+                failure.get_or_insert(err);
+            }
         }
     }
-    Ok(delivery)
+    match failure {
+        Some(err) if delivery.applied == 0 => Err(err),
+        _ => Ok(delivery),
+    }
 }
 
 /// Brings a projection up to the log's head as it is now, applying the missing events here if need be, so that a

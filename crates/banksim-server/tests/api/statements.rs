@@ -325,3 +325,29 @@ async fn a_projector_stopped_mid_stream_is_resumed_from_its_checkpoint() {
         reader.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_projection_stuck_on_an_event_holds_neither_the_others_nor_the_statements_route() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let alice = app.user("alice").await;
+        app.credit(&alice, "10", "USD").await;
+        wait_until_projected(&app).await;
+        // A statement row moved behind the projection's back: the next movement of that wallet is now dated before
+        // the wallet's latest statement day, which the statements projection refuses to apply.
+        app.tamper("UPDATE daily_statements SET day = '2999-01-01'").await;
+        app.credit(&alice, "5", "USD").await;
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while status(&app, Projection::SystemTotals).await.lag_events() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "system totals held back by the statements projection");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let metrics = app.get("/metrics/basic", None).await;
+        assert_eq!(metrics.body["system_totals"]["USD"]["user_balances"], json!(15.0));
+        assert!(status(&app, Projection::DailyStatements).await.lag_events() > 0, "the bad event is not skipped");
+        let served = app.get("/api/v1/balances/statements", Some(&alice.token)).await;
+        assert_eq!(served.status, StatusCode::OK, "served as it stands: {}", served.text);
+        app.stop().await;
+    }
+}
