@@ -280,6 +280,10 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<ProjectionProgress, StoreError>;
 
+    /// Empties a projection's read model and sets its checkpoint back to 0, in one transaction (after the consumer
+    /// applying it, if any, has committed), so that it is rebuilt from the whole log.
+    async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError>;
+
     /// A user's stored statement days in a range, and each wallet's closing balance before it, by currency.
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError>;
 

@@ -32,6 +32,19 @@ impl Projection {
     /// Every projection.
     pub const ALL: [Self; 2] = [Self::DailyStatements, Self::SystemTotals];
 
+    /// The projection of this name, if there is one.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The table that holds its read model.
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Self::DailyStatements => "daily_statements",
+            Self::SystemTotals => "system_totals",
+        }
+    }
+
     /// Its name in the checkpoint table and in metrics.
     pub fn name(self) -> &'static str {
         match self {

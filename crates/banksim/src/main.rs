@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use banksim_core::SystemClock;
+use banksim_server::jobs::projector;
 use banksim_server::service::users::{self, Registration};
 use banksim_server::{AppState, Config, app, telemetry};
+use banksim_store::Projection;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
@@ -49,6 +51,13 @@ enum Command {
     /// Rebuild every balance from the event log alone and compare it with the ledger; exits non-zero, naming each
     /// account that differs.
     Replay,
+    /// Empty a projection (every one, unless --projection names one) and rebuild it from the whole event log. Safe
+    /// while servers run: their projectors and this command never apply an event twice.
+    Rebuild {
+        /// Only this projection: `daily_statements` or `system_totals`.
+        #[arg(long, value_parser = projection_named)]
+        projection: Option<Projection>,
+    },
     /// Drive a running API with simulated users and report throughput, latency and errors, then check that
     /// money was conserved.
     Simulate(simulate::SimulateArgs),
@@ -135,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify => verify(cli.config).await,
         Command::Replay => replay(cli.config).await,
+        Command::Rebuild { projection } => rebuild(cli.config, projection).await,
         Command::Simulate(args) => simulate::run(args).await,
     }
 }
@@ -206,6 +216,32 @@ async fn replay(config: Config) -> anyhow::Result<()> {
         println!("DIFFERENCE {difference}");
     }
     anyhow::bail!("{} balance(s) differ from the event log", differences.len())
+}
+
+fn projection_named(name: &str) -> Result<Projection, String> {
+    let names: Vec<&str> = Projection::ALL.iter().map(|p| p.name()).collect();
+    Projection::from_name(name).ok_or_else(|| format!("expected one of: {}", names.join(", ")))
+}
+
+/// Resets each projection and applies the log up to its head as it was then (servers' projectors may help).
+async fn rebuild(config: Config, only: Option<Projection>) -> anyhow::Result<()> {
+    let state = tool_state(config).await?;
+    for projection in only.map_or(Projection::ALL.to_vec(), |p| vec![p]) {
+        state.store.reset_projection(projection, state.clock.now()).await?;
+        let target = state.store.projection_status(projection).await?.head;
+        let mut applied = 0;
+        while state.store.projection_status(projection).await?.checkpoint < target {
+            let delivery = projector::step(&state, &[projection]).await?;
+            applied += delivery.applied;
+            if delivery.applied == 0 {
+                // A server's projector holds it: let it go on.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        println!("{projection}: rebuilt from the event log up to event {target} ({applied} events applied here)");
+    }
+    state.store.close().await;
+    Ok(())
 }
 
 /// The state for one-shot commands: the migrated store, without starting the server.

@@ -185,6 +185,70 @@ async fn verify_and_replay_pass_a_sound_ledger_and_name_a_tampered_one() {
     }
 }
 
+#[tokio::test]
+async fn rebuild_restores_projections_from_the_event_log() {
+    for backend in backends() {
+        let db = database(backend).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = banksim_store::connect(&db.url, Default::default()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let user = store
+            .create_user(
+                banksim_store::NewUser {
+                    id: uuid::Uuid::new_v4(),
+                    username: "alice".into(),
+                    email: "alice@example.com".into(),
+                    password_hash: "x".into(),
+                    role: banksim_core::user::Role::User,
+                    now: chrono::Utc::now(),
+                },
+                &Default::default(),
+            )
+            .await
+            .expect("user");
+        let credit = banksim_store::LedgerRequest {
+            command: banksim_core::ledger::Command {
+                transaction_id: uuid::Uuid::now_v7(),
+                movement: banksim_core::ledger::Movement::Credit {
+                    user_id: user.id,
+                    amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
+                },
+                description: None,
+            },
+            idempotency: None,
+            audit: Default::default(),
+        };
+        store.post_batch(&[credit], &NoAnswers, chrono::Utc::now()).await.expect("credit");
+        // Projections that went wrong behind the projectors' backs.
+        db.execute("INSERT INTO system_totals VALUES ('USD', 1, 0, 0, 0, 1)").await;
+        let events = store.list_events(0, 100).await.expect("events");
+        let last = events.last().expect("events").sequence;
+        db.execute(&format!("UPDATE projection_checkpoints SET position = {last}")).await;
+
+        let mut command = banksim(data.path());
+        command.env("DATABASE_URL", &db.url).arg("rebuild");
+        let rebuilt = run(&mut command);
+        assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
+        let report = String::from_utf8_lossy(&rebuilt.stdout);
+        assert!(report.contains("daily_statements: rebuilt") && report.contains("system_totals: rebuilt"), "{report}");
+        let totals = store.system_totals().await.expect("totals");
+        assert_eq!((totals.len(), totals[0].user_balances_minor, totals[0].money_in_minor), (1, 500, 500));
+        let today = chrono::Utc::now().date_naive();
+        let (from, to) = (today - chrono::Days::new(1), today + chrono::Days::new(1));
+        let query = banksim_store::StatementQuery { user_id: user.id, currency: None, from, to };
+        let statements = store.statements(&query).await.expect("statements");
+        assert_eq!(statements[0].days[0].closing_minor, 500);
+
+        let mut command = banksim(data.path());
+        command.env("DATABASE_URL", &db.url).args(["rebuild", "--projection", "nothing"]);
+        let refused = run(&mut command);
+        assert!(!refused.status.success());
+        assert!(stderr(&refused).contains("daily_statements, system_totals"), "{}", stderr(&refused));
+        store.close().await;
+        db.remove().await;
+    }
+}
+
 /// Stores no answers: the test posts without idempotency keys.
 struct NoAnswers;
 

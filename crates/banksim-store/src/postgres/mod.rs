@@ -433,6 +433,10 @@ impl Store for PgStore {
         projection::apply(&self.pool, projection, events, now).await
     }
 
+    async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
+        projection::reset(&self.pool, projection, now).await
+    }
+
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {
         projection::statements(&self.pool, query).await
     }

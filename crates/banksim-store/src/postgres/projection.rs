@@ -92,6 +92,22 @@ async fn apply_in(
     Ok(ProjectionProgress::Applied { events: new.len(), checkpoint: last.sequence })
 }
 
+pub(crate) async fn reset(pool: &PgPool, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT position FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("DELETE FROM {}", projection.table())).execute(&mut *tx).await?;
+    sqlx::query("UPDATE projection_checkpoints SET position = 0, updated_at = $2 WHERE projection = $1")
+        .bind(projection.name())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn apply_statements(tx: &mut Transaction<'_, Postgres>, events: &[EventRecord]) -> Result<(), StoreError> {
     let movements = wallet_movements(events)?;
     if movements.is_empty() {

@@ -440,6 +440,10 @@ impl Store for SqliteStore {
         projection::apply(&self.writer, projection, events, now).await
     }
 
+    async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
+        projection::reset(&self.writer, projection, now).await
+    }
+
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {
         projection::statements(&self.reader, query).await
     }

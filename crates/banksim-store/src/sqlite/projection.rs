@@ -91,6 +91,18 @@ async fn apply_in(
     Ok(ProjectionProgress::Applied { events: new.len(), checkpoint: last.sequence })
 }
 
+pub(crate) async fn reset(writer: &SqlitePool, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let mut tx = super::begin_write(writer).await?;
+    sqlx::query(&format!("DELETE FROM {}", projection.table())).execute(&mut *tx).await?;
+    sqlx::query("UPDATE projection_checkpoints SET position = 0, updated_at = $2 WHERE projection = $1")
+        .bind(projection.name())
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn apply_statements(tx: &mut Transaction<'_, Sqlite>, events: &[EventRecord]) -> Result<(), StoreError> {
     let movements = wallet_movements(events)?;
     let mut latest = HashMap::new();
