@@ -37,15 +37,7 @@ impl Projection {
         Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
-    /// The table that holds its read model.
-    pub(crate) fn table(self) -> &'static str {
-        match self {
-            Self::DailyStatements => "daily_statements",
-            Self::SystemTotals => "system_totals",
-        }
-    }
-
-    /// Its name in the checkpoint table and in metrics.
+    /// Its name in the checkpoint table and in metrics, and the name of the table that holds its read model.
     pub fn name(self) -> &'static str {
         match self {
             Self::DailyStatements => "daily_statements",
@@ -162,6 +154,23 @@ pub(crate) fn events_after(events: &[EventRecord], checkpoint: i64) -> Result<&[
     }
     let first_new = events.partition_point(|e| e.sequence <= checkpoint);
     Ok(&events[first_new..])
+}
+
+/// Checks that a delivery's first new event is the log's next one after the checkpoint (`next`, as the database
+/// reads it inside the applying transaction): a delivery that skips an event must not move the checkpoint past it.
+pub(crate) fn continues_log(
+    projection: Projection,
+    checkpoint: i64,
+    next: Option<i64>,
+    first: &EventRecord,
+) -> Result<(), StoreError> {
+    if next == Some(first.sequence) {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt(format!(
+        "{projection} at {checkpoint} was handed event {} but the log continues at {next:?}",
+        first.sequence
+    )))
 }
 
 /// A wallet: owner and currency.

@@ -123,35 +123,7 @@ async fn verify_and_replay_pass_a_sound_ledger_and_name_a_tampered_one() {
     for backend in backends() {
         let db = database(backend).await;
         let data = tempfile::tempdir().expect("tempdir");
-        let store = banksim_store::connect(&db.url, Default::default()).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        let user = store
-            .create_user(
-                banksim_store::NewUser {
-                    id: uuid::Uuid::new_v4(),
-                    username: "alice".into(),
-                    email: "alice@example.com".into(),
-                    password_hash: "x".into(),
-                    role: banksim_core::user::Role::User,
-                    now: chrono::Utc::now(),
-                },
-                &Default::default(),
-            )
-            .await
-            .expect("user");
-        let credit = banksim_store::LedgerRequest {
-            command: banksim_core::ledger::Command {
-                transaction_id: uuid::Uuid::now_v7(),
-                movement: banksim_core::ledger::Movement::Credit {
-                    user_id: user.id,
-                    amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
-                },
-                description: None,
-            },
-            idempotency: None,
-            audit: Default::default(),
-        };
-        store.post_batch(&[credit], &NoAnswers, chrono::Utc::now()).await.expect("credit");
+        let (store, _) = alice_with_500_usd(&db.url).await;
         store.close().await;
 
         let verify = || {
@@ -190,35 +162,7 @@ async fn rebuild_restores_projections_from_the_event_log() {
     for backend in backends() {
         let db = database(backend).await;
         let data = tempfile::tempdir().expect("tempdir");
-        let store = banksim_store::connect(&db.url, Default::default()).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        let user = store
-            .create_user(
-                banksim_store::NewUser {
-                    id: uuid::Uuid::new_v4(),
-                    username: "alice".into(),
-                    email: "alice@example.com".into(),
-                    password_hash: "x".into(),
-                    role: banksim_core::user::Role::User,
-                    now: chrono::Utc::now(),
-                },
-                &Default::default(),
-            )
-            .await
-            .expect("user");
-        let credit = banksim_store::LedgerRequest {
-            command: banksim_core::ledger::Command {
-                transaction_id: uuid::Uuid::now_v7(),
-                movement: banksim_core::ledger::Movement::Credit {
-                    user_id: user.id,
-                    amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
-                },
-                description: None,
-            },
-            idempotency: None,
-            audit: Default::default(),
-        };
-        store.post_batch(&[credit], &NoAnswers, chrono::Utc::now()).await.expect("credit");
+        let (store, user) = alice_with_500_usd(&db.url).await;
         // Projections that went wrong behind the projectors' backs.
         db.execute("INSERT INTO system_totals VALUES ('USD', 1, 0, 0, 0, 1)").await;
         let events = store.list_events(0, 100).await.expect("events");
@@ -247,6 +191,40 @@ async fn rebuild_restores_projections_from_the_event_log() {
         store.close().await;
         db.remove().await;
     }
+}
+
+/// A migrated store whose one user, alice, was credited 5.00 USD.
+async fn alice_with_500_usd(url: &str) -> (std::sync::Arc<dyn banksim_store::Store>, banksim_core::user::User) {
+    let store = banksim_store::connect(url, Default::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let user = store
+        .create_user(
+            banksim_store::NewUser {
+                id: uuid::Uuid::new_v4(),
+                username: "alice".into(),
+                email: "alice@example.com".into(),
+                password_hash: "x".into(),
+                role: banksim_core::user::Role::User,
+                now: chrono::Utc::now(),
+            },
+            &Default::default(),
+        )
+        .await
+        .expect("user");
+    let credit = banksim_store::LedgerRequest {
+        command: banksim_core::ledger::Command {
+            transaction_id: uuid::Uuid::now_v7(),
+            movement: banksim_core::ledger::Movement::Credit {
+                user_id: user.id,
+                amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
+            },
+            description: None,
+        },
+        idempotency: None,
+        audit: Default::default(),
+    };
+    store.post_batch(&[credit], &NoAnswers, chrono::Utc::now()).await.expect("credit");
+    (store, user)
 }
 
 /// Stores no answers: the test posts without idempotency keys.

@@ -10,7 +10,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use crate::ledger::parse_currency;
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletKey, WalletStatements,
-    day_from_row, events_after, group_statements, statement_changes, total_changes, total_from_row, wallet_movements,
+    continues_log, day_from_row, events_after, group_statements, statement_changes, total_changes, total_from_row,
+    wallet_movements,
 };
 use crate::{EventRecord, StoreError};
 
@@ -73,12 +74,7 @@ async fn apply_in(
         .bind(checkpoint)
         .fetch_one(&mut **tx)
         .await?;
-    if next != Some(first.sequence) {
-        return Err(StoreError::Corrupt(format!(
-            "{projection} at {checkpoint} was handed event {} but the log continues at {next:?}",
-            first.sequence
-        )));
-    }
+    continues_log(projection, checkpoint, next, first)?;
     match projection {
         Projection::DailyStatements => apply_statements(tx, new).await?,
         Projection::SystemTotals => apply_totals(tx, new).await?,
@@ -98,7 +94,7 @@ pub(crate) async fn reset(pool: &PgPool, projection: Projection, now: DateTime<U
         .bind(projection.name())
         .execute(&mut *tx)
         .await?;
-    sqlx::query(&format!("DELETE FROM {}", projection.table())).execute(&mut *tx).await?;
+    sqlx::query(&format!("DELETE FROM {}", projection.name())).execute(&mut *tx).await?;
     sqlx::query("UPDATE projection_checkpoints SET position = 0, updated_at = $2 WHERE projection = $1")
         .bind(projection.name())
         .bind(now)

@@ -9,8 +9,8 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 use super::{instant, micros};
 use crate::ledger::parse_currency;
 use crate::projection::{
-    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements, day_from_row,
-    events_after, group_statements, statement_changes, total_changes, total_from_row, wallet_movements,
+    Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements, continues_log,
+    day_from_row, events_after, group_statements, statement_changes, total_changes, total_from_row, wallet_movements,
 };
 use crate::{EventRecord, StoreError};
 
@@ -47,7 +47,7 @@ pub(crate) async fn apply(
             Ok(progress)
         }
         Err(err) => {
-            // Roll back now rather than on drop, so the checkpoint's lock is free when this call returns.
+            // Roll back now rather than on drop, so the write lock is free when this call returns.
             let _ = tx.rollback().await;
             Err(err)
         }
@@ -72,12 +72,7 @@ async fn apply_in(
         .bind(checkpoint)
         .fetch_one(&mut **tx)
         .await?;
-    if next != Some(first.sequence) {
-        return Err(StoreError::Corrupt(format!(
-            "{projection} at {checkpoint} was handed event {} but the log continues at {next:?}",
-            first.sequence
-        )));
-    }
+    continues_log(projection, checkpoint, next, first)?;
     match projection {
         Projection::DailyStatements => apply_statements(tx, new).await?,
         Projection::SystemTotals => apply_totals(tx, new).await?,
@@ -93,7 +88,7 @@ async fn apply_in(
 
 pub(crate) async fn reset(writer: &SqlitePool, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
     let mut tx = super::begin_write(writer).await?;
-    sqlx::query(&format!("DELETE FROM {}", projection.table())).execute(&mut *tx).await?;
+    sqlx::query(&format!("DELETE FROM {}", projection.name())).execute(&mut *tx).await?;
     sqlx::query("UPDATE projection_checkpoints SET position = 0, updated_at = $2 WHERE projection = $1")
         .bind(projection.name())
         .bind(micros(now))
