@@ -3,7 +3,24 @@
 //! Schedules, token expiry, statements and row timestamps all ask a [`Clock`], so that tests and simulations can
 //! run on a clock they control instead of the wall clock.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
+
+/// Whether both databases store `at` exactly and RFC 3339 can write it: years 1 to 9999 in UTC. (PostgreSQL stops
+/// at 4713 BC and 294276 AD; RFC 3339 has four-digit years.) Every instant a client sends is held to this range.
+pub fn is_storable(at: DateTime<Utc>) -> bool {
+    (1..=9999).contains(&at.year())
+}
+
+/// Parses an instant a client sent: RFC 3339 with any offset, in the range [`is_storable`] accepts.
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+    let at = DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| "must be an RFC 3339 timestamp such as 2030-01-31T09:00:00Z".to_owned())?;
+    if !is_storable(at) {
+        return Err("must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z".to_owned());
+    }
+    Ok(at)
+}
 
 /// Tells the current instant.
 pub trait Clock: Send + Sync + 'static {
@@ -52,6 +69,16 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_outside_years_1_to_9999_are_refused() {
+        for good in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2030-01-31T09:00:00+02:00"] {
+            assert!(parse_instant(good).is_ok(), "{good}");
+        }
+        for bad in ["0000-12-31T23:59:59Z", "9999-12-31T23:00:00-05:00", "+262143-01-01T00:00:00Z", "yesterday", ""] {
+            assert!(parse_instant(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_manual_clock_shows_what_it_was_set_to() {

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod currency;
 pub mod error;
+pub mod fx;
 pub mod ledger;
 pub mod money;
 pub mod schedule;

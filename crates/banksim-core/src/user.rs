@@ -73,6 +73,9 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// When the user last changed.
     pub updated_at: DateTime<Utc>,
+    /// Access tokens issued at or before this instant are refused: logout, a reused refresh token and
+    /// deactivation end the sessions they concern at once, not when their access tokens expire.
+    pub sessions_revoked_at: Option<DateTime<Utc>>,
 }
 
 /// Checks a username: 3–50 characters of `[A-Za-z0-9_]`.

@@ -57,6 +57,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A dependency (the database) is unavailable: retry later.
     ServiceUnavailable,
+    /// The database did not confirm a commit: the change may or may not have been made. A retry with the same
+    /// `Idempotency-Key` gets what really happened.
+    CommitOutcomeUnknown,
     /// A money request's body is invalid: see `errors`.
     InvalidRequest,
     /// The amount is not positive, has too many decimals, or is above the maximum.
@@ -99,7 +102,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 38] = [
+    pub const ALL: [Self; 39] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -119,6 +122,7 @@ impl ErrorCode {
         Self::LastAdmin,
         Self::RequestTimeout,
         Self::ServiceUnavailable,
+        Self::CommitOutcomeUnknown,
         Self::InvalidRequest,
         Self::InvalidAmount,
         Self::UnsupportedCurrency,
@@ -157,7 +161,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EmailTaken | Self::UsernameTaken | Self::LastAdmin => StatusCode::CONFLICT,
             Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServiceUnavailable | Self::CommitOutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidRequest
             | Self::InvalidAmount
             | Self::UnsupportedCurrency
@@ -201,6 +205,7 @@ impl ErrorCode {
             Self::LastAdmin => "last_admin",
             Self::RequestTimeout => "request_timeout",
             Self::ServiceUnavailable => "service_unavailable",
+            Self::CommitOutcomeUnknown => "commit_outcome_unknown",
             Self::InvalidRequest => "invalid_request",
             Self::InvalidAmount => "invalid_amount",
             Self::UnsupportedCurrency => "unsupported_currency",
@@ -245,6 +250,10 @@ impl ErrorCode {
             Self::LastAdmin => "the last active admin cannot be demoted, deactivated or deleted",
             Self::RequestTimeout => "request timed out",
             Self::ServiceUnavailable => "service temporarily unavailable",
+            Self::CommitOutcomeUnknown => {
+                "the database did not confirm the commit: the change may have been made; retry with the same \
+                 Idempotency-Key to learn its outcome"
+            }
             Self::InvalidRequest => "invalid request",
             Self::InvalidAmount => "invalid amount",
             Self::UnsupportedCurrency => "unsupported currency",
@@ -413,6 +422,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict("last_admin") => Self::new(ErrorCode::LastAdmin),
             StoreError::Unavailable(cause) => {
                 Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::ServiceUnavailable) }
+            }
+            StoreError::CommitFailed(cause) => {
+                Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::CommitOutcomeUnknown) }
             }
             other => Self::internal(error_chain(&other)),
         }

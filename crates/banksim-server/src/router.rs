@@ -11,6 +11,7 @@ use axum::routing::any;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -103,6 +104,10 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_auth))
         // Outermost: ids and error envelopes for everything inside, the trace span included.
         .layer(middleware::from_fn(context::request_context))
+        // Every answer is private to its caller (tokens, balances; RFC 6749 §5.1 for the token answers) and is what
+        // its Content-Type says.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .with_state(state)
 }
 

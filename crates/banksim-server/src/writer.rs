@@ -137,9 +137,11 @@ impl Worker {
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
-            Err(err) if jobs.len() > 1 && !matches!(err, StoreError::Unavailable(_)) => {
+            Err(err) if jobs.len() > 1 && err.nothing_written() && !matches!(err, StoreError::Unavailable(_)) => {
                 // Nothing of the batch was posted. One movement may be at fault (a bug, or data the database
-                // refuses): post each alone, so the others still succeed and only the culprit fails.
+                // refuses): post each alone, so the others still succeed and only the culprit fails. (Never after
+                // a commit whose outcome is unknown: its movements may have been made, and posting them again
+                // would refuse what succeeded, or make what has no idempotency key twice.)
                 tracing::error!(error = %err, batch.size = size, "ledger batch failed; posting its movements one by one");
                 for job in jobs.drain(..) {
                     let outcome = self.post(std::slice::from_ref(&job.request)).await;
@@ -170,12 +172,13 @@ impl Worker {
     }
 }
 
-/// The answer for every movement of a batch that could not be committed. Only an unavailable database (no
-/// connection, nothing begun) is a 503 that invites a retry; anything else, a failed commit included, leaves the
-/// outcome unknown to the client: 500, and a retry should carry the same idempotency key.
+/// The answer for every movement of a batch that could not be committed: 503 when the database is unavailable
+/// (nothing was written) or did not confirm the commit (the outcome is unknown; a retry with the same idempotency
+/// key learns it), 500 for anything else (a bug: nothing was written).
 fn batch_error(err: &StoreError) -> ApiError {
     match err {
         StoreError::Unavailable(_) => ApiError::new(ErrorCode::ServiceUnavailable),
+        StoreError::CommitFailed(_) => ApiError::new(ErrorCode::CommitOutcomeUnknown),
         other => ApiError::internal(other),
     }
 }

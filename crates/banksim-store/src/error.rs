@@ -19,6 +19,10 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The exchange rate would close a cycle of exchanges (these currencies, in order, back to the first) whose
+    /// rates multiply to more than one: going round it would create money. Nothing was written.
+    #[error("the rate would let a cycle of exchanges create money")]
+    RateCycle(Vec<banksim_core::currency::Currency>),
     /// A batch panicked (a broken invariant); nothing of it was written.
     #[error("ledger batch panicked")]
     Panicked,
@@ -32,6 +36,13 @@ pub enum StoreError {
     /// Anything else: a bug or a broken database. Its text is for logs, never for clients.
     #[error("database error")]
     Other(#[source] sqlx::Error),
+}
+
+impl StoreError {
+    /// Whether the failed call certainly wrote nothing. Only a commit whose answer was lost leaves that unknown.
+    pub fn nothing_written(&self) -> bool {
+        !matches!(self, Self::CommitFailed(_))
+    }
 }
 
 /// Unique indexes whose violation means a known conflict, and the API code each one stands for. PostgreSQL reports

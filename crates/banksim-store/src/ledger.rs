@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::StoreError;
+
 /// One money movement to post, with what the same database transaction must also record.
 #[derive(Debug, Clone)]
 pub struct LedgerRequest {
@@ -404,6 +406,16 @@ fn audit_row(
         ip: request.audit.ip.clone(),
         user_agent: request.audit.user_agent.clone(),
         request_id: request.audit.request_id.clone(),
+    }
+}
+
+/// Refuses a new rate that would let some cycle of exchanges through its pair create money (see
+/// `banksim_core::fx`), given the table in force.
+pub(crate) fn refuse_gaining_cycle(table: &[FxRate], new: &FxRate) -> Result<(), StoreError> {
+    let rates: Vec<_> = table.iter().map(|r| (r.base, r.quote, r.rate)).collect();
+    match banksim_core::fx::gaining_cycle(&rates, new.base, new.quote, new.rate) {
+        Some(cycle) => Err(StoreError::RateCycle(cycle)),
+        None => Ok(()),
     }
 }
 

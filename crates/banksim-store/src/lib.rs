@@ -40,7 +40,9 @@ pub use model::{
     UserPage,
 };
 pub use projection::{Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements};
-pub use schedule::{ExecutionRecord, ExecutionStatus, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
+pub use schedule::{
+    ExecutionRecord, ExecutionStatus, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord,
+};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +177,9 @@ pub trait Store: Send + Sync + 'static {
     /// One exchange rate.
     async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError>;
 
-    /// Sets an exchange rate.
+    /// Sets an exchange rate, unless it would let a cycle of exchanges through its pair create money (the product
+    /// of the rates around any cycle must stay at most one): then fails with `RateCycle`, naming the cycle. The check
+    /// and the change are one atomic step, so two admins setting rates at once cannot build such a cycle together.
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError>;
 
     /// Events after `after` (a sequence number), in log order.
@@ -206,59 +210,63 @@ pub trait Store: Send + Sync + 'static {
     /// A user's schedules matching the query's filters, newest first (creation instant, then id).
     async fn list_schedules(&self, query: &ScheduleQuery) -> Result<Vec<ScheduleRecord>, StoreError>;
 
-    /// Moves a schedule from one of the statuses `from` to `to` (pause, resume, cancel) and returns it, setting
-    /// `next_execution_at` when given (resume recomputes it), with its event (`SchedulePaused`, `ScheduleResumed`,
-    /// `ScheduleCancelled`) and audit entry (`schedule.pause`, `schedule.resume`, `schedule.cancel`), atomically.
-    /// A move to `active` also resets `attempt` and `consecutive_failures`, so a schedule paused after failures
-    /// starts afresh. A lease held by a worker is left alone. Fails with `NotFound` if there is no such schedule,
+    /// Moves a schedule from one of the statuses `from` to `to` (pause, resume, cancel) and returns it, with
+    /// `next_execution_at` as `next` says (computed from the row as locked), its event (`SchedulePaused`,
+    /// `ScheduleResumed`, `ScheduleCancelled`) and audit entry (`schedule.pause`, `schedule.resume`,
+    /// `schedule.cancel`), atomically. A move to `active` also resets `consecutive_failures`, so a schedule paused
+    /// after failures starts afresh; `attempt` is kept (an attempt's idempotency key is never used twice). A lease
+    /// held by a worker is left alone. Fails with `NotFound` if there is no such schedule,
     /// `Conflict("schedule_state")` if its status is not in `from`.
     async fn change_schedule_status(
         &self,
         id: Uuid,
         from: &[ScheduleStatus],
         to: ScheduleStatus,
-        next_execution_at: Option<Option<DateTime<Utc>>>,
+        next: NextRun,
         now: DateTime<Utc>,
         audit: &AuditContext,
     ) -> Result<ScheduleRecord, StoreError>;
 
     /// Claims up to `limit` active schedules due at `now` (`next_execution_at <= now`) whose lease is free (none,
-    /// or expired), leasing them until `now + lease`, and returns them oldest due first. No other worker, on any
-    /// instance, gets them until the lease ends or the claimer records or retries the occurrence: PostgreSQL
-    /// uses `FOR UPDATE SKIP LOCKED`, SQLite its single writer. A lease that expires (its instance died) makes
-    /// the schedule claimable again.
+    /// or expired), leasing them until `now + lease` under a new lease token, and returns them oldest due first.
+    /// No other worker, on any instance, gets them until the lease ends or the claimer records or retries the
+    /// occurrence: PostgreSQL uses `FOR UPDATE SKIP LOCKED`, SQLite its single writer. A lease that expires (its
+    /// instance died, or is slow) makes the schedule claimable again, and the old claim powerless.
     async fn claim_due_schedules(
         &self,
         now: DateTime<Utc>,
         lease: std::time::Duration,
         limit: u32,
-    ) -> Result<Vec<ScheduleRecord>, StoreError>;
+    ) -> Result<Vec<ScheduleClaim>, StoreError>;
 
     /// Records the outcome of occurrence `update.execution.occurrence` and advances the schedule
     /// (`current_occurrence`, `next_execution_at`, status, `consecutive_failures`, `last_executed_at` =
     /// `executed_at`, `attempt` = 0, lease freed), with its event (`ScheduleExecuted`, `ScheduleFailed`, or
-    /// `ScheduleSkipped`) and audit entry (`schedule.execute`), in one transaction — only if the schedule is
-    /// still at occurrence − 1: otherwise returns `false` and changes nothing, so a duplicate record is harmless.
+    /// `ScheduleSkipped`) and audit entry (`schedule.execute`), in one transaction — only if `claim` still holds
+    /// the schedule (its lease token) and the schedule is still at occurrence − 1: otherwise returns `false` and
+    /// changes nothing, so a duplicate or stale record is harmless.
     ///
     /// If the owner paused or cancelled the schedule while the occurrence ran, that status is kept (the
     /// occurrence is still recorded), except that a paused schedule takes a final status (`completed`, `failed`)
     /// from the update. Fails with `NotFound` if there is no such schedule.
     async fn record_occurrence(
         &self,
-        id: Uuid,
+        claim: &ScheduleClaim,
         update: &OccurrenceUpdate,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
-    /// A failed attempt that will be retried: sets `attempt` (failed attempts so far) and `next_execution_at` =
-    /// `retry_at`, and frees the lease. Fails with `NotFound` if there is no such schedule.
+    /// Makes the claimed occurrence again at `retry_at` as attempt `attempt` (failed attempts so far; the same as
+    /// the claim's to repeat an attempt whose outcome is unknown), and frees the lease — only if `claim` still
+    /// holds the schedule (its lease token) at the same occurrence and attempt: otherwise returns `false` and
+    /// changes nothing. Fails with `NotFound` if there is no such schedule.
     async fn retry_occurrence(
         &self,
-        id: Uuid,
+        claim: &ScheduleClaim,
         attempt: u32,
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// Every recorded occurrence of a schedule, in order.
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError>;

@@ -101,8 +101,11 @@ pub enum RefreshOutcome {
         /// The token's owner.
         user_id: Uuid,
     },
-    /// The token had been spent before: its whole family is now revoked.
-    Reused,
+    /// The token had been spent before: its whole family is now revoked, and the owner's access tokens with it.
+    Reused {
+        /// The token's owner.
+        user_id: Uuid,
+    },
     /// Unknown, expired or revoked token, or an inactive owner.
     Invalid,
 }

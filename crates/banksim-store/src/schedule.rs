@@ -130,6 +130,47 @@ pub struct ScheduleQuery {
     pub offset: u64,
 }
 
+/// A schedule a worker has claimed. Its claim runs occurrence `current_occurrence + 1`, attempt `attempt`; only
+/// the holder of `lease_token` may record that occurrence or ask for a retry, and only while the schedule is still
+/// where the claim found it, so a worker whose lease expired (another took the schedule over) changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleClaim {
+    /// The schedule as it was when claimed.
+    pub schedule: ScheduleRecord,
+    /// Names this claim; a later claim of the same schedule gets another token.
+    pub lease_token: Uuid,
+}
+
+impl ScheduleClaim {
+    /// The occurrence this claim runs.
+    pub fn occurrence(&self) -> u32 {
+        self.schedule.current_occurrence.saturating_add(1)
+    }
+}
+
+/// What a status change does to a schedule's next execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextRun {
+    /// Left as it is (pause).
+    Keep,
+    /// Cleared: the schedule will not run again (cancel).
+    Clear,
+    /// The next occurrence of its calendar after those recorded, read under the row lock (resume), so that an
+    /// occurrence recorded while the change waited is never run again.
+    FromCalendar,
+}
+
+impl NextRun {
+    /// The new `next_execution_at` of `schedule` (read under its lock), or `None` to leave it.
+    pub(crate) fn resolve(self, schedule: &ScheduleRecord) -> Option<Option<DateTime<Utc>>> {
+        match self {
+            Self::Keep => None,
+            Self::Clear => Some(None),
+            Self::FromCalendar => Some(schedule.calendar.next_after(schedule.current_occurrence)),
+        }
+    }
+}
+
 /// What the worker decided for the occurrence it ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OccurrenceUpdate {

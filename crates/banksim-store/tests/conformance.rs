@@ -227,7 +227,7 @@ async fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
         assert_eq!(outcome.expect("rotate"), RefreshOutcome::Rotated { user_id: user.id });
 
         let reused = rotate(&store, b"first", b"third").await;
-        assert_eq!(reused.expect("rotate"), RefreshOutcome::Reused);
+        assert!(matches!(reused.expect("rotate"), RefreshOutcome::Reused { .. }));
 
         let revoked = rotate(&store, b"second", b"fourth").await;
         assert_eq!(revoked.expect("rotate"), RefreshOutcome::Invalid, "the successor went with its family");
@@ -269,7 +269,7 @@ async fn concurrent_refreshes_of_one_token_rotate_it_at_most_once() {
         let outcomes = [a.expect("rotate"), b.expect("rotate")];
         let rotated = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Rotated { .. })).count();
         assert_eq!(rotated, 1, "{outcomes:?}");
-        assert!(outcomes.contains(&RefreshOutcome::Reused), "{outcomes:?}");
+        assert!(outcomes.iter().any(|o| matches!(o, RefreshOutcome::Reused { .. })), "{outcomes:?}");
     })
     .await;
 }
@@ -707,8 +707,8 @@ mod schedules {
     use banksim_core::schedule::{Calendar, Recurrence, ScheduleStatus};
     use banksim_store::testing::query_count;
     use banksim_store::{
-        AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest,
-        OccurrenceUpdate, ResponseRenderer, ScheduleQuery, ScheduleRecord,
+        AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest, NextRun,
+        OccurrenceUpdate, ResponseRenderer, ScheduleClaim, ScheduleQuery, ScheduleRecord,
     };
 
     use super::*;
@@ -771,7 +771,18 @@ mod schedules {
     }
 
     async fn claim(store: &Arc<dyn Store>, at: DateTime<Utc>, limit: u32) -> Vec<Uuid> {
-        store.claim_due_schedules(at, LEASE, limit).await.expect("claim").iter().map(|s| s.id).collect()
+        claims(store, at, limit).await.iter().map(|c| c.schedule.id).collect()
+    }
+
+    async fn claims(store: &Arc<dyn Store>, at: DateTime<Utc>, limit: u32) -> Vec<ScheduleClaim> {
+        store.claim_due_schedules(at, LEASE, limit).await.expect("claim")
+    }
+
+    /// The claim of the one schedule due at `at`.
+    async fn claim_one(store: &Arc<dyn Store>, at: DateTime<Utc>) -> ScheduleClaim {
+        let mut claimed = claims(store, at, 10).await;
+        assert_eq!(claimed.len(), 1, "{claimed:?}");
+        claimed.remove(0)
     }
 
     async fn find(store: &Arc<dyn Store>, id: Uuid) -> ScheduleRecord {
@@ -842,7 +853,7 @@ mod schedules {
                     first.id,
                     &[ScheduleStatus::Active],
                     ScheduleStatus::Paused,
-                    None,
+                    NextRun::Keep,
                     now(),
                     &audit(&a),
                 )
@@ -900,24 +911,23 @@ mod schedules {
             };
             use ScheduleStatus::{Active, Cancelled, Paused};
 
-            let paused = change(vec![Active], Paused, None).await.expect("pause");
+            let paused = change(vec![Active], Paused, NextRun::Keep).await.expect("pause");
             assert_eq!((paused.status, paused.next_execution_at), (Paused, s.next_execution_at));
-            let again = change(vec![Active], Paused, None).await;
+            let again = change(vec![Active], Paused, NextRun::Keep).await;
             assert!(matches!(again, Err(StoreError::Conflict("schedule_state"))), "{again:?}");
 
-            let next = now() + Duration::hours(5);
-            let resumed = change(vec![Paused], Active, Some(Some(next))).await.expect("resume");
-            assert_eq!((resumed.status, resumed.next_execution_at), (Active, Some(next)));
+            let resumed = change(vec![Paused], Active, NextRun::FromCalendar).await.expect("resume");
+            assert_eq!((resumed.status, resumed.next_execution_at), (Active, s.calendar.next_after(0)));
             assert!(resumed.updated_at >= paused.updated_at);
 
-            let cancelled = change(vec![Active, Paused], Cancelled, Some(None)).await.expect("cancel");
+            let cancelled = change(vec![Active, Paused], Cancelled, NextRun::Clear).await.expect("cancel");
             assert_eq!((cancelled.status, cancelled.next_execution_at), (Cancelled, None));
             assert_eq!(find(&store, s.id).await, cancelled);
-            let twice = change(vec![Active, Paused], Cancelled, Some(None)).await;
+            let twice = change(vec![Active, Paused], Cancelled, NextRun::Clear).await;
             assert!(matches!(twice, Err(StoreError::Conflict("schedule_state"))), "{twice:?}");
 
             let missing =
-                store.change_schedule_status(Uuid::new_v4(), &[Active], Paused, None, now(), &audit(&a)).await;
+                store.change_schedule_status(Uuid::new_v4(), &[Active], Paused, NextRun::Keep, now(), &audit(&a)).await;
             assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
 
             let count = |sql: &'static str| query_count(&url, sql);
@@ -959,7 +969,7 @@ mod schedules {
                     paused.id,
                     &[ScheduleStatus::Active],
                     ScheduleStatus::Paused,
-                    None,
+                    NextRun::Keep,
                     t,
                     &audit(&a),
                 )
@@ -1011,7 +1021,8 @@ mod schedules {
                 ..once(&a, start, t - Duration::days(2))
             };
             store.create_schedule(&s, None, &audit(&a)).await.expect("create");
-            assert_eq!(claim(&store, t, 10).await, [s.id]);
+            let held = claim_one(&store, t).await;
+            assert_eq!(held.schedule.id, s.id);
 
             let transaction_id = credit(&store, &a).await;
             let first = OccurrenceUpdate {
@@ -1020,7 +1031,7 @@ mod schedules {
                 status: ScheduleStatus::Active,
                 consecutive_failures: 0,
             };
-            assert!(store.record_occurrence(s.id, &first, t).await.expect("record"));
+            assert!(store.record_occurrence(&held, &first, t).await.expect("record"));
             let after = find(&store, s.id).await;
             assert_eq!(after.current_occurrence, 1);
             assert_eq!(after.next_execution_at, first.next_execution_at);
@@ -1028,19 +1039,21 @@ mod schedules {
             assert_eq!((after.status, after.attempt, after.consecutive_failures), (ScheduleStatus::Active, 0, 0));
             assert_eq!(after.updated_at, t);
 
-            assert!(!store.record_occurrence(s.id, &first, t).await.expect("duplicate"), "a duplicate is refused");
+            assert!(!store.record_occurrence(&held, &first, t).await.expect("duplicate"), "a duplicate is refused");
+            let held = claim_one(&store, t).await;
+            assert_eq!(held.schedule.id, s.id, "recording freed the lease");
+            assert!(!store.record_occurrence(&held, &first, t).await.expect("duplicate"), "so is a later duplicate");
             let skipping = OccurrenceUpdate { execution: execution(3, ExecutionStatus::Success, None), ..first.clone() };
-            assert!(!store.record_occurrence(s.id, &skipping, t).await.expect("skip"), "occurrences come in order");
-            assert_eq!(find(&store, s.id).await, after, "refused records change nothing");
+            assert!(!store.record_occurrence(&held, &skipping, t).await.expect("skip"), "occurrences come in order");
+            assert_eq!(find(&store, s.id).await.current_occurrence, 1, "refused records change nothing");
 
-            assert_eq!(claim(&store, t, 10).await, [s.id], "recording freed the lease");
             let second = OccurrenceUpdate {
                 execution: execution(2, ExecutionStatus::Failed, None),
                 next_execution_at: None,
                 status: ScheduleStatus::Completed,
                 consecutive_failures: 1,
             };
-            assert!(store.record_occurrence(s.id, &second, t).await.expect("record"));
+            assert!(store.record_occurrence(&held, &second, t).await.expect("record"));
             let done = find(&store, s.id).await;
             assert_eq!((done.current_occurrence, done.next_execution_at), (2, None));
             assert_eq!((done.status, done.consecutive_failures), (ScheduleStatus::Completed, 1));
@@ -1049,7 +1062,8 @@ mod schedules {
             let executions = store.list_executions(s.id).await.expect("executions");
             assert_eq!(executions, [first.execution.clone(), second.execution.clone()]);
             assert!(store.list_executions(Uuid::new_v4()).await.expect("executions").is_empty());
-            let missing = store.record_occurrence(Uuid::new_v4(), &first, t).await;
+            let unknown = ScheduleClaim { schedule: ScheduleRecord { id: Uuid::new_v4(), ..s.clone() }, ..held.clone() };
+            let missing = store.record_occurrence(&unknown, &first, t).await;
             assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
 
             let count = |sql: &'static str| query_count(&url, sql);
@@ -1082,18 +1096,16 @@ mod schedules {
                 ..once(&a, start, t - Duration::seconds(2))
             };
             store.create_schedule(&s, None, &audit(&a)).await.expect("create");
-            assert_eq!(claim(&store, t, 10).await, [s.id]);
-            store
-                .change_schedule_status(s.id, &[ScheduleStatus::Active], ScheduleStatus::Paused, None, t, &audit(&a))
-                .await
-                .expect("pause");
+            let held = claim_one(&store, t).await;
+            let (active, paused) = (ScheduleStatus::Active, ScheduleStatus::Paused);
+            store.change_schedule_status(s.id, &[active], paused, NextRun::Keep, t, &audit(&a)).await.expect("pause");
             let update = OccurrenceUpdate {
                 execution: execution(1, ExecutionStatus::Skipped, None),
                 next_execution_at: Some(start + Duration::weeks(1)),
                 status: ScheduleStatus::Active,
                 consecutive_failures: 0,
             };
-            assert!(store.record_occurrence(s.id, &update, t).await.expect("record"));
+            assert!(store.record_occurrence(&held, &update, t).await.expect("record"));
             let after = find(&store, s.id).await;
             assert_eq!((after.status, after.current_occurrence), (ScheduleStatus::Paused, 1));
             assert_eq!(after.next_execution_at, update.next_execution_at);
@@ -1108,17 +1120,19 @@ mod schedules {
             let t = now();
             let s = once(&a, t - Duration::seconds(1), t - Duration::seconds(2));
             store.create_schedule(&s, None, &audit(&a)).await.expect("create");
-            assert_eq!(claim(&store, t, 10).await, [s.id]);
+            let held = claim_one(&store, t).await;
 
             let retry_at = t + Duration::seconds(2);
-            store.retry_occurrence(s.id, 1, retry_at, t).await.expect("retry");
+            assert!(store.retry_occurrence(&held, 1, retry_at, t).await.expect("retry"));
+            assert!(!store.retry_occurrence(&held, 2, retry_at, t).await.expect("retry"), "a claim retries once");
             let waiting = find(&store, s.id).await;
             assert_eq!(
                 (waiting.attempt, waiting.next_execution_at, waiting.current_occurrence),
                 (1, Some(retry_at), 0)
             );
             assert!(claim(&store, t + Duration::seconds(1), 10).await.is_empty(), "not due before retry_at");
-            assert_eq!(claim(&store, retry_at, 10).await, [s.id], "due again, lease freed");
+            let held = claim_one(&store, retry_at).await;
+            assert_eq!((held.schedule.id, held.schedule.attempt), (s.id, 1), "due again, lease freed");
 
             let update = OccurrenceUpdate {
                 execution: ExecutionRecord { attempts: 2, ..execution(1, ExecutionStatus::Failed, None) },
@@ -1126,12 +1140,62 @@ mod schedules {
                 status: ScheduleStatus::Failed,
                 consecutive_failures: 1,
             };
-            assert!(store.record_occurrence(s.id, &update, retry_at).await.expect("record"));
+            assert!(store.record_occurrence(&held, &update, retry_at).await.expect("record"));
             let failed = find(&store, s.id).await;
             assert_eq!((failed.status, failed.attempt, failed.next_execution_at), (ScheduleStatus::Failed, 0, None));
 
-            let missing = store.retry_occurrence(Uuid::new_v4(), 1, retry_at, t).await;
+            let unknown =
+                ScheduleClaim { schedule: ScheduleRecord { id: Uuid::new_v4(), ..s.clone() }, ..held.clone() };
+            let missing = store.retry_occurrence(&unknown, 1, retry_at, t).await;
             assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_lost_its_lease_cannot_move_the_schedule() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let t = now();
+            let start = t - Duration::seconds(1);
+            let monthly = ScheduleRecord {
+                calendar: Calendar::recurring(start, Recurrence::Monthly, None, None),
+                next_execution_at: Some(start),
+                ..once(&a, start, t)
+            };
+            store.create_schedule(&monthly, None, &audit(&a)).await.expect("create");
+            // Instance A claims occurrence 1 and is slow; its lease expires and instance B claims it too.
+            let claimed_by_a = claim_one(&store, t).await;
+            let later = t + Duration::seconds(31);
+            let claimed_by_b = claim_one(&store, later).await;
+            assert_ne!(claimed_by_a.lease_token, claimed_by_b.lease_token);
+            // A tries to record occurrence 1 (the money moved under its key, which B's attempt will replay)...
+            let transaction_id = credit(&store, &a).await;
+            let update = OccurrenceUpdate {
+                execution: execution(1, ExecutionStatus::Success, Some(transaction_id)),
+                next_execution_at: monthly.calendar.next_after(1),
+                status: ScheduleStatus::Active,
+                consecutive_failures: 0,
+            };
+            assert!(!store.record_occurrence(&claimed_by_a, &update, later).await.expect("record"), "A lost its claim");
+            assert!(
+                !store.retry_occurrence(&claimed_by_a, 1, later, later).await.expect("retry"),
+                "so it cannot retry"
+            );
+            // ...B, whose attempt met a writer error, asks for the same attempt again in a second.
+            let retry_at = later + Duration::seconds(1);
+            assert!(store.retry_occurrence(&claimed_by_b, 0, retry_at, later).await.expect("retry"));
+            let after = find(&store, monthly.id).await;
+            assert_eq!((after.current_occurrence, after.attempt, after.next_execution_at), (0, 0, Some(retry_at)));
+
+            // The next claim records occurrence 1; a late retry of B's old claim cannot bring occurrence 2 forward.
+            let claimed_again = claim_one(&store, retry_at).await;
+            assert!(store.record_occurrence(&claimed_again, &update, retry_at).await.expect("record"));
+            assert!(!store.retry_occurrence(&claimed_by_b, 1, retry_at, retry_at).await.expect("retry"));
+            assert!(!store.retry_occurrence(&claimed_again, 1, retry_at, retry_at).await.expect("retry"));
+            let after = find(&store, monthly.id).await;
+            assert_eq!(after.current_occurrence, 1);
+            assert_eq!(after.next_execution_at, monthly.calendar.next_after(1), "occurrence 2 runs a month later");
         })
         .await;
     }
@@ -1153,7 +1217,7 @@ mod schedules {
                     cancelled.id,
                     &[ScheduleStatus::Active],
                     ScheduleStatus::Cancelled,
-                    Some(None),
+                    NextRun::Clear,
                     t,
                     &audit(&a),
                 )
@@ -1181,4 +1245,124 @@ mod schedules {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn logout_racing_a_refresh_never_leaves_a_live_token() {
+    each_backend(|store| async move {
+        let user = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+        for round in 0..150_u32 {
+            let first = format!("first-{round}").into_bytes();
+            let second = format!("second-{round}").into_bytes();
+            store.insert_refresh_token(token(&user, &first, Duration::days(1))).await.expect("insert");
+            let (rotated, revoked) =
+                tokio::join!(rotate(&store, &first, &second), store.revoke_refresh_family(&first, user.id, now()));
+            assert!(revoked.expect("revoke"), "the family exists");
+            if let RefreshOutcome::Rotated { .. } = rotated.expect("rotate") {
+                let third = format!("third-{round}").into_bytes();
+                let after = rotate(&store, &second, &third).await.expect("rotate");
+                assert_eq!(after, RefreshOutcome::Invalid, "round {round}: the successor survived the logout");
+            }
+        }
+    })
+    .await;
+}
+
+mod clamp {
+    use banksim_core::currency::Currency;
+    use banksim_core::ledger::{AccountKey, Command, LedgerError, Movement, TransactionRecord};
+    use banksim_core::money::Money;
+    use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer};
+    use sqlx::Connection;
+
+    use super::*;
+
+    struct Plain;
+    impl ResponseRenderer for Plain {
+        fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+            (201, String::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wallet_opened_by_a_concurrent_batch_keeps_its_postings_in_time_order() {
+        if !backends().contains(&banksim_store::Backend::Postgres) {
+            return;
+        }
+        let db = TestDatabase::create(banksim_store::Backend::Postgres).await;
+        let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let bob = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+        let wallet = AccountKey::User { user_id: bob.id, currency: Currency::USD };
+        let (t1, t2) = (now(), now() + Duration::hours(1));
+        // Another batch (of another instance) opens bob's wallet and posts to it at t2, and has not committed yet.
+        let mut other = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query("BEGIN").execute(&mut other).await.expect("begin");
+        sqlx::query(
+            "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) VALUES ($1, 'user', $2, 'USD', $3, $3)",
+        )
+        .bind(wallet.id())
+        .bind(bob.id)
+        .bind(t2)
+        .execute(&mut other)
+        .await
+        .expect("open the wallet");
+        // This batch, whose clock read t1, finds no wallet, opens it, and waits for the other batch.
+        let request = LedgerRequest {
+            command: Command {
+                transaction_id: Uuid::now_v7(),
+                movement: Movement::Credit { user_id: bob.id, amount: Money::new(100, Currency::USD) },
+                description: None,
+            },
+            idempotency: None,
+            audit: AuditContext::default(),
+        };
+        let posting = {
+            let store = store.clone();
+            tokio::spawn(async move { store.post_batch(&[request], &Plain, t1).await })
+        };
+        let mut watcher = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                .fetch_one(&mut watcher)
+                .await
+                .expect("locks");
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        sqlx::query("COMMIT").execute(&mut other).await.expect("commit");
+        let outcomes = posting.await.expect("task").expect("batch");
+        assert!(matches!(outcomes[..], [LedgerOutcome::Posted(_)]), "{outcomes:?}");
+        let posted_at: DateTime<Utc> = sqlx::query_scalar("SELECT max(created_at) FROM postings WHERE account_id = $1")
+            .bind(wallet.id())
+            .fetch_one(&mut watcher)
+            .await
+            .expect("posting");
+        assert!(posted_at >= t2, "a posting at {posted_at} went back before the wallet's last movement at {t2}");
+        store.close().await;
+        db.remove().await;
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_sqlite_file_and_its_folder_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().expect("temporary folder");
+    let folder = root.path().join("data");
+    let url = format!("sqlite:{}", folder.join("banksim.db").display());
+    let store = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+    let mode = |path: std::path::PathBuf| std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(folder.clone()), 0o700, "the data folder");
+    for name in ["banksim.db", "banksim.db-wal", "banksim.db-shm"] {
+        let path = folder.join(name);
+        if path.exists() {
+            assert_eq!(mode(path), 0o600, "{name} holds password hashes");
+        }
+    }
+    store.close().await;
 }

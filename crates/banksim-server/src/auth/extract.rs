@@ -109,7 +109,14 @@ fn bearer_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
 async fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
     let claims = state.tokens.verify_access(token)?;
     match state.users.find_cached(claims.user_id).await? {
-        Some(user) if user.is_active => Ok(user),
-        _ => Err(ApiError::new(ErrorCode::Unauthorized).with_message("account is deactivated")),
+        Some(user) if !user.is_active => {
+            Err(ApiError::new(ErrorCode::Unauthorized).with_message("account is deactivated"))
+        }
+        Some(user) if user.sessions_revoked_at.is_some_and(|revoked| claims.issued_by(revoked)) => {
+            Err(ApiError::new(ErrorCode::Unauthorized)
+                .with_message("the session of this token has ended; log in again"))
+        }
+        Some(user) => Ok(user),
+        None => Err(ApiError::new(ErrorCode::Unauthorized).with_message("account is deactivated")),
     }
 }

@@ -53,8 +53,19 @@ pub struct AccessClaims {
     pub nbf: i64,
     /// Issued at, Unix seconds.
     pub iat: i64,
+    /// Issued at, Unix microseconds: `iat` has whole seconds, and a session revoked within the second a token was
+    /// issued must still tell whether the token came before or after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_us: Option<i64>,
     /// Unique token id.
     pub jti: Uuid,
+}
+
+impl AccessClaims {
+    /// Whether the token was issued at or before `instant` (a revocation of its user's sessions).
+    pub fn issued_by(&self, instant: DateTime<Utc>) -> bool {
+        self.iat_us.unwrap_or(self.iat.saturating_mul(1_000_000)) <= instant.timestamp_micros()
+    }
 }
 
 /// Issues and checks access tokens with one pinned algorithm (HS256), issuer and audience.
@@ -112,6 +123,7 @@ impl TokenIssuer {
             exp: (now + self.access_ttl).timestamp(),
             nbf: now.timestamp(),
             iat: now.timestamp(),
+            iat_us: Some(now.timestamp_micros()),
             jti: Uuid::new_v4(),
         };
         self.sign(&claims)
@@ -182,6 +194,7 @@ mod tests {
             is_active: true,
             created_at: now,
             updated_at: now,
+            sessions_revoked_at: None,
         }
     }
 
@@ -212,6 +225,15 @@ mod tests {
     fn expired_tokens_are_refused_as_expired() {
         let token = issuer().issue_access(&user(), Utc::now() - chrono::Duration::hours(1)).expect("issue");
         assert_eq!(issuer().verify_access(&token).expect_err("expired").code(), ErrorCode::TokenExpired);
+    }
+
+    #[test]
+    fn a_token_is_revoked_by_a_revocation_at_or_after_its_issue_to_the_microsecond() {
+        let issued = Utc::now();
+        let claims = issuer().verify_access(&issuer().issue_access(&user(), issued).expect("issue")).expect("verify");
+        assert!(claims.issued_by(issued));
+        assert!(claims.issued_by(issued + chrono::Duration::microseconds(1)));
+        assert!(!claims.issued_by(issued - chrono::Duration::microseconds(1)), "a later session survives");
     }
 
     #[test]

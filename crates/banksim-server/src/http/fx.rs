@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use banksim_core::currency::Currency;
 use banksim_core::money::Rate;
-use banksim_store::FxRate;
+use banksim_store::{FxRate, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -83,7 +83,7 @@ pub struct PutRateRequest {
     security(("bearer" = [])),
     responses(
         (status = 200, body = FxRateResponse),
-        (status = 400, description = "`invalid_request`, `unsupported_currency`, `same_currency`", body = ErrorBody),
+        (status = 400, description = "`invalid_request` (also for a rate that would let a cycle of exchanges create money), `unsupported_currency`, `same_currency`", body = ErrorBody),
         (status = 401, description = "No valid access token", body = ErrorBody),
         (status = 403, description = "`insufficient_permissions`", body = ErrorBody),
     ))]
@@ -101,14 +101,17 @@ pub async fn put_fx_rate(
     }
     let raw = body.rate.ok_or_else(|| invalid_request("rate", "is required"))?;
     let rate = Rate::parse(&amount_text(&raw)?).map_err(|e| invalid_request("rate", &e.to_string()))?;
-    if let Some(reverse) = state.store.fx_rate(quote, base).await?
-        && rate.round_trip_gains(reverse.rate)
-    {
-        let message =
-            format!("with {quote}/{base} at {}, a round trip would create money (rate × reverse > 1)", reverse.rate);
-        return Err(invalid_request("rate", &message));
-    }
-    let saved = state.store.put_fx_rate(FxRate { base, quote, rate, updated_at: state.clock.now() }).await?;
+    let saved = match state.store.put_fx_rate(FxRate { base, quote, rate, updated_at: state.clock.now() }).await {
+        Err(StoreError::RateCycle(cycle)) => {
+            let path: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+            let message = format!(
+                "at {rate}, exchanging {} would create money (the product of the rates around it exceeds 1)",
+                path.join(" → ")
+            );
+            return Err(invalid_request("rate", &message));
+        }
+        other => other?,
+    };
     tracing::info!(fx.base = %base, fx.quote = %quote, fx.rate = %rate, "exchange rate set");
     Ok(Json(saved.into()))
 }

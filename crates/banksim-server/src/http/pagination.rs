@@ -31,7 +31,12 @@ pub fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    let at = micros.parse().ok().and_then(DateTime::from_timestamp_micros).ok_or_else(invalid)?;
+    let at = micros
+        .parse()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .filter(|at| banksim_core::clock::is_storable(*at))
+        .ok_or_else(invalid)?;
     Ok((at, id.parse().map_err(|_| invalid())?))
 }
 
@@ -44,7 +49,9 @@ mod tests {
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("instant");
         let id = Uuid::new_v4();
         assert_eq!(decode_cursor(&encode_cursor(at, id)).expect("decode"), (at, id));
-        for garbage in ["", "!!", "bm9wZQ", "MTox"] {
+        let beyond = |micros: i64| URL_SAFE_NO_PAD.encode(format!("{micros}:{id}"));
+        for garbage in ["", "!!", "bm9wZQ", "MTox", &beyond(-250_000_000_000_000_000), &beyond(253_402_300_800_000_000)]
+        {
             assert!(decode_cursor(garbage).is_err(), "{garbage}");
         }
     }

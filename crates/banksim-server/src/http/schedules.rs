@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use banksim_core::schedule::ScheduleStatus;
 use banksim_store::{ExecutionRecord, IdempotencyClaim, ScheduleQuery, ScheduleRecord};
@@ -21,7 +21,7 @@ use crate::http::client::ClientContext;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::money::{amount_json, amount_text};
 use crate::http::pagination::page_limit;
-use crate::http::transactions::IDEMPOTENT_REPLAYED;
+use crate::http::transactions::replayed;
 use crate::service::ledger::fingerprint;
 use crate::service::schedules::{self as schedule_service, Created, ScheduleRequest};
 
@@ -156,7 +156,21 @@ pub async fn create_schedule(
     ApiJson(body): ApiJson<CreateScheduleRequest>,
 ) -> Result<Response, ApiError> {
     let print = fingerprint("schedule", &body);
-    let key = headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default().to_owned());
+    let key = match headers.get("idempotency-key").map(|v| v.to_str().unwrap_or_default().to_owned()) {
+        Some(key) if crate::service::ledger::is_client_key(&key) => Some(key),
+        Some(_) => return Err(ErrorCode::InvalidIdempotencyKey.into()),
+        None => None,
+    };
+    // A retry is answered from what the first request stored, before any check that may no longer pass (its
+    // execution time has gone by, its recipient has left).
+    if let Some(key) = &key
+        && let Some(stored) = state.store.find_idempotent(caller.id, key).await?
+    {
+        if stored.request_hash != print {
+            return Err(ErrorCode::IdempotencyKeyReused.into());
+        }
+        return Ok(replayed(stored));
+    }
     let amount = body.amount.as_deref().map(amount_text).transpose().map_err(|_| {
         ApiError::validation(vec![banksim_core::FieldError::new("amount", "must be a number or a string")])
     })?;
@@ -174,24 +188,16 @@ pub async fn create_schedule(
     };
     let schedule = schedule_service::build(&state, &caller, request).await?;
     let claim = match key {
-        Some(key) if crate::service::ledger::is_client_key(&key) => {
+        Some(key) => {
             let body = serde_json::to_string(&ScheduleResponse::from(&schedule)).map_err(ApiError::internal)?;
             Some((IdempotencyClaim { user_id: caller.id, key, request_hash: print }, body))
         }
-        Some(_) => return Err(ErrorCode::InvalidIdempotencyKey.into()),
         None => None,
     };
     let audit = banksim_store::AuditContext { actor_id: Some(caller.id), ..client.into() };
     match schedule_service::create(&state, schedule, claim, audit).await? {
         Created::New(schedule) => Ok((StatusCode::CREATED, Json(ScheduleResponse::from(&schedule))).into_response()),
-        Created::Replayed(stored) => {
-            let headers = [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                (HeaderName::from_static(IDEMPOTENT_REPLAYED), HeaderValue::from_static("true")),
-            ];
-            Ok((StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CREATED), headers, stored.body)
-                .into_response())
-        }
+        Created::Replayed(stored) => Ok(replayed(stored)),
     }
 }
 

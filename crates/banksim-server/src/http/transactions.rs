@@ -111,15 +111,18 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 fn respond(answer: MoneyAnswer) -> Response {
     match answer {
         MoneyAnswer::Posted(record) => (StatusCode::CREATED, Json(TransactionResponse::from(&record))).into_response(),
-        MoneyAnswer::Replayed(stored) => {
-            let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let headers = [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                (HeaderName::from_static(IDEMPOTENT_REPLAYED), HeaderValue::from_static("true")),
-            ];
-            (status, headers, stored.body).into_response()
-        }
+        MoneyAnswer::Replayed(stored) => replayed(stored),
     }
+}
+
+/// The stored answer of a repeated idempotency key, sent again as it was, marked as a replay.
+pub fn replayed(stored: banksim_store::StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (HeaderName::from_static(IDEMPOTENT_REPLAYED), HeaderValue::from_static("true")),
+    ];
+    (status, headers, stored.body).into_response()
 }
 
 /// Renders the answers stored under idempotency keys exactly as the live answers are rendered.
@@ -437,12 +440,11 @@ pub struct TransactionList {
     next_cursor: Option<String>,
 }
 
-/// Parses an optional RFC 3339 instant (any offset) of a query.
+/// Parses an optional RFC 3339 instant (any offset, years 1 to 9999) of a query.
 pub fn parse_instant(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     text.map(|t| {
-        DateTime::parse_from_rfc3339(t).map(|at| at.with_timezone(&Utc)).map_err(|_| {
-            ApiError::new(ErrorCode::InvalidTimestamp).with_message(format!("{field} must be an RFC 3339 timestamp"))
-        })
+        banksim_core::clock::parse_instant(t)
+            .map_err(|message| ApiError::new(ErrorCode::InvalidTimestamp).with_message(format!("{field} {message}")))
     })
     .transpose()
 }

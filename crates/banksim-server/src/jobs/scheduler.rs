@@ -15,8 +15,8 @@ use std::time::Duration;
 use banksim_core::ledger::{Command, Movement, TransactionKind};
 use banksim_core::schedule::{ScheduleStatus, retry_delay, should_retry, status_after_failed_occurrence};
 use banksim_store::{
-    AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest, OccurrenceUpdate,
-    ScheduleRecord,
+    AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest, NextRun,
+    OccurrenceUpdate, ScheduleClaim, ScheduleRecord,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -85,13 +85,13 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     let stats = &state.scheduler_stats;
     stats.last_claimed.store(claimed.len() as u64, Ordering::Relaxed);
     stats.last_claim_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    let runs = claimed.into_iter().map(|schedule| async move {
-        if let Err(err) = run_occurrence(state, &schedule).await {
+    let runs = claimed.into_iter().map(|claim| async move {
+        if let Err(err) = run_occurrence(state, &claim).await {
             // The same attempt is made again (its idempotency key keeps it single): soon if the lease can be
             // given back now, else when it expires.
-            tracing::warn!(schedule.id = %schedule.id, error = %err, "scheduled occurrence not recorded");
+            tracing::warn!(schedule.id = %claim.schedule.id, error = %err, "scheduled occurrence not recorded");
             let now = state.clock.now();
-            let _ = state.store.retry_occurrence(schedule.id, schedule.attempt, soon(state, now), now).await;
+            let _ = state.store.retry_occurrence(&claim, claim.schedule.attempt, soon(state, now), now).await;
         }
     });
     futures::future::join_all(runs).await;
@@ -114,23 +114,25 @@ enum Attempt {
     Unknown(String),
 }
 
-async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(), banksim_store::StoreError> {
+async fn run_occurrence(state: &AppState, claim: &ScheduleClaim) -> Result<(), banksim_store::StoreError> {
+    let schedule = &claim.schedule;
     let now = state.clock.now();
     let owner_active = state.store.find_user(schedule.user_id).await?.is_some_and(|u| u.is_active);
     if !owner_active {
         let audit = AuditContext { request_id: Some(format!("scheduler-{}", schedule.id)), ..AuditContext::default() };
         let active = [ScheduleStatus::Active];
-        state.store.change_schedule_status(schedule.id, &active, ScheduleStatus::Paused, None, now, &audit).await?;
+        let paused = ScheduleStatus::Paused;
+        state.store.change_schedule_status(schedule.id, &active, paused, NextRun::Keep, now, &audit).await?;
         return Ok(());
     }
-    let occurrence = schedule.current_occurrence + 1;
+    let occurrence = claim.occurrence();
     let attempt = attempt(state, schedule, occurrence).await;
     let stats = &state.scheduler_stats;
     match attempt {
         Attempt::Unknown(reason) => {
             let retry_at = soon(state, now);
             tracing::warn!(schedule.id = %schedule.id, occurrence, %reason, "scheduled occurrence outcome unknown; trying the same attempt again");
-            state.store.retry_occurrence(schedule.id, schedule.attempt, retry_at, now).await?;
+            state.store.retry_occurrence(claim, schedule.attempt, retry_at, now).await?;
         }
         Attempt::Posted(transaction_id) => {
             stats.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -141,7 +143,7 @@ async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(
                 status: if finished { ScheduleStatus::Completed } else { ScheduleStatus::Active },
                 consecutive_failures: 0,
             };
-            state.store.record_occurrence(schedule.id, &update, now).await?;
+            state.store.record_occurrence(claim, &update, now).await?;
         }
         Attempt::Refused(reason) => {
             stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +154,7 @@ async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(
                 let delay_ms = units_ms.saturating_mul(state.config.scheduler_retry_base_ms) / 1000;
                 let retry_at = now + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX));
                 tracing::info!(schedule.id = %schedule.id, occurrence, attempt = failed_attempts, %reason, "scheduled occurrence will be retried");
-                state.store.retry_occurrence(schedule.id, failed_attempts, retry_at, now).await?;
+                state.store.retry_occurrence(claim, failed_attempts, retry_at, now).await?;
             } else {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 let failures = schedule.consecutive_failures + 1;
@@ -163,7 +165,7 @@ async fn run_occurrence(state: &AppState, schedule: &ScheduleRecord) -> Result<(
                     status: status_after_failed_occurrence(schedule.calendar.kind(), failures, finished),
                     consecutive_failures: failures,
                 };
-                state.store.record_occurrence(schedule.id, &update, now).await?;
+                state.store.record_occurrence(claim, &update, now).await?;
             }
         }
     }
@@ -181,8 +183,18 @@ fn execution(
     ExecutionRecord { occurrence, executed_at, status, transaction_id, error, attempts: schedule.attempt + 1 }
 }
 
-/// Moves the money of one attempt through the writer.
+/// Moves the money of one attempt through the writer. The attempt's key is looked up first: an earlier run of this
+/// attempt may have committed (its instance died before recording it), and its stored answer is the outcome,
+/// whatever the checks made before the writer would say now.
 async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -> Attempt {
+    let key = format!("{SCHEDULER_KEY_PREFIX}{}:{occurrence}:{}", schedule.id, schedule.attempt);
+    let request_hash = Sha256::digest(key.as_bytes()).to_vec();
+    match state.store.find_idempotent(schedule.user_id, &key).await {
+        Ok(Some(stored)) if stored.request_hash == request_hash => return replayed(&stored),
+        Ok(Some(_)) => return Attempt::Refused("idempotency_key_reused".to_owned()),
+        Ok(None) => {}
+        Err(error) => return Attempt::Unknown(error.to_string()),
+    }
     let movement = match (schedule.transaction_type, schedule.to_user_id) {
         (TransactionKind::Credit, _) => Movement::Credit { user_id: schedule.user_id, amount: schedule.amount },
         (TransactionKind::Debit, _) => Movement::Debit { user_id: schedule.user_id, amount: schedule.amount },
@@ -194,8 +206,6 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
         }
         (kind, _) => return Attempt::Refused(format!("a scheduled {kind} cannot run")),
     };
-    let key = format!("{SCHEDULER_KEY_PREFIX}{}:{occurrence}:{}", schedule.id, schedule.attempt);
-    let request_hash = Sha256::digest(key.as_bytes()).to_vec();
     let request = LedgerRequest {
         command: Command { transaction_id: Uuid::now_v7(), movement, description: schedule.description.clone() },
         idempotency: Some(IdempotencyClaim { user_id: schedule.user_id, request_hash: request_hash.clone(), key }),

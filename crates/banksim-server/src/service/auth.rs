@@ -91,8 +91,11 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session, ApiEr
             let user = user.ok_or_else(|| ApiError::new(ErrorCode::InvalidRefreshToken))?;
             session(state, user, next)
         }
-        RefreshOutcome::Reused => {
-            tracing::warn!("refresh token reused; its family is revoked");
+        RefreshOutcome::Reused { user_id } => {
+            // Whoever holds the family's tokens, the session is over: this instance refuses its access tokens at
+            // once, the others within the user cache's lifetime.
+            state.users.forget(user_id);
+            tracing::warn!(user.id = %user_id, "refresh token reused; its family is revoked");
             Err(ErrorCode::RefreshTokenReused.into())
         }
         RefreshOutcome::Invalid => Err(ErrorCode::InvalidRefreshToken.into()),
@@ -102,5 +105,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session, ApiEr
 /// Ends the session of a refresh token of `user` (its whole family).
 pub async fn logout(state: &AppState, user: &User, presented: &str) -> Result<(), ApiError> {
     let found = state.store.revoke_refresh_family(&RefreshToken::hash(presented), user.id, state.clock.now()).await?;
+    // Its access tokens end with it: at once on this instance, within the user cache's lifetime elsewhere.
+    state.users.forget(user.id);
     if found { Ok(()) } else { Err(ErrorCode::InvalidRefreshToken.into()) }
 }

@@ -5,8 +5,9 @@ use banksim_core::ledger::TransactionKind;
 use banksim_core::schedule::{NewScheduleInput, ScheduleStatus, check_new_schedule};
 use banksim_core::user::User;
 use banksim_core::{CoreError, Validation};
-use banksim_store::{AuditContext, IdempotencyClaim, ScheduleQuery, ScheduleRecord, StoreError, StoredResponse};
-use chrono::{DateTime, Utc};
+use banksim_store::{
+    AuditContext, IdempotencyClaim, NextRun, ScheduleQuery, ScheduleRecord, StoreError, StoredResponse,
+};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -50,7 +51,7 @@ pub enum Created {
 pub async fn build(state: &AppState, caller: &User, request: ScheduleRequest) -> Result<ScheduleRecord, ApiError> {
     let now = state.clock.now();
     let mut v = Validation::new();
-    let instant = |text: &Option<String>| text.as_deref().map(parse_instant).transpose();
+    let instant = |text: &Option<String>| text.as_deref().map(banksim_core::clock::parse_instant).transpose();
     let execute_at = v.check("execute_at", instant(&request.execute_at)).flatten();
     let end_date = v.check("recurrence_end_date", instant(&request.recurrence_end_date)).flatten();
     let currency = v.check("currency", parse_currency(state, request.currency.as_deref()));
@@ -102,12 +103,6 @@ pub async fn build(state: &AppState, caller: &User, request: ScheduleRequest) ->
         created_at: now,
         updated_at: now,
     })
-}
-
-fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 timestamp such as 2030-01-31T09:00:00Z".to_owned())
 }
 
 fn parse_currency(state: &AppState, code: Option<&str>) -> Result<banksim_core::currency::Currency, String> {
@@ -172,11 +167,11 @@ pub async fn change(
     audit: AuditContext,
 ) -> Result<ScheduleRecord, ApiError> {
     let schedule = find(state, caller, id).await?;
-    let (from, next): (&[ScheduleStatus], Option<Option<DateTime<Utc>>>) = match to {
-        ScheduleStatus::Cancelled => (&[ScheduleStatus::Active, ScheduleStatus::Paused], Some(None)),
-        ScheduleStatus::Paused => (&[ScheduleStatus::Active], None),
-        // A resumed schedule carries on from its own calendar.
-        _ => (&[ScheduleStatus::Paused], Some(schedule.calendar.next_after(schedule.current_occurrence))),
+    let (from, next): (&[ScheduleStatus], NextRun) = match to {
+        ScheduleStatus::Cancelled => (&[ScheduleStatus::Active, ScheduleStatus::Paused], NextRun::Clear),
+        ScheduleStatus::Paused => (&[ScheduleStatus::Active], NextRun::Keep),
+        // A resumed schedule carries on from its own calendar (after what is recorded when the change is made).
+        _ => (&[ScheduleStatus::Paused], NextRun::FromCalendar),
     };
     let audit = AuditContext { actor_id: Some(caller.id), ..audit };
     state.store.change_schedule_status(id, from, to, next, state.clock.now(), &audit).await.map_err(|e| match e {

@@ -1,6 +1,7 @@
 //! User administration: listing, updating and deactivating users, the first admin, and the demo users.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use banksim_core::user::{self, Role, User};
@@ -14,35 +15,61 @@ use crate::config::Environment;
 use crate::error::{ApiError, ErrorCode};
 
 /// Users by id with a short-lived cache, for the check every authenticated request makes.
+///
+/// Entries are versioned: each remembers the generation at which its read began, and each `forget` starts a new
+/// generation for its user. A fill that read the user before a change is therefore never served after the
+/// change's `forget`, even when it lands in the cache after it.
 #[derive(Clone)]
 pub struct UserDirectory {
     store: Arc<dyn Store>,
-    cache: moka::sync::Cache<Uuid, Option<User>>,
+    cache: moka::sync::Cache<Uuid, (u64, Option<User>)>,
+    /// The generation of each user's last `forget`, kept longer than any entry it may have to outrank.
+    forgotten: moka::sync::Cache<Uuid, u64>,
+    generation: Arc<AtomicU64>,
 }
 
 /// Most users kept in the cache.
 const USER_CACHE_CAPACITY: u64 = 100_000;
 
+/// How much longer a `forget` is remembered than an entry lives: longer than any read of a user can take (the
+/// request timeout bounds it).
+const FORGET_MARGIN: Duration = Duration::from_secs(120);
+
 impl UserDirectory {
     /// A directory over `store`, remembering each answer for `ttl`.
     pub fn new(store: Arc<dyn Store>, ttl: Duration) -> Self {
         let cache = moka::sync::Cache::builder().max_capacity(USER_CACHE_CAPACITY).time_to_live(ttl).build();
-        Self { store, cache }
+        let forgotten =
+            moka::sync::Cache::builder().max_capacity(USER_CACHE_CAPACITY).time_to_live(ttl + FORGET_MARGIN).build();
+        Self { store, cache, forgotten, generation: Arc::new(AtomicU64::new(0)) }
     }
 
-    /// The user with this id, at most the cache's lifetime old.
+    /// The user with this id, at most the cache's lifetime old, and never older than this instance's last change
+    /// to them.
     pub async fn find_cached(&self, id: Uuid) -> Result<Option<User>, ApiError> {
-        if let Some(user) = self.cache.get(&id) {
+        if let Some((read_at, user)) = self.cache.get(&id)
+            && !self.changed_since(id, read_at)
+        {
             return Ok(user);
         }
+        let read_at = self.generation.load(Ordering::SeqCst);
         let user = self.store.find_user(id).await?;
-        self.cache.insert(id, user.clone());
+        if !self.changed_since(id, read_at) {
+            self.cache.insert(id, (read_at, user.clone()));
+        }
         Ok(user)
     }
 
     /// Forgets a user after a change, so this instance sees it at once (others within the cache lifetime).
     pub fn forget(&self, id: Uuid) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.forgotten.insert(id, generation);
         self.cache.invalidate(&id);
+    }
+
+    /// Whether the user was forgotten after a read that began at `generation`.
+    fn changed_since(&self, id: Uuid, generation: u64) -> bool {
+        self.forgotten.get(&id).is_some_and(|forgotten| forgotten > generation)
     }
 }
 

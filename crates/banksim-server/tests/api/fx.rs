@@ -109,3 +109,54 @@ async fn an_exchange_rolls_back_through_the_fx_accounts_exactly() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_rate_that_lets_any_cycle_of_exchanges_make_money_is_refused() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        // USD → GBP (0.79) → EUR (1.175) → USD (1.08) would turn 1,000,000 into 1,002,510.
+        let refused = app.put("/api/v1/fx-rates/GBP/EUR", Some(&admin.token), &json!({"rate": "1.175"})).await;
+        refused.assert_error(400, "invalid_request");
+        assert!(refused.text.contains("USD"), "names the cycle: {}", refused.text);
+        let kept = app.get("/api/v1/fx-rates", Some(&admin.token)).await;
+        let gbp_eur = kept.body["rates"]
+            .as_array()
+            .expect("rates")
+            .iter()
+            .find(|r| r["base"] == "GBP" && r["quote"] == "EUR")
+            .cloned();
+        assert_eq!(gbp_eur.map(|r| r["rate"].to_string()), Some("1.16".to_owned()), "nothing changed");
+        // A rate that keeps every cycle at a loss is taken.
+        let taken = app.put("/api/v1/fx-rates/GBP/EUR", Some(&admin.token), &json!({"rate": "1.17"})).await;
+        assert_eq!(taken.status, StatusCode::OK, "{}", taken.text);
+
+        // Going round with the rates in force loses money, as it must.
+        app.credit(&sefa, "1000000", "USD").await;
+        for (from, to) in [("USD", "GBP"), ("GBP", "EUR"), ("EUR", "USD")] {
+            let amount = app.balance(&sefa, from).await;
+            let body = json!({"from_currency": from, "to_currency": to, "amount": amount});
+            let exchanged = app.money(EXCHANGE, &sefa, None, &body).await;
+            assert_eq!(exchanged.status, StatusCode::CREATED, "{}", exchanged.text);
+        }
+        let back: f64 = app.balance(&sefa, "USD").await.parse().expect("number");
+        assert!(back < 1_000_000.0, "a cycle made money: {back}");
+        app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn seeded_rates_show_when_they_were_seeded_on_every_backend() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let rates = app.get("/api/v1/fx-rates", Some(&sefa.token)).await;
+        for rate in rates.body["rates"].as_array().expect("rates") {
+            let updated = rate["updated_at"].as_str().expect("updated_at");
+            assert!(updated >= "2024-01-01", "{} {updated}", backend.name());
+        }
+        app.stop().await;
+    }
+}

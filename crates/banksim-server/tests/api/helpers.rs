@@ -6,7 +6,7 @@ use axum::Router;
 use banksim_core::{Clock, SystemClock};
 use banksim_server::config::LogFormat;
 use banksim_server::{AppState, Config, router};
-use banksim_store::testing::TestDatabase;
+use banksim_store::testing::{FaultyStore, TestDatabase};
 use banksim_store::{Backend, ConnectOptions};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -29,6 +29,8 @@ pub struct TestApp {
     pub backend: Backend,
     /// The server's state (store, config, token issuer).
     pub state: AppState,
+    /// The server's store, which fails on demand (every test server runs on one).
+    pub faults: Arc<FaultyStore>,
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -128,7 +130,8 @@ impl TestApp {
         let options = ConnectOptions { pool_size: config.database_pool_size, ..ConnectOptions::default() };
         let store = banksim_store::connect(url, options).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let state = AppState::new(config, store, clock).expect("state");
+        let faults = FaultyStore::new(store);
+        let state = AppState::new(config, faults.clone(), clock).expect("state");
         let jobs = banksim_server::app::BackgroundJobs::start(&state);
         banksim_server::service::users::bootstrap_admin(&state).await.expect("bootstrap admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -147,6 +150,7 @@ impl TestApp {
             address,
             backend,
             state,
+            faults,
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
             server: Some(server),

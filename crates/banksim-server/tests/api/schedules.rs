@@ -268,9 +268,12 @@ async fn deactivating_the_owner_pauses_their_schedules() {
         let reactivated =
             app.put(&format!("/api/v1/users/{}", sefa.id), Some(&admin.token), &json!({"is_active": true})).await;
         assert_eq!(reactivated.status, StatusCode::OK);
-        // The token issued before the clock moved still works (JWT expiry is checked against the real time).
-        assert!(executions(&app, &sefa, &created["id"]).await.is_empty(), "nothing ran for an inactive owner");
-        assert_eq!(get_schedule(&app, &sefa, &created["id"]).await["status"], "paused");
+        // Deactivation ended sefa's session: her old token no longer works, so the store is asked directly.
+        app.get(SCHEDULES, Some(&sefa.token)).await.assert_error(401, "unauthorized");
+        let id = created["id"].as_str().expect("id").parse().expect("uuid");
+        assert!(app.state.store.list_executions(id).await.expect("executions").is_empty(), "nothing ran");
+        let schedule = app.state.store.find_schedule(id).await.expect("find").expect("schedule");
+        assert_eq!(schedule.status, banksim_core::schedule::ScheduleStatus::Paused);
         app.stop().await;
     }
 }
@@ -423,6 +426,35 @@ async fn an_attempt_with_an_unknown_outcome_is_made_again_under_the_same_key() {
         let metrics = app.get("/metrics/basic", None).await;
         assert_eq!(metrics.body["scheduler"]["attempts_failed"], 0, "{}", metrics.text);
         assert_eq!(app.balance(&sefa, "USD").await, "3.00");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_retried_creation_is_replayed_even_after_its_first_execution_time_has_passed() {
+    for backend in backends() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let app = TestApp::spawn_on_clock(backend, |config| config.scheduler_enabled = false, clock.clone()).await;
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let admin = app.admin("boss").await;
+        clock.set(march_2030());
+        let body = json!({"transaction_type": "transfer", "to_user_id": kerem.id, "amount": "1", "currency": "USD",
+                          "schedule_type": "once", "execute_at": at(march_2030() + chrono::Duration::minutes(1))});
+        let first = app.money(SCHEDULES, &sefa, Some("plan-late"), &body).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+
+        // The client timed out and retries later: the execution time has passed and the recipient has gone.
+        clock.set(march_2030() + chrono::Duration::minutes(5));
+        let gone =
+            app.put(&format!("/api/v1/users/{}", kerem.id), Some(&admin.token), &json!({"is_active": false})).await;
+        assert_eq!(gone.status, StatusCode::OK, "{}", gone.text);
+        let retry = app.money(SCHEDULES, &sefa, Some("plan-late"), &body).await;
+        assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.text);
+        assert_eq!(retry.headers["idempotent-replayed"], "true");
+        assert_eq!(retry.body["id"], first.body["id"]);
+        let listed = app.get(SCHEDULES, Some(&sefa.token)).await;
+        assert_eq!(listed.body["scheduled_transactions"].as_array().map(Vec::len), Some(1), "{}", listed.text);
         app.stop().await;
     }
 }

@@ -29,6 +29,8 @@ fn claims(user: &TestUser, issued: chrono::DateTime<Utc>, kind: TokenKind) -> Ac
         exp: (issued + chrono::Duration::minutes(15)).timestamp(),
         nbf: issued.timestamp(),
         iat: issued.timestamp(),
+        // Tokens of earlier versions carried whole seconds only.
+        iat_us: None,
         jti: Uuid::new_v4(),
     }
 }
@@ -177,5 +179,58 @@ async fn a_demoted_admin_loses_admin_rights_despite_the_role_in_the_token() {
         assert_eq!(demote.status, StatusCode::OK, "{}", demote.text);
         app.get("/api/v1/users", Some(&deputy.token)).await.assert_error(403, "insufficient_permissions");
         app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn logout_ends_the_access_tokens_of_the_session_at_once() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        assert_eq!(app.get(ME, Some(&sefa.token)).await.status, StatusCode::OK);
+        let logout =
+            app.post("/api/v1/auth/logout", Some(&sefa.token), &json!({"refresh_token": sefa.refresh_token})).await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
+        app.get(ME, Some(&sefa.token)).await.assert_error(401, "unauthorized");
+        // A new login is a new session.
+        let again = app.login(&sefa.email).await;
+        assert_eq!(app.get(ME, Some(&again.token)).await.status, StatusCode::OK);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_ends_the_access_tokens_of_its_user_at_once() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        let rotated = app.post("/api/v1/auth/refresh", None, &json!({"refresh_token": sefa.refresh_token})).await;
+        assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.text);
+        let thief_token = rotated.body["access_token"].as_str().expect("token").to_owned();
+        assert_eq!(app.get(ME, Some(&thief_token)).await.status, StatusCode::OK);
+        // The victim's client presents the spent token: reuse is detected and the whole session ends.
+        let reused = app.post("/api/v1/auth/refresh", None, &json!({"refresh_token": sefa.refresh_token})).await;
+        reused.assert_error(401, "refresh_token_reused");
+        for token in [&sefa.token, &thief_token] {
+            app.get(ME, Some(token)).await.assert_error(401, "unauthorized");
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn sessions_ended_on_one_instance_end_on_the_others_within_the_cache_lifetime() {
+    for backend in backends() {
+        let first = TestApp::spawn_with(backend, |config| config.user_cache_ttl_ms = 200, axum::Router::new()).await;
+        let second = first.spawn_beside(|config| config.user_cache_ttl_ms = 200).await;
+        let sefa = first.user("sefa").await;
+        assert_eq!(second.get(ME, Some(&sefa.token)).await.status, StatusCode::OK, "cached on the second");
+        let logout =
+            first.post("/api/v1/auth/logout", Some(&sefa.token), &json!({"refresh_token": sefa.refresh_token})).await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        second.get(ME, Some(&sefa.token)).await.assert_error(401, "unauthorized");
+        second.stop().await;
+        first.stop().await;
     }
 }

@@ -20,7 +20,7 @@ use crate::chain::link;
 use crate::ledger::{
     AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest,
     ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched,
-    claimed_keys, parse_currency, parse_stored, plan_batch, rollback_originals,
+    claimed_keys, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
@@ -72,10 +72,7 @@ async fn try_post_batch(
         .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
         .collect();
     let originals = lock_originals(&mut tx, &rollback_originals(&live)).await?;
-    let (mut accounts, last_posted) = lock_accounts(&mut tx, &accounts_touched(&live, &originals)).await?;
-    // A batch that waited for locks may carry an older clock reading than a batch that posted before it: never let
-    // an account's postings go back in time, so history and balance-at-time order agree with posting order.
-    let now = last_posted.map_or(now, |last| last.max(now));
+    let (mut accounts, mut last_posted) = lock_accounts(&mut tx, &accounts_touched(&live, &originals)).await?;
     // Wallets and system accounts seen for the first time are created now, in id order, then locked too. A
     // batch already holds every lock it will ever need except these new rows, so this cannot deadlock.
     let missing: Vec<AccountKey> =
@@ -84,8 +81,14 @@ async fn try_post_batch(
     if !missing.is_empty() {
         created = open_accounts(&mut tx, &missing, now).await?;
         let ids: Vec<Uuid> = missing.iter().map(|key| key.id()).collect();
-        accounts.extend(lock_accounts(&mut tx, &ids).await?.0);
+        // A concurrent batch may have opened one of them first and posted to it already: its last posting counts.
+        let (opened, opened_last_posted) = lock_accounts(&mut tx, &ids).await?;
+        accounts.extend(opened);
+        last_posted = last_posted.max(opened_last_posted);
     }
+    // A batch that waited for locks may carry an older clock reading than a batch that posted before it: never let
+    // an account's postings go back in time, so history and balance-at-time order agree with posting order.
+    let now = last_posted.map_or(now, |last| last.max(now));
     let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
     let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
@@ -545,6 +548,12 @@ pub(crate) async fn fx_rate(pool: &PgPool, base: Currency, quote: Currency) -> R
 }
 
 pub(crate) async fn put_fx_rate(pool: &PgPool, rate: &FxRate) -> Result<FxRate, StoreError> {
+    let mut tx = pool.begin().await?;
+    // One rate change at a time, checked against the table as it stands (readers go on).
+    sqlx::query("LOCK TABLE fx_rates IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+    let table = sqlx::query("SELECT base, quote, rate, updated_at FROM fx_rates").fetch_all(&mut *tx).await?;
+    let table = table.iter().map(fx_from_row).collect::<Result<Vec<_>, _>>()?;
+    refuse_gaining_cycle(&table, rate)?;
     let row = sqlx::query(
         "INSERT INTO fx_rates (base, quote, rate, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (base, quote) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at
@@ -554,9 +563,11 @@ pub(crate) async fn put_fx_rate(pool: &PgPool, rate: &FxRate) -> Result<FxRate, 
     .bind(rate.quote.code())
     .bind(rate.rate.to_string())
     .bind(rate.updated_at)
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(fx_from_row(&row)?)
+    let saved = fx_from_row(&row)?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
+    Ok(saved)
 }
 
 /// Walks the audit chain from its start and names its first broken link.

@@ -28,7 +28,7 @@ use crate::model::{
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
 };
-use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
+use crate::schedule::{ExecutionRecord, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord};
 use crate::{
     AuditContext, AuditQuery, AuditRecord, Backend, ConnectOptions, EventRecord, IdempotencyClaim, Store, StoreError,
     StoredResponse,
@@ -37,7 +37,7 @@ use crate::{
 /// Serialises the changes that could remove the last active admin (an arbitrary, fixed advisory-lock key).
 const LAST_ADMIN_LOCK_KEY: i64 = 0x6261_6e6b_7369_6d01;
 
-const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, updated_at";
+const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, updated_at, sessions_revoked_at";
 
 /// A [`Store`] on PostgreSQL.
 #[derive(Debug, Clone)]
@@ -170,7 +170,8 @@ impl Store for PgStore {
         let before = find_user_in(&mut tx, id).await?;
         let sql = format!(
             "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
-                 role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6
+                 role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6,
+                 sessions_revoked_at = CASE WHEN $5 = false THEN $6 ELSE sessions_revoked_at END
              WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -184,6 +185,13 @@ impl Store for PgStore {
             .await?
             .ok_or(StoreError::NotFound)?;
         if changes.is_active == Some(false) {
+            // Every family row is locked by the revocation, so a rotation in flight either commits first (and its
+            // successor is revoked here) or sees the family revoked.
+            sqlx::query("UPDATE refresh_token_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(now)
@@ -199,7 +207,15 @@ impl Store for PgStore {
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
-        insert_refresh_token(&self.pool, &token).await
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO refresh_token_families (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(token.family_id)
+            .bind(token.user_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_refresh_token(&mut *tx, &token).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn rotate_refresh_token(
@@ -210,6 +226,18 @@ impl Store for PgStore {
         expires_at: DateTime<Utc>,
     ) -> Result<RefreshOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // The family is locked first, as revocation locks it: a logout either waits for this rotation (and then
+        // revokes its successor too) or has revoked the family when this rotation reads it.
+        let family: Option<Uuid> = sqlx::query_scalar(
+            "SELECT f.id FROM refresh_token_families f JOIN refresh_tokens t ON t.family_id = f.id
+             WHERE t.token_hash = $1 FOR UPDATE OF f",
+        )
+        .bind(presented)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if family.is_none() {
+            return Ok(RefreshOutcome::Invalid);
+        }
         let row = sqlx::query(
             "SELECT t.id, t.family_id, t.user_id, t.expires_at, t.used_at, t.revoked_at, u.is_active
              FROM refresh_tokens t JOIN users u ON u.id = t.user_id
@@ -229,13 +257,9 @@ impl Store for PgStore {
             return Ok(RefreshOutcome::Invalid);
         }
         if used_at.is_some() {
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-                .bind(family_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            revoke_family(&mut tx, family_id, now).await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused { user_id });
         }
         if presented_expires_at <= now || !is_active {
             return Ok(RefreshOutcome::Invalid);
@@ -264,18 +288,16 @@ impl Store for PgStore {
         user_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let family: Option<Uuid> =
             sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
                 .bind(presented)
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
         let Some(family) = family else { return Ok(false) };
-        sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
-            .bind(family)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        revoke_family(&mut tx, family, now).await?;
+        tx.commit().await?;
         Ok(true)
     }
 
@@ -381,11 +403,11 @@ impl Store for PgStore {
         id: Uuid,
         from: &[ScheduleStatus],
         to: ScheduleStatus,
-        next_execution_at: Option<Option<DateTime<Utc>>>,
+        next: NextRun,
         now: DateTime<Utc>,
         audit: &AuditContext,
     ) -> Result<ScheduleRecord, StoreError> {
-        schedule::change_schedule_status(&self.pool, id, from, to, next_execution_at, now, audit).await
+        schedule::change_schedule_status(&self.pool, id, from, to, next, now, audit).await
     }
 
     async fn claim_due_schedules(
@@ -393,27 +415,27 @@ impl Store for PgStore {
         now: DateTime<Utc>,
         lease: std::time::Duration,
         limit: u32,
-    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+    ) -> Result<Vec<ScheduleClaim>, StoreError> {
         schedule::claim_due_schedules(&self.pool, now, lease, limit).await
     }
 
     async fn record_occurrence(
         &self,
-        id: Uuid,
+        claim: &ScheduleClaim,
         update: &OccurrenceUpdate,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        schedule::record_occurrence(&self.pool, id, update, now).await
+        schedule::record_occurrence(&self.pool, claim, update, now).await
     }
 
     async fn retry_occurrence(
         &self,
-        id: Uuid,
+        claim: &ScheduleClaim,
         attempt: u32,
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        schedule::retry_occurrence(&self.pool, id, attempt, retry_at, now).await
+    ) -> Result<bool, StoreError> {
+        schedule::retry_occurrence(&self.pool, claim, attempt, retry_at, now).await
     }
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
@@ -465,6 +487,30 @@ where
     Ok(())
 }
 
+/// Revokes a refresh-token family and ends its user's access tokens issued until `now`. The family row is locked
+/// first, then its tokens are revoked by a later statement, which sees every successor that a rotation holding
+/// the lock before committed.
+async fn revoke_family(tx: &mut Transaction<'_, Postgres>, family: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let user_id: Uuid = sqlx::query_scalar(
+        "UPDATE refresh_token_families SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING user_id",
+    )
+    .bind(family)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
+        .bind(family)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE users SET sessions_revoked_at = GREATEST(sessions_revoked_at, $2) WHERE id = $1")
+        .bind(user_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Writes the event and the audit entry of a change to a user, in the change's transaction.
 async fn record_user_change(
     tx: &mut Transaction<'_, Postgres>,
@@ -497,5 +543,6 @@ fn user_from_row(row: &PgRow) -> Result<User, sqlx::Error> {
         is_active: row.try_get("is_active")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        sessions_revoked_at: row.try_get("sessions_revoked_at")?,
     })
 }

@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::ledger::{AuditContext, AuditRow, IdempotencyClaim, parse_currency, parse_stored};
 use crate::schedule::{
-    AGGREGATE, ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord, audit_row, counter,
-    execution_event_type, execution_json, execution_outcome, int4, lease_end, schedule_json, status_change_names,
+    AGGREGATE, ExecutionRecord, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord, audit_row,
+    counter, execution_event_type, execution_json, execution_outcome, int4, lease_end, schedule_json,
+    status_change_names,
 };
 use crate::{StoreError, model::offset_i64};
 
@@ -121,7 +122,7 @@ pub(crate) async fn change_schedule_status(
     id: Uuid,
     from: &[ScheduleStatus],
     to: ScheduleStatus,
-    next_execution_at: Option<Option<DateTime<Utc>>>,
+    next: NextRun,
     now: DateTime<Utc>,
     audit: &AuditContext,
 ) -> Result<ScheduleRecord, StoreError> {
@@ -132,10 +133,10 @@ pub(crate) async fn change_schedule_status(
     if !from.contains(&before.status) {
         return Err(StoreError::Conflict("schedule_state"));
     }
+    let next_execution_at = next.resolve(&before);
     let sql = format!(
         "UPDATE schedules SET status = $2,
              next_execution_at = CASE WHEN $3 THEN $4::timestamptz ELSE next_execution_at END,
-             attempt = CASE WHEN $2 = 'active' THEN 0 ELSE attempt END,
              consecutive_failures = CASE WHEN $2 = 'active' THEN 0 ELSE consecutive_failures END,
              updated_at = $5
          WHERE id = $1 RETURNING {SCHEDULE_COLUMNS}"
@@ -166,7 +167,7 @@ pub(crate) async fn claim_due_schedules(
     now: DateTime<Utc>,
     lease: std::time::Duration,
     limit: u32,
-) -> Result<Vec<ScheduleRecord>, StoreError> {
+) -> Result<Vec<ScheduleClaim>, StoreError> {
     // A row another worker is claiming right now is skipped, not waited for; a row whose claim committed after
     // this statement's snapshot is re-checked by FOR UPDATE against its new lease, and dropped.
     let sql = format!(
@@ -175,30 +176,48 @@ pub(crate) async fn claim_due_schedules(
              WHERE status = 'active' AND next_execution_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)
              ORDER BY next_execution_at, id LIMIT $3 FOR UPDATE SKIP LOCKED
          )
-         UPDATE schedules SET lease_until = $2 FROM due WHERE id = due.due_id RETURNING {SCHEDULE_COLUMNS}"
+         UPDATE schedules SET lease_until = $2, lease_token = $4 FROM due WHERE id = due.due_id
+         RETURNING {SCHEDULE_COLUMNS}"
     );
-    let rows = sqlx::query(&sql).bind(now).bind(lease_end(now, lease)).bind(i64::from(limit)).fetch_all(pool).await?;
-    let mut claimed = rows.iter().map(schedule_from_row).collect::<Result<Vec<_>, _>>()?;
-    claimed.sort_by_key(|s| (s.next_execution_at, s.id));
+    let lease_token = Uuid::new_v4();
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(lease_end(now, lease))
+        .bind(i64::from(limit))
+        .bind(lease_token)
+        .fetch_all(pool)
+        .await?;
+    claims(&rows, lease_token)
+}
+
+/// The claims one claiming statement made, oldest due first.
+fn claims(rows: &[PgRow], lease_token: Uuid) -> Result<Vec<ScheduleClaim>, StoreError> {
+    let mut claimed = rows
+        .iter()
+        .map(|row| Ok(ScheduleClaim { schedule: schedule_from_row(row)?, lease_token }))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    claimed.sort_by_key(|c| (c.schedule.next_execution_at, c.schedule.id));
     Ok(claimed)
 }
 
 pub(crate) async fn record_occurrence(
     pool: &PgPool,
-    id: Uuid,
+    claim: &ScheduleClaim,
     update: &OccurrenceUpdate,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let e = &update.execution;
     let mut tx = pool.begin().await?;
-    let row = sqlx::query("SELECT status, current_occurrence FROM schedules WHERE id = $1 FOR UPDATE")
+    let id = claim.schedule.id;
+    let row = sqlx::query("SELECT status, current_occurrence, lease_token FROM schedules WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
     let before: ScheduleStatus = parse_stored(row.try_get("status")?)?;
     let current = counter(i64::from(row.try_get::<i32, _>("current_occurrence")?), "current_occurrence")?;
-    if current.checked_add(1) != Some(e.occurrence) {
+    let holder: Option<Uuid> = row.try_get("lease_token")?;
+    if current.checked_add(1) != Some(e.occurrence) || holder != Some(claim.lease_token) {
         return Ok(false);
     }
     sqlx::query(
@@ -221,7 +240,8 @@ pub(crate) async fn record_occurrence(
              next_execution_at = CASE WHEN status = 'cancelled' THEN next_execution_at ELSE $3 END,
              status = CASE WHEN status = 'active' OR (status = 'paused' AND $4 IN ('completed', 'failed'))
                  THEN $4 ELSE status END,
-             consecutive_failures = $5, last_executed_at = $6, attempt = 0, lease_until = NULL, updated_at = $7
+             consecutive_failures = $5, last_executed_at = $6, attempt = 0, lease_until = NULL, lease_token = NULL,
+             updated_at = $7
          WHERE id = $1 RETURNING status",
     )
     .bind(id)
@@ -243,26 +263,32 @@ pub(crate) async fn record_occurrence(
 
 pub(crate) async fn retry_occurrence(
     pool: &PgPool,
-    id: Uuid,
+    claim: &ScheduleClaim,
     attempt: u32,
     retry_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let s = &claim.schedule;
     let updated = sqlx::query(
-        "UPDATE schedules SET attempt = $2, next_execution_at = $3, lease_until = NULL, updated_at = $4
-         WHERE id = $1",
+        "UPDATE schedules SET attempt = $2,
+             next_execution_at = CASE WHEN status = 'cancelled' THEN next_execution_at ELSE $3 END,
+             lease_until = NULL, lease_token = NULL, updated_at = $4
+         WHERE id = $1 AND lease_token = $5 AND current_occurrence = $6 AND attempt = $7",
     )
-    .bind(id)
+    .bind(s.id)
     .bind(int4(attempt))
     .bind(retry_at)
     .bind(now)
+    .bind(claim.lease_token)
+    .bind(int4(s.current_occurrence))
+    .bind(int4(s.attempt))
     .execute(pool)
     .await?
     .rows_affected();
-    if updated == 0 {
+    if updated == 0 && find_schedule(pool, s.id).await?.is_none() {
         return Err(StoreError::NotFound);
     }
-    Ok(())
+    Ok(updated == 1)
 }
 
 pub(crate) async fn list_executions(pool: &PgPool, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {

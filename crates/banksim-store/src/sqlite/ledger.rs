@@ -18,7 +18,7 @@ use crate::StoreError;
 use crate::ledger::{
     BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer,
     StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, parse_currency,
-    parse_stored, plan_batch, rollback_originals,
+    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
@@ -392,6 +392,10 @@ pub(crate) async fn fx_rate(pool: &SqlitePool, base: Currency, quote: Currency) 
 }
 
 pub(crate) async fn put_fx_rate(writer: &SqlitePool, rate: &FxRate) -> Result<FxRate, StoreError> {
+    let mut tx = super::begin_write(writer).await?;
+    let table = sqlx::query("SELECT base, quote, rate, updated_at FROM fx_rates").fetch_all(&mut *tx).await?;
+    let table = table.iter().map(fx_from_row).collect::<Result<Vec<_>, _>>()?;
+    refuse_gaining_cycle(&table, rate)?;
     let row = sqlx::query(
         "INSERT INTO fx_rates (base, quote, rate, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (base, quote) DO UPDATE SET rate = excluded.rate, updated_at = excluded.updated_at
@@ -401,9 +405,11 @@ pub(crate) async fn put_fx_rate(writer: &SqlitePool, rate: &FxRate) -> Result<Fx
     .bind(rate.quote.code())
     .bind(rate.rate.to_string())
     .bind(micros(rate.updated_at))
-    .fetch_one(writer)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(fx_from_row(&row)?)
+    let saved = fx_from_row(&row)?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
+    Ok(saved)
 }
 
 /// Walks the audit chain from its start and names its first broken link.

@@ -37,7 +37,7 @@ use crate::model::{
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
 };
-use crate::schedule::{ExecutionRecord, OccurrenceUpdate, ScheduleQuery, ScheduleRecord};
+use crate::schedule::{ExecutionRecord, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord};
 use crate::{
     AuditContext, AuditQuery, AuditRecord, Backend, ConnectOptions, EventRecord, IdempotencyClaim, Store, StoreError,
     StoredResponse,
@@ -46,7 +46,7 @@ use crate::{
 /// How long a connection waits for a lock held by another process (e.g. `banksim admin` next to a server).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, updated_at";
+const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, updated_at, sessions_revoked_at";
 
 /// A [`Store`] on an SQLite file.
 #[derive(Debug, Clone)]
@@ -65,9 +65,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        if let Some(folder) = base.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(folder).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
-        }
+        make_private_file(base.get_filename()).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
@@ -79,6 +77,37 @@ impl SqliteStore {
             .connect_lazy_with(base.read_only(true));
         Ok(Self { writer, reader })
     }
+}
+
+/// Creates the database file (and its folder) readable by its owner only, before SQLite opens it: it holds
+/// password hashes. SQLite gives its `-wal` and `-shm` files the database file's mode. An existing file of looser
+/// mode is tightened when it is ours.
+fn make_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(folder)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            // Not ours to change (another owner) is not a reason to refuse to start.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -189,7 +218,8 @@ impl Store for SqliteStore {
         let before = find_user_in(&mut tx, id).await?;
         let sql = format!(
             "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
-                 role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6
+                 role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6,
+                 sessions_revoked_at = CASE WHEN $5 = 0 THEN $6 ELSE sessions_revoked_at END
              WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -202,6 +232,11 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         if changes.is_active == Some(false) {
+            sqlx::query("UPDATE refresh_token_families SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .bind(micros(now))
@@ -217,7 +252,15 @@ impl Store for SqliteStore {
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
-        insert_refresh_token(&self.writer, &token).await
+        let mut tx = begin_write(&self.writer).await?;
+        sqlx::query("INSERT INTO refresh_token_families (id, user_id) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(token.family_id)
+            .bind(token.user_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_refresh_token(&mut *tx, &token).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn rotate_refresh_token(
@@ -244,7 +287,7 @@ impl Store for SqliteStore {
         if row.try_get::<Option<i64>, _>("used_at")?.is_some() {
             revoke_family(&mut tx, family_id, now).await?;
             tx.commit().await?;
-            return Ok(RefreshOutcome::Reused);
+            return Ok(RefreshOutcome::Reused { user_id });
         }
         if row.try_get::<i64, _>("expires_at")? <= micros(now) || !row.try_get::<bool, _>("is_active")? {
             return Ok(RefreshOutcome::Invalid);
@@ -388,11 +431,11 @@ impl Store for SqliteStore {
         id: Uuid,
         from: &[ScheduleStatus],
         to: ScheduleStatus,
-        next_execution_at: Option<Option<DateTime<Utc>>>,
+        next: NextRun,
         now: DateTime<Utc>,
         audit: &AuditContext,
     ) -> Result<ScheduleRecord, StoreError> {
-        schedule::change_schedule_status(&self.writer, id, from, to, next_execution_at, now, audit).await
+        schedule::change_schedule_status(&self.writer, id, from, to, next, now, audit).await
     }
 
     async fn claim_due_schedules(
@@ -400,27 +443,27 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: std::time::Duration,
         limit: u32,
-    ) -> Result<Vec<ScheduleRecord>, StoreError> {
+    ) -> Result<Vec<ScheduleClaim>, StoreError> {
         schedule::claim_due_schedules(&self.writer, now, lease, limit).await
     }
 
     async fn record_occurrence(
         &self,
-        id: Uuid,
+        claim: &ScheduleClaim,
         update: &OccurrenceUpdate,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        schedule::record_occurrence(&self.writer, id, update, now).await
+        schedule::record_occurrence(&self.writer, claim, update, now).await
     }
 
     async fn retry_occurrence(
         &self,
-        id: Uuid,
+        claim: &ScheduleClaim,
         attempt: u32,
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        schedule::retry_occurrence(&self.writer, id, attempt, retry_at, now).await
+    ) -> Result<bool, StoreError> {
+        schedule::retry_occurrence(&self.writer, claim, attempt, retry_at, now).await
     }
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
@@ -472,9 +515,23 @@ where
     Ok(())
 }
 
+/// Revokes a refresh-token family and ends its user's access tokens issued until `now` (the single writer
+/// serialises this with every rotation).
 async fn revoke_family(tx: &mut Transaction<'_, Sqlite>, family: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+    let user_id: Uuid = sqlx::query_scalar(
+        "UPDATE refresh_token_families SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING user_id",
+    )
+    .bind(family)
+    .bind(micros(now))
+    .fetch_one(&mut **tx)
+    .await?;
     sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
         .bind(family)
+        .bind(micros(now))
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE users SET sessions_revoked_at = max(coalesce(sessions_revoked_at, $2), $2) WHERE id = $1")
+        .bind(user_id)
         .bind(micros(now))
         .execute(&mut **tx)
         .await?;
@@ -513,6 +570,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
         is_active: row.try_get("is_active")?,
         created_at: instant(row.try_get("created_at")?)?,
         updated_at: instant(row.try_get("updated_at")?)?,
+        sessions_revoked_at: row.try_get::<Option<i64>, _>("sessions_revoked_at")?.map(instant).transpose()?,
     })
 }
 

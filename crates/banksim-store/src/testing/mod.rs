@@ -179,3 +179,7 @@ impl WriteLock {
         }
     }
 }
+
+mod faulty;
+
+pub use faulty::{FaultyStore, Pause, PauseAt};

@@ -1,0 +1,373 @@
+//! A store that fails on demand: the fault seam of DESIGN.md for tests that need a fault at an exact moment (a
+//! commit whose outcome is lost, a call that meets a dead database) instead of sleeping and hoping.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionRecord;
+use banksim_core::schedule::ScheduleStatus;
+use banksim_core::user::User;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    AuditContext, AuditQuery, AuditRecord, Backend, Credentials, EventRecord, ExecutionRecord, FxRate, HistoryEntry,
+    HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun,
+    OccurrenceUpdate, Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt,
+    ResponseRenderer, ScheduleClaim, ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse,
+    SystemTotal, TransactionQuery, UserChanges, UserListQuery, UserPage, Wallet,
+};
+
+/// Wraps a real store and passes every call through, except those a test has asked to fail.
+pub struct FaultyStore {
+    inner: Arc<dyn Store>,
+    /// Calls still to fail before reaching the database, by method name.
+    fail_before: Mutex<HashMap<&'static str, u32>>,
+    /// Batches still to commit and then report `CommitFailed`, as a lost answer to `COMMIT` would.
+    fail_after_commit: Mutex<u32>,
+    /// Calls to hold at a point until the test lets them go, by method name.
+    pauses: Mutex<HashMap<&'static str, (PauseAt, Pause)>>,
+}
+
+/// Where a paused call stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseAt {
+    /// Before it reaches the database.
+    Before,
+    /// After the database answered, before the caller sees the answer.
+    After,
+}
+
+/// A call held at a point: the test waits until it is reached, does what must happen meanwhile, then resumes it.
+#[derive(Debug, Clone, Default)]
+pub struct Pause {
+    reached: Arc<tokio::sync::Notify>,
+    resume: Arc<tokio::sync::Notify>,
+}
+
+impl Pause {
+    /// Waits until the paused call has reached its point.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the paused call go on.
+    pub fn resume(&self) {
+        self.resume.notify_one();
+    }
+
+    async fn hold(&self) {
+        self.reached.notify_one();
+        self.resume.notified().await;
+    }
+}
+
+impl FaultyStore {
+    /// A store that behaves exactly like `inner` until told otherwise.
+    pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fail_before: Mutex::default(),
+            fail_after_commit: Mutex::default(),
+            pauses: Mutex::default(),
+        })
+    }
+
+    /// Holds the next call of `method` at `at` until the returned [`Pause`] is resumed.
+    pub fn pause(&self, method: &'static str, at: PauseAt) -> Pause {
+        let pause = Pause::default();
+        self.pauses.lock().expect("faults").insert(method, (at, pause.clone()));
+        pause
+    }
+
+    async fn hold(&self, method: &'static str, at: PauseAt) {
+        let pause = {
+            let mut pauses = self.pauses.lock().expect("faults");
+            match pauses.get(method) {
+                Some((point, _)) if *point == at => pauses.remove(method).map(|(_, pause)| pause),
+                _ => None,
+            }
+        };
+        if let Some(pause) = pause {
+            pause.hold().await;
+        }
+    }
+
+    /// The next `times` calls of `method` (a `Store` method name) fail with `Unavailable`, touching nothing.
+    pub fn fail_before(&self, method: &'static str, times: u32) {
+        *self.fail_before.lock().expect("faults").entry(method).or_default() += times;
+    }
+
+    /// The next `times` batches are committed by the database, then reported as `CommitFailed`.
+    pub fn fail_after_commit(&self, times: u32) {
+        *self.fail_after_commit.lock().expect("faults") += times;
+    }
+
+    /// Runs the fault plan of one call around `call`: an injected failure, or a pause before or after it.
+    async fn run<T>(
+        &self,
+        method: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.check(method)?;
+        self.hold(method, PauseAt::Before).await;
+        let result = call.await;
+        self.hold(method, PauseAt::After).await;
+        result
+    }
+
+    fn check(&self, method: &'static str) -> Result<(), StoreError> {
+        let mut faults = self.fail_before.lock().expect("faults");
+        match faults.get_mut(method) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn take_commit_failure(&self) -> bool {
+        let mut left = self.fail_after_commit.lock().expect("faults");
+        let fail = *left > 0;
+        *left = left.saturating_sub(1);
+        fail
+    }
+}
+
+/// A lost answer to `COMMIT`: the connection broke after the statement was sent.
+fn lost_commit() -> StoreError {
+    StoreError::CommitFailed(sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionReset,
+        "injected: connection lost after COMMIT",
+    )))
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.run("migrate", self.inner.migrate()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run("ping", self.inner.ping()).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
+    async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
+        self.run("create_user", self.inner.create_user(user, audit)).await
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        self.run("find_user", self.inner.find_user(id)).await
+    }
+
+    async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
+        self.run("find_credentials", self.inner.find_credentials(email)).await
+    }
+
+    async fn list_users(&self, query: UserListQuery) -> Result<UserPage, StoreError> {
+        self.run("list_users", self.inner.list_users(query)).await
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        self.run("count_active_admins", self.inner.count_active_admins()).await
+    }
+
+    async fn update_user(
+        &self,
+        id: Uuid,
+        changes: UserChanges,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<User, StoreError> {
+        self.run("update_user", self.inner.update_user(id, changes, now, audit)).await
+    }
+
+    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run("record_refusal", self.inner.record_refusal(attempt, now)).await
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        self.run("insert_refresh_token", self.inner.insert_refresh_token(token)).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8],
+        successor: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        self.run("rotate_refresh_token", self.inner.rotate_refresh_token(presented, successor, now, expires_at)).await
+    }
+
+    async fn revoke_refresh_family(
+        &self,
+        presented: &[u8],
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run("revoke_refresh_family", self.inner.revoke_refresh_family(presented, user_id, now)).await
+    }
+
+    async fn post_batch(
+        &self,
+        requests: &[LedgerRequest],
+        render: &dyn ResponseRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+        let outcomes = self.run("post_batch", self.inner.post_batch(requests, render, now)).await?;
+        if self.take_commit_failure() {
+            return Err(lost_commit());
+        }
+        Ok(outcomes)
+    }
+
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        self.run("find_idempotent", self.inner.find_idempotent(user_id, key)).await
+    }
+
+    async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
+        self.run("find_transaction", self.inner.find_transaction(id)).await
+    }
+
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<Vec<TransactionRecord>, StoreError> {
+        self.run("list_transactions", self.inner.list_transactions(query)).await
+    }
+
+    async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError> {
+        self.run("wallets", self.inner.wallets(user_id, currency)).await
+    }
+
+    async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.run("balance_history", self.inner.balance_history(query)).await
+    }
+
+    async fn balance_at(&self, user_id: Uuid, currency: Currency, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        self.run("balance_at", self.inner.balance_at(user_id, currency, at)).await
+    }
+
+    async fn fx_rates(&self) -> Result<Vec<FxRate>, StoreError> {
+        self.run("fx_rates", self.inner.fx_rates()).await
+    }
+
+    async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
+        self.run("fx_rate", self.inner.fx_rate(base, quote)).await
+    }
+
+    async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
+        self.run("put_fx_rate", self.inner.put_fx_rate(rate)).await
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        self.run("list_events", self.inner.list_events(after, limit)).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.run("list_audit", self.inner.list_audit(query)).await
+    }
+
+    async fn account_balances(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        self.run("account_balances", self.inner.account_balances()).await
+    }
+
+    async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        self.run("verify_ledger", self.inner.verify_ledger()).await
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        idempotency: Option<(&IdempotencyClaim, u16, &str)>,
+        audit: &AuditContext,
+    ) -> Result<(), StoreError> {
+        self.run("create_schedule", self.inner.create_schedule(schedule, idempotency, audit)).await
+    }
+
+    async fn find_schedule(&self, id: Uuid) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.run("find_schedule", self.inner.find_schedule(id)).await
+    }
+
+    async fn list_schedules(&self, query: &ScheduleQuery) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.run("list_schedules", self.inner.list_schedules(query)).await
+    }
+
+    async fn change_schedule_status(
+        &self,
+        id: Uuid,
+        from: &[ScheduleStatus],
+        to: ScheduleStatus,
+        next: NextRun,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<ScheduleRecord, StoreError> {
+        self.run("change_schedule_status", self.inner.change_schedule_status(id, from, to, next, now, audit)).await
+    }
+
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ScheduleClaim>, StoreError> {
+        self.run("claim_due_schedules", self.inner.claim_due_schedules(now, lease, limit)).await
+    }
+
+    async fn record_occurrence(
+        &self,
+        claim: &ScheduleClaim,
+        update: &OccurrenceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run("record_occurrence", self.inner.record_occurrence(claim, update, now)).await
+    }
+
+    async fn retry_occurrence(
+        &self,
+        claim: &ScheduleClaim,
+        attempt: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run("retry_occurrence", self.inner.retry_occurrence(claim, attempt, retry_at, now)).await
+    }
+
+    async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.run("list_executions", self.inner.list_executions(schedule_id)).await
+    }
+
+    async fn projection_status(&self, projection: Projection) -> Result<ProjectionStatus, StoreError> {
+        self.run("projection_status", self.inner.projection_status(projection)).await
+    }
+
+    async fn apply_to_projection(
+        &self,
+        projection: Projection,
+        events: &[EventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<ProjectionProgress, StoreError> {
+        self.run("apply_to_projection", self.inner.apply_to_projection(projection, events, now)).await
+    }
+
+    async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run("reset_projection", self.inner.reset_projection(projection, now)).await
+    }
+
+    async fn statements(&self, query: &StatementQuery) -> Result<Vec<crate::WalletStatements>, StoreError> {
+        self.run("statements", self.inner.statements(query)).await
+    }
+
+    async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
+        self.run("system_totals", self.inner.system_totals()).await
+    }
+}
