@@ -14,10 +14,11 @@ use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
-use crate::jobs::scheduler::{Scheduler, SchedulerStats};
+use crate::jobs::scheduler::Scheduler;
+use crate::metrics::Metrics;
 use crate::router;
 use crate::service::users::UserDirectory;
-use crate::writer::LedgerWriter;
+use crate::writer::{LedgerWriter, WriterShape};
 
 /// The window of the auth routes' rate limit.
 const AUTH_RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -43,8 +44,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// The auth routes' budget per client.
     pub auth_rate_limit: Arc<RateLimiter>,
-    /// The scheduler's counters.
-    pub scheduler_stats: Arc<SchedulerStats>,
+    /// The Prometheus metrics of this instance.
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -58,15 +59,12 @@ impl AppState {
         let users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
         // SQLite has one writer connection: more writer tasks would only queue behind it.
         let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
-        let writer = LedgerWriter::start(
-            store.clone(),
-            clock.clone(),
-            Arc::new(TransactionRenderer),
-            workers,
-            config.write_queue_capacity,
-            config.write_batch_max,
-        );
+        let metrics = Metrics::new();
+        let shape = WriterShape { workers, capacity: config.write_queue_capacity, batch_max: config.write_batch_max };
+        let writer =
+            LedgerWriter::start(store.clone(), clock.clone(), Arc::new(TransactionRenderer), metrics.clone(), shape);
         let auth_limit = config.auth_rate_limit_per_minute;
+        let auth_rate_limit = RateLimiter::new(auth_limit, AUTH_RATE_WINDOW, metrics.auth_rate_limit().clone());
         Ok(Self {
             store,
             config: Arc::new(config),
@@ -76,8 +74,8 @@ impl AppState {
             users,
             writer,
             started: std::time::Instant::now(),
-            auth_rate_limit: Arc::new(RateLimiter::new(auth_limit, AUTH_RATE_WINDOW)),
-            scheduler_stats: Arc::new(SchedulerStats::default()),
+            auth_rate_limit: Arc::new(auth_rate_limit),
+            metrics,
         })
     }
 }
@@ -110,15 +108,63 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
     let jobs = BackgroundJobs::start(&state);
+    warn_if_metrics_are_public(&state.config);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = match state.config.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("METRICS_ADDR: binding {addr}"))?;
+            Some(tokio::spawn(serve_metrics(state.clone(), listener, wait_for(stopped.clone()))))
+        }
+        None => None,
+    };
     let app = router::build(state);
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend().name(), "banksim listening");
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(wait_for(stopped))
         .await?;
+    if let Some(metrics) = metrics {
+        metrics.await??;
+    }
     jobs.stop().await;
     store.close().await;
     tracing::info!("banksim stopped");
     Ok(())
+}
+
+/// Serves the metrics routes alone on `listener` (`METRICS_ADDR`) until `shutdown` completes.
+pub async fn serve_metrics(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+    axum::serve(listener, router::build_metrics(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes once the shutdown has been signalled.
+async fn wait_for(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// In production, metrics that anyone can read (counts of logins, money movements and users' totals) deserve a
+/// warning: set `METRICS_TOKEN` or serve them on a private `METRICS_ADDR`.
+fn warn_if_metrics_are_public(config: &Config) {
+    if config.environment == crate::config::Environment::Prod
+        && config.metrics_token.is_none()
+        && config.metrics_addr.is_none()
+    {
+        tracing::warn!(
+            "ENV=prod with neither METRICS_TOKEN nor METRICS_ADDR: /metrics and /metrics/basic are open to anyone \
+             who reaches this listener"
+        );
+    }
 }
 
 /// The background jobs of one instance.

@@ -202,7 +202,20 @@ pub struct Config {
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+
+    /// When set, `/metrics`, `/metrics/basic` and the circuit-breaker report require `Authorization: Bearer
+    /// <token>` (401 otherwise). Unset (the default): open, as suits development.
+    #[arg(long, env = "METRICS_TOKEN", value_name = "METRICS_TOKEN")]
+    pub metrics_token: Option<SecretString>,
+
+    /// When set (`127.0.0.1:9100`, say), the metrics routes are served on this address instead of the public one
+    /// (where they answer 404). Unset (the default): on the public listener.
+    #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
+
+/// Shortest accepted `METRICS_TOKEN`.
+pub const METRICS_TOKEN_CHARS_MIN: usize = 16;
 
 /// A setting that stops the start, naming its variable.
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +320,16 @@ impl Config {
         }
         if argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, 1, None).is_err() {
             return Err(ConfigError::new("ARGON2_MEMORY_KIB", "Argon2 parameters out of range (memory ≥ 8 KiB)"));
+        }
+        if let Some(token) = &self.metrics_token
+            && token.expose_secret().len() < METRICS_TOKEN_CHARS_MIN
+        {
+            return Err(ConfigError::new(
+                "METRICS_TOKEN",
+                format!(
+                    "must be at least {METRICS_TOKEN_CHARS_MIN} characters (a random string; unset it to leave metrics open)"
+                ),
+            ));
         }
         match (&self.admin_email, &self.admin_password) {
             (Some(_), None) => Err(ConfigError::new("BANKSIM_ADMIN_PASSWORD", "must be set with BANKSIM_ADMIN_EMAIL")),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod router;
 pub mod service;
 pub mod telemetry;

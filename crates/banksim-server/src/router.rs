@@ -23,7 +23,9 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
-use crate::http::{admin, audit, auth, balances, fx, rate_limit, refusals, schedules, service, transactions, users};
+use crate::http::{
+    admin, audit, auth, balances, fx, metrics, rate_limit, refusals, schedules, service, transactions, users,
+};
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
 #[derive(OpenApi)]
@@ -54,6 +56,15 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The METRICS_TOKEN of the server, when it sets one"))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -72,9 +83,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
 }
 
-/// The OpenAPI document of every route.
+/// The OpenAPI document of every route, the metrics routes included.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    routes().merge(metrics::routes()).split_for_parts().1
 }
 
 /// The whole application.
@@ -84,12 +95,40 @@ pub fn build(state: AppState) -> Router {
 
 /// The whole application with `extra` routes under the same layers (tests add failing routes this way).
 pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
-    let (router, api) = routes().split_for_parts();
+    let (router, mut api) = routes().split_for_parts();
+    let (metrics_routes, metrics_api) = metrics::routes().split_for_parts();
+    api.merge(metrics_api);
+    let config = state.config.clone();
+    // With METRICS_ADDR the metrics have a listener of their own (`build_metrics`); here they are then unknown.
+    let router = match config.metrics_addr {
+        Some(_) => router,
+        None => router.merge(guard_metrics(&state, metrics_routes)),
+    };
+    with_layers(
+        state,
+        router
+            .route("/healthz", any(service::healthz))
+            .merge(extra)
+            .merge(SwaggerUi::new("/docs").url("/openapi.json", api)),
+    )
+}
+
+/// The metrics routes alone, for the listener of `METRICS_ADDR`, with the same layers as the public router.
+pub fn build_metrics(state: AppState) -> Router {
+    let (metrics_routes, _) = metrics::routes().split_for_parts();
+    let router = guard_metrics(&state, metrics_routes);
+    with_layers(state, router)
+}
+
+/// The metrics routes behind `METRICS_TOKEN`.
+fn guard_metrics(state: &AppState, routes: Router<AppState>) -> Router<AppState> {
+    routes.route_layer(middleware::from_fn_with_state(state.clone(), metrics::require_token))
+}
+
+/// The layers every request passes through, around `router`.
+fn with_layers(state: AppState, router: Router<AppState>) -> Router {
     let config = state.config.clone();
     router
-        .route("/healthz", any(service::healthz))
-        .merge(extra)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         // Innermost, so that it sees each route's own answer, inside the request's span and ids.
         .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_permission_refusals))
@@ -102,6 +141,8 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
         )
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_auth))
+        // Counts every answer, 429s and framework answers included, by route template.
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track_requests))
         // Outermost: ids and error envelopes for everything inside, the trace span included.
         .layer(middleware::from_fn(context::request_context))
         // Every answer is private to its caller (tokens, balances; RFC 6749 §5.1 for the token answers) and is what

@@ -7,14 +7,16 @@
 //! up to `WRITE_BATCH_MAX` movements, and posts them in one commit; a movement that breaks a rule fails alone.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use banksim_core::Clock;
+use banksim_core::ledger::Movement;
 use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer, Store, StoreError};
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::{Metrics, WriterMetrics};
 
 /// A movement waiting for a writer, and where to send its outcome.
 struct Job {
@@ -22,55 +24,38 @@ struct Job {
     reply: oneshot::Sender<Result<LedgerOutcome, ApiError>>,
 }
 
-/// Counters of the write path, for metrics.
-#[derive(Debug, Default)]
-pub struct WriterStats {
-    /// Movements committed or refused so far.
-    pub processed: AtomicU64,
-    /// Batches committed so far.
-    pub batches: AtomicU64,
-    /// Size of the last batch.
-    pub last_batch_size: AtomicU64,
-    /// Largest batch so far.
-    pub max_batch_size: AtomicU64,
-    /// Movements refused because the queue was full.
-    pub rejected_queue_full: AtomicU64,
-}
-
 /// The handle requests use to post movements.
 #[derive(Clone)]
 pub struct LedgerWriter {
     queue: mpsc::Sender<Job>,
     capacity: usize,
-    stats: Arc<WriterStats>,
+    metrics: Metrics,
 }
 
 impl LedgerWriter {
     /// Starts `workers` writer tasks over `store`, with a queue of `capacity` movements and batches of at most
-    /// `batch_max`. The tasks stop when every handle is dropped and the queue is drained.
+    /// `batch_max`, counting into `metrics`. The tasks stop when every handle is dropped and the queue is drained.
     pub fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         render: Arc<dyn ResponseRenderer>,
-        workers: usize,
-        capacity: usize,
-        batch_max: usize,
+        metrics: Metrics,
+        shape: WriterShape,
     ) -> Self {
-        let (queue, receiver) = mpsc::channel(capacity);
+        let (queue, receiver) = mpsc::channel(shape.capacity);
         let receiver = Arc::new(Mutex::new(receiver));
-        let stats = Arc::new(WriterStats::default());
-        for _ in 0..workers.max(1) {
+        for _ in 0..shape.workers.max(1) {
             let worker = Worker {
                 receiver: receiver.clone(),
                 store: store.clone(),
                 clock: clock.clone(),
                 render: render.clone(),
-                batch_max: batch_max.max(1),
-                stats: stats.clone(),
+                batch_max: shape.batch_max.max(1),
+                metrics: metrics.clone(),
             };
             tokio::spawn(worker.run());
         }
-        Self { queue, capacity, stats }
+        Self { queue, capacity: shape.capacity, metrics }
     }
 
     /// Posts one movement and waits for its committed outcome.
@@ -78,7 +63,7 @@ impl LedgerWriter {
         let (reply, outcome) = oneshot::channel();
         self.queue.try_send(Job { request, reply }).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => {
-                self.stats.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+                self.metrics.writer().rejected_queue_full.inc();
                 ApiError::new(ErrorCode::WriteQueueFull)
             }
             mpsc::error::TrySendError::Closed(_) => ApiError::new(ErrorCode::ServiceUnavailable),
@@ -92,9 +77,20 @@ impl LedgerWriter {
     }
 
     /// The write path's counters.
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
+    pub fn stats(&self) -> &WriterMetrics {
+        self.metrics.writer()
     }
+}
+
+/// How many writers, how long a queue, how large a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterShape {
+    /// Writer tasks.
+    pub workers: usize,
+    /// Movements that may wait.
+    pub capacity: usize,
+    /// Most movements per database transaction.
+    pub batch_max: usize,
 }
 
 struct Worker {
@@ -103,7 +99,7 @@ struct Worker {
     clock: Arc<dyn Clock>,
     render: Arc<dyn ResponseRenderer>,
     batch_max: usize,
-    stats: Arc<WriterStats>,
+    metrics: Metrics,
 }
 
 impl Worker {
@@ -125,15 +121,20 @@ impl Worker {
         let requests: Vec<LedgerRequest> = jobs.iter().map(|job| job.request.clone()).collect();
         let started = std::time::Instant::now();
         let result = self.post(&requests).await;
+        let elapsed = started.elapsed();
         let size = jobs.len() as u64;
-        self.stats.processed.fetch_add(size, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.last_batch_size.store(size, Ordering::Relaxed);
-        self.stats.max_batch_size.fetch_max(size, Ordering::Relaxed);
-        tracing::debug!(batch.size = size, duration_ms = started.elapsed().as_secs_f64() * 1000.0, "batch committed");
+        let stats = self.metrics.writer();
+        stats.processed.inc_by(size);
+        stats.batches.inc();
+        stats.batch_size.observe(size as f64);
+        stats.commit_seconds.observe(elapsed.as_secs_f64());
+        stats.last_batch_size.store(size, Ordering::Relaxed);
+        stats.max_batch_size.fetch_max(size, Ordering::Relaxed);
+        tracing::debug!(batch.size = size, duration_ms = elapsed.as_secs_f64() * 1000.0, "batch committed");
         match result {
             Ok(outcomes) => {
                 for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    self.count(&job.request, Ok(&outcome));
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
@@ -145,18 +146,39 @@ impl Worker {
                 tracing::error!(error = %err, batch.size = size, "ledger batch failed; posting its movements one by one");
                 for job in jobs.drain(..) {
                     let outcome = self.post(std::slice::from_ref(&job.request)).await;
-                    let _ = job.reply.send(outcome.map_err(|e| batch_error(&e)).and_then(|mut outcomes| {
+                    let outcome = outcome.map_err(|e| batch_error(&e)).and_then(|mut outcomes| {
                         outcomes.pop().ok_or_else(|| ApiError::internal("a batch of one gave no outcome"))
-                    }));
+                    });
+                    self.count(&job.request, outcome.as_ref().map_err(|_| ()));
+                    let _ = job.reply.send(outcome);
                 }
             }
             Err(err) => {
                 tracing::error!(error = %err, batch.size = size, "ledger batch failed; nothing was posted");
                 for job in jobs.drain(..) {
+                    self.count(&job.request, Err(()));
                     let _ = job.reply.send(Err(batch_error(&err)));
                 }
             }
         }
+    }
+
+    /// Counts a movement by kind and outcome (`Err`: no outcome, the batch failed).
+    fn count(&self, request: &LedgerRequest, outcome: Result<&LedgerOutcome, ()>) {
+        let kind = match request.command.movement {
+            Movement::Credit { .. } => "credit",
+            Movement::Debit { .. } => "debit",
+            Movement::Transfer { .. } => "transfer",
+            Movement::Exchange { .. } => "exchange",
+            Movement::Rollback { .. } => "rollback",
+        };
+        let (outcome, refusal) = match outcome {
+            Ok(LedgerOutcome::Posted(_)) => ("posted", None),
+            Ok(LedgerOutcome::Refused(refusal)) => ("refused", Some(refusal.code())),
+            Ok(LedgerOutcome::Replayed(_)) => ("replayed", None),
+            Err(()) => ("failed", None),
+        };
+        self.metrics.record_movement(kind, outcome, refusal);
     }
 
     /// Posts a batch; a panic inside (a broken invariant) fails the batch instead of killing the writer.

@@ -78,6 +78,12 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connections, waiting for those in use to be returned.
     async fn close(&self);
 
+    /// The connection pool now (SQLite: its reader and writer pools together).
+    fn pool_status(&self) -> PoolStatus;
+
+    /// How long taking a connection from the (reading) pool takes now: a sample of the pool's acquire wait.
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError>;
+
     /// Inserts a user. Fails with `Conflict("email_taken")` or `Conflict("username_taken")` (both compared
     /// case-insensitively).
     ///
@@ -268,6 +274,9 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 
+    /// How many active schedules are due at `now` (the scheduler's backlog).
+    async fn count_due_schedules(&self, now: DateTime<Utc>) -> Result<u64, StoreError>;
+
     /// Every recorded occurrence of a schedule, in order.
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError>;
 
@@ -309,6 +318,17 @@ pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Store
     } else {
         Err(StoreError::InvalidUrl)
     }
+}
+
+/// A connection pool's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections it may open.
+    pub max: u32,
+    /// Connections open now.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
 }
 
 /// Tuning shared by the backends.

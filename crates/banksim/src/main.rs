@@ -61,6 +61,23 @@ enum Command {
     /// Drive a running API with simulated users and report throughput, latency and errors, then check that
     /// money was conserved.
     Simulate(simulate::SimulateArgs),
+    /// Exit 0 when the server at --url is ready (`/readyz` answers `ok`), 1 otherwise: a container's health check
+    /// that needs no curl in the image.
+    Health {
+        /// Base URL of the server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Longest wait for the answer, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
+    /// Copy the configured SQLite database to FILE, consistently, while servers keep running on it. (On
+    /// PostgreSQL, use `pg_dump`.)
+    Backup {
+        /// Where to write the copy; it must not exist yet.
+        #[arg(long)]
+        to: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,8 +100,8 @@ enum AdminCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.config.log_format);
-    // The simulator only talks HTTP: the server's settings are not its business.
-    let needs_config = !matches!(cli.command, Some(Command::Simulate(_)));
+    // The simulator and the health check only talk HTTP: the server's settings are not their business.
+    let needs_config = !matches!(cli.command, Some(Command::Simulate(_) | Command::Health { .. }));
     if needs_config && let Err(err) = cli.config.validate() {
         eprintln!("banksim: configuration error: {err}");
         return ExitCode::from(2);
@@ -108,6 +125,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(cli.config).await,
+        Command::Health { url, timeout_secs } => health(&url, std::time::Duration::from_secs(timeout_secs)).await,
+        Command::Backup { to } => backup(&cli.config, &to).await,
         Command::Migrate => {
             let store = app::open_store(&cli.config).await?;
             println!("migrations applied ({})", store.backend().name());
@@ -248,4 +267,31 @@ async fn rebuild(config: Config, only: Option<Projection>) -> anyhow::Result<()>
 async fn tool_state(config: Config) -> anyhow::Result<AppState> {
     let store = app::open_store(&config).await?;
     AppState::new(config, store, std::sync::Arc::new(SystemClock))
+}
+
+/// Asks `/readyz` of the server at `url`; ready means 200 with `"status": "ok"`.
+async fn health(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let answer = client.get(format!("{}/readyz", url.trim_end_matches('/'))).send().await.context("asking /readyz")?;
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success() && body["status"] == "ok", "not ready: {status} {body}");
+    println!("ready");
+    Ok(())
+}
+
+/// Copies the configured SQLite database to `to` with `VACUUM INTO`: one read transaction, so the copy is the
+/// database as it was at one instant, while writers go on. The copy holds password hashes: it is made `0600`.
+async fn backup(config: &Config, to: &std::path::Path) -> anyhow::Result<()> {
+    let url = config.database_url();
+    anyhow::ensure!(
+        url.starts_with("sqlite:"),
+        "backup copies the embedded SQLite database; for PostgreSQL use pg_dump (e.g. pg_dump --format=custom \
+         --file=banksim.dump \"$DATABASE_URL\") and pg_restore to bring it back"
+    );
+    let store = banksim_store::sqlite::SqliteStore::connect(&url, banksim_store::ConnectOptions::default()).await?;
+    store.backup_to(to).await.with_context(|| format!("backing up to {}", to.display()))?;
+    banksim_store::Store::close(&store).await;
+    println!("backed up to {}", to.display());
+    Ok(())
 }

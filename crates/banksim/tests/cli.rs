@@ -239,3 +239,68 @@ impl banksim_store::ResponseRenderer for NoAnswers {
         (201, String::new())
     }
 }
+
+#[tokio::test]
+async fn health_says_whether_a_server_is_ready() {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = Server::start(banksim(data.path()));
+    let ready = run(banksim(data.path()).args(["health", "--url", &server.address]));
+    assert!(ready.status.success(), "{}", stderr(&ready));
+    drop(server);
+    let gone = run(banksim(data.path()).args(["health", "--url", "http://127.0.0.1:9", "--timeout-secs", "2"]));
+    assert_eq!(gone.status.code(), Some(1), "{}", stderr(&gone));
+}
+
+#[tokio::test]
+async fn backup_copies_a_running_sqlite_database_and_refers_postgres_to_pg_dump() {
+    let data = tempfile::tempdir().expect("data dir");
+    let db = database(Backend::Sqlite).await;
+    let mut command = banksim(data.path());
+    command.env("DATABASE_URL", &db.url);
+    let server = Server::start(command);
+    let (_, alice) = alice_with_500_usd(&db.url).await;
+    let copy = data.path().join("copy.db");
+    let backup = run(banksim(data.path()).env("DATABASE_URL", &db.url).args(["backup", "--to"]).arg(&copy));
+    assert!(backup.status.success(), "{}", stderr(&backup));
+    drop(server);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).expect("copy").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the copy holds password hashes");
+    }
+    let copy_url = format!("sqlite:{}", copy.display());
+    let verified = run(banksim(data.path()).env("DATABASE_URL", &copy_url).arg("verify"));
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let store = banksim_store::connect(&copy_url, banksim_store::ConnectOptions::default()).await.expect("open copy");
+    let wallets = store.wallets(alice.id, None).await.expect("wallets");
+    assert_eq!(wallets.iter().map(|w| w.balance_minor).collect::<Vec<_>>(), [500], "alice's money is in the copy");
+    let again = run(banksim(data.path()).env("DATABASE_URL", &db.url).args(["backup", "--to"]).arg(&copy));
+    assert!(!again.status.success(), "an existing file is never overwritten");
+
+    if backends().contains(&Backend::Postgres) {
+        let pg = database(Backend::Postgres).await;
+        let refused = run(banksim(data.path())
+            .env("DATABASE_URL", &pg.url)
+            .args(["backup", "--to"])
+            .arg(data.path().join("pg.db")));
+        assert!(!refused.status.success());
+        assert!(stderr(&refused).contains("pg_dump"), "{}", stderr(&refused));
+    }
+}
+
+#[test]
+fn production_with_open_metrics_starts_with_a_warning() {
+    let data = tempfile::tempdir().expect("data dir");
+    let secret = "a-production-secret-of-at-least-32-bytes";
+    let mut open = banksim(data.path());
+    open.env("ENV", "prod").env("JWT_SECRET", secret);
+    let server = Server::start(open);
+    let warned = |server: &Server| server.log().iter().any(|line| line.contains("METRICS_TOKEN"));
+    assert!(warned(&server), "{:?}", server.log());
+    drop(server);
+    let mut guarded = banksim(data.path());
+    guarded.env("ENV", "prod").env("JWT_SECRET", secret).env("METRICS_TOKEN", "a-metrics-token-of-some-length");
+    let server = Server::start(guarded);
+    assert!(!warned(&server), "{:?}", server.log());
+}

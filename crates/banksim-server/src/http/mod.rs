@@ -9,6 +9,7 @@ pub mod client;
 pub mod context;
 pub mod extract;
 pub mod fx;
+pub mod metrics;
 pub mod money;
 pub mod pagination;
 pub mod rate_limit;

@@ -5,7 +5,6 @@
 //! instances each counts its own share, which bounds the total at instances × limit.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http::client::client_ip;
+use crate::metrics::RateLimitCounters;
 
 /// The routes that share the auth budget.
 const AUTH_PREFIX: &str = "/api/v1/auth/";
@@ -45,8 +45,7 @@ pub struct RateLimiter {
     limit: u32,
     window: Duration,
     windows: moka::sync::Cache<IpAddr, Arc<Mutex<Window>>>,
-    allowed: AtomicU64,
-    rejected: AtomicU64,
+    decisions: RateLimitCounters,
 }
 
 struct Window {
@@ -55,10 +54,11 @@ struct Window {
 }
 
 impl RateLimiter {
-    /// `limit` requests per `window` per client; a limit of 0 allows everything.
-    pub fn new(limit: u32, window: Duration) -> Self {
+    /// `limit` requests per `window` per client, counting decisions into `decisions`; a limit of 0 allows
+    /// everything.
+    pub fn new(limit: u32, window: Duration, decisions: RateLimitCounters) -> Self {
         let windows = moka::sync::Cache::builder().max_capacity(CLIENTS_MAX).time_to_idle(window).build();
-        Self { limit, window, windows, allowed: AtomicU64::new(0), rejected: AtomicU64::new(0) }
+        Self { limit, window, windows, decisions }
     }
 
     /// Counts one request of `client` and says whether it may go ahead.
@@ -73,17 +73,17 @@ impl RateLimiter {
         let reset_secs = (self.window - now.duration_since(window.started)).as_secs_f64().ceil() as u64;
         if window.count < self.limit {
             window.count += 1;
-            self.allowed.fetch_add(1, Ordering::Relaxed);
+            self.decisions.allowed.inc();
             Decision::Allowed { remaining: self.limit - window.count, reset_secs }
         } else {
-            self.rejected.fetch_add(1, Ordering::Relaxed);
+            self.decisions.limited.inc();
             Decision::Limited { retry_after_secs: reset_secs.max(1) }
         }
     }
 
     /// Requests allowed and refused so far.
     pub fn counts(&self) -> (u64, u64) {
-        (self.allowed.load(Ordering::Relaxed), self.rejected.load(Ordering::Relaxed))
+        (self.decisions.allowed.get(), self.decisions.limited.get())
     }
 
     /// The limit per window.
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_budget_then_waits_for_the_window() {
-        let limiter = RateLimiter::new(2, Duration::from_millis(200));
+        let limiter = RateLimiter::new(2, Duration::from_millis(200), RateLimitCounters::default());
         let client: IpAddr = [10, 0, 0, 1].into();
         assert!(matches!(limiter.check(client), Decision::Allowed { remaining: 1, .. }));
         assert!(matches!(limiter.check(client), Decision::Allowed { remaining: 0, .. }));

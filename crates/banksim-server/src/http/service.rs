@@ -19,12 +19,19 @@ use crate::http::money::amount_json;
 
 /// Routes under `/api/v1`.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(ping)).routes(routes!(basic_metrics))
+    OpenApiRouter::new().routes(routes!(ping))
 }
 
 /// Routes at the root.
 pub fn root_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(readyz)).routes(routes!(root_basic_metrics))
+    OpenApiRouter::new().routes(routes!(readyz))
+}
+
+/// The JSON summaries of the service's counters, at the root and under `/api/v1` (see `http::metrics`).
+pub fn basic_metrics_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .nest("/api/v1", OpenApiRouter::new().routes(routes!(basic_metrics)))
+        .routes(routes!(root_basic_metrics))
 }
 
 /// `{"status": "ok"}`.
@@ -238,24 +245,25 @@ async fn basic_metrics_of(state: &AppState) -> BasicMetrics {
     use std::sync::atomic::Ordering::Relaxed;
     let uptime = state.started.elapsed().as_secs();
     let stats = state.writer.stats();
+    let scheduler = state.metrics.scheduler();
     BasicMetrics {
         uptime: format!("{}h{}m{}s", uptime / 3600, uptime / 60 % 60, uptime % 60),
         uptime_seconds: uptime,
         queue_depth: state.writer.queue_depth(),
-        transactions_processed: stats.processed.load(Relaxed),
+        transactions_processed: stats.processed.get(),
         write_batches: WriteBatches {
-            committed: stats.batches.load(Relaxed),
+            committed: stats.batches.get(),
             last_size: stats.last_batch_size.load(Relaxed),
             max_size: stats.max_batch_size.load(Relaxed),
-            rejected_queue_full: stats.rejected_queue_full.load(Relaxed),
+            rejected_queue_full: stats.rejected_queue_full.get(),
         },
         database: DatabasePool { backend: state.store.backend().name(), pool_size: state.config.database_pool_size },
         scheduler: SchedulerMetrics {
-            executions_succeeded: state.scheduler_stats.succeeded.load(Relaxed),
-            executions_failed: state.scheduler_stats.failed.load(Relaxed),
-            attempts_failed: state.scheduler_stats.failed_attempts.load(Relaxed),
-            last_claimed: state.scheduler_stats.last_claimed.load(Relaxed),
-            last_claim_ms: state.scheduler_stats.last_claim_micros.load(Relaxed) as f64 / 1000.0,
+            executions_succeeded: scheduler.succeeded.get(),
+            executions_failed: scheduler.failed.get(),
+            attempts_failed: scheduler.retried.get() + scheduler.failed.get(),
+            last_claimed: scheduler.last_claimed.load(Relaxed),
+            last_claim_ms: scheduler.last_claim_micros.load(Relaxed) as f64 / 1000.0,
         },
         projections: projection_metrics(state).await,
         system_totals: system_totals(state).await,

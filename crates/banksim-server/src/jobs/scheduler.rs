@@ -9,7 +9,7 @@
 //! attempt with its own key.) The next instant always comes from the schedule's own calendar, so worker delay
 //! causes no drift, and missed occurrences after downtime run once each, in order.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use banksim_core::ledger::{Command, Movement, TransactionKind};
@@ -28,21 +28,6 @@ use crate::app::AppState;
 /// The idempotency keys of scheduled occurrences start with this; clients may not use it (their keys share the
 /// owner's key space).
 pub const SCHEDULER_KEY_PREFIX: &str = "schedule:";
-
-/// Counters of the scheduler, for metrics.
-#[derive(Debug, Default)]
-pub struct SchedulerStats {
-    /// Occurrences that moved money.
-    pub succeeded: AtomicU64,
-    /// Attempts refused (retried later, or recorded as failed).
-    pub failed_attempts: AtomicU64,
-    /// Occurrences recorded as failed after their last attempt.
-    pub failed: AtomicU64,
-    /// Schedules claimed by the last poll (the due backlog this instance saw).
-    pub last_claimed: AtomicU64,
-    /// How long the last claim took, in microseconds.
-    pub last_claim_micros: AtomicU64,
-}
 
 /// The running scheduler: stop it to let the occurrence in progress finish.
 pub struct Scheduler {
@@ -82,9 +67,11 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     let started = std::time::Instant::now();
     let lease = Duration::from_secs(state.config.scheduler_lease_secs);
     let claimed = state.store.claim_due_schedules(state.clock.now(), lease, state.config.scheduler_batch_max).await?;
-    let stats = &state.scheduler_stats;
+    let stats = state.metrics.scheduler();
+    let took = started.elapsed();
+    stats.claim_seconds.observe(took.as_secs_f64());
     stats.last_claimed.store(claimed.len() as u64, Ordering::Relaxed);
-    stats.last_claim_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats.last_claim_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     let runs = claimed.into_iter().map(|claim| async move {
         if let Err(err) = run_occurrence(state, &claim).await {
             // The same attempt is made again (its idempotency key keeps it single): soon if the lease can be
@@ -127,15 +114,16 @@ async fn run_occurrence(state: &AppState, claim: &ScheduleClaim) -> Result<(), b
     }
     let occurrence = claim.occurrence();
     let attempt = attempt(state, schedule, occurrence).await;
-    let stats = &state.scheduler_stats;
+    let stats = state.metrics.scheduler();
     match attempt {
         Attempt::Unknown(reason) => {
+            stats.unknown.inc();
             let retry_at = soon(state, now);
             tracing::warn!(schedule.id = %schedule.id, occurrence, %reason, "scheduled occurrence outcome unknown; trying the same attempt again");
             state.store.retry_occurrence(claim, schedule.attempt, retry_at, now).await?;
         }
         Attempt::Posted(transaction_id) => {
-            stats.succeeded.fetch_add(1, Ordering::Relaxed);
+            stats.succeeded.inc();
             let finished = schedule.calendar.is_finished(occurrence);
             let update = OccurrenceUpdate {
                 execution: execution(occurrence, now, ExecutionStatus::Success, Some(transaction_id), None, schedule),
@@ -146,17 +134,17 @@ async fn run_occurrence(state: &AppState, claim: &ScheduleClaim) -> Result<(), b
             state.store.record_occurrence(claim, &update, now).await?;
         }
         Attempt::Refused(reason) => {
-            stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
             let failed_attempts = schedule.attempt + 1;
             if should_retry(failed_attempts) {
                 // retry_delay counts in units of one second; the configuration sets what one unit is worth.
                 let units_ms = u64::try_from(retry_delay(failed_attempts).as_millis()).unwrap_or(u64::MAX);
                 let delay_ms = units_ms.saturating_mul(state.config.scheduler_retry_base_ms) / 1000;
                 let retry_at = now + chrono::Duration::milliseconds(i64::try_from(delay_ms).unwrap_or(i64::MAX));
+                stats.retried.inc();
                 tracing::info!(schedule.id = %schedule.id, occurrence, attempt = failed_attempts, %reason, "scheduled occurrence will be retried");
                 state.store.retry_occurrence(claim, failed_attempts, retry_at, now).await?;
             } else {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
+                stats.failed.inc();
                 let failures = schedule.consecutive_failures + 1;
                 let finished = schedule.calendar.is_finished(occurrence);
                 let update = OccurrenceUpdate {

@@ -30,11 +30,13 @@ pub async fn login(state: &AppState, email: &str, password: String, audit: Audit
     let verified = state.passwords.verify(password, hash).await;
     match credentials {
         Some(credentials) if verified && credentials.user.is_active => {
+            state.metrics.record_login(true);
             let session = open_session(state, credentials.user, Uuid::new_v4()).await?;
             tracing::info!(user.id = %session.user.id, "login succeeded");
             Ok(session)
         }
         refused => {
+            state.metrics.record_login(false);
             tracing::info!("login refused");
             // The trail names the account when there is one, never the password or the email typed.
             let attempt = RefusedAttempt {
@@ -95,6 +97,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session, ApiEr
             // Whoever holds the family's tokens, the session is over: this instance refuses its access tokens at
             // once, the others within the user cache's lifetime.
             state.users.forget(user_id);
+            state.metrics.record_refresh_reuse();
             tracing::warn!(user.id = %user_id, "refresh token reused; its family is revoked");
             Err(ErrorCode::RefreshTokenReused.into())
         }

@@ -12,6 +12,7 @@ mod fx;
 mod hostile;
 mod http;
 mod idempotency;
+mod metrics;
 mod rate_limit;
 mod schedules;
 mod service;

@@ -79,6 +79,19 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn pool_status(&self) -> crate::PoolStatus {
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        crate::PoolStatus { max: self.pool.options().get_max_connections(), size: self.pool.size(), idle }
+    }
+
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
+        let started = std::time::Instant::now();
+        let connection = self.pool.acquire().await?;
+        let waited = started.elapsed();
+        drop(connection);
+        Ok(waited)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
@@ -436,6 +449,15 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         schedule::retry_occurrence(&self.pool, claim, attempt, retry_at, now).await
+    }
+
+    async fn count_due_schedules(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let due: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM schedules WHERE status = 'active' AND next_execution_at <= $1")
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(due).unwrap_or(0))
     }
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {

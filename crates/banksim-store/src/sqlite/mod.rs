@@ -110,6 +110,22 @@ fn make_private_file(path: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+impl SqliteStore {
+    /// Writes a consistent copy of the database to `to` (`VACUUM INTO`: the database as one read transaction sees
+    /// it, while writers go on), created `0600` like the database itself. `to` must not exist yet.
+    pub async fn backup_to(&self, to: &std::path::Path) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Unavailable(sqlx::Error::Io(e));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(to).map_err(io)?;
+        let path = to.to_str().ok_or_else(|| io(std::io::Error::other("the backup path is not valid UTF-8")))?;
+        sqlx::query("VACUUM INTO $1").bind(path).execute(&self.reader).await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -124,6 +140,23 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    fn pool_status(&self) -> crate::PoolStatus {
+        let pools = [&self.reader, &self.writer];
+        crate::PoolStatus {
+            max: pools.iter().map(|p| p.options().get_max_connections()).sum(),
+            size: pools.iter().map(|p| p.size()).sum(),
+            idle: pools.iter().map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX)).sum(),
+        }
+    }
+
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
+        let started = std::time::Instant::now();
+        let connection = self.reader.acquire().await?;
+        let waited = started.elapsed();
+        drop(connection);
+        Ok(waited)
     }
 
     async fn close(&self) {
@@ -464,6 +497,15 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         schedule::retry_occurrence(&self.writer, claim, attempt, retry_at, now).await
+    }
+
+    async fn count_due_schedules(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let due: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM schedules WHERE status = 'active' AND next_execution_at <= $1")
+                .bind(micros(now))
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(u64::try_from(due).unwrap_or(0))
     }
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {

@@ -163,6 +163,14 @@ impl Store for FaultyStore {
         self.inner.close().await;
     }
 
+    fn pool_status(&self) -> crate::PoolStatus {
+        self.inner.pool_status()
+    }
+
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
+        self.run("acquire_wait", self.inner.acquire_wait()).await
+    }
+
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
         self.run("create_user", self.inner.create_user(user, audit)).await
     }
@@ -340,6 +348,10 @@ impl Store for FaultyStore {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.run("retry_occurrence", self.inner.retry_occurrence(claim, attempt, retry_at, now)).await
+    }
+
+    async fn count_due_schedules(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.run("count_due_schedules", self.inner.count_due_schedules(now)).await
     }
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {

@@ -37,6 +37,7 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub address: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -45,17 +46,25 @@ impl Server {
         let mut child = command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (sender, receiver) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             // Keep reading after the address: a full pipe would block the server's logging.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("addr=").nth(1) {
                     let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
                 }
+                lines.lock().expect("log").push(line);
             }
         });
         let addr = receiver.recv_timeout(Duration::from_secs(30)).expect("server reports its address");
         let port = addr.rsplit(':').next().expect("port").to_owned();
-        Self { child, address: format!("http://127.0.0.1:{port}") }
+        Self { child, address: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    /// The lines the server has logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
     }
 
     /// Sends SIGTERM and waits (at most 10 s) for the process to exit.
