@@ -128,10 +128,10 @@ pub struct Config {
     #[arg(long, env = "AUTH_RATE_LIMIT_PER_MINUTE", value_name = "AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 5)]
     pub auth_rate_limit_per_minute: u32,
 
-    /// Proxies whose `X-Forwarded-For` header names the real client, comma-separated IP addresses. Requests from
-    /// any other peer are identified by the peer's own address.
-    #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For` header names the real client: comma-separated addresses or CIDR ranges
+    /// (`10.0.0.0/8, 127.0.0.1, ::1/128`). Requests from any other peer are identified by the peer's own address.
+    #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Currencies users may hold, comma-separated ISO 4217 codes.
     #[arg(
@@ -212,6 +212,14 @@ pub struct Config {
     /// (where they answer 404). Unset (the default): on the public listener.
     #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// A trusted proxy: a CIDR range, or one address (a range of one).
+fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is neither an IP address nor a CIDR range such as 10.0.0.0/8"))
 }
 
 /// Shortest accepted `METRICS_TOKEN`.
@@ -450,5 +458,23 @@ mod tests {
         };
         let debug = format!("{config:?}");
         assert!(!debug.contains("super-secret") && !debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidr_ranges_and_addresses() {
+        #[derive(clap::Parser)]
+        struct Parsed {
+            #[command(flatten)]
+            config: Config,
+        }
+        let parse = |value: &str| {
+            <Parsed as clap::Parser>::try_parse_from(["banksim", "--trusted-proxies", value]).map(|p| p.config)
+        };
+        let config = parse("10.0.0.0/8, 127.0.0.1,::1/128").expect("ranges and addresses");
+        let ranges: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(ranges, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.1/8/1"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

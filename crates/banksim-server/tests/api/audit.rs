@@ -172,7 +172,8 @@ async fn permission_refusals(app: &TestApp, admin: &TestUser, user: &TestUser) -
 async fn permission_refusals_on_money_routes_are_audited_with_their_context() {
     for backend in backends() {
         // The test client is a trusted proxy here, so the client IP of the trail follows X-Forwarded-For.
-        let trust_local = |config: &mut banksim_server::Config| config.trusted_proxies = vec![[127, 0, 0, 1].into()];
+        let trust_local =
+            |config: &mut banksim_server::Config| config.trusted_proxies = vec!["127.0.0.1/32".parse().expect("range")];
         let app = TestApp::spawn_with(backend, trust_local, axum::Router::new()).await;
         let admin = app.admin("boss").await;
         let sefa = app.user("sefa").await;

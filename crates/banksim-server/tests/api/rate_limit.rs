@@ -52,7 +52,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
             backend,
             |config| {
                 config.auth_rate_limit_per_minute = 1;
-                config.trusted_proxies = vec![[127, 0, 0, 1].into()];
+                config.trusted_proxies = vec!["127.0.0.1/32".parse().expect("range")];
             },
             Router::new(),
         )
