@@ -29,7 +29,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
 
-pub use otlp::dropped_spans;
+pub use otlp::spans_dropped;
 
 /// Whether this process exports traces (set once, by [`init`]).
 static EXPORTING: AtomicBool = AtomicBool::new(false);

@@ -20,7 +20,7 @@
 //!   processor's thread has none), bounded by `OTEL_BSP_EXPORT_TIMEOUT`, and counts the spans of every export that
 //!   failed or timed out as dropped.
 //!
-//! [`dropped_spans`] is the total, for the metrics.
+//! [`spans_dropped`] is the total, for the metrics (`banksim_otel_spans_dropped_total`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -46,7 +46,7 @@ static BUDGET: OnceLock<Arc<SpanBudget>> = OnceLock::new();
 
 /// Spans dropped since the process started, because the export queue was full or their export failed (the
 /// collector was down, slow or refused them). Zero when traces are not exported.
-pub fn dropped_spans() -> u64 {
+pub fn spans_dropped() -> u64 {
     BUDGET.get().map_or(0, |budget| budget.dropped())
 }
 
