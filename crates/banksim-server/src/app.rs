@@ -52,6 +52,7 @@ impl AppState {
     /// Builds the state on an open store.
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
+        let store = crate::store_layer::StoreLayer::wrap(store);
         let secret = config.jwt_secret_bytes()?;
         let tokens = TokenIssuer::new(&secret, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl());
         let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)

@@ -5,6 +5,7 @@
 //! - [`router`]: every route and layer.
 //! - [`http`]: one module per resource; [`service`]: the use cases behind them; [`auth`]: tokens and passwords.
 //! - [`error`]: the one error type and its HTTP mapping.
+//! - [`store_layer`]: what every database call passes through; [`telemetry`]: logs and traces.
 
 pub mod app;
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod router;
 pub mod service;
+pub mod store_layer;
 pub mod telemetry;
 pub mod writer;
 

@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
-use crate::http::context::{self, RequestIds, X_REQUEST_ID, X_TRACE_ID};
+use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
     admin, audit, auth, balances, fx, metrics, rate_limit, refusals, schedules, service, transactions, users,
 };
@@ -135,7 +135,12 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(
             ServiceBuilder::new()
-                .layer(TraceLayer::new_for_http().make_span_with(request_span).on_response(log_response))
+                // The request's span is made by the request context, outside: this layer logs within it.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|_: &axum::extract::Request| tracing::Span::current())
+                        .on_response(log_response),
+                )
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(cors(&config))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
@@ -154,18 +159,6 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound)
-}
-
-fn request_span(request: &Request) -> tracing::Span {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-    let ids = request.extensions().get::<RequestIds>();
-    tracing::info_span!(
-        "request",
-        http.method = %request.method(),
-        http.route = route,
-        request_id = ids.map_or("", |ids| ids.request_id.as_str()),
-        trace_id = ids.map_or("", |ids| ids.trace_id.as_str()),
-    )
 }
 
 fn log_response<B>(response: &Response<B>, latency: std::time::Duration, _span: &tracing::Span) {

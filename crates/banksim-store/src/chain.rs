@@ -1,5 +1,10 @@
 //! The audit trail's hash chain: each entry's hash covers its content and the hash of the entry before it.
 //!
+//! An entry's trace id is covered only when it has one: an entry without one (every entry written before trace ids
+//! were kept) hashes exactly as it always did, so the chain written by older versions still verifies, while a trace
+//! id added to, changed in or removed from an entry breaks its hash. The field list is read from the front, each field
+//! length-prefixed, so an entry with a trailing trace id can never hash like one without.
+//!
 //! Entries are appended one writer at a time (PostgreSQL: the `audit_chain_head` row, locked until commit; SQLite:
 //! its single writer), so the "entry before" is always the last committed one, and ids follow the chain's order.
 
@@ -34,10 +39,12 @@ struct Content<'a> {
     user_agent: Option<&'a str>,
     request_id: Option<&'a str>,
     created_at: DateTime<Utc>,
+    trace_id: Option<&'a str>,
 }
 
 impl Content<'_> {
-    /// SHA-256 of the previous hash and every field, each length-prefixed (so bytes cannot move between fields).
+    /// SHA-256 of the previous hash and every field, each length-prefixed (so bytes cannot move between fields),
+    /// the trace id last and only when there is one.
     fn hash(&self, prev: &[u8]) -> Vec<u8> {
         let actor = self.actor_id.map(|a| a.into_bytes()).unwrap_or_default();
         let details = self.details.to_string();
@@ -57,7 +64,7 @@ impl Content<'_> {
         ];
         let mut hasher = Sha256::new();
         hasher.update(prev);
-        for field in fields {
+        for field in fields.into_iter().chain(self.trace_id.map(str::as_bytes)) {
             hasher.update((field.len() as u64).to_be_bytes());
             hasher.update(field);
         }
@@ -78,6 +85,7 @@ fn row_content(row: &AuditRow, created_at: DateTime<Utc>) -> Content<'_> {
         user_agent: row.user_agent.as_deref(),
         request_id: row.request_id.as_deref(),
         created_at,
+        trace_id: row.trace_id.as_deref(),
     }
 }
 
@@ -95,6 +103,7 @@ fn stored_content(entry: &ChainedEntry) -> Content<'_> {
         user_agent: r.user_agent.as_deref(),
         request_id: r.request_id.as_deref(),
         created_at: r.created_at,
+        trace_id: r.trace_id.as_deref(),
     }
 }
 

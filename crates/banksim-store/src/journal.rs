@@ -47,6 +47,8 @@ pub struct AuditRecord {
     pub user_agent: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// The trace id of the request or job run that wrote it, if it was traced (none before traces were kept).
+    pub trace_id: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
 }

@@ -46,6 +46,8 @@ pub struct AuditContext {
     pub user_agent: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// The trace id (32 lower-case hex digits) of the request or job run, when it is traced.
+    pub trace_id: Option<String>,
 }
 
 /// A stored answer to a request with an idempotency key.
@@ -199,6 +201,7 @@ pub(crate) struct AuditRow {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+    pub trace_id: Option<String>,
 }
 
 /// An idempotency row to insert.
@@ -406,6 +409,7 @@ fn audit_row(
         ip: request.audit.ip.clone(),
         user_agent: request.audit.user_agent.clone(),
         request_id: request.audit.request_id.clone(),
+        trace_id: request.audit.trace_id.clone(),
     }
 }
 

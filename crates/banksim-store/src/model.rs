@@ -185,6 +185,7 @@ pub(crate) fn user_audit_row(
         ip: audit.ip.clone(),
         user_agent: audit.user_agent.clone(),
         request_id: audit.request_id.clone(),
+        trace_id: audit.trace_id.clone(),
     }
 }
 

@@ -272,6 +272,7 @@ pub(crate) fn audit_row(
         ip: audit.and_then(|a| a.ip.clone()),
         user_agent: audit.and_then(|a| a.user_agent.clone()),
         request_id: audit.and_then(|a| a.request_id.clone()),
+        trace_id: audit.and_then(|a| a.trace_id.clone()),
     }
 }
 

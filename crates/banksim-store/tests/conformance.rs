@@ -13,7 +13,11 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 /// The audit context of changes made by the tests themselves.
-const AUDIT: AuditContext = AuditContext { actor_id: None, ip: None, user_agent: None, request_id: None };
+/// A trace id, as a traced request hands it to the store for the audit trail.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+const AUDIT: AuditContext =
+    AuditContext { actor_id: None, ip: None, user_agent: None, request_id: None, trace_id: None };
 
 /// Runs `scenario` on a fresh, migrated store of every backend under test.
 async fn each_backend<F, Fut>(scenario: F)
@@ -658,6 +662,15 @@ async fn verify_names_each_kind_of_tampering() {
             "was changed after it was written",
         ),
         ("DELETE FROM audit_log WHERE id = (SELECT min(id) FROM audit_log)", "does not link to the entry before it"),
+        // The trace id is covered when an entry has one, and cannot be added to an entry that had none.
+        (
+            "UPDATE audit_log SET trace_id = NULL WHERE id = (SELECT max(id) FROM audit_log)",
+            "was changed after it was written",
+        ),
+        (
+            "UPDATE audit_log SET trace_id = '0af7651916cd43dd8448eb211c80319c' WHERE id = (SELECT min(id) FROM audit_log)",
+            "was changed after it was written",
+        ),
         ("DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log)", "the last entries were removed"),
         // Reordering: the first two entries trade their links.
         (
@@ -679,7 +692,8 @@ async fn verify_names_each_kind_of_tampering() {
             let request = |movement| LedgerRequest {
                 command: Command { transaction_id: Uuid::now_v7(), movement, description: None },
                 idempotency: None,
-                audit: AuditContext::default(),
+                // The user's entry has no trace id (as entries written before trace ids were kept), these have one.
+                audit: AuditContext { trace_id: Some(TRACE_ID.to_owned()), ..AuditContext::default() },
             };
             let credit = request(Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) });
             let original_id = credit.command.transaction_id;
@@ -759,6 +773,7 @@ mod schedules {
             ip: Some("127.0.0.1".to_owned()),
             user_agent: Some("tests".to_owned()),
             request_id: Some("req-1".to_owned()),
+            trace_id: Some(TRACE_ID.to_owned()),
         }
     }
 
@@ -940,7 +955,8 @@ mod schedules {
             for action in ["schedule.create", "schedule.pause", "schedule.resume", "schedule.cancel"] {
                 let sql = format!(
                     "SELECT count(*) FROM audit_log WHERE action = '{action}' AND entity_type = 'schedule'
-                     AND entity_id = '{}' AND outcome = 'success' AND request_id = 'req-1'",
+                     AND entity_id = '{}' AND outcome = 'success' AND request_id = 'req-1'
+                     AND trace_id = '{TRACE_ID}'",
                     s.id
                 );
                 assert_eq!(query_count(&url, &sql).await, 1, "{action}");

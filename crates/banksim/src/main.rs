@@ -99,13 +99,6 @@ enum AdminCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.config.log_format);
-    // The simulator and the health check only talk HTTP: the server's settings are not their business.
-    let needs_config = !matches!(cli.command, Some(Command::Simulate(_) | Command::Health { .. }));
-    if needs_config && let Err(err) = cli.config.validate() {
-        eprintln!("banksim: configuration error: {err}");
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -113,7 +106,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    // The trace exporter runs its exports on this runtime.
+    let telemetry = match runtime.block_on(async { telemetry::init(cli.config.log_format) }) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("banksim: configuration error: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    // The simulator and the health check only talk HTTP: the server's settings are not their business.
+    let needs_config = !matches!(cli.command, Some(Command::Simulate(_) | Command::Health { .. }));
+    if needs_config && let Err(err) = cli.config.validate() {
+        eprintln!("banksim: configuration error: {err}");
+        return ExitCode::from(2);
+    }
+    let result = runtime.block_on(run(cli));
+    // The spans still queued go out now, while the runtime that exports them is still there.
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("banksim: {err:#}");

@@ -116,7 +116,10 @@ async fn authenticate(state: &AppState, token: &str) -> Result<User, ApiError> {
             Err(ApiError::new(ErrorCode::Unauthorized)
                 .with_message("the session of this token has ended; log in again"))
         }
-        Some(user) => Ok(user),
+        Some(user) => {
+            tracing::Span::current().record("user.id", tracing::field::display(user.id));
+            Ok(user)
+        }
         None => Err(ApiError::new(ErrorCode::Unauthorized).with_message("account is deactivated")),
     }
 }

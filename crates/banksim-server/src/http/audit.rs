@@ -68,6 +68,10 @@ pub struct AuditEntry {
     user_agent: Option<String>,
     /// The request id.
     request_id: Option<String>,
+    /// The trace id of the request (`X-Trace-ID`) or job run that wrote it; null for entries written before trace
+    /// ids were kept.
+    #[schema(example = "4bf92f3577b34da6a3ce929d0e0e4736")]
+    trace_id: Option<String>,
     /// When.
     created_at: DateTime<Utc>,
 }
@@ -85,6 +89,7 @@ impl From<AuditRecord> for AuditEntry {
             ip: r.ip,
             user_agent: r.user_agent,
             request_id: r.request_id,
+            trace_id: r.trace_id,
             created_at: r.created_at,
         }
     }

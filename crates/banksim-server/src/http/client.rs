@@ -11,7 +11,7 @@ use ipnet::IpNet;
 use crate::app::AppState;
 use crate::http::context::RequestIds;
 
-/// The client's address, user agent and the request id.
+/// The client's address, user agent and the request's ids.
 #[derive(Debug, Clone, Default)]
 pub struct ClientContext {
     /// The client's IP address (see [`client_ip`]).
@@ -20,6 +20,8 @@ pub struct ClientContext {
     pub user_agent: Option<String>,
     /// The request id.
     pub request_id: Option<String>,
+    /// The request's trace id.
+    pub trace_id: Option<String>,
 }
 
 impl FromRequestParts<AppState> for ClientContext {
@@ -34,13 +36,20 @@ impl FromRequestParts<AppState> for ClientContext {
                 .and_then(|v| v.to_str().ok())
                 .map(|ua| ua.chars().take(512).collect()),
             request_id: parts.extensions.get::<RequestIds>().map(|ids| ids.request_id.clone()),
+            trace_id: parts.extensions.get::<RequestIds>().map(|ids| ids.trace_id.clone()),
         })
     }
 }
 
 impl From<ClientContext> for banksim_store::AuditContext {
     fn from(client: ClientContext) -> Self {
-        Self { actor_id: None, ip: client.ip, user_agent: client.user_agent, request_id: client.request_id }
+        Self {
+            actor_id: None,
+            ip: client.ip,
+            user_agent: client.user_agent,
+            request_id: client.request_id,
+            trace_id: client.trace_id,
+        }
     }
 }
 

@@ -1,11 +1,14 @@
 //! The request context: every request gets an id (`X-Request-ID`) and a trace id (`X-Trace-ID`), known to the
-//! logs and to every error body, and every error answer is our JSON envelope, even those the framework makes.
+//! logs and to every error body, and is served inside its span (the one span per request that logs and traces
+//! share); every error answer is our JSON envelope, even those the framework makes.
 
-use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use rand::RngCore;
+use tracing::Instrument;
+use tracing::field::Empty;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ErrorCode};
@@ -37,12 +40,22 @@ pub fn current_request_id() -> String {
     CURRENT.try_with(|ids| ids.request_id.clone()).unwrap_or_default()
 }
 
-/// Assigns the request's ids, serves it inside a log span that carries them, writes them on the response, and
+/// Assigns the request's ids, serves it inside its span (which carries them), writes them on the response, and
 /// turns any bare error answer (no JSON body) into the error envelope.
+///
+/// When traces are exported the span joins the caller's trace (W3C `traceparent`), and `X-Trace-ID` is the span's
+/// trace id, so the header, the logs, the audit trail and the exported trace name one trace. Otherwise the trace id
+/// is the `traceparent`'s, or a new one.
 pub async fn request_context(mut request: Request, next: Next) -> Response {
-    let ids = RequestIds { request_id: request_id(&request), trace_id: trace_id(&request) };
+    let request_id = request_id(&request);
+    let span = request_span(&request, &request_id);
+    let trace_id = crate::telemetry::join_caller_trace(&span, request.headers()).unwrap_or_else(|| trace_id(&request));
+    span.record("trace_id", trace_id.as_str());
+    let ids = RequestIds { request_id, trace_id };
     request.extensions_mut().insert(ids.clone());
-    let mut response = CURRENT.scope(ids.clone(), async move { envelope_bare_errors(next.run(request).await) }).await;
+    let served = CURRENT.scope(ids.clone(), async move { envelope_bare_errors(next.run(request).await) });
+    let mut response = served.instrument(span.clone()).await;
+    record_status(&span, response.status());
     let headers = response.headers_mut();
     for (name, value) in [(&X_REQUEST_ID, &ids.request_id), (&X_TRACE_ID, &ids.trace_id)] {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -50,6 +63,38 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// The span of one request: the route template (never the raw path, whose ids would make every request a new
+/// name), the method, the ids; the status and the caller (`user.id`, set by the auth extractors) are recorded as
+/// they become known. Named `<method> <route>` in traces.
+fn request_span(request: &Request, request_id: &str) -> tracing::Span {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "request",
+        http.method = %request.method(),
+        http.route = route,
+        http.status = Empty,
+        user.id = Empty,
+        request_id,
+        trace_id = Empty,
+        otel.name = Empty,
+        otel.kind = Empty,
+        otel.status_code = Empty,
+    );
+    if crate::telemetry::exports_traces() {
+        span.record("otel.name", format!("{} {route}", request.method()));
+        span.record("otel.kind", "server");
+    }
+    span
+}
+
+/// Records the answer's status on the request's span; a server error marks the span as failed.
+fn record_status(span: &tracing::Span, status: StatusCode) {
+    span.record("http.status", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// The client's request id when it is sane (printable, short, no spaces), else a new UUID.

@@ -10,9 +10,10 @@
 
 use std::time::Duration;
 
-use banksim_store::{Projection, ProjectionProgress, StoreError};
+use banksim_store::{Projection, ProjectionProgress, ProjectionStatus, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::app::AppState;
 
@@ -76,7 +77,8 @@ pub struct Delivery {
 
 /// Reads the events after the lowest checkpoint of `projections` once (at most `PROJECTOR_BATCH_MAX`) and hands
 /// them to each projection that is behind; each skips what it has already applied. A projection that another
-/// consumer holds right now is left to it.
+/// consumer holds right now is left to it. A round with events to apply is traced as a `projector.round` span (a
+/// round that finds every projection caught up, the common case, is not).
 pub async fn step(state: &AppState, projections: &[Projection]) -> Result<Delivery, StoreError> {
     let mut behind = Vec::with_capacity(projections.len());
     for &projection in projections {
@@ -86,6 +88,20 @@ pub async fn step(state: &AppState, projections: &[Projection]) -> Result<Delive
         }
     }
     let Some(from) = behind.iter().map(|s| s.checkpoint).min() else { return Ok(Delivery::default()) };
+    let span = tracing::info_span!(
+        "projector.round",
+        projections.behind = behind.len(),
+        events.applied = tracing::field::Empty,
+        delivery.full = tracing::field::Empty,
+    );
+    let delivery = apply(state, behind, from).instrument(span.clone()).await?;
+    span.record("events.applied", delivery.applied);
+    span.record("delivery.full", delivery.full);
+    Ok(delivery)
+}
+
+/// Reads the events after `from` once and hands them to each projection of `behind`.
+async fn apply(state: &AppState, behind: Vec<ProjectionStatus>, from: i64) -> Result<Delivery, StoreError> {
     let batch_max = state.config.projector_batch_max;
     let events = state.store.list_events(from, batch_max).await?;
     let mut delivery = Delivery { applied: 0, full: events.len() >= batch_max as usize };

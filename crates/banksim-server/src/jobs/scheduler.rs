@@ -21,6 +21,7 @@ use banksim_store::{
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -62,7 +63,8 @@ impl Scheduler {
     }
 }
 
-/// Claims the due schedules and runs their next occurrence, all at once (the writer batches them).
+/// Claims the due schedules and runs their next occurrence, all at once (the writer batches them). A poll that
+/// claimed something is traced as a `scheduler.poll` span holding the runs (an idle poll, the common case, is not).
 async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     let started = std::time::Instant::now();
     let lease = Duration::from_secs(state.config.scheduler_lease_secs);
@@ -72,6 +74,14 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     stats.claim_seconds.observe(took.as_secs_f64());
     stats.last_claimed.store(claimed.len() as u64, Ordering::Relaxed);
     stats.last_claim_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    if claimed.is_empty() {
+        return Ok(());
+    }
+    let span = tracing::info_span!(
+        "scheduler.poll",
+        schedules.claimed = claimed.len(),
+        claim_ms = took.as_secs_f64() * 1000.0,
+    );
     let runs = claimed.into_iter().map(|claim| async move {
         if let Err(err) = run_occurrence(state, &claim).await {
             // The same attempt is made again (its idempotency key keeps it single): soon if the lease can be
@@ -81,7 +91,7 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
             let _ = state.store.retry_occurrence(&claim, claim.schedule.attempt, soon(state, now), now).await;
         }
     });
-    futures::future::join_all(runs).await;
+    futures::future::join_all(runs).instrument(span).await;
     Ok(())
 }
 
@@ -106,7 +116,11 @@ async fn run_occurrence(state: &AppState, claim: &ScheduleClaim) -> Result<(), b
     let now = state.clock.now();
     let owner_active = state.store.find_user(schedule.user_id).await?.is_some_and(|u| u.is_active);
     if !owner_active {
-        let audit = AuditContext { request_id: Some(format!("scheduler-{}", schedule.id)), ..AuditContext::default() };
+        let audit = AuditContext {
+            request_id: Some(format!("scheduler-{}", schedule.id)),
+            trace_id: crate::telemetry::current_trace_id(),
+            ..AuditContext::default()
+        };
         let active = [ScheduleStatus::Active];
         let paused = ScheduleStatus::Paused;
         state.store.change_schedule_status(schedule.id, &active, paused, NextRun::Keep, now, &audit).await?;
@@ -200,6 +214,7 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
         audit: AuditContext {
             actor_id: Some(schedule.user_id),
             request_id: Some(format!("schedule-{}-{occurrence}", schedule.id)),
+            trace_id: crate::telemetry::current_trace_id(),
             ..AuditContext::default()
         },
     };

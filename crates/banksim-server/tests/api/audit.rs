@@ -82,6 +82,8 @@ async fn the_audit_trail_records_movements_and_refusals_with_their_context() {
             "newest first"
         );
         assert_eq!(entries[0]["request_id"], refused.body["request_id"]);
+        let trace_id = refused.headers["x-trace-id"].to_str().expect("ascii");
+        assert_eq!(entries[0]["trace_id"], trace_id, "the entry leads to the request's trace");
         assert_eq!(entries[0]["ip"], "127.0.0.1");
         assert!(!mine.text.contains("password"), "no secrets in the trail");
 

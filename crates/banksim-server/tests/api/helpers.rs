@@ -122,7 +122,7 @@ impl TestApp {
         clock: Arc<dyn Clock>,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
-            banksim_server::telemetry::init(LogFormat::Text);
+            let _ = banksim_server::telemetry::init(LogFormat::Text);
         }
         let data_dir = tempfile::tempdir().expect("data dir");
         let mut config = test_config(url, data_dir.path());

@@ -22,8 +22,8 @@ pub(crate) async fn append_audit(
     for (a, (prev_hash, hash)) in rows.iter().zip(links) {
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
-                 user_agent, request_id, prev_hash, hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 user_agent, request_id, prev_hash, hash, created_at, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(a.entry_id)
         .bind(a.actor_id)
@@ -38,6 +38,7 @@ pub(crate) async fn append_audit(
         .bind(prev_hash)
         .bind(hash)
         .bind(now)
+        .bind(&a.trace_id)
         .execute(&mut **tx)
         .await?;
     }
@@ -48,7 +49,7 @@ pub(crate) async fn append_audit(
 pub(crate) async fn audit_chain(pool: &PgPool, after_id: i64, limit: u32) -> Result<Vec<ChainedEntry>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
-                created_at, prev_hash, hash
+                trace_id, created_at, prev_hash, hash
          FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
     )
     .bind(after_id)
@@ -95,7 +96,8 @@ pub(crate) async fn list_events(pool: &PgPool, after: i64, limit: u32) -> Result
 
 pub(crate) async fn list_audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, created_at
+        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, trace_id,
+                created_at
          FROM audit_log
          WHERE ($1::uuid IS NULL OR actor_id = $1) AND ($2::text IS NULL OR entity_type = $2)
            AND ($3::text IS NULL OR entity_id = $3) AND ($4::text IS NULL OR action = $4)
@@ -128,6 +130,7 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord, sqlx::Error> {
         ip: row.try_get("ip")?,
         user_agent: row.try_get("user_agent")?,
         request_id: row.try_get("request_id")?,
+        trace_id: row.try_get("trace_id")?,
         created_at: row.try_get("created_at")?,
     })
 }

@@ -308,6 +308,8 @@ async fn write_rows(
         // audit chain links: $47, $48
         .bind(links.iter().map(|(prev, _)| prev.clone()).collect::<Vec<_>>())
         .bind(links.iter().map(|(_, hash)| hash.clone()).collect::<Vec<_>>())
+        // audit entries' trace ids: $49
+        .bind(au.iter().map(|a| a.trace_id.clone()).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -344,9 +346,9 @@ chain_head AS (
 ),
 new_audit AS (
     INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
-        request_id, prev_hash, hash, created_at)
+        request_id, prev_hash, hash, trace_id, created_at)
     SELECT *, $1 FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
-        $38::jsonb[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[])
+        $38::jsonb[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[], $49::text[])
 )
 INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
 SELECT *, $1 FROM unnest($42::uuid[], $43::text[], $44::bytea[], $45::int[], $46::text[])";

@@ -383,6 +383,7 @@ impl Store for PgStore {
             ip: attempt.context.ip.clone(),
             user_agent: attempt.context.user_agent.clone(),
             request_id: attempt.context.request_id.clone(),
+            trace_id: attempt.context.trace_id.clone(),
         };
         let mut tx = self.pool.begin().await?;
         journal::append_audit(&mut tx, std::slice::from_ref(&row), now).await?;

@@ -218,6 +218,9 @@ pub(crate) async fn record_occurrence(
     let current = counter(i64::from(row.try_get::<i32, _>("current_occurrence")?), "current_occurrence")?;
     let holder: Option<Uuid> = row.try_get("lease_token")?;
     if current.checked_add(1) != Some(e.occurrence) || holder != Some(claim.lease_token) {
+        // Release the row lock now: a dropped transaction is rolled back only when its connection is next used, and
+        // until then a claim (`SKIP LOCKED`) would pass the schedule over.
+        tx.rollback().await?;
         return Ok(false);
     }
     sqlx::query(

@@ -28,8 +28,8 @@ pub(crate) async fn append_audit(
     for (a, (prev_hash, hash)) in rows.iter().zip(links) {
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
-                 user_agent, request_id, prev_hash, hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 user_agent, request_id, prev_hash, hash, created_at, trace_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(a.entry_id)
         .bind(a.actor_id)
@@ -44,6 +44,7 @@ pub(crate) async fn append_audit(
         .bind(prev_hash)
         .bind(hash)
         .bind(micros(now))
+        .bind(&a.trace_id)
         .execute(&mut **tx)
         .await?;
     }
@@ -54,7 +55,7 @@ pub(crate) async fn append_audit(
 pub(crate) async fn audit_chain(pool: &SqlitePool, after_id: i64, limit: u32) -> Result<Vec<ChainedEntry>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
-                created_at, prev_hash, hash
+                trace_id, created_at, prev_hash, hash
          FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
     )
     .bind(after_id)
@@ -105,7 +106,8 @@ pub(crate) async fn list_events(pool: &SqlitePool, after: i64, limit: u32) -> Re
 
 pub(crate) async fn list_audit(pool: &SqlitePool, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, created_at
+        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, trace_id,
+                created_at
          FROM audit_log
          WHERE ($1 IS NULL OR actor_id = $1) AND ($2 IS NULL OR entity_type = $2)
            AND ($3 IS NULL OR entity_id = $3) AND ($4 IS NULL OR action = $4)
@@ -138,6 +140,7 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
         ip: row.try_get("ip")?,
         user_agent: row.try_get("user_agent")?,
         request_id: row.try_get("request_id")?,
+        trace_id: row.try_get("trace_id")?,
         created_at: instant(row.try_get("created_at")?)?,
     })
 }

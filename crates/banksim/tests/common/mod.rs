@@ -37,7 +37,8 @@ pub struct Server {
     child: Child,
     /// `http://127.0.0.1:<port>`.
     pub address: String,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line the server wrote on stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -46,15 +47,18 @@ impl Server {
         let mut child = command.env("PORT", "0").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
         let stderr = child.stderr.take().expect("stderr");
         let (sender, receiver) = std::sync::mpsc::channel();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lines = log.clone();
+        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let kept = log.clone();
         std::thread::spawn(move || {
             // Keep reading after the address: a full pipe would block the server's logging.
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = sender.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                // `addr=127.0.0.1:1234` in text logs, `"addr":"127.0.0.1:1234"` in JSON ones.
+                let address = line.split("addr=").nth(1).or_else(|| line.split("\"addr\":\"").nth(1));
+                if let Some(rest) = address {
+                    let address = rest.split(|c: char| c.is_whitespace() || c == '"').next().unwrap_or_default();
+                    let _ = sender.send(address.to_owned());
                 }
-                lines.lock().expect("log").push(line);
+                kept.lock().expect("log").push(line);
             }
         });
         let addr = receiver.recv_timeout(Duration::from_secs(30)).expect("server reports its address");

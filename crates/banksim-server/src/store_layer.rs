@@ -1,0 +1,313 @@
+//! The layer every database call of the server passes through: the seam of DESIGN.md where the circuit breakers
+//! and injected faults will sit. For now it traces: each `Store` call made within a traced operation (a request, a
+//! scheduler run, a projector round) is a span of its own, `store.<method>`, with the backend and the outcome.
+//!
+//! A call made outside of any span (the scheduler's and projectors' idle polls, the writer's commits, which run in
+//! tasks of their own) gets no span: an idle instance sends no traces, and a batch commit is reported to the
+//! requests that waited on it instead (see [`crate::writer`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionRecord;
+use banksim_core::schedule::ScheduleStatus;
+use banksim_core::user::User;
+use banksim_store::{
+    AuditContext, AuditQuery, AuditRecord, Backend, Credentials, EventRecord, ExecutionRecord, FxRate, HistoryEntry,
+    HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun,
+    OccurrenceUpdate, Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt,
+    ResponseRenderer, ScheduleClaim, ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse,
+    SystemTotal, TransactionQuery, UserChanges, UserListQuery, UserPage, Wallet,
+};
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// A store that passes every call to the real one, inside a span of its own when the caller is traced.
+pub struct StoreLayer {
+    inner: Arc<dyn Store>,
+    /// The OpenTelemetry name of the database system.
+    system: &'static str,
+}
+
+impl StoreLayer {
+    /// Wraps `inner`.
+    pub fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+        let system = match inner.backend() {
+            Backend::Postgres => "postgresql",
+            Backend::Sqlite => "sqlite",
+        };
+        Arc::new(Self { inner, system })
+    }
+
+    /// Runs one call of `method`, in its span when there is a span to hang it under.
+    async fn call<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let span = self.span(method);
+        let result = call.instrument(span.clone()).await;
+        if let Err(err) = &result {
+            // The error's own text only (never its source, which may quote the database), and a failed span
+            // unless the answer is an ordinary one (not found, a conflict, a refused rate).
+            span.record("error.message", tracing::field::display(err));
+            if !matches!(err, StoreError::NotFound | StoreError::Conflict(_) | StoreError::RateCycle(_)) {
+                span.record("otel.status_code", "error");
+            }
+        }
+        result
+    }
+
+    fn span(&self, method: &'static str) -> tracing::Span {
+        if tracing::Span::current().is_none() || !crate::telemetry::exports_traces() {
+            return tracing::Span::none();
+        }
+        tracing::debug_span!(
+            "store",
+            otel.name = format!("store.{method}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            db.system.name = self.system,
+            db.operation.name = method,
+            error.message = tracing::field::Empty,
+        )
+    }
+}
+
+#[async_trait]
+impl Store for StoreLayer {
+    fn backend(&self) -> Backend {
+        self.inner.backend()
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.call("migrate", self.inner.migrate()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call("ping", self.inner.ping()).await
+    }
+
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+
+    fn pool_status(&self) -> banksim_store::PoolStatus {
+        self.inner.pool_status()
+    }
+
+    async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
+        self.call("acquire_wait", self.inner.acquire_wait()).await
+    }
+
+    async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
+        self.call("create_user", self.inner.create_user(user, audit)).await
+    }
+
+    async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        self.call("find_user", self.inner.find_user(id)).await
+    }
+
+    async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
+        self.call("find_credentials", self.inner.find_credentials(email)).await
+    }
+
+    async fn list_users(&self, query: UserListQuery) -> Result<UserPage, StoreError> {
+        self.call("list_users", self.inner.list_users(query)).await
+    }
+
+    async fn count_active_admins(&self) -> Result<u64, StoreError> {
+        self.call("count_active_admins", self.inner.count_active_admins()).await
+    }
+
+    async fn update_user(
+        &self,
+        id: Uuid,
+        changes: UserChanges,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<User, StoreError> {
+        self.call("update_user", self.inner.update_user(id, changes, now, audit)).await
+    }
+
+    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.call("record_refusal", self.inner.record_refusal(attempt, now)).await
+    }
+
+    async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
+        self.call("insert_refresh_token", self.inner.insert_refresh_token(token)).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8],
+        successor: &[u8],
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        self.call("rotate_refresh_token", self.inner.rotate_refresh_token(presented, successor, now, expires_at)).await
+    }
+
+    async fn revoke_refresh_family(
+        &self,
+        presented: &[u8],
+        user_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.call("revoke_refresh_family", self.inner.revoke_refresh_family(presented, user_id, now)).await
+    }
+
+    async fn post_batch(
+        &self,
+        requests: &[LedgerRequest],
+        render: &dyn ResponseRenderer,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+        self.call("post_batch", self.inner.post_batch(requests, render, now)).await
+    }
+
+    async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
+        self.call("find_idempotent", self.inner.find_idempotent(user_id, key)).await
+    }
+
+    async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
+        self.call("find_transaction", self.inner.find_transaction(id)).await
+    }
+
+    async fn list_transactions(&self, query: &TransactionQuery) -> Result<Vec<TransactionRecord>, StoreError> {
+        self.call("list_transactions", self.inner.list_transactions(query)).await
+    }
+
+    async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError> {
+        self.call("wallets", self.inner.wallets(user_id, currency)).await
+    }
+
+    async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.call("balance_history", self.inner.balance_history(query)).await
+    }
+
+    async fn balance_at(&self, user_id: Uuid, currency: Currency, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        self.call("balance_at", self.inner.balance_at(user_id, currency, at)).await
+    }
+
+    async fn fx_rates(&self) -> Result<Vec<FxRate>, StoreError> {
+        self.call("fx_rates", self.inner.fx_rates()).await
+    }
+
+    async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
+        self.call("fx_rate", self.inner.fx_rate(base, quote)).await
+    }
+
+    async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
+        self.call("put_fx_rate", self.inner.put_fx_rate(rate)).await
+    }
+
+    async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        self.call("list_events", self.inner.list_events(after, limit)).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.call("list_audit", self.inner.list_audit(query)).await
+    }
+
+    async fn account_balances(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
+        self.call("account_balances", self.inner.account_balances()).await
+    }
+
+    async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
+        self.call("verify_ledger", self.inner.verify_ledger()).await
+    }
+
+    async fn create_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+        idempotency: Option<(&IdempotencyClaim, u16, &str)>,
+        audit: &AuditContext,
+    ) -> Result<(), StoreError> {
+        self.call("create_schedule", self.inner.create_schedule(schedule, idempotency, audit)).await
+    }
+
+    async fn find_schedule(&self, id: Uuid) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.call("find_schedule", self.inner.find_schedule(id)).await
+    }
+
+    async fn list_schedules(&self, query: &ScheduleQuery) -> Result<Vec<ScheduleRecord>, StoreError> {
+        self.call("list_schedules", self.inner.list_schedules(query)).await
+    }
+
+    async fn change_schedule_status(
+        &self,
+        id: Uuid,
+        from: &[ScheduleStatus],
+        to: ScheduleStatus,
+        next: NextRun,
+        now: DateTime<Utc>,
+        audit: &AuditContext,
+    ) -> Result<ScheduleRecord, StoreError> {
+        self.call("change_schedule_status", self.inner.change_schedule_status(id, from, to, next, now, audit)).await
+    }
+
+    async fn claim_due_schedules(
+        &self,
+        now: DateTime<Utc>,
+        lease: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<ScheduleClaim>, StoreError> {
+        self.call("claim_due_schedules", self.inner.claim_due_schedules(now, lease, limit)).await
+    }
+
+    async fn record_occurrence(
+        &self,
+        claim: &ScheduleClaim,
+        update: &OccurrenceUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.call("record_occurrence", self.inner.record_occurrence(claim, update, now)).await
+    }
+
+    async fn retry_occurrence(
+        &self,
+        claim: &ScheduleClaim,
+        attempt: u32,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.call("retry_occurrence", self.inner.retry_occurrence(claim, attempt, retry_at, now)).await
+    }
+
+    async fn count_due_schedules(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.call("count_due_schedules", self.inner.count_due_schedules(now)).await
+    }
+
+    async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
+        self.call("list_executions", self.inner.list_executions(schedule_id)).await
+    }
+
+    async fn projection_status(&self, projection: Projection) -> Result<ProjectionStatus, StoreError> {
+        self.call("projection_status", self.inner.projection_status(projection)).await
+    }
+
+    async fn apply_to_projection(
+        &self,
+        projection: Projection,
+        events: &[EventRecord],
+        now: DateTime<Utc>,
+    ) -> Result<ProjectionProgress, StoreError> {
+        self.call("apply_to_projection", self.inner.apply_to_projection(projection, events, now)).await
+    }
+
+    async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.call("reset_projection", self.inner.reset_projection(projection, now)).await
+    }
+
+    async fn statements(&self, query: &StatementQuery) -> Result<Vec<banksim_store::WalletStatements>, StoreError> {
+        self.call("statements", self.inner.statements(query)).await
+    }
+
+    async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
+        self.call("system_totals", self.inner.system_totals()).await
+    }
+}
