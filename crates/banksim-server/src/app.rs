@@ -16,6 +16,7 @@ use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
 use crate::jobs::scheduler::Scheduler;
 use crate::metrics::Metrics;
+use crate::resilience::{Breakers, CircuitBreaker};
 use crate::router;
 use crate::service::users::UserDirectory;
 use crate::writer::{LedgerWriter, WriterShape};
@@ -46,13 +47,17 @@ pub struct AppState {
     pub auth_rate_limit: Arc<RateLimiter>,
     /// The Prometheus metrics of this instance.
     pub metrics: Metrics,
+    /// The circuit breakers of this instance (`database` always; others as their dependencies are configured).
+    pub breakers: Arc<Breakers>,
 }
 
 impl AppState {
     /// Builds the state on an open store.
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
-        let store = crate::store_layer::StoreLayer::wrap(store);
+        let breakers = Arc::new(Breakers::default());
+        let database = breakers.register(CircuitBreaker::new("database", config.breaker_settings()));
+        let store = crate::store_layer::StoreLayer::wrap(store, database);
         let secret = config.jwt_secret_bytes()?;
         let tokens = TokenIssuer::new(&secret, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl());
         let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)
@@ -66,7 +71,7 @@ impl AppState {
             LedgerWriter::start(store.clone(), clock.clone(), Arc::new(TransactionRenderer), metrics.clone(), shape);
         let auth_limit = config.auth_rate_limit_per_minute;
         let auth_rate_limit = RateLimiter::new(auth_limit, AUTH_RATE_WINDOW, metrics.auth_rate_limit().clone());
-        Ok(Self {
+        let state = Self {
             store,
             config: Arc::new(config),
             clock,
@@ -77,7 +82,12 @@ impl AppState {
             started: std::time::Instant::now(),
             auth_rate_limit: Arc::new(auth_rate_limit),
             metrics,
-        })
+            breakers,
+        };
+        if state.config.test_breaker_routes {
+            crate::http::breakers::register_test_breakers(&state);
+        }
+        Ok(state)
     }
 }
 

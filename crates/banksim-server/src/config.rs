@@ -203,6 +203,50 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
+    /// Consecutive failures of a dependency (database, replica, Redis) that open its circuit breaker (default 5).
+    #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", value_name = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub breaker_failure_threshold: u32,
+
+    /// How long an open breaker refuses calls before letting a trial through, in milliseconds (default 10000).
+    #[arg(long, env = "BREAKER_RESET_TIMEOUT_MS", value_name = "BREAKER_RESET_TIMEOUT_MS", default_value_t = 10_000)]
+    pub breaker_reset_timeout_ms: u64,
+
+    /// Trial calls a half-open breaker lets through at once (default 1).
+    #[arg(long, env = "BREAKER_HALF_OPEN_MAX_CALLS", value_name = "BREAKER_HALF_OPEN_MAX_CALLS", default_value_t = 1)]
+    pub breaker_half_open_max_calls: u32,
+
+    /// Whether the demo routes `/api/v1/test/circuit-breaker/{success,failure,timeout}` exist (default true).
+    #[arg(long, env = "TEST_BREAKER_ROUTES", value_name = "TEST_BREAKER_ROUTES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub test_breaker_routes: bool,
+
+    /// Failures that open the demo routes' breaker (default 2).
+    #[arg(
+        long,
+        env = "TEST_BREAKER_FAILURE_THRESHOLD",
+        value_name = "TEST_BREAKER_FAILURE_THRESHOLD",
+        default_value_t = 2
+    )]
+    pub test_breaker_failure_threshold: u32,
+
+    /// How long the demo routes' breaker stays open, in milliseconds (default 10000).
+    #[arg(
+        long,
+        env = "TEST_BREAKER_RESET_TIMEOUT_MS",
+        value_name = "TEST_BREAKER_RESET_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub test_breaker_reset_timeout_ms: u64,
+
+    /// How long the demo routes' breaker lets a call run before cutting it off with 504, in milliseconds (default
+    /// 2000; the `timeout` route's call takes twice as long).
+    #[arg(
+        long,
+        env = "TEST_BREAKER_CALL_TIMEOUT_MS",
+        value_name = "TEST_BREAKER_CALL_TIMEOUT_MS",
+        default_value_t = 2_000
+    )]
+    pub test_breaker_call_timeout_ms: u64,
+
     /// When set, `/metrics`, `/metrics/basic` and the circuit-breaker report require `Authorization: Bearer
     /// <token>` (401 otherwise). Unset (the default): open, as suits development.
     #[arg(long, env = "METRICS_TOKEN", value_name = "METRICS_TOKEN")]
@@ -322,6 +366,11 @@ impl Config {
             ("SCHEDULER_BATCH_MAX", u64::from(self.scheduler_batch_max)),
             ("PROJECTOR_POLL_INTERVAL_MS", self.projector_poll_interval_ms),
             ("PROJECTOR_BATCH_MAX", u64::from(self.projector_batch_max)),
+            ("BREAKER_FAILURE_THRESHOLD", u64::from(self.breaker_failure_threshold)),
+            ("BREAKER_RESET_TIMEOUT_MS", self.breaker_reset_timeout_ms),
+            ("BREAKER_HALF_OPEN_MAX_CALLS", u64::from(self.breaker_half_open_max_calls)),
+            ("TEST_BREAKER_FAILURE_THRESHOLD", u64::from(self.test_breaker_failure_threshold)),
+            ("TEST_BREAKER_CALL_TIMEOUT_MS", self.test_breaker_call_timeout_ms),
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));
@@ -343,6 +392,15 @@ impl Config {
             (Some(_), None) => Err(ConfigError::new("BANKSIM_ADMIN_PASSWORD", "must be set with BANKSIM_ADMIN_EMAIL")),
             (None, Some(_)) => Err(ConfigError::new("BANKSIM_ADMIN_EMAIL", "must be set with BANKSIM_ADMIN_PASSWORD")),
             _ => Ok(()),
+        }
+    }
+
+    /// How the breakers of the real dependencies trip and recover.
+    pub fn breaker_settings(&self) -> crate::resilience::BreakerSettings {
+        crate::resilience::BreakerSettings {
+            failure_threshold: self.breaker_failure_threshold,
+            reset_timeout: std::time::Duration::from_millis(self.breaker_reset_timeout_ms),
+            half_open_max_calls: self.breaker_half_open_max_calls,
         }
     }
 

@@ -98,11 +98,15 @@ pub enum ErrorCode {
     ScheduleStateConflict,
     /// A bug or an unexpected failure; details are in the server's log under the request id.
     InternalError,
+    /// The demo route `/api/v1/test/circuit-breaker/failure` failing on purpose.
+    SimulatedFailure,
+    /// A circuit breaker is open: the service named in `service` is not called until it recovers.
+    CircuitOpen,
 }
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 39] = [
+    pub const ALL: [Self; 41] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -142,6 +146,8 @@ impl ErrorCode {
         Self::ScheduleNotFound,
         Self::ScheduleStateConflict,
         Self::InternalError,
+        Self::SimulatedFailure,
+        Self::CircuitOpen,
     ];
 
     /// The HTTP status that goes with the code.
@@ -179,7 +185,8 @@ impl ErrorCode {
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ScheduleNotFound => StatusCode::NOT_FOUND,
             Self::ScheduleStateConflict => StatusCode::CONFLICT,
-            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::InternalError | Self::SimulatedFailure => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -225,6 +232,8 @@ impl ErrorCode {
             Self::ScheduleNotFound => "schedule_not_found",
             Self::ScheduleStateConflict => "schedule_state_conflict",
             Self::InternalError => "internal_error",
+            Self::SimulatedFailure => "simulated_failure",
+            Self::CircuitOpen => "circuit_open",
         }
     }
 
@@ -273,6 +282,8 @@ impl ErrorCode {
             Self::ScheduleNotFound => "scheduled transaction not found",
             Self::ScheduleStateConflict => "the scheduled transaction cannot change to that status",
             Self::InternalError => "internal server error",
+            Self::SimulatedFailure => "Circuit breaker test - simulated failure",
+            Self::CircuitOpen => "Service temporarily unavailable",
         }
     }
 
@@ -307,6 +318,7 @@ pub struct ApiError {
     fields: Vec<FieldError>,
     cause: Option<String>,
     retry_after_secs: Option<u64>,
+    service: Option<&'static str>,
     audited: bool,
 }
 
@@ -324,6 +336,7 @@ impl ApiError {
             fields: Vec::new(),
             cause: None,
             retry_after_secs: None,
+            service: None,
             audited: false,
         }
     }
@@ -332,6 +345,15 @@ impl ApiError {
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = message.into();
         self
+    }
+
+    /// A 503 `circuit_open`: the breaker of `service` refuses calls for `retry_after`.
+    pub fn circuit_open(service: &'static str, retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after_secs: Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            service: Some(service),
+            ..Self::new(ErrorCode::CircuitOpen)
+        }
     }
 
     /// A 429 `rate_limited` error telling the client when to retry.
@@ -386,6 +408,7 @@ impl ApiError {
             request_id: request_id.to_owned(),
             errors: self.fields.clone(),
             retry_after: self.retry_after_secs,
+            service: self.service,
         }
     }
 }
@@ -423,6 +446,11 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(cause) => {
                 Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::ServiceUnavailable) }
             }
+            StoreError::CircuitOpen { breaker, retry_after } => Self {
+                retry_after_secs: Some(retry_after.as_secs().max(1)),
+                ..Self::new(ErrorCode::ServiceUnavailable)
+                    .with_message(format!("the {breaker} is unavailable (its circuit is open); retry later"))
+            },
             StoreError::CommitFailed(cause) => {
                 Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::CommitOutcomeUnknown) }
             }
@@ -461,9 +489,12 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<FieldErrorSchema>)]
     pub errors: Vec<FieldError>,
-    /// Seconds to wait before retrying, for 429 answers (also in `Retry-After`).
+    /// Seconds to wait before retrying, for 429 and 503 answers (also in `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The service whose circuit is open, for `circuit_open` answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<&'static str>,
 }
 
 /// One invalid field.
@@ -502,9 +533,10 @@ impl ApiError {
             request_id: context::current_request_id(),
             errors: self.fields,
             retry_after: self.retry_after_secs,
+            service: self.service,
         };
         let retry_after = match status {
-            StatusCode::SERVICE_UNAVAILABLE => Some(RETRY_AFTER_SECS),
+            StatusCode::SERVICE_UNAVAILABLE => Some(self.retry_after_secs.unwrap_or(RETRY_AFTER_SECS)),
             _ => self.retry_after_secs,
         };
         let mut response = (status, axum::Json(body)).into_response();

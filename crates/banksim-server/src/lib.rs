@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod resilience;
 pub mod router;
 pub mod service;
 pub mod store_layer;

@@ -351,7 +351,7 @@ mod scrape {
 
     use banksim_store::Projection;
     use prometheus_client::encoding::EncodeLabelSet;
-    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::counter::{ConstCounter, Counter};
     use prometheus_client::metrics::family::Family;
     use prometheus_client::metrics::gauge::Gauge;
     use prometheus_client::metrics::histogram::Histogram;
@@ -367,6 +367,11 @@ mod scrape {
     #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
     struct ProjectionLabels {
         projection: &'static str,
+    }
+
+    #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+    struct BreakerLabels {
+        breaker: &'static str,
     }
 
     #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -386,6 +391,7 @@ mod scrape {
         balanced: Vec<(String, bool)>,
         process: Option<super::process::ProcessFigures>,
         spans_dropped: u64,
+        breakers: std::collections::BTreeMap<&'static str, crate::resilience::BreakerReport>,
     }
 
     impl Now {
@@ -417,6 +423,7 @@ mod scrape {
                 balanced,
                 process: super::process::read(),
                 spans_dropped: crate::telemetry::spans_dropped(),
+                breakers: state.breakers.reports(),
             }
         }
 
@@ -503,6 +510,31 @@ mod scrape {
                 "banksim_otel_spans_dropped",
                 "Trace spans dropped because the exporter could not keep up",
                 ConstCounter::new(self.spans_dropped),
+            );
+            let breaker_state = Family::<BreakerLabels, Gauge>::default();
+            let breaker_opens = Family::<BreakerLabels, Counter>::default();
+            let breaker_failures = Family::<BreakerLabels, Counter>::default();
+            for (name, report) in &self.breakers {
+                let labels = BreakerLabels { breaker: name };
+                let state = match report.state {
+                    crate::resilience::BreakerState::Closed => 0,
+                    crate::resilience::BreakerState::HalfOpen => 1,
+                    crate::resilience::BreakerState::Open => 2,
+                };
+                breaker_state.get_or_create(&labels).set(state);
+                breaker_opens.get_or_create(&labels).inc_by(report.opens);
+                breaker_failures.get_or_create(&labels).inc_by(report.total_failures);
+            }
+            registry.register(
+                "banksim_circuit_breaker_state",
+                "State of each circuit breaker: 0 closed, 1 half-open, 2 open",
+                breaker_state,
+            );
+            registry.register("banksim_circuit_breaker_opens", "Times each circuit breaker opened", breaker_opens);
+            registry.register(
+                "banksim_circuit_breaker_failures",
+                "Failed calls counted by each circuit breaker",
+                breaker_failures,
             );
             if let Some(process) = &self.process {
                 registry.register(

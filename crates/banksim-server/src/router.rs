@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
-    admin, audit, auth, balances, fx, metrics, rate_limit, refusals, schedules, service, transactions, users,
+    admin, audit, auth, balances, breakers, fx, metrics, rate_limit, refusals, schedules, service, transactions, users,
 };
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
@@ -83,9 +83,14 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
 }
 
-/// The OpenAPI document of every route, the metrics routes included.
+/// The OpenAPI document of every route, the metrics routes and the circuit-breaker demo routes included.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().merge(metrics::routes()).split_for_parts().1
+    routes().merge(metrics::routes()).merge(breaker_demo_routes()).split_for_parts().1
+}
+
+/// The demo routes of the circuit breakers, under `/api/v1` (mounted unless `TEST_BREAKER_ROUTES=false`).
+fn breaker_demo_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().nest("/api/v1", breakers::test_routes())
 }
 
 /// The whole application.
@@ -98,7 +103,10 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
     let (router, mut api) = routes().split_for_parts();
     let (metrics_routes, metrics_api) = metrics::routes().split_for_parts();
     api.merge(metrics_api);
+    let (demo_routes, demo_api) = breaker_demo_routes().split_for_parts();
+    api.merge(demo_api);
     let config = state.config.clone();
+    let router = if config.test_breaker_routes { router.merge(demo_routes) } else { router };
     // With METRICS_ADDR the metrics have a listener of their own (`build_metrics`); here they are then unknown.
     let router = match config.metrics_addr {
         Some(_) => router,

@@ -1,6 +1,12 @@
-//! The layer every database call of the server passes through: the seam of DESIGN.md where the circuit breakers
-//! and injected faults will sit. For now it traces: each `Store` call made within a traced operation (a request, a
-//! scheduler run, a projector round) is a span of its own, `store.<method>`, with the backend and the outcome.
+//! The layer every database call of the server passes through: the seam of DESIGN.md where the circuit breaker and
+//! injected faults sit.
+//!
+//! - Every call goes through the database's circuit breaker: while it is open, calls are refused at once with
+//!   `StoreError::CircuitOpen` (a 503 with `Retry-After`) instead of piling up on a database known to be down.
+//! - A read that meets a broken connection (the server restarted, the connection was cut) is tried once more, on a
+//!   fresh connection; a write never is (the writer decides what a failed write means).
+//! - Each call made within a traced operation (a request, a scheduler run, a projector round) is a span of its
+//!   own, `store.<method>`, with the backend and the outcome.
 //!
 //! A call made outside of any span (the scheduler's and projectors' idle polls, the writer's commits, which run in
 //! tasks of their own) gets no span: an idle instance sends no traces, and a batch commit is reported to the
@@ -25,31 +31,54 @@ use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// A store that passes every call to the real one, inside a span of its own when the caller is traced.
+use crate::resilience::{CircuitBreaker, Guarded};
+
+/// A store that passes every call to the real one through its circuit breaker, inside a span of its own when the
+/// caller is traced.
 pub struct StoreLayer {
     inner: Arc<dyn Store>,
+    breaker: Arc<CircuitBreaker>,
     /// The OpenTelemetry name of the database system.
     system: &'static str,
 }
 
 impl StoreLayer {
-    /// Wraps `inner`.
-    pub fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
+    /// Wraps `inner`, guarded by `breaker`.
+    pub fn wrap(inner: Arc<dyn Store>, breaker: Arc<CircuitBreaker>) -> Arc<dyn Store> {
         let system = match inner.backend() {
             Backend::Postgres => "postgresql",
             Backend::Sqlite => "sqlite",
         };
-        Arc::new(Self { inner, system })
+        Arc::new(Self { inner, breaker, system })
     }
 
-    /// Runs one call of `method`, in its span when there is a span to hang it under.
+    /// A read: guarded, and tried once more on a fresh connection when the first meets a broken one.
+    async fn read<T, F, Fut>(&self, method: &'static str, call: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        match self.call(method, call()).await {
+            Err(StoreError::Unavailable(cause)) => {
+                tracing::debug!(store.method = method, error = %cause, "read met a broken connection; trying again");
+                self.call(method, call()).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs one call of `method` through the breaker, in its span when there is a span to hang it under.
     async fn call<T>(
         &self,
         method: &'static str,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let span = self.span(method);
-        let result = call.instrument(span.clone()).await;
+        let guarded = self.breaker.run(call.instrument(span.clone()), StoreError::is_outage).await;
+        let result = guarded.map_err(|error| match error {
+            Guarded::Open(open) => StoreError::CircuitOpen { breaker: open.name, retry_after: open.retry_after },
+            Guarded::Failed(error) => error,
+        });
         if let Err(err) = &result {
             // The error's own text only (never its source, which may quote the database), and a failed span
             // unless the answer is an ordinary one (not found, a conflict, a refused rate).
@@ -88,7 +117,7 @@ impl Store for StoreLayer {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.call("ping", self.inner.ping()).await
+        self.read("ping", || self.inner.ping()).await
     }
 
     async fn close(&self) {
@@ -100,7 +129,7 @@ impl Store for StoreLayer {
     }
 
     async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError> {
-        self.call("acquire_wait", self.inner.acquire_wait()).await
+        self.read("acquire_wait", || self.inner.acquire_wait()).await
     }
 
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
@@ -108,19 +137,19 @@ impl Store for StoreLayer {
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        self.call("find_user", self.inner.find_user(id)).await
+        self.read("find_user", || self.inner.find_user(id)).await
     }
 
     async fn find_credentials(&self, email: &str) -> Result<Option<Credentials>, StoreError> {
-        self.call("find_credentials", self.inner.find_credentials(email)).await
+        self.read("find_credentials", || self.inner.find_credentials(email)).await
     }
 
     async fn list_users(&self, query: UserListQuery) -> Result<UserPage, StoreError> {
-        self.call("list_users", self.inner.list_users(query)).await
+        self.read("list_users", || self.inner.list_users(query)).await
     }
 
     async fn count_active_admins(&self) -> Result<u64, StoreError> {
-        self.call("count_active_admins", self.inner.count_active_admins()).await
+        self.read("count_active_admins", || self.inner.count_active_admins()).await
     }
 
     async fn update_user(
@@ -170,35 +199,35 @@ impl Store for StoreLayer {
     }
 
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {
-        self.call("find_idempotent", self.inner.find_idempotent(user_id, key)).await
+        self.read("find_idempotent", || self.inner.find_idempotent(user_id, key)).await
     }
 
     async fn find_transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, StoreError> {
-        self.call("find_transaction", self.inner.find_transaction(id)).await
+        self.read("find_transaction", || self.inner.find_transaction(id)).await
     }
 
     async fn list_transactions(&self, query: &TransactionQuery) -> Result<Vec<TransactionRecord>, StoreError> {
-        self.call("list_transactions", self.inner.list_transactions(query)).await
+        self.read("list_transactions", || self.inner.list_transactions(query)).await
     }
 
     async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError> {
-        self.call("wallets", self.inner.wallets(user_id, currency)).await
+        self.read("wallets", || self.inner.wallets(user_id, currency)).await
     }
 
     async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.call("balance_history", self.inner.balance_history(query)).await
+        self.read("balance_history", || self.inner.balance_history(query)).await
     }
 
     async fn balance_at(&self, user_id: Uuid, currency: Currency, at: DateTime<Utc>) -> Result<i64, StoreError> {
-        self.call("balance_at", self.inner.balance_at(user_id, currency, at)).await
+        self.read("balance_at", || self.inner.balance_at(user_id, currency, at)).await
     }
 
     async fn fx_rates(&self) -> Result<Vec<FxRate>, StoreError> {
-        self.call("fx_rates", self.inner.fx_rates()).await
+        self.read("fx_rates", || self.inner.fx_rates()).await
     }
 
     async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
-        self.call("fx_rate", self.inner.fx_rate(base, quote)).await
+        self.read("fx_rate", || self.inner.fx_rate(base, quote)).await
     }
 
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
@@ -206,19 +235,19 @@ impl Store for StoreLayer {
     }
 
     async fn list_events(&self, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
-        self.call("list_events", self.inner.list_events(after, limit)).await
+        self.read("list_events", || self.inner.list_events(after, limit)).await
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        self.call("list_audit", self.inner.list_audit(query)).await
+        self.read("list_audit", || self.inner.list_audit(query)).await
     }
 
     async fn account_balances(&self) -> Result<Vec<(Uuid, i64)>, StoreError> {
-        self.call("account_balances", self.inner.account_balances()).await
+        self.read("account_balances", || self.inner.account_balances()).await
     }
 
     async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
-        self.call("verify_ledger", self.inner.verify_ledger()).await
+        self.read("verify_ledger", || self.inner.verify_ledger()).await
     }
 
     async fn create_schedule(
@@ -231,11 +260,11 @@ impl Store for StoreLayer {
     }
 
     async fn find_schedule(&self, id: Uuid) -> Result<Option<ScheduleRecord>, StoreError> {
-        self.call("find_schedule", self.inner.find_schedule(id)).await
+        self.read("find_schedule", || self.inner.find_schedule(id)).await
     }
 
     async fn list_schedules(&self, query: &ScheduleQuery) -> Result<Vec<ScheduleRecord>, StoreError> {
-        self.call("list_schedules", self.inner.list_schedules(query)).await
+        self.read("list_schedules", || self.inner.list_schedules(query)).await
     }
 
     async fn change_schedule_status(
@@ -279,15 +308,15 @@ impl Store for StoreLayer {
     }
 
     async fn count_due_schedules(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.call("count_due_schedules", self.inner.count_due_schedules(now)).await
+        self.read("count_due_schedules", || self.inner.count_due_schedules(now)).await
     }
 
     async fn list_executions(&self, schedule_id: Uuid) -> Result<Vec<ExecutionRecord>, StoreError> {
-        self.call("list_executions", self.inner.list_executions(schedule_id)).await
+        self.read("list_executions", || self.inner.list_executions(schedule_id)).await
     }
 
     async fn projection_status(&self, projection: Projection) -> Result<ProjectionStatus, StoreError> {
-        self.call("projection_status", self.inner.projection_status(projection)).await
+        self.read("projection_status", || self.inner.projection_status(projection)).await
     }
 
     async fn apply_to_projection(
@@ -304,10 +333,10 @@ impl Store for StoreLayer {
     }
 
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<banksim_store::WalletStatements>, StoreError> {
-        self.call("statements", self.inner.statements(query)).await
+        self.read("statements", || self.inner.statements(query)).await
     }
 
     async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
-        self.call("system_totals", self.inner.system_totals()).await
+        self.read("system_totals", || self.inner.system_totals()).await
     }
 }

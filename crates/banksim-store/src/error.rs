@@ -26,6 +26,15 @@ pub enum StoreError {
     /// A batch panicked (a broken invariant); nothing of it was written.
     #[error("ledger batch panicked")]
     Panicked,
+    /// The dependency's circuit breaker is open: the call was not made (the server's store layer refuses calls to a
+    /// database that keeps failing, for `retry_after`).
+    #[error("circuit {breaker} is open")]
+    CircuitOpen {
+        /// The breaker's name.
+        breaker: &'static str,
+        /// When a trial call may be let through.
+        retry_after: std::time::Duration,
+    },
     /// A commit failed: whether it took effect is unknown (never a 503 that invites a blind retry).
     #[error("commit failed; outcome unknown")]
     CommitFailed(#[source] sqlx::Error),
@@ -43,6 +52,19 @@ impl StoreError {
     pub fn nothing_written(&self) -> bool {
         !matches!(self, Self::CommitFailed(_))
     }
+
+    /// Whether the database itself failed (unreachable, a broken connection, a commit without an answer), as
+    /// opposed to refusing the call by its rules: what a circuit breaker counts.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::CommitFailed(_))
+    }
+}
+
+/// SQLSTATEs that say the connection or the server went away, not that the statement was wrong: connection
+/// exceptions (class 08), an administrator's or a crash's shutdown (57P01–57P03), too many connections (53300), a
+/// standby that cannot take writes (25006, read-only transaction after a failover).
+fn is_connection_failure(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
 }
 
 /// Unique indexes whose violation means a known conflict, and the API code each one stands for. PostgreSQL reports
@@ -54,7 +76,13 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::RowNotFound => Self::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| is_connection_failure(&code)) => {
                 Self::Unavailable(err)
             }
             sqlx::Error::Database(db) if db.is_unique_violation() => {

@@ -1,5 +1,5 @@
-//! The metrics routes — `/metrics` (Prometheus), `/metrics/basic` and `/api/v1/metrics/basic` (JSON) — who may read
-//! them, and the counting of every request.
+//! The metrics routes — `/metrics` (Prometheus), `/metrics/basic` and `/api/v1/metrics/basic` (JSON), and the
+//! circuit-breaker report — who may read them, and the counting of every request.
 //!
 //! Open by default, as suits development. With `METRICS_TOKEN` they require `Authorization: Bearer <token>`; with
 //! `METRICS_ADDR` they are served on that listener only (the public one answers 404 for them).
@@ -21,7 +21,10 @@ use crate::metrics::{CONTENT_TYPE, UNMATCHED_ENDPOINT};
 
 /// Every metrics route.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(prometheus_metrics)).merge(crate::http::service::basic_metrics_routes())
+    OpenApiRouter::new()
+        .routes(routes!(prometheus_metrics))
+        .merge(crate::http::service::basic_metrics_routes())
+        .merge(crate::http::breakers::report_routes())
 }
 
 /// Every metric of this instance in the Prometheus (OpenMetrics) text format, for Prometheus to scrape (any method).

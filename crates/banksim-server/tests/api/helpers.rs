@@ -310,6 +310,14 @@ impl TestApp {
         raw_number(&response.text, "amount")
     }
 
+    /// The user's USD balance in minor units, read from the store behind the server (not through its API).
+    pub async fn balance_via_store(&self, user: &TestUser) -> i64 {
+        let id = user.id.parse().expect("uuid");
+        let store: &dyn banksim_store::Store = self.faults.as_ref();
+        let wallets = store.wallets(id, Some(banksim_core::currency::Currency::USD)).await.expect("wallets");
+        wallets.first().map_or(0, |w| w.balance_minor)
+    }
+
     /// Checks every ledger invariant of the server's database, and that the event log alone rebuilds every
     /// balance.
     pub async fn assert_ledger_sound(&self) {

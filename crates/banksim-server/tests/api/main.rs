@@ -14,6 +14,7 @@ mod http;
 mod idempotency;
 mod metrics;
 mod rate_limit;
+mod resilience;
 mod schedules;
 mod service;
 mod statements;

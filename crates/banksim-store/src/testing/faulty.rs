@@ -29,6 +29,8 @@ pub struct FaultyStore {
     fail_after_commit: Mutex<u32>,
     /// Calls to hold at a point until the test lets them go, by method name.
     pauses: Mutex<HashMap<&'static str, (PauseAt, Pause)>>,
+    /// While set, every call fails with `Unavailable`: the database is down.
+    down: std::sync::atomic::AtomicBool,
 }
 
 /// Where a paused call stops.
@@ -72,7 +74,13 @@ impl FaultyStore {
             fail_before: Mutex::default(),
             fail_after_commit: Mutex::default(),
             pauses: Mutex::default(),
+            down: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Takes the database down (every call fails with `Unavailable`, touching nothing) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Holds the next call of `method` at `at` until the returned [`Pause`] is resumed.
@@ -119,6 +127,9 @@ impl FaultyStore {
     }
 
     fn check(&self, method: &'static str) -> Result<(), StoreError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+        }
         let mut faults = self.fail_before.lock().expect("faults");
         match faults.get_mut(method) {
             Some(left) if *left > 0 => {
