@@ -12,7 +12,7 @@ use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, Transa
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -401,33 +401,48 @@ pub(crate) async fn find_transaction(pool: &PgPool, id: Uuid) -> Result<Option<T
     Ok(row.as_ref().map(transaction_from_row).transpose()?)
 }
 
+/// A user's transactions, newest first: two index walks (as payer, as payee) each reading no more than the page
+/// needs, merged. One `from_user_id = $1 OR to_user_id = $1` scan would read and sort the user's whole history.
+/// Only the filters given are in the SQL, so that the time bounds and the cursor are index conditions.
 pub(crate) async fn list_transactions(
     pool: &PgPool,
     q: &TransactionQuery,
 ) -> Result<Vec<TransactionRecord>, StoreError> {
-    let (before_at, before_id) = q.before.unzip();
-    let sql = format!(
-        "SELECT {TRANSACTION_COLUMNS} FROM transactions
-         WHERE (from_user_id = $1 OR to_user_id = $1)
-           AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR status = $3)
-           AND ($4::text IS NULL OR currency = $4)
-           AND ($5::timestamptz IS NULL OR created_at >= $5) AND ($6::timestamptz IS NULL OR created_at <= $6)
-           AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8))
-         ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(q.user_id)
-        .bind(q.kind.map(|k| k.as_str()))
-        .bind(q.status.map(|s| s.as_str()))
-        .bind(q.currency.map(Currency::code))
-        .bind(q.since)
-        .bind(q.until)
-        .bind(before_at)
-        .bind(before_id)
-        .bind(i64::from(q.limit))
-        .bind(if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) })
-        .fetch_all(pool)
-        .await?;
+    let offset = if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) };
+    let window = i64::from(q.limit).saturating_add(offset);
+    let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT {TRANSACTION_COLUMNS} FROM ("));
+    for (branch, side) in ["from_user_id", "to_user_id"].into_iter().enumerate() {
+        if branch > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push(format!("(SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE {side} = ")).push_bind(q.user_id);
+        if branch > 0 {
+            // A transaction of the user's on both sides (an exchange) came with the first walk.
+            sql.push(" AND from_user_id IS DISTINCT FROM ").push_bind(q.user_id);
+        }
+        if let Some(kind) = q.kind {
+            sql.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(status) = q.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(currency) = q.currency {
+            sql.push(" AND currency = ").push_bind(currency.code());
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND created_at >= ").push_bind(since);
+        }
+        if let Some(until) = q.until {
+            sql.push(" AND created_at <= ").push_bind(until);
+        }
+        if let Some((at, id)) = q.before {
+            sql.push(" AND (created_at, id) < (").push_bind(at).push(", ").push_bind(id).push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(window).push(")");
+    }
+    sql.push(") AS page ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+    sql.push(" OFFSET ").push_bind(offset);
+    let rows = sql.build().fetch_all(pool).await?;
     rows.iter().map(transaction_from_row).collect::<Result<_, _>>().map_err(Into::into)
 }
 

@@ -10,7 +10,7 @@ use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, Transa
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
 use super::{instant, micros};
@@ -238,32 +238,48 @@ pub(crate) async fn find_transaction(pool: &SqlitePool, id: Uuid) -> Result<Opti
     Ok(row.as_ref().map(transaction_from_row).transpose()?)
 }
 
+/// A user's transactions, newest first: two index walks (as payer, as payee) each reading no more than the page
+/// needs, merged (see the PostgreSQL store: the same shape).
 pub(crate) async fn list_transactions(
     pool: &SqlitePool,
     q: &TransactionQuery,
 ) -> Result<Vec<TransactionRecord>, StoreError> {
-    let (before_at, before_id) = q.before.map(|(at, id)| (micros(at), id)).unzip();
-    let sql = format!(
-        "SELECT {TRANSACTION_COLUMNS} FROM transactions
-         WHERE (from_user_id = $1 OR to_user_id = $1)
-           AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR currency = $4)
-           AND ($5 IS NULL OR created_at >= $5) AND ($6 IS NULL OR created_at <= $6)
-           AND ($7 IS NULL OR (created_at, id) < ($7, $8))
-         ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(q.user_id)
-        .bind(q.kind.map(|k| k.as_str()))
-        .bind(q.status.map(|s| s.as_str()))
-        .bind(q.currency.map(Currency::code))
-        .bind(q.since.map(micros))
-        .bind(q.until.map(micros))
-        .bind(before_at)
-        .bind(before_id)
-        .bind(i64::from(q.limit))
-        .bind(if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) })
-        .fetch_all(pool)
-        .await?;
+    let offset = if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) };
+    let window = i64::from(q.limit).saturating_add(offset);
+    let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {TRANSACTION_COLUMNS} FROM ("));
+    for (branch, side) in ["from_user_id", "to_user_id"].into_iter().enumerate() {
+        if branch > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push(format!("SELECT * FROM (SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE {side} = "))
+            .push_bind(q.user_id);
+        if branch > 0 {
+            // A transaction of the user's on both sides (an exchange) came with the first walk.
+            sql.push(" AND from_user_id IS NOT ").push_bind(q.user_id);
+        }
+        if let Some(kind) = q.kind {
+            sql.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(status) = q.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(currency) = q.currency {
+            sql.push(" AND currency = ").push_bind(currency.code());
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND created_at >= ").push_bind(micros(since));
+        }
+        if let Some(until) = q.until {
+            sql.push(" AND created_at <= ").push_bind(micros(until));
+        }
+        if let Some((at, id)) = q.before {
+            sql.push(" AND (created_at, id) < (").push_bind(micros(at)).push(", ").push_bind(id).push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(window).push(")");
+    }
+    sql.push(") ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+    sql.push(" OFFSET ").push_bind(offset);
+    let rows = sql.build().fetch_all(pool).await?;
     rows.iter().map(transaction_from_row).collect::<Result<_, _>>().map_err(Into::into)
 }
 

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# What observability costs: the `transfer` scenario on PostgreSQL, back to back on this machine,
+#   off: BASE_BIN, a build without metrics and traces (e.g. of commit 729fa56, before /metrics landed);
+#   on:  target/release/banksim, with its Prometheus metrics (always on) and every span exported over OTLP
+#        (http/protobuf) to a local sink that accepts and counts the exports.
+# The rounds alternate off/on and on/off to spread the machine's drift. Each run reports throughput and p99 from
+# `banksim simulate`, and the server's resident memory after the run.
+#
+#   BASE_BIN=/tmp/base-target/release/banksim scripts/bench-observability.sh [seconds per run, 20] [rounds, 2]
+#
+# Needs: release builds of both, PostgreSQL at 127.0.0.1:5432 (trust, user postgres), python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+rounds=${2:-2}
+base=${BASE_BIN:?set BASE_BIN to a banksim binary built without observability}
+bin=target/release/banksim
+pg="psql -h 127.0.0.1 -U postgres -qAt"
+port=18096
+sink_port=18097
+data=$(mktemp -d)
+sink_pid=
+cleanup() { [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null; rm -rf "$data"; }
+trap cleanup EXIT
+
+# The OTLP sink: answers every export with 200 and counts them.
+python3 - "$sink_port" >/dev/null 2>&1 <<'PY' &
+import http.server, sys
+count = [0, 0]
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        size = int(self.headers.get("content-length", 0)); self.rfile.read(size)
+        count[0] += 1; count[1] += size
+        self.send_response(200); self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0"); self.end_headers()
+    def do_GET(self):
+        body = f"{count[0]} exports, {count[1]} bytes".encode()
+        self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+sink_pid=$!
+
+run() { # label binary [extra env...]
+  local label=$1 binary=$2; shift 2
+  $pg -c "DROP DATABASE IF EXISTS banksim_bench_obs" -c "CREATE DATABASE banksim_bench_obs"
+  rm -rf "${data:?}"/*
+  env DATABASE_URL=postgres://postgres@127.0.0.1:5432/banksim_bench_obs DATA_DIR="$data" PORT=$port RUST_LOG=warn \
+    AUTH_RATE_LIMIT_PER_MINUTE=0 "$@" "$binary" serve >"$data/server.log" 2>&1 &
+  local server=$!
+  for _ in $(seq 1 50); do curl -sf "127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+  local result
+  result=$("$bin" simulate --url "http://127.0.0.1:$port" --users 200 --connections 64 --duration "${seconds}s" \
+    --scenario transfer 2>/dev/null | grep -E '^(movements|latency|errors)' | tr '\n' ' ')
+  local rss
+  rss=$(awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$server/status")
+  kill -TERM "$server"; wait "$server" || true
+  echo "$label | $result| rss $rss"
+}
+
+on_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+for round in $(seq 1 "$rounds"); do
+  if [ $((round % 2)) -eq 1 ]; then
+    run off "$base"
+    run on "$bin" "${on_env[@]}"
+  else
+    run on "$bin" "${on_env[@]}"
+    run off "$base"
+  fi
+done
+echo "sink received: $(curl -s "127.0.0.1:$sink_port/")"
