@@ -10,6 +10,7 @@ use banksim_store::{Backend, ConnectOptions, Store};
 use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenIssuer};
+use crate::cache::BalanceCache;
 use crate::config::Config;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::transactions::TransactionRenderer;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The circuit breakers of this instance (`database` always; others as their dependencies are configured).
     pub breakers: Arc<Breakers>,
+    /// Current balances, kept by the writer and the change bus.
+    pub balances: Arc<BalanceCache>,
 }
 
 impl AppState {
@@ -67,8 +70,16 @@ impl AppState {
         let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
         let metrics = Metrics::new();
         let shape = WriterShape { workers, capacity: config.write_queue_capacity, batch_max: config.write_batch_max };
-        let writer =
-            LedgerWriter::start(store.clone(), clock.clone(), Arc::new(TransactionRenderer), metrics.clone(), shape);
+        let balances =
+            Arc::new(BalanceCache::new(store.as_ref(), config.balance_cache, metrics.balance_cache().clone()));
+        let writer = LedgerWriter::start(
+            store.clone(),
+            clock.clone(),
+            Arc::new(TransactionRenderer),
+            metrics.clone(),
+            balances.clone(),
+            shape,
+        );
         let auth_limit = config.auth_rate_limit_per_minute;
         let auth_rate_limit = RateLimiter::new(auth_limit, AUTH_RATE_WINDOW, metrics.auth_rate_limit().clone());
         let state = Self {
@@ -83,6 +94,7 @@ impl AppState {
             auth_rate_limit: Arc::new(auth_rate_limit),
             metrics,
             breakers,
+            balances,
         };
         if state.config.test_breaker_routes {
             crate::http::breakers::register_test_breakers(&state);
@@ -182,14 +194,19 @@ fn warn_if_metrics_are_public(config: &Config) {
 pub struct BackgroundJobs {
     scheduler: Option<Scheduler>,
     projector: Option<Projector>,
+    /// The balance cache's follower of the change bus, and how to stop it.
+    balances: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
 }
 
 impl BackgroundJobs {
-    /// Starts the jobs the configuration enables.
+    /// Starts the jobs the configuration enables, and the balance cache's follower of the change bus.
     pub fn start(state: &AppState) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn(state.balances.clone().follow(state.store.clone(), stopped));
         Self {
             scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())),
             projector: state.config.projector_enabled.then(|| Projector::start(state.clone())),
+            balances: (stop, follower),
         }
     }
 
@@ -201,6 +218,9 @@ impl BackgroundJobs {
         if let Some(projector) = self.projector {
             projector.stop().await;
         }
+        let (stop, follower) = self.balances;
+        let _ = stop.send(true);
+        let _ = follower.await;
     }
 }
 

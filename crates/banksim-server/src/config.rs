@@ -203,6 +203,10 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
 
+    /// Whether current balances are served from the in-process cache (default true; see README, "Balance cache").
+    #[arg(long, env = "BALANCE_CACHE", value_name = "BALANCE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub balance_cache: bool,
+
     /// Consecutive failures of a dependency (database, replica, Redis) that open its circuit breaker (default 5).
     #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", value_name = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub breaker_failure_threshold: u32,

@@ -71,6 +71,15 @@ pub struct RefusalLabels {
     pub error_code: &'static str,
 }
 
+/// Labels of `banksim_cache_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// Which cache (`balances`).
+    pub cache: &'static str,
+    /// `hit`, `miss` or `bypass`.
+    pub result: &'static str,
+}
+
 /// Labels of `banksim_rate_limit_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RateLimitLabels {
@@ -103,6 +112,7 @@ struct Inner {
     writer: WriterMetrics,
     scheduler: SchedulerMetrics,
     auth_rate_limit: RateLimitCounters,
+    balance_cache: crate::cache::balances::CacheCounters,
 }
 
 /// The write path's counters and histograms (also read by `/metrics/basic`).
@@ -269,6 +279,15 @@ impl Metrics {
             acquire_wait.clone(),
         );
 
+        let cache = Family::<CacheLabels, Counter>::default();
+        let result = |result| cache.get_or_create(&CacheLabels { cache: "balances", result }).clone();
+        let balance_cache = crate::cache::balances::CacheCounters {
+            hits: result("hit"),
+            misses: result("miss"),
+            bypassed: result("bypass"),
+        };
+        registry.register("banksim_cache_requests", "Cache lookups by cache and result (hit, miss, bypass)", cache);
+
         let inner = Inner {
             registry,
             http_requests,
@@ -281,6 +300,7 @@ impl Metrics {
             writer,
             scheduler,
             auth_rate_limit,
+            balance_cache,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -293,6 +313,11 @@ impl Metrics {
     /// The scheduler's metrics.
     pub fn scheduler(&self) -> &SchedulerMetrics {
         &self.inner.scheduler
+    }
+
+    /// The balance cache's hits and misses.
+    pub fn balance_cache(&self) -> &crate::cache::balances::CacheCounters {
+        &self.inner.balance_cache
     }
 
     /// The auth routes' rate-limit decisions.

@@ -22,10 +22,10 @@ use banksim_core::schedule::ScheduleStatus;
 use banksim_core::user::User;
 use banksim_store::{
     AuditContext, AuditQuery, AuditRecord, Backend, Credentials, EventRecord, ExecutionRecord, FxRate, HistoryEntry,
-    HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun,
-    OccurrenceUpdate, Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt,
-    ResponseRenderer, ScheduleClaim, ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse,
-    SystemTotal, TransactionQuery, UserChanges, UserListQuery, UserPage, Wallet,
+    HistoryQuery, IdempotencyClaim, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun, OccurrenceUpdate,
+    Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt, ResponseRenderer, ScheduleClaim,
+    ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal, TransactionQuery,
+    UserChanges, UserListQuery, UserPage, Wallet,
 };
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
@@ -194,8 +194,20 @@ impl Store for StoreLayer {
         requests: &[LedgerRequest],
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
-    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+    ) -> Result<banksim_store::PostedBatch, StoreError> {
         self.call("post_batch", self.inner.post_batch(requests, render, now)).await
+    }
+
+    async fn wallet_changes(&self) -> Result<Option<Box<dyn banksim_store::WalletChangeFeed>>, StoreError> {
+        self.call("wallet_changes", self.inner.wallet_changes()).await
+    }
+
+    async fn announce_wallet_marker(&self, marker: &str) -> Result<(), StoreError> {
+        self.call("announce_wallet_marker", self.inner.announce_wallet_marker(marker)).await
+    }
+
+    async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
+        self.read("foreign_change_marker", || self.inner.foreign_change_marker()).await
     }
 
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {

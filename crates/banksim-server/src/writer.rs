@@ -24,6 +24,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::cache::BalanceCache;
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::{Metrics, WriterMetrics};
 
@@ -64,6 +65,7 @@ impl LedgerWriter {
         clock: Arc<dyn Clock>,
         render: Arc<dyn ResponseRenderer>,
         metrics: Metrics,
+        balances: Arc<BalanceCache>,
         shape: WriterShape,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(shape.capacity);
@@ -76,6 +78,7 @@ impl LedgerWriter {
                 render: render.clone(),
                 batch_max: shape.batch_max.max(1),
                 metrics: metrics.clone(),
+                balances: balances.clone(),
             };
             tokio::spawn(worker.run());
         }
@@ -132,6 +135,7 @@ struct Worker {
     render: Arc<dyn ResponseRenderer>,
     batch_max: usize,
     metrics: Metrics,
+    balances: Arc<BalanceCache>,
 }
 
 impl Worker {
@@ -188,7 +192,7 @@ impl Worker {
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, batch.size = size, "ledger batch failed; nothing was posted");
+                tracing::error!(error = ?err, batch.size = size, "ledger batch failed; nothing was posted");
                 for job in jobs.drain(..) {
                     self.count(&job.request, Err(()));
                     let _ = job.reply.send((Err(batch_error(&err)), report));
@@ -216,10 +220,21 @@ impl Worker {
     }
 
     /// Posts a batch; a panic inside (a broken invariant) fails the batch instead of killing the writer.
+    /// The wallets a committed batch changed go into the balance cache before any of its requests is answered.
     async fn post(&self, requests: &[LedgerRequest]) -> Result<Vec<LedgerOutcome>, StoreError> {
+        let generation = self.balances.generation();
         let posting = self.store.post_batch(requests, self.render.as_ref(), self.clock.now());
         match std::panic::AssertUnwindSafe(posting).catch_unwind().await {
-            Ok(result) => result,
+            Ok(result) => result
+                .map(|posted| {
+                    self.balances.apply(&posted.wallets, generation);
+                    posted.outcomes
+                })
+                .inspect_err(|err| {
+                    if !err.nothing_written() {
+                        self.balances.empty();
+                    }
+                }),
             Err(_) => {
                 tracing::error!(batch.size = requests.len(), "ledger batch panicked; nothing was posted");
                 Err(StoreError::Panicked)

@@ -85,8 +85,107 @@ pub struct Wallet {
     pub currency: Currency,
     /// Balance in minor units.
     pub balance_minor: i64,
+    /// Postings so far: a later state of the wallet has a larger version.
+    pub version: i64,
     /// Last movement.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A user wallet as a committed batch left it (for the server's balance cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletState {
+    /// Owner.
+    pub user_id: Uuid,
+    /// The wallet as it is now.
+    pub wallet: Wallet,
+}
+
+/// What a committed batch did: each request's outcome, in order, and every user wallet it changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostedBatch {
+    /// One per request.
+    pub outcomes: Vec<LedgerOutcome>,
+    /// The wallets whose balance moved, as they now are.
+    pub wallets: Vec<WalletState>,
+}
+
+/// A wallet whose version moved, as the change bus tells it: (owner, currency, version).
+pub type WalletVersion = (Uuid, Currency, i64);
+
+/// What the wallet change bus delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletChange {
+    /// Wallets changed by a commit (of any instance), in commit order.
+    Changed(Vec<WalletVersion>),
+    /// A marker announced with `Store::announce_wallet_marker`: every change committed before it was announced has
+    /// been delivered before it.
+    Marker(String),
+    /// The bus lost its connection: changes may have been missed.
+    Lost,
+}
+
+/// A subscription to the wallet changes committed by every instance.
+#[async_trait::async_trait]
+pub trait WalletChangeFeed: Send {
+    /// The next delivery (waits for one).
+    async fn next(&mut self) -> Result<WalletChange, StoreError>;
+}
+
+/// The user wallets among a batch's changed accounts, as of `now`.
+pub(crate) fn wallet_states(accounts: &[AccountState], now: DateTime<Utc>) -> Vec<WalletState> {
+    accounts
+        .iter()
+        .filter_map(|account| match account.key {
+            AccountKey::User { user_id, currency } => Some(WalletState {
+                user_id,
+                wallet: Wallet {
+                    currency,
+                    balance_minor: account.balance_minor,
+                    version: account.version,
+                    updated_at: now,
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Most wallets named in one notification (PostgreSQL limits a payload to 8000 bytes; each takes about 60).
+const WALLETS_PER_NOTICE: usize = 100;
+
+/// The change bus's payloads for `wallets`: `user:currency:version` entries, comma-separated, in chunks.
+pub(crate) fn wallet_notices(wallets: &[WalletState]) -> Vec<String> {
+    wallets
+        .chunks(WALLETS_PER_NOTICE)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|w| format!("{}:{}:{}", w.user_id, w.wallet.currency, w.wallet.version))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
+
+/// The prefix of a marker's payload on the change bus.
+pub(crate) const MARKER_PREFIX: &str = "marker:";
+
+/// Reads a change bus payload back (entries that do not parse are skipped: a newer version's format).
+pub(crate) fn parse_wallet_notice(payload: &str) -> WalletChange {
+    if let Some(marker) = payload.strip_prefix(MARKER_PREFIX) {
+        return WalletChange::Marker(marker.to_owned());
+    }
+    let changes = payload
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(':');
+            let user_id = parts.next()?.parse().ok()?;
+            let currency = Currency::parse(parts.next()?).ok()?;
+            let version = parts.next()?.parse().ok()?;
+            Some((user_id, currency, version))
+        })
+        .collect();
+    WalletChange::Changed(changes)
 }
 
 /// One entry of a wallet's history: a posting with its transaction.
@@ -441,4 +540,32 @@ where
     T::Err: std::fmt::Display,
 {
     raw.parse().map_err(|e: T::Err| sqlx::Error::Decode(format!("stored value {raw:?}: {e}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wallet_notices_read_back_and_stay_under_the_payload_limit() {
+        let now = Utc::now();
+        let wallets: Vec<WalletState> = (0..250_i64)
+            .map(|i| WalletState {
+                user_id: Uuid::new_v4(),
+                wallet: Wallet { currency: Currency::JPY, balance_minor: i, version: i64::MAX - i, updated_at: now },
+            })
+            .collect();
+        let notices = wallet_notices(&wallets);
+        assert_eq!(notices.len(), 3);
+        let mut read = Vec::new();
+        for notice in &notices {
+            assert!(notice.len() < 8000, "{}", notice.len());
+            let WalletChange::Changed(changes) = parse_wallet_notice(notice) else { panic!("{notice}") };
+            read.extend(changes);
+        }
+        let written: Vec<WalletVersion> =
+            wallets.iter().map(|w| (w.user_id, w.wallet.currency, w.wallet.version)).collect();
+        assert_eq!(read, written);
+        assert_eq!(parse_wallet_notice("marker:abc:7"), WalletChange::Marker("abc:7".to_owned()));
+    }
 }

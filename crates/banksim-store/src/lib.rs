@@ -33,7 +33,8 @@ pub use error::StoreError;
 pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
     AuditContext, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest,
-    ResponseRenderer, StoredResponse, TransactionQuery, Wallet,
+    PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, WalletChange, WalletChangeFeed,
+    WalletState, WalletVersion,
 };
 pub use model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserCursor, UserListQuery,
@@ -152,12 +153,27 @@ pub trait Store: Send + Sync + 'static {
     /// A request whose idempotency key is already stored (or claimed earlier in the batch) is not applied: its
     /// outcome is the stored answer. Safe to call from many writers and instances at once: accounts are locked
     /// in a fixed order, so batches never deadlock or lose updates.
+    ///
+    /// Returns the outcomes and the user wallets the batch changed. On PostgreSQL the same commit announces those
+    /// wallets on the change bus (`NOTIFY banksim_wallets`), so every instance's balance cache hears of them.
     async fn post_batch(
         &self,
         requests: &[LedgerRequest],
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
-    ) -> Result<Vec<LedgerOutcome>, StoreError>;
+    ) -> Result<PostedBatch, StoreError>;
+
+    /// Subscribes to the wallet changes every instance commits, in commit order (PostgreSQL `LISTEN`). `None` where
+    /// the backend has no such bus (SQLite: see [`Store::foreign_change_marker`]).
+    async fn wallet_changes(&self) -> Result<Option<Box<dyn WalletChangeFeed>>, StoreError>;
+
+    /// Announces `marker` on the change bus: a subscriber that receives it has received every change committed
+    /// before this call began. Does nothing where there is no bus.
+    async fn announce_wallet_marker(&self, marker: &str) -> Result<(), StoreError>;
+
+    /// A value that changes whenever another connection (another process, or this one's writer) has committed to the
+    /// database since it was last read (SQLite's `PRAGMA data_version`); `None` where the change bus tells instead.
+    async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError>;
 
     /// The stored answer for a user's idempotency key.
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError>;

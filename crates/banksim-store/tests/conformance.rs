@@ -35,6 +35,23 @@ where
     }
 }
 
+/// Runs `scenario` on a fresh, migrated store of every backend, with the database's URL (for raw SQL, or a second
+/// store on the same database).
+async fn each_backend_with_url<F, Fut>(scenario: F)
+where
+    F: Fn(Arc<dyn Store>, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends() {
+        let db = TestDatabase::create(backend).await;
+        let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        scenario(store.clone(), db.url.clone()).await;
+        store.close().await;
+        db.remove().await;
+    }
+}
+
 fn now() -> DateTime<Utc> {
     // Stores keep microseconds; compare like with like.
     DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).expect("now")
@@ -328,7 +345,7 @@ mod ledger {
     }
 
     async fn post(store: &Arc<dyn Store>, requests: Vec<LedgerRequest>) -> Vec<LedgerOutcome> {
-        store.post_batch(&requests, &Plain, now()).await.expect("batch")
+        store.post_batch(&requests, &Plain, now()).await.expect("batch").outcomes
     }
 
     async fn balance(store: &Arc<dyn Store>, user: &User) -> i64 {
@@ -454,7 +471,7 @@ mod ledger {
                         None => Movement::Credit { user_id: user.id, amount: usd(7) },
                     },
                 };
-                let outcomes = store.post_batch(&[request(movement, None)], &Plain, at).await.expect("batch");
+                let outcomes = store.post_batch(&[request(movement, None)], &Plain, at).await.expect("batch").outcomes;
                 if let LedgerOutcome::Posted(record) = &outcomes[0] {
                     posted.push(record.id);
                 }
@@ -599,7 +616,7 @@ mod ledger {
                 ),
             ];
             for (instant, requests) in days {
-                let outcomes = store.post_batch(&requests, &Plain, instant).await.expect("batch");
+                let outcomes = store.post_batch(&requests, &Plain, instant).await.expect("batch").outcomes;
                 assert!(outcomes.iter().all(|o| matches!(o, LedgerOutcome::Posted(_))), "{outcomes:?}");
             }
             (a, b)
@@ -840,22 +857,6 @@ mod schedules {
 
     const LEASE: StdDuration = StdDuration::from_secs(30);
 
-    /// Runs `scenario` on a fresh, migrated store of every backend, with the database's URL for raw counts.
-    async fn each_backend_with_url<F, Fut>(scenario: F)
-    where
-        F: Fn(Arc<dyn Store>, String) -> Fut,
-        Fut: Future<Output = ()>,
-    {
-        for backend in backends() {
-            let db = TestDatabase::create(backend).await;
-            let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
-            store.migrate().await.expect("migrate");
-            scenario(store.clone(), db.url.clone()).await;
-            store.close().await;
-            db.remove().await;
-        }
-    }
-
     /// A one-time credit of 10.00 USD due at `at`, created at `created_at`.
     fn once(user: &User, at: DateTime<Utc>, created_at: DateTime<Utc>) -> ScheduleRecord {
         let calendar = Calendar::once(at);
@@ -943,7 +944,7 @@ mod schedules {
             idempotency: None,
             audit: AuditContext::default(),
         };
-        match &store.post_batch(&[request], &Plain, now()).await.expect("batch")[..] {
+        match &store.post_batch(&[request], &Plain, now()).await.expect("batch").outcomes[..] {
             [LedgerOutcome::Posted(record)] => record.id,
             other => panic!("{other:?}"),
         }
@@ -1460,7 +1461,7 @@ mod clamp {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         sqlx::query("COMMIT").execute(&mut other).await.expect("commit");
-        let outcomes = posting.await.expect("task").expect("batch");
+        let outcomes = posting.await.expect("task").expect("batch").outcomes;
         assert!(matches!(outcomes[..], [LedgerOutcome::Posted(_)]), "{outcomes:?}");
         let posted_at: DateTime<Utc> = sqlx::query_scalar("SELECT max(created_at) FROM postings WHERE account_id = $1")
             .bind(wallet.id())
@@ -1492,4 +1493,91 @@ async fn the_sqlite_file_and_its_folder_are_private() {
         }
     }
     store.close().await;
+}
+
+mod wallet_bus {
+    use banksim_core::currency::Currency;
+    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};
+    use banksim_core::money::Money;
+    use banksim_store::{LedgerRequest, ResponseRenderer, WalletChange};
+
+    use super::*;
+
+    struct Plain;
+    impl ResponseRenderer for Plain {
+        fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+            (201, String::new())
+        }
+    }
+
+    fn credit(user: &User, minor: i64) -> LedgerRequest {
+        LedgerRequest {
+            command: Command {
+                transaction_id: Uuid::now_v7(),
+                movement: Movement::Credit { user_id: user.id, amount: Money::new(minor, Currency::USD) },
+                description: None,
+            },
+            idempotency: None,
+            audit: AuditContext::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_reports_the_wallets_it_changed_with_their_versions() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let posted = store.post_batch(&[credit(&a, 100), credit(&a, 50)], &Plain, now()).await.expect("batch");
+            assert_eq!(posted.wallets.len(), 1, "{posted:?}");
+            let state = &posted.wallets[0];
+            assert_eq!((state.user_id, state.wallet.balance_minor, state.wallet.version), (a.id, 150, 2));
+            let read = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets");
+            assert_eq!(read, std::slice::from_ref(&state.wallet), "what the batch reports is what a read gives");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_change_bus_delivers_every_commit_before_a_later_marker() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let Some(mut feed) = store.wallet_changes().await.expect("subscribe") else {
+                // SQLite has no bus. Alone on its file, nothing but itself can change it: the marker stands still.
+                let alone = store.foreign_change_marker().await.expect("marker");
+                store.post_batch(&[credit(&a, 100)], &Plain, now()).await.expect("batch");
+                assert_eq!(store.foreign_change_marker().await.expect("marker"), alone);
+                // With another store open on the same file, every commit moves it.
+                let other = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
+                let before = store.foreign_change_marker().await.expect("marker");
+                assert_ne!(before, alone, "no longer alone");
+                other.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
+                let after = store.foreign_change_marker().await.expect("marker");
+                assert_ne!(before, after, "another store's commit moves the data version");
+                other.close().await;
+                return;
+            };
+            assert_eq!(store.foreign_change_marker().await.expect("marker"), None);
+            store.post_batch(&[credit(&a, 100)], &Plain, now()).await.expect("batch");
+            store.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
+            let marker = format!("test-{}", Uuid::new_v4());
+            store.announce_wallet_marker(&marker).await.expect("announce");
+            let mut versions = Vec::new();
+            loop {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+                    .await
+                    .expect("a delivery in time")
+                    .expect("delivery");
+                match next {
+                    // Other tests share the channel: only this test's user and marker count.
+                    WalletChange::Changed(changes) => {
+                        versions.extend(changes.iter().filter(|(user, _, _)| *user == a.id).map(|(_, _, v)| *v));
+                    }
+                    WalletChange::Marker(m) if m == marker => break,
+                    WalletChange::Marker(_) => {}
+                    WalletChange::Lost => panic!("the connection was lost"),
+                }
+            }
+            assert_eq!(versions, [1, 2], "both commits, in order, before the marker");
+        })
+        .await;
+    }
 }

@@ -73,7 +73,7 @@ pub async fn get_current_balance(
     ApiQuery(params): ApiQuery<CurrencyParam>,
 ) -> Result<Json<CurrentBalance>, ApiError> {
     let currency = currency_or_usd(&state, params.currency.as_deref())?;
-    let wallet = state.store.wallets(caller.id, Some(currency)).await?.into_iter().next();
+    let wallet = state.balances.current(state.store.as_ref(), caller.id, currency).await?;
     Ok(Json(CurrentBalance {
         user_id: caller.id,
         amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor), currency)),

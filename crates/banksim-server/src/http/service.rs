@@ -113,6 +113,8 @@ pub struct BasicMetrics {
     write_batches: WriteBatches,
     /// The database connection pool.
     database: DatabasePool,
+    /// The balance cache.
+    cache: CacheFigures,
     /// The scheduler of this instance.
     scheduler: SchedulerMetrics,
     /// Each projection's place in the event log, by name (`daily_statements`, `system_totals`); empty when the
@@ -183,6 +185,21 @@ pub struct WriteBatches {
     max_size: u64,
     /// Movements refused with 503 because the queue was full.
     rejected_queue_full: u64,
+}
+
+/// How the balance cache does.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CacheFigures {
+    /// What keeps it correct: `in-process, PostgreSQL change bus`, `in-process, SQLite data version` or `off`.
+    backend: &'static str,
+    /// Reads answered from it.
+    hits: u64,
+    /// Reads that went to the database and filled it.
+    misses: u64,
+    /// Reads that went around it (freshness not shown in time, or the cache off).
+    bypassed: u64,
+    /// hits / (hits + misses + bypassed), 0 before the first read.
+    hit_ratio: f64,
 }
 
 /// Connection pool figures.
@@ -258,6 +275,18 @@ async fn basic_metrics_of(state: &AppState) -> BasicMetrics {
             rejected_queue_full: stats.rejected_queue_full.get(),
         },
         database: DatabasePool { backend: state.store.backend().name(), pool_size: state.config.database_pool_size },
+        cache: {
+            let counters = state.balances.counters();
+            let (hits, misses, bypassed) = (counters.hits.get(), counters.misses.get(), counters.bypassed.get());
+            let reads = hits + misses + bypassed;
+            CacheFigures {
+                backend: state.balances.kind(),
+                hits,
+                misses,
+                bypassed,
+                hit_ratio: if reads == 0 { 0.0 } else { hits as f64 / reads as f64 },
+            }
+        },
         scheduler: SchedulerMetrics {
             executions_succeeded: scheduler.succeeded.get(),
             executions_failed: scheduler.failed.get(),

@@ -18,9 +18,10 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::chain::link;
 use crate::ledger::{
-    AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest,
+    AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, PostedBatch,
     ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched,
-    claimed_keys, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals,
+    claimed_keys, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices,
+    wallet_states,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
@@ -34,7 +35,7 @@ pub(crate) async fn post_batch(
     requests: &[LedgerRequest],
     render: &dyn ResponseRenderer,
     now: DateTime<Utc>,
-) -> Result<Vec<LedgerOutcome>, StoreError> {
+) -> Result<PostedBatch, StoreError> {
     let mut attempt = 1;
     loop {
         match try_post_batch(pool, requests, render, now).await {
@@ -64,7 +65,7 @@ async fn try_post_batch(
     requests: &[LedgerRequest],
     render: &dyn ResponseRenderer,
     now: DateTime<Utc>,
-) -> Result<Vec<LedgerOutcome>, StoreError> {
+) -> Result<PostedBatch, StoreError> {
     let mut tx = pool.begin().await?;
     let stored = lock_and_load_keys(&mut tx, requests).await?;
     let live: Vec<&LedgerRequest> = requests
@@ -102,9 +103,10 @@ async fn try_post_batch(
     // row, so the head is held before any event of the batch takes its sequence (events commit in sequence order).
     debug_assert!(rows.events.is_empty() || !rows.audits.is_empty(), "events without audit rows");
     let links = link_audit(&mut tx, &rows.audits, now).await?;
-    write_rows(&mut tx, &rows, &links, now).await?;
+    let wallets = wallet_states(&rows.accounts, now);
+    write_rows(&mut tx, &rows, &links, &wallet_notices(&wallets), now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
-    Ok(outcomes)
+    Ok(PostedBatch { outcomes, wallets })
 }
 
 /// Serialises requests that share an idempotency key (across instances), then reads the answers already stored.
@@ -242,6 +244,7 @@ async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &BatchRows,
     links: &[(Vec<u8>, Vec<u8>)],
+    notices: &[String],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let t = &rows.transactions;
@@ -310,6 +313,8 @@ async fn write_rows(
         .bind(links.iter().map(|(_, hash)| hash.clone()).collect::<Vec<_>>())
         // audit entries' trace ids: $49
         .bind(au.iter().map(|a| a.trace_id.clone()).collect::<Vec<_>>())
+        // the change bus's notices of the wallets changed: $50
+        .bind(notices)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -349,9 +354,17 @@ new_audit AS (
         request_id, prev_hash, hash, trace_id, created_at)
     SELECT *, $1 FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
         $38::jsonb[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[], $49::text[])
+),
+new_keys AS (
+    INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
+    SELECT *, $1 FROM unnest($42::uuid[], $43::text[], $44::bytea[], $45::int[], $46::text[])
+),
+-- The wallets changed, on the change bus: delivered to every listener when (and only if) this transaction commits.
+-- Selecting from this part is what makes it run (it changes no table).
+notices AS (
+    SELECT pg_notify('banksim_wallets', notice) FROM unnest($50::text[]) AS notice
 )
-INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
-SELECT *, $1 FROM unnest($42::uuid[], $43::text[], $44::bytea[], $45::int[], $46::text[])";
+SELECT count(*) FROM notices";
 
 /// Locks the audit chain's head and links `rows` after it: (prev_hash, hash) per row. The caller must move the head
 /// to the last new hash in the same transaction.
@@ -452,7 +465,7 @@ pub(crate) async fn wallets(
     currency: Option<Currency>,
 ) -> Result<Vec<Wallet>, StoreError> {
     let rows = sqlx::query(
-        "SELECT currency, balance_minor, updated_at FROM accounts
+        "SELECT currency, balance_minor, version, updated_at FROM accounts
          WHERE kind = 'user' AND user_id = $1 AND ($2::text IS NULL OR currency = $2) ORDER BY currency",
     )
     .bind(user_id)
@@ -464,6 +477,7 @@ pub(crate) async fn wallets(
             Ok(Wallet {
                 currency: parse_currency(row.try_get("currency")?)?,
                 balance_minor: row.try_get("balance_minor")?,
+                version: row.try_get("version")?,
                 updated_at: row.try_get("updated_at")?,
             })
         })

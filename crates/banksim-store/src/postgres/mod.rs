@@ -18,8 +18,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::ledger::{
-    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery,
-    Wallet,
+    FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery, Wallet,
 };
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserListQuery, UserPage,
@@ -60,6 +59,26 @@ impl PgStore {
     /// The underlying pool, for tests and tools.
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// The channel of the wallet change bus (the batch writes name it too, in `ledger.rs`).
+const WALLET_CHANNEL: &str = "banksim_wallets";
+
+/// The wallet changes of every instance, from `LISTEN banksim_wallets`.
+struct WalletListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+#[async_trait]
+impl crate::WalletChangeFeed for WalletListener {
+    async fn next(&mut self) -> Result<crate::WalletChange, StoreError> {
+        // `try_recv` tells a lost connection apart (None; the next call reconnects and listens again): what was
+        // notified meanwhile is lost, and the subscriber must forget what it cached.
+        match self.listener.try_recv().await? {
+            Some(notice) => Ok(crate::ledger::parse_wallet_notice(notice.payload())),
+            None => Ok(crate::WalletChange::Lost),
+        }
     }
 }
 
@@ -319,8 +338,27 @@ impl Store for PgStore {
         requests: &[LedgerRequest],
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
-    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+    ) -> Result<crate::PostedBatch, StoreError> {
         ledger::post_batch(&self.pool, requests, render, now).await
+    }
+
+    async fn wallet_changes(&self) -> Result<Option<Box<dyn crate::WalletChangeFeed>>, StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(WALLET_CHANNEL).await?;
+        Ok(Some(Box::new(WalletListener { listener })))
+    }
+
+    async fn announce_wallet_marker(&self, marker: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WALLET_CHANNEL)
+            .bind(format!("{}{marker}", crate::ledger::MARKER_PREFIX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
     }
 
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {

@@ -16,9 +16,9 @@ use uuid::Uuid;
 use super::{instant, micros};
 use crate::StoreError;
 use crate::ledger::{
-    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer,
+    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, PostedBatch, ResponseRenderer,
     StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, parse_currency,
-    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals,
+    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_states,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
@@ -29,7 +29,7 @@ pub(crate) async fn post_batch(
     requests: &[LedgerRequest],
     render: &dyn ResponseRenderer,
     now: DateTime<Utc>,
-) -> Result<Vec<LedgerOutcome>, StoreError> {
+) -> Result<PostedBatch, StoreError> {
     // IMMEDIATE takes the write lock up front: a batch reads before it writes, and another process writing in
     // between (say `banksim admin`) would otherwise fail it with SQLITE_BUSY.
     let mut tx = super::begin_write(writer).await?;
@@ -90,7 +90,7 @@ pub(crate) async fn post_batch(
     }
     write_rows(&mut tx, &rows, now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
-    Ok(outcomes)
+    Ok(PostedBatch { outcomes, wallets: wallet_states(&rows.accounts, now) })
 }
 
 async fn load_originals(tx: &mut Transaction<'_, Sqlite>, ids: &[Uuid]) -> Result<Vec<Original>, StoreError> {
@@ -289,7 +289,7 @@ pub(crate) async fn wallets(
     currency: Option<Currency>,
 ) -> Result<Vec<Wallet>, StoreError> {
     let rows = sqlx::query(
-        "SELECT currency, balance_minor, updated_at FROM accounts
+        "SELECT currency, balance_minor, version, updated_at FROM accounts
          WHERE kind = 'user' AND user_id = $1 AND ($2 IS NULL OR currency = $2) ORDER BY currency",
     )
     .bind(user_id)
@@ -301,6 +301,7 @@ pub(crate) async fn wallets(
             Ok(Wallet {
                 currency: parse_currency(row.try_get("currency")?)?,
                 balance_minor: row.try_get("balance_minor")?,
+                version: row.try_get("version")?,
                 updated_at: instant(row.try_get("updated_at")?)?,
             })
         })

@@ -27,8 +27,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::ledger::{
-    FxRate, HistoryEntry, HistoryQuery, LedgerOutcome, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery,
-    Wallet,
+    FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery, Wallet,
 };
 use crate::model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserListQuery, UserPage,
@@ -53,7 +52,16 @@ const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, up
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// A connection of its own that only reads `PRAGMA data_version`: its value moves with every commit of every
+    /// other connection (the writer's, another process's), which is how a cache learns it may be stale.
+    watcher: std::sync::Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>,
+    /// A file beside the database that every store open on it holds a shared lock on: whoever can turn it into an
+    /// exclusive lock is alone on the database, and no other writer can have changed it.
+    instances: std::sync::Arc<std::fs::File>,
 }
+
+/// The marker of a store alone on its database: nothing but itself can change it.
+const ALONE: i64 = i64::MIN;
 
 impl SqliteStore {
     /// Opens (creating it, and its folder, when missing) the database file that `url` names (`sqlite:path`).
@@ -74,9 +82,30 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(options.pool_size.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(base.read_only(true));
-        Ok(Self { writer, reader })
+            .connect_lazy_with(base.clone().read_only(true));
+        let instances = instances_file(base.get_filename()).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        let watcher = sqlx::ConnectOptions::connect(&base.read_only(true)).await?;
+        Ok(Self {
+            writer,
+            reader,
+            watcher: std::sync::Arc::new(tokio::sync::Mutex::new(watcher)),
+            instances: std::sync::Arc::new(instances),
+        })
     }
+}
+
+/// Opens (creating it `0600`) the file beside the database whose locks tell how many stores have it open, and takes
+/// a shared lock on it for as long as the store lives.
+fn instances_file(database: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut name = database.as_os_str().to_owned();
+    name.push("-instances");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(std::path::PathBuf::from(name))?;
+    file.lock_shared()?;
+    Ok(file)
 }
 
 /// Creates the database file (and its folder) readable by its owner only, before SQLite opens it: it holds
@@ -367,8 +396,27 @@ impl Store for SqliteStore {
         requests: &[LedgerRequest],
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
-    ) -> Result<Vec<LedgerOutcome>, StoreError> {
+    ) -> Result<crate::PostedBatch, StoreError> {
         ledger::post_batch(&self.writer, requests, render, now).await
+    }
+
+    async fn wallet_changes(&self) -> Result<Option<Box<dyn crate::WalletChangeFeed>>, StoreError> {
+        Ok(None)
+    }
+
+    async fn announce_wallet_marker(&self, _marker: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
+        // Alone on the file (the usual embedded case): only this process writes, and its writer keeps the caches.
+        if self.instances.try_lock().is_ok() {
+            self.instances.lock_shared().map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+            return Ok(Some(ALONE));
+        }
+        let mut watcher = self.watcher.lock().await;
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut *watcher).await?;
+        Ok(Some(version))
     }
 
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {

@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use crate::{
     AuditContext, AuditQuery, AuditRecord, Backend, Credentials, EventRecord, ExecutionRecord, FxRate, HistoryEntry,
-    HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun,
-    OccurrenceUpdate, Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt,
-    ResponseRenderer, ScheduleClaim, ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse,
-    SystemTotal, TransactionQuery, UserChanges, UserListQuery, UserPage, Wallet,
+    HistoryQuery, IdempotencyClaim, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun, OccurrenceUpdate,
+    Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt, ResponseRenderer, ScheduleClaim,
+    ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal, TransactionQuery,
+    UserChanges, UserListQuery, UserPage, Wallet,
 };
 
 /// Wraps a real store and passes every call through, except those a test has asked to fail.
@@ -244,12 +244,24 @@ impl Store for FaultyStore {
         requests: &[LedgerRequest],
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
-    ) -> Result<Vec<LedgerOutcome>, StoreError> {
-        let outcomes = self.run("post_batch", self.inner.post_batch(requests, render, now)).await?;
+    ) -> Result<crate::PostedBatch, StoreError> {
+        let posted = self.run("post_batch", self.inner.post_batch(requests, render, now)).await?;
         if self.take_commit_failure() {
             return Err(lost_commit());
         }
-        Ok(outcomes)
+        Ok(posted)
+    }
+
+    async fn wallet_changes(&self) -> Result<Option<Box<dyn crate::WalletChangeFeed>>, StoreError> {
+        self.run("wallet_changes", self.inner.wallet_changes()).await
+    }
+
+    async fn announce_wallet_marker(&self, marker: &str) -> Result<(), StoreError> {
+        self.run("announce_wallet_marker", self.inner.announce_wallet_marker(marker)).await
+    }
+
+    async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
+        self.run("foreign_change_marker", self.inner.foreign_change_marker()).await
     }
 
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {

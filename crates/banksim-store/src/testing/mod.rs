@@ -89,10 +89,10 @@ impl TestDatabase {
     /// Removes the database. Call it when the test passed; a failed test leaves its schema for inspection (the
     /// SQLite folder goes either way).
     pub async fn remove(self) {
-        if let Some(schema) = &self.schema {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await;
-            }
+        if let Some(schema) = &self.schema
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await
+        {
+            let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&mut conn).await;
         }
     }
 }

@@ -1,0 +1,100 @@
+//! The balance cache: served from memory, never older than a write the reader could know of — on the instance that
+//! wrote, and on another instance on the same database (the PostgreSQL change bus; SQLite's data version).
+
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, backends};
+
+#[tokio::test]
+async fn repeated_reads_are_answered_from_the_cache_and_writes_show_at_once() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        app.credit(&sefa, "10.00", "USD").await;
+        for _ in 0..5 {
+            assert_eq!(app.balance(&sefa, "USD").await, "10.00");
+        }
+        app.credit(&sefa, "2.50", "USD").await;
+        assert_eq!(app.balance(&sefa, "USD").await, "12.50", "the writer updated the cache");
+        let basic = app.get("/metrics/basic", None).await.body;
+        assert!(basic["cache"]["hits"].as_u64() >= Some(4), "{basic}");
+        assert!(basic["cache"]["backend"].as_str().is_some_and(|b| b.contains("in-process")), "{basic}");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_write_on_one_instance_a_read_on_another_is_never_older() {
+    for backend in backends() {
+        let first = Arc::new(TestApp::spawn(backend).await);
+        let second = Arc::new(first.spawn_beside(|_| {}).await);
+        let sefa = first.user("sefa").await;
+        let kerem = first.user("kerem").await;
+        first.credit(&sefa, "1000.00", "USD").await;
+        // Both parties' balances are cached on the second instance before the writes begin.
+        assert_eq!(second.balance(&sefa, "USD").await, "1000.00");
+        assert_eq!(second.balance(&kerem, "USD").await, "0.00");
+        for step in 1..=40_u32 {
+            let transfer = json!({"to_user_id": kerem.id, "amount": "1.00", "currency": "USD"});
+            let sent = first.money("/api/v1/transactions/transfer", &sefa, None, &transfer).await;
+            assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+            // Right after the 2xx, on the other instance: the payee and the payer see the transfer.
+            assert_eq!(second.balance(&kerem, "USD").await, format!("{step}.00"), "payee, step {step}");
+            assert_eq!(second.balance(&sefa, "USD").await, format!("{}.00", 1000 - step), "payer, step {step}");
+        }
+        Arc::into_inner(second).expect("sole owner").stop().await;
+        Arc::into_inner(first).expect("sole owner").stop().await;
+    }
+}
+
+#[tokio::test]
+async fn under_concurrent_writes_on_two_instances_every_cache_ends_equal_to_the_ledger() {
+    for backend in backends() {
+        let first = Arc::new(TestApp::spawn(backend).await);
+        let second = Arc::new(first.spawn_beside(|_| {}).await);
+        let mut users = Vec::new();
+        for n in 0..4 {
+            let user = first.user_named(n).await;
+            first.credit(&user, "100.00", "USD").await;
+            users.push(user);
+        }
+        let users = Arc::new(users);
+        let mut tasks = Vec::new();
+        for worker in 0..8_usize {
+            let app = if worker % 2 == 0 { first.clone() } else { second.clone() };
+            let users = users.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..15_usize {
+                    let from = &users[(worker + round) % 4];
+                    let to = &users[(worker + round + 1) % 4];
+                    let body = json!({"to_user_id": to.id, "amount": "0.25", "currency": "USD"});
+                    let _ = app.money("/api/v1/transactions/transfer", from, None, &body).await;
+                    let _ = app.get("/api/v1/balances/current?currency=USD", Some(&to.token)).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("worker");
+        }
+        // The ledger as a fresh connection reads it (not a pool that may hold an old snapshot).
+        let fresh =
+            banksim_store::connect(&first.state.config.database_url(), banksim_store::ConnectOptions::default())
+                .await
+                .expect("connect");
+        for user in users.iter() {
+            let id = user.id.parse().expect("uuid");
+            let wallets = fresh.wallets(id, Some(banksim_core::currency::Currency::USD)).await.expect("wallets");
+            let ledger = wallets.first().map_or(0, |w| w.balance_minor);
+            assert_eq!(ledger, first.balance_via_store(user).await, "the pools read what a fresh connection reads");
+            let expected = format!("{}.{:02}", ledger / 100, ledger % 100);
+            assert_eq!(first.balance(user, "USD").await, expected, "first, {}", first.backend.name());
+            assert_eq!(second.balance(user, "USD").await, expected, "second, {}", first.backend.name());
+        }
+        first.assert_ledger_sound().await;
+        Arc::into_inner(second).expect("sole owner").stop().await;
+        Arc::into_inner(first).expect("sole owner").stop().await;
+    }
+}
