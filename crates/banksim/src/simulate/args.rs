@@ -77,6 +77,10 @@ pub enum Scenario {
     Hot,
     /// A weighted mix of credits, debits, transfers, balance and history reads, and rollbacks.
     Mixed,
+    /// Every request reads a random user's current balance (`GET /balances/current`).
+    Balance,
+    /// Every request reads the newest 20 entries of a random user's history (`GET /transactions/history`).
+    History,
 }
 
 impl Scenario {
@@ -86,6 +90,8 @@ impl Scenario {
             Self::Transfer => "transfer",
             Self::Hot => "hot",
             Self::Mixed => "mixed",
+            Self::Balance => "balance",
+            Self::History => "history",
         }
     }
 }

@@ -123,6 +123,8 @@ impl Planner {
             Scenario::Hot => {
                 Plan::Transfer { from: rng.gen_range(1..self.users), to: 0, amount: self.small_amount(rng) }
             }
+            Scenario::Balance => Plan::Balance { user: self.user(rng) },
+            Scenario::History => Plan::History { user: self.user(rng) },
             Scenario::Mixed => {
                 let mut roll = rng.gen_range(0..100);
                 let operation = MIXED_WEIGHTS
@@ -193,7 +195,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_plans_the_same_traffic() {
-        for scenario in [Scenario::Transfer, Scenario::Hot, Scenario::Mixed] {
+        for scenario in [Scenario::Transfer, Scenario::Hot, Scenario::Mixed, Scenario::Balance, Scenario::History] {
             assert_eq!(plans(scenario, 42, 500), plans(scenario, 42, 500), "{scenario:?}");
             assert_ne!(plans(scenario, 42, 500), plans(scenario, 43, 500), "{scenario:?}");
         }
@@ -239,6 +241,12 @@ mod tests {
             assert!(share.abs_diff(weight as usize) <= 2, "{operation:?}: {share} % for a weight of {weight}");
         }
         assert_eq!(MIXED_WEIGHTS.iter().map(|(_, weight)| weight).sum::<u32>(), 100);
+    }
+
+    #[test]
+    fn the_read_scenarios_only_read() {
+        assert!(plans(Scenario::Balance, 3, 1_000).iter().all(|p| operation(p) == Operation::Balance));
+        assert!(plans(Scenario::History, 3, 1_000).iter().all(|p| operation(p) == Operation::History));
     }
 
     #[test]
