@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
+use crate::coordination::Redis;
 use crate::http::rate_limit::RateLimiter;
 use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// The auth routes' budget per client.
     pub auth_rate_limit: Arc<RateLimiter>,
+    /// Redis, when `REDIS_URL` is set: shared rate limits and user changes.
+    pub redis: Option<Arc<Redis>>,
     /// The Prometheus metrics of this instance.
     pub metrics: Metrics,
     /// The circuit breakers of this instance (`database` always; others as their dependencies are configured).
@@ -62,6 +65,15 @@ impl AppState {
         let tokens = TokenIssuer::new(&secret, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl());
         let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)
             .map_err(|e| anyhow::anyhow!("ARGON2_MEMORY_KIB/ARGON2_ITERATIONS: {e}"))?;
+        let redis = match config.redis_url() {
+            Some(url) => {
+                let breaker = breakers.register(CircuitBreaker::new("redis", config.breaker_settings()));
+                let redis = Redis::connect(url, config.redis_timeout(), breaker)
+                    .map_err(|e| anyhow::anyhow!("REDIS_URL: {}", e.detail().unwrap_or(e.category())))?;
+                Some(Arc::new(redis))
+            }
+            None => None,
+        };
         let users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
         // SQLite has one writer connection: more writer tasks would only queue behind it.
         let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
@@ -81,6 +93,7 @@ impl AppState {
             writer,
             started: std::time::Instant::now(),
             auth_rate_limit: Arc::new(auth_rate_limit),
+            redis,
             metrics,
             breakers,
         };
