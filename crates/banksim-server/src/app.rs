@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
 use crate::coordination::Redis;
-use crate::http::rate_limit::RateLimiter;
+use crate::http::rate_limit::RateLimits;
 use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
 use crate::jobs::scheduler::Scheduler;
@@ -21,9 +21,6 @@ use crate::resilience::{Breakers, CircuitBreaker};
 use crate::router;
 use crate::service::users::UserDirectory;
 use crate::writer::{LedgerWriter, WriterShape};
-
-/// The window of the auth routes' rate limit.
-const AUTH_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
@@ -44,8 +41,8 @@ pub struct AppState {
     pub writer: LedgerWriter,
     /// When the state was built (for uptime).
     pub started: std::time::Instant,
-    /// The auth routes' budget per client.
-    pub auth_rate_limit: Arc<RateLimiter>,
+    /// The rate limits of the auth, money and read routes.
+    pub rate_limits: Arc<RateLimits>,
     /// Redis, when `REDIS_URL` is set: shared rate limits and user changes.
     pub redis: Option<Arc<Redis>>,
     /// The Prometheus metrics of this instance.
@@ -81,8 +78,7 @@ impl AppState {
         let shape = WriterShape { workers, capacity: config.write_queue_capacity, batch_max: config.write_batch_max };
         let writer =
             LedgerWriter::start(store.clone(), clock.clone(), Arc::new(TransactionRenderer), metrics.clone(), shape);
-        let auth_limit = config.auth_rate_limit_per_minute;
-        let auth_rate_limit = RateLimiter::new(auth_limit, AUTH_RATE_WINDOW, metrics.auth_rate_limit().clone());
+        let rate_limits = RateLimits::new(&config, &metrics, redis.clone());
         let state = Self {
             store,
             config: Arc::new(config),
@@ -92,7 +88,7 @@ impl AppState {
             users,
             writer,
             started: std::time::Instant::now(),
-            auth_rate_limit: Arc::new(auth_rate_limit),
+            rate_limits: Arc::new(rate_limits),
             redis,
             metrics,
             breakers,

@@ -128,6 +128,16 @@ pub struct Config {
     #[arg(long, env = "AUTH_RATE_LIMIT_PER_MINUTE", value_name = "AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 5)]
     pub auth_rate_limit_per_minute: u32,
 
+    /// Requests per minute that one user may make to the money routes (`POST /api/v1/transactions/…` and
+    /// creating a schedule), counted by the user of the access token. 0 (the default) turns the limit off.
+    #[arg(long, env = "MONEY_RATE_LIMIT_PER_MINUTE", value_name = "MONEY_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub money_rate_limit_per_minute: u32,
+
+    /// Requests per minute that one user may make to the reads (`GET /api/v1/…` but the service routes), counted
+    /// by the user of the access token. 0 (the default) turns the limit off.
+    #[arg(long, env = "READ_RATE_LIMIT_PER_MINUTE", value_name = "READ_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub read_rate_limit_per_minute: u32,
+
     /// Redis (`redis://[:password@]host:port[/db]`), optional: with it, the instances share their rate limits and
     /// tell each other of user changes at once. Without it (the default) every instance counts and caches alone.
     #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]

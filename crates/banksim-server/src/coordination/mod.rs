@@ -1,5 +1,5 @@
 //! What the instances of one deployment share through Redis, when `REDIS_URL` is set: their rate limits
-//! (to come) and (to come) the news that a user changed. Nothing else goes there: the hot reads
+//! ([`shared_limit`]) and (to come) the news that a user changed. Nothing else goes there: the hot reads
 //! (balances, users) stay in each instance's own memory (DESIGN.md, "Cache, rate limits, circuit breakers").
 //!
 //! Redis is optional and never required: every call goes through [`Redis::call`], which is guarded by the `redis`
@@ -7,5 +7,7 @@
 //! does not give one (the local rate limiter; the user cache's lifetime).
 
 pub mod connection;
+pub mod shared_limit;
 
 pub use connection::{Redis, Unavailable};
+pub use shared_limit::SharedLimiter;

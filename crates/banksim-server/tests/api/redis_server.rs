@@ -53,6 +53,38 @@ impl RedisServer {
         assert!(self.launch().await, "redis-server did not start again on port {}", self.port);
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a hung Redis.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running server");
+        let status = Command::new("kill").arg(signal).arg(child.id().to_string()).status().expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Sends one command in RESP and returns the raw reply (enough for `PING`, `PUBSUB NUMSUB`, `EXISTS`).
+    pub async fn command(&self, args: &[&str]) -> String {
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.expect("connect to redis");
+        stream.write_all(request.as_bytes()).await.expect("send to redis");
+        let mut reply = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut reply))
+            .await
+            .expect("redis answered")
+            .expect("read from redis");
+        String::from_utf8_lossy(&reply[..read]).into_owned()
+    }
+
     async fn launch(&mut self) -> bool {
         let spawned = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
