@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::config::Config;
-use crate::coordination::Redis;
+use crate::coordination::{Redis, UserChangePublisher, UserChangeSubscriber};
 use crate::http::rate_limit::RateLimits;
 use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
@@ -71,7 +71,10 @@ impl AppState {
             }
             None => None,
         };
-        let users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
+        let mut users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
+        if let Some(redis) = &redis {
+            users = users.with_publisher(UserChangePublisher::new(redis.clone()));
+        }
         // SQLite has one writer connection: more writer tasks would only queue behind it.
         let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
         let metrics = Metrics::new();
@@ -191,6 +194,7 @@ fn warn_if_metrics_are_public(config: &Config) {
 pub struct BackgroundJobs {
     scheduler: Option<Scheduler>,
     projector: Option<Projector>,
+    user_changes: Option<UserChangeSubscriber>,
 }
 
 impl BackgroundJobs {
@@ -199,6 +203,7 @@ impl BackgroundJobs {
         Self {
             scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())),
             projector: state.config.projector_enabled.then(|| Projector::start(state.clone())),
+            user_changes: state.redis.clone().map(|redis| UserChangeSubscriber::start(redis, state.users.clone())),
         }
     }
 
@@ -209,6 +214,9 @@ impl BackgroundJobs {
         }
         if let Some(projector) = self.projector {
             projector.stop().await;
+        }
+        if let Some(user_changes) = self.user_changes {
+            user_changes.stop().await;
         }
     }
 }

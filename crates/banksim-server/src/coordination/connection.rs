@@ -33,6 +33,7 @@ pub enum Unavailable {
 
 /// Redis, as this instance reaches it. Cheap to share behind an `Arc`.
 pub struct Redis {
+    client: Client,
     commands: ConnectionManager,
     breaker: Arc<CircuitBreaker>,
     timeout: Duration,
@@ -54,13 +55,18 @@ impl Redis {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(0);
-        let commands = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { commands, breaker, timeout })
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        Ok(Self { client, commands, breaker, timeout })
     }
 
     /// How long a call may take.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The client, for the connections that are not shared (pub/sub).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Runs `call` on the shared connection, under the breaker and the timeout. Every error counts as a failure of

@@ -1,5 +1,6 @@
-//! Redis, optional: rate limits shared by every instance (and held by each instance alone while Redis is down), and
-//! `/readyz`'s report. Each test runs a `redis-server` of its own ([`RedisServer`]).
+//! Redis, optional: rate limits shared by every instance (and held by each instance alone while Redis is down),
+//! user changes reaching every instance at once, and `/readyz`'s report. Each test runs a `redis-server` of its
+//! own ([`RedisServer`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,8 @@ use banksim_server::coordination::shared_limit::GCRA_SCRIPT;
 use banksim_server::coordination::{Redis, SharedLimiter};
 use banksim_server::http::rate_limit::Decision;
 use banksim_server::resilience::{BreakerSettings, CircuitBreaker};
-use banksim_store::Backend;
+use banksim_store::testing::PauseAt;
+use banksim_store::{Backend, UserChanges};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -248,6 +250,131 @@ async fn a_redis_that_hangs_is_cut_off_after_its_timeout_and_never_fails_a_reque
         redis.resume();
         wait_for_redis(&app, "ok").await;
         app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_deactivated_on_one_instance_is_refused_on_the_other_within_a_second() {
+    for backend in backends() {
+        let redis = RedisServer::start().await;
+        // A minute of cache: only the message through Redis can explain a refusal within a second.
+        let (first, second) = pair(backend, &redis, |config| config.user_cache_ttl_ms = 60_000).await;
+        let admin = first.admin("boss").await;
+        let sefa = first.user("sefa").await;
+        let kerem = first.user("kerem").await;
+        wait_for_subscribers(&redis, 2).await;
+        for user in [&sefa, &kerem] {
+            assert_eq!(second.get("/api/v1/me", Some(&user.token)).await.status, StatusCode::OK, "cached there");
+        }
+
+        deactivate(&first, &admin, &sefa).await;
+        let took = refused_within(&second, &sefa, Duration::from_secs(1)).await;
+        assert!(took < Duration::from_secs(1), "refused after {took:?}");
+
+        // Logging out ends the session's access tokens on every instance as quickly.
+        let logout = json!({"refresh_token": kerem.refresh_token});
+        assert_eq!(first.post("/api/v1/auth/logout", Some(&kerem.token), &logout).await.status, StatusCode::NO_CONTENT);
+        let took = refused_within(&second, &kerem, Duration::from_secs(1)).await;
+        assert!(took < Duration::from_secs(1), "refused after {took:?}");
+        second.stop().await;
+        first.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn without_redis_another_instance_sees_a_user_change_only_when_its_cache_expires() {
+    let backend = backends()[0];
+    let first = TestApp::spawn_with(backend, |config| config.user_cache_ttl_ms = 60_000, Router::new()).await;
+    let second = first.spawn_beside(|config| config.user_cache_ttl_ms = 60_000).await;
+    let admin = first.admin("boss").await;
+    let sefa = first.user("sefa").await;
+    assert_eq!(second.get("/api/v1/me", Some(&sefa.token)).await.status, StatusCode::OK);
+    deactivate(&first, &admin, &sefa).await;
+    first.get("/api/v1/me", Some(&sefa.token)).await.assert_error(401, "unauthorized");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stale = second.get("/api/v1/me", Some(&sefa.token)).await;
+    assert_eq!(stale.status, StatusCode::OK, "the other instance still has the user cached: {}", stale.text);
+    second.stop().await;
+    first.stop().await;
+}
+
+/// Has `admin` deactivate `user` through `app`.
+async fn deactivate(app: &TestApp, admin: &TestUser, user: &TestUser) {
+    let path = format!("/api/v1/users/{}", user.id);
+    let deactivated = app.put(&path, Some(&admin.token), &json!({"is_active": false})).await;
+    assert_eq!(deactivated.status, StatusCode::OK, "{}", deactivated.text);
+}
+
+#[tokio::test]
+async fn an_instance_that_missed_user_changes_while_redis_was_down_reads_every_user_again() {
+    for backend in backends() {
+        let mut redis = RedisServer::start().await;
+        let (first, second) = pair(backend, &redis, |config| config.user_cache_ttl_ms = 60_000).await;
+        let admin = first.admin("boss").await;
+        let sefa = first.user("sefa").await;
+        wait_for_subscribers(&redis, 2).await;
+        assert_eq!(second.get("/api/v1/me", Some(&sefa.token)).await.status, StatusCode::OK, "cached there");
+        redis.stop().await;
+        // The change's message is lost with Redis down: the other instance goes on with what it cached.
+        deactivate(&first, &admin, &sefa).await;
+        assert_eq!(second.get("/api/v1/me", Some(&sefa.token)).await.status, StatusCode::OK, "stale, for now");
+        redis.restart().await;
+        // Once it follows the channel again, it reads every user afresh (its reconnection backoff is short
+        // after a short outage).
+        let took = refused_within(&second, &sefa, Duration::from_secs(5)).await;
+        assert!(took < Duration::from_secs(5), "refused after {took:?}");
+        second.stop().await;
+        first.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_cache_fill_that_raced_forgetting_every_user_never_outlives_it() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(backend, |config| config.user_cache_ttl_ms = 60_000, Router::new()).await;
+        let sefa = quiet_user(&app, "sefa").await;
+        // A request of sefa's reads her (active)...
+        let reading = app.faults.pause("find_user", PauseAt::After);
+        let request = {
+            let (client, url, token) =
+                (reqwest::Client::new(), format!("{}/api/v1/me", app.address), sefa.token.clone());
+            tokio::spawn(async move { client.get(url).bearer_auth(token).send().await.expect("me").status() })
+        };
+        reading.reached().await;
+        // ...while another instance deactivates her unheard, and this one subscribes again and forgets everyone.
+        let id = sefa.id.parse().expect("uuid");
+        let changes = UserChanges { is_active: Some(false), ..UserChanges::default() };
+        app.state.store.update_user(id, changes, app.state.clock.now(), &Default::default()).await.expect("update");
+        app.state.users.forget_all_locally();
+        reading.resume();
+        let _ = request.await.expect("task");
+        // The slow fill must not have put the active user back into the cache.
+        app.get("/api/v1/me", Some(&sefa.token)).await.assert_error(401, "unauthorized");
+        app.stop().await;
+    }
+}
+
+/// Waits (at most 5 s) until `count` connections follow the user changes.
+async fn wait_for_subscribers(redis: &RedisServer, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let expected = format!(":{count}\r\n");
+    while !redis.command(&["PUBSUB", "NUMSUB", "banksim:user-changes"]).await.ends_with(&expected) {
+        assert!(Instant::now() < deadline, "the instances never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long until `app` refuses `user`'s access token (polling every 10 ms, giving up after twice `limit`).
+async fn refused_within(app: &TestApp, user: &TestUser, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let me = app.get("/api/v1/me", Some(&user.token)).await;
+        if me.status == StatusCode::UNAUTHORIZED {
+            return started.elapsed();
+        }
+        assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+        assert!(started.elapsed() < limit * 2, "still accepted after {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
