@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use crate::auth::{PasswordHasher, TokenIssuer};
 use crate::cache::BalanceCache;
 use crate::config::Config;
-use crate::http::rate_limit::RateLimiter;
+use crate::coordination::{Redis, UserChangePublisher, UserChangeSubscriber};
+use crate::http::rate_limit::RateLimits;
 use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
 use crate::jobs::scheduler::Scheduler;
@@ -21,9 +22,6 @@ use crate::resilience::{Breakers, CircuitBreaker};
 use crate::router;
 use crate::service::users::UserDirectory;
 use crate::writer::{LedgerWriter, WriterShape};
-
-/// The window of the auth routes' rate limit.
-const AUTH_RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Everything a request handler may need, cheap to clone.
 #[derive(Clone)]
@@ -44,8 +42,10 @@ pub struct AppState {
     pub writer: LedgerWriter,
     /// When the state was built (for uptime).
     pub started: std::time::Instant,
-    /// The auth routes' budget per client.
-    pub auth_rate_limit: Arc<RateLimiter>,
+    /// The rate limits of the auth, money and read routes.
+    pub rate_limits: Arc<RateLimits>,
+    /// Redis, when `REDIS_URL` is set: shared rate limits and user changes.
+    pub redis: Option<Arc<Redis>>,
     /// The Prometheus metrics of this instance.
     pub metrics: Metrics,
     /// The circuit breakers of this instance (`database` always; others as their dependencies are configured).
@@ -65,7 +65,19 @@ impl AppState {
         let tokens = TokenIssuer::new(&secret, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl());
         let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)
             .map_err(|e| anyhow::anyhow!("ARGON2_MEMORY_KIB/ARGON2_ITERATIONS: {e}"))?;
-        let users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
+        let redis = match config.redis_url() {
+            Some(url) => {
+                let breaker = breakers.register(CircuitBreaker::new("redis", config.breaker_settings()));
+                let redis = Redis::connect(url, config.redis_timeout(), breaker)
+                    .map_err(|e| anyhow::anyhow!("REDIS_URL: {}", e.detail().unwrap_or(e.category())))?;
+                Some(Arc::new(redis))
+            }
+            None => None,
+        };
+        let mut users = UserDirectory::new(store.clone(), Duration::from_millis(config.user_cache_ttl_ms));
+        if let Some(redis) = &redis {
+            users = users.with_publisher(UserChangePublisher::new(redis.clone()));
+        }
         // SQLite has one writer connection: more writer tasks would only queue behind it.
         let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
         let metrics = Metrics::new();
@@ -80,8 +92,7 @@ impl AppState {
             balances.clone(),
             shape,
         );
-        let auth_limit = config.auth_rate_limit_per_minute;
-        let auth_rate_limit = RateLimiter::new(auth_limit, AUTH_RATE_WINDOW, metrics.auth_rate_limit().clone());
+        let rate_limits = RateLimits::new(&config, &metrics, redis.clone());
         let state = Self {
             store,
             config: Arc::new(config),
@@ -91,7 +102,8 @@ impl AppState {
             users,
             writer,
             started: std::time::Instant::now(),
-            auth_rate_limit: Arc::new(auth_rate_limit),
+            rate_limits: Arc::new(rate_limits),
+            redis,
             metrics,
             breakers,
             balances,
@@ -196,6 +208,7 @@ pub struct BackgroundJobs {
     projector: Option<Projector>,
     /// The balance cache's follower of the change bus, and how to stop it.
     balances: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
+    user_changes: Option<UserChangeSubscriber>,
 }
 
 impl BackgroundJobs {
@@ -207,6 +220,7 @@ impl BackgroundJobs {
             scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())),
             projector: state.config.projector_enabled.then(|| Projector::start(state.clone())),
             balances: (stop, follower),
+            user_changes: state.redis.clone().map(|redis| UserChangeSubscriber::start(redis, state.users.clone())),
         }
     }
 
@@ -217,6 +231,9 @@ impl BackgroundJobs {
         }
         if let Some(projector) = self.projector {
             projector.stop().await;
+        }
+        if let Some(user_changes) = self.user_changes {
+            user_changes.stop().await;
         }
         let (stop, follower) = self.balances;
         let _ = stop.send(true);

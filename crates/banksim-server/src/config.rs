@@ -128,6 +128,26 @@ pub struct Config {
     #[arg(long, env = "AUTH_RATE_LIMIT_PER_MINUTE", value_name = "AUTH_RATE_LIMIT_PER_MINUTE", default_value_t = 5)]
     pub auth_rate_limit_per_minute: u32,
 
+    /// Requests per minute that one user may make to the money routes (`POST /api/v1/transactions/…` and
+    /// creating a schedule), counted by the user of the access token. 0 (the default) turns the limit off.
+    #[arg(long, env = "MONEY_RATE_LIMIT_PER_MINUTE", value_name = "MONEY_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub money_rate_limit_per_minute: u32,
+
+    /// Requests per minute that one user may make to the reads (`GET /api/v1/…` but the service routes), counted
+    /// by the user of the access token. 0 (the default) turns the limit off.
+    #[arg(long, env = "READ_RATE_LIMIT_PER_MINUTE", value_name = "READ_RATE_LIMIT_PER_MINUTE", default_value_t = 0)]
+    pub read_rate_limit_per_minute: u32,
+
+    /// Redis (`redis://[:password@]host:port[/db]`), optional: with it, the instances share their rate limits and
+    /// tell each other of user changes at once. Without it (the default) every instance counts and caches alone.
+    #[arg(long, env = "REDIS_URL", value_name = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Longest a Redis call may take before the in-process fallback decides instead, in milliseconds (default
+    /// 100). Also bounds connecting.
+    #[arg(long, env = "REDIS_TIMEOUT_MS", value_name = "REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_timeout_ms: u64,
+
     /// Proxies whose `X-Forwarded-For` header names the real client: comma-separated addresses or CIDR ranges
     /// (`10.0.0.0/8, 127.0.0.1, ::1/128`). Requests from any other peer are identified by the peer's own address.
     #[arg(long, env = "TRUSTED_PROXIES", value_name = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_proxy)]
@@ -375,9 +395,17 @@ impl Config {
             ("BREAKER_HALF_OPEN_MAX_CALLS", u64::from(self.breaker_half_open_max_calls)),
             ("TEST_BREAKER_FAILURE_THRESHOLD", u64::from(self.test_breaker_failure_threshold)),
             ("TEST_BREAKER_CALL_TIMEOUT_MS", self.test_breaker_call_timeout_ms),
+            ("REDIS_TIMEOUT_MS", self.redis_timeout_ms),
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));
+        }
+        if let Some(url) = self.redis_url() {
+            // The error's detail names what is wrong with the URL, never the URL itself (it may hold a password).
+            ::redis::Client::open(url).map_err(|e| {
+                let reason = e.detail().unwrap_or(e.category()).to_owned();
+                ConfigError::new("REDIS_URL", format!("{reason} (expected redis://[:password@]host:port[/db])"))
+            })?;
         }
         if argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, 1, None).is_err() {
             return Err(ConfigError::new("ARGON2_MEMORY_KIB", "Argon2 parameters out of range (memory ≥ 8 KiB)"));
@@ -397,6 +425,16 @@ impl Config {
             (None, Some(_)) => Err(ConfigError::new("BANKSIM_ADMIN_EMAIL", "must be set with BANKSIM_ADMIN_PASSWORD")),
             _ => Ok(()),
         }
+    }
+
+    /// The Redis URL, when one is set (an empty `REDIS_URL` counts as unset).
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_ref().map(|url| url.expose_secret()).filter(|url| !url.is_empty())
+    }
+
+    /// Longest a Redis call may take.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
     }
 
     /// How the breakers of the real dependencies trip and recover.

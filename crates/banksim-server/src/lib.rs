@@ -6,11 +6,13 @@
 //! - [`http`]: one module per resource; [`service`]: the use cases behind them; [`auth`]: tokens and passwords.
 //! - [`error`]: the one error type and its HTTP mapping.
 //! - [`store_layer`]: what every database call passes through; [`telemetry`]: logs and traces.
+//! - [`coordination`]: what the instances share through Redis (rate limits, user changes), when configured.
 
 pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod coordination;
 pub mod error;
 pub mod http;
 pub mod jobs;

@@ -83,10 +83,17 @@ pub struct CacheLabels {
 /// Labels of `banksim_rate_limit_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RateLimitLabels {
-    /// The limited route group (`auth`).
+    /// The limited route group (`auth`, `money`, `read`).
     pub group: &'static str,
     /// `allowed` or `limited`.
     pub decision: &'static str,
+}
+
+/// Labels of `banksim_rate_limit_fallbacks_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// The limited route group (`auth`, `money`, `read`).
+    pub group: &'static str,
 }
 
 /// The kinds of movement, for the pre-created series.
@@ -113,6 +120,8 @@ struct Inner {
     scheduler: SchedulerMetrics,
     auth_rate_limit: RateLimitCounters,
     balance_cache: crate::cache::balances::CacheCounters,
+    rate_limit: Family<RateLimitLabels, Counter>,
+    rate_limit_fallbacks: Family<GroupLabels, Counter>,
 }
 
 /// The write path's counters and histograms (also read by `/metrics/basic`).
@@ -259,7 +268,17 @@ impl Metrics {
         let rate_limit = Family::<RateLimitLabels, Counter>::default();
         let decision = |decision| rate_limit.get_or_create(&RateLimitLabels { group: "auth", decision }).clone();
         let auth_rate_limit = RateLimitCounters { allowed: decision("allowed"), limited: decision("limited") };
-        registry.register("banksim_rate_limit_requests", "Rate-limited requests by group and decision", rate_limit);
+        registry.register(
+            "banksim_rate_limit_requests",
+            "Rate-limited requests by group and decision",
+            rate_limit.clone(),
+        );
+        let rate_limit_fallbacks = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "banksim_rate_limit_fallbacks",
+            "Rate-limit decisions made in-process because Redis gave no answer, by group",
+            rate_limit_fallbacks.clone(),
+        );
 
         let logins = Family::<OutcomeLabels, Counter>::default();
         for outcome in ["success", "failure"] {
@@ -301,6 +320,8 @@ impl Metrics {
             scheduler,
             auth_rate_limit,
             balance_cache,
+            rate_limit,
+            rate_limit_fallbacks,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -323,6 +344,17 @@ impl Metrics {
     /// The auth routes' rate-limit decisions.
     pub fn auth_rate_limit(&self) -> &RateLimitCounters {
         &self.inner.auth_rate_limit
+    }
+
+    /// The decisions of the rate limit of `group`, its series created now if they were not.
+    pub fn rate_limit(&self, group: &'static str) -> RateLimitCounters {
+        let decision = |decision| self.inner.rate_limit.get_or_create(&RateLimitLabels { group, decision }).clone();
+        RateLimitCounters { allowed: decision("allowed"), limited: decision("limited") }
+    }
+
+    /// The count of `group`'s decisions made in-process because Redis gave no answer, created now if it was not.
+    pub fn rate_limit_fallbacks(&self, group: &'static str) -> Counter {
+        self.inner.rate_limit_fallbacks.get_or_create(&GroupLabels { group }).clone()
     }
 
     /// Counts an answered request.

@@ -153,7 +153,7 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
                 .layer(cors(&config))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_auth))
+        .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_requests))
         // Counts every answer, 429s and framework answers included, by route template.
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track_requests))
         // Outermost: ids and error envelopes for everything inside, the trace span included.

@@ -3,8 +3,8 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use banksim_core::user::{Role, User};
 use uuid::Uuid;
 
@@ -96,7 +96,13 @@ impl FromRequestParts<AppState> for AdminUser {
 /// The bearer token of the `Authorization` header, if there is such a header; a header of another scheme is an
 /// error, not an anonymous request.
 fn bearer_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    bearer(&parts.headers)
+}
+
+/// The bearer token of these headers (see [`bearer_token`]), for a layer that runs before the extractors (the
+/// rate limits per user).
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let invalid = || ApiError::new(ErrorCode::Unauthorized).with_message("expected Authorization: Bearer <token>");
     let value = value.to_str().map_err(|_| invalid())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(invalid)?;

@@ -5,6 +5,7 @@ mod extract;
 mod password;
 mod tokens;
 
+pub(crate) use extract::bearer;
 pub use extract::{AdminUser, AuthUser, CallerSlot, MaybeAuthUser};
 pub use password::PasswordHasher;
 pub use tokens::{AccessClaims, RefreshToken, TokenIssuer, TokenKind};

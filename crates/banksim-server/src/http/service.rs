@@ -51,7 +51,8 @@ pub async fn healthz() -> Json<Health> {
 /// Readiness and the state of each dependency.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ok` when every dependency answers, `unavailable` when the database does not.
+    /// `ok` when every dependency answers, `unavailable` when the database does not, `degraded` when an optional
+    /// one (Redis) does not: banksim works on without it.
     #[schema(example = "ok")]
     status: &'static str,
     /// One entry per dependency: `ok` or `unavailable`.
@@ -64,15 +65,22 @@ pub struct Checks {
     /// The primary database.
     #[schema(example = "ok")]
     database: &'static str,
+    /// Redis, when `REDIS_URL` is set (absent otherwise). While it is `unavailable` (or its circuit breaker
+    /// open), rate limits are counted per instance and other instances' user changes arrive within
+    /// `USER_CACHE_TTL_MS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "ok")]
+    redis: Option<&'static str>,
 }
 
-/// Readiness: 200 when the database answers, 503 otherwise.
+/// Readiness: 200 when the database answers (`degraded` when Redis does not), 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "service", responses(
-    (status = 200, description = "Ready", body = Readiness),
+    (status = 200, description = "Ready (status `ok`, or `degraded` without an optional dependency)", body = Readiness),
     (status = 503, description = "A required dependency is unavailable", body = Readiness),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let database = match state.store.ping().await {
+    let (database, redis) = tokio::join!(state.store.ping(), redis_check(&state));
+    let database = match database {
         Ok(()) => "ok",
         Err(err) => {
             tracing::warn!(error = %err, "readiness: database unavailable");
@@ -81,7 +89,24 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let ready = database == "ok";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { status: if ready { "ok" } else { "unavailable" }, checks: Checks { database } }))
+    let summary = match (ready, redis) {
+        (false, _) => "unavailable",
+        (true, Some("unavailable")) => "degraded",
+        (true, _) => "ok",
+    };
+    (status, Json(Readiness { status: summary, checks: Checks { database, redis } }))
+}
+
+/// Redis's state for `/readyz`: none when it is not configured.
+async fn redis_check(state: &AppState) -> Option<&'static str> {
+    let redis = state.redis.as_ref()?;
+    Some(match redis.ping().await {
+        Ok(()) => "ok",
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness: Redis unavailable; running on in-process rate limits");
+            "unavailable"
+        }
+    })
 }
 
 /// `{"message": "pong"}`.

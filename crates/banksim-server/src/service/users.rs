@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::config::Environment;
+use crate::coordination::UserChangePublisher;
 use crate::error::{ApiError, ErrorCode};
 
 /// Users by id with a short-lived cache, for the check every authenticated request makes.
@@ -19,13 +20,19 @@ use crate::error::{ApiError, ErrorCode};
 /// Entries are versioned: each remembers the generation at which its read began, and each `forget` starts a new
 /// generation for its user. A fill that read the user before a change is therefore never served after the
 /// change's `forget`, even when it lands in the cache after it.
+///
+/// With Redis, each change is also published to the other instances, which forget the user at once
+/// ([`crate::coordination::user_changes`]); without it, they see it within the cache's lifetime.
 #[derive(Clone)]
 pub struct UserDirectory {
     store: Arc<dyn Store>,
     cache: moka::sync::Cache<Uuid, (u64, Option<User>)>,
     /// The generation of each user's last `forget`, kept longer than any entry it may have to outrank.
     forgotten: moka::sync::Cache<Uuid, u64>,
+    /// The generation of the last time every user was forgotten at once.
+    all_forgotten: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
+    publisher: Option<UserChangePublisher>,
 }
 
 /// Most users kept in the cache.
@@ -41,7 +48,20 @@ impl UserDirectory {
         let cache = moka::sync::Cache::builder().max_capacity(USER_CACHE_CAPACITY).time_to_live(ttl).build();
         let forgotten =
             moka::sync::Cache::builder().max_capacity(USER_CACHE_CAPACITY).time_to_live(ttl + FORGET_MARGIN).build();
-        Self { store, cache, forgotten, generation: Arc::new(AtomicU64::new(0)) }
+        Self {
+            store,
+            cache,
+            forgotten,
+            all_forgotten: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(AtomicU64::new(0)),
+            publisher: None,
+        }
+    }
+
+    /// The same directory, telling the other instances of each change through `publisher`.
+    pub fn with_publisher(mut self, publisher: UserChangePublisher) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     /// The user with this id, at most the cache's lifetime old, and never older than this instance's last change
@@ -60,16 +80,34 @@ impl UserDirectory {
         Ok(user)
     }
 
-    /// Forgets a user after a change, so this instance sees it at once (others within the cache lifetime).
+    /// Forgets a user after a change, so this instance sees it at once, and tells the other instances (at once
+    /// with Redis, else they see it within the cache lifetime).
     pub fn forget(&self, id: Uuid) {
+        self.forget_locally(id);
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(id);
+        }
+    }
+
+    /// Forgets a user in this instance's cache only (another instance announced the change).
+    pub fn forget_locally(&self, id: Uuid) {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.forgotten.insert(id, generation);
         self.cache.invalidate(&id);
     }
 
+    /// Forgets every user in this instance's cache (changes may have been missed), outranking reads in flight as
+    /// [`Self::forget_locally`] does.
+    pub fn forget_all_locally(&self) {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.all_forgotten.fetch_max(generation, Ordering::SeqCst);
+        self.cache.invalidate_all();
+    }
+
     /// Whether the user was forgotten after a read that began at `generation`.
     fn changed_since(&self, id: Uuid, generation: u64) -> bool {
-        self.forgotten.get(&id).is_some_and(|forgotten| forgotten > generation)
+        self.all_forgotten.load(Ordering::SeqCst) > generation
+            || self.forgotten.get(&id).is_some_and(|forgotten| forgotten > generation)
     }
 }
 

@@ -15,6 +15,8 @@ mod http;
 mod idempotency;
 mod metrics;
 mod rate_limit;
+mod redis;
+mod redis_server;
 mod resilience;
 mod schedules;
 mod service;
