@@ -25,28 +25,31 @@ pub(crate) async fn append_audit(
     if let Some((_, last)) = links.last() {
         sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(last).execute(&mut **tx).await?;
     }
-    for (a, (prev_hash, hash)) in rows.iter().zip(links) {
-        sqlx::query(
+    // One statement per 2,000 entries (SQLite binds at most 32,766 parameters; an entry has 14), in chain order: the
+    // autoincrement ids follow the VALUES order.
+    let entries: Vec<_> = rows.iter().zip(links).collect();
+    for chunk in entries.chunks(2_000) {
+        let mut query = sqlx::QueryBuilder::<Sqlite>::new(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
-                 user_agent, request_id, prev_hash, hash, created_at, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(a.entry_id)
-        .bind(a.actor_id)
-        .bind(&a.action)
-        .bind(a.entity_type)
-        .bind(&a.entity_id)
-        .bind(&a.outcome)
-        .bind(a.details.to_string())
-        .bind(&a.ip)
-        .bind(&a.user_agent)
-        .bind(&a.request_id)
-        .bind(prev_hash)
-        .bind(hash)
-        .bind(micros(now))
-        .bind(&a.trace_id)
-        .execute(&mut **tx)
-        .await?;
+                 user_agent, request_id, prev_hash, hash, created_at, trace_id) ",
+        );
+        query.push_values(chunk, |mut row, (a, (prev_hash, hash))| {
+            row.push_bind(a.entry_id)
+                .push_bind(a.actor_id)
+                .push_bind(a.action.as_str())
+                .push_bind(a.entity_type)
+                .push_bind(a.entity_id.as_deref())
+                .push_bind(a.outcome.as_str())
+                .push_bind(a.details.to_string())
+                .push_bind(a.ip.as_deref())
+                .push_bind(a.user_agent.as_deref())
+                .push_bind(a.request_id.as_deref())
+                .push_bind(prev_hash.clone())
+                .push_bind(hash.clone())
+                .push_bind(micros(now))
+                .push_bind(a.trace_id.as_deref());
+        });
+        query.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -33,44 +33,25 @@ pub(crate) async fn post_batch(
     // IMMEDIATE takes the write lock up front: a batch reads before it writes, and another process writing in
     // between (say `banksim admin`) would otherwise fail it with SQLITE_BUSY.
     let mut tx = super::begin_write(writer).await?;
-    let mut stored = HashMap::new();
-    for claim in requests.iter().filter_map(|r| r.idempotency.as_ref()) {
-        if let Some(response) = find_idempotent(&mut *tx, claim.user_id, &claim.key).await? {
-            stored.insert((claim.user_id, claim.key.clone()), response);
-        }
-    }
+    let stored = load_stored_answers(&mut tx, requests).await?;
     let live: Vec<&LedgerRequest> = requests
         .iter()
         .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
         .collect();
     let originals = load_originals(&mut tx, &rollback_originals(&live)).await?;
-    let mut created = Vec::new();
-    for key in accounts_to_open(&live) {
-        let inserted = sqlx::query(
-            "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(key.id())
-        .bind(key.kind())
-        .bind(key.user_id())
-        .bind(key.currency().code())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            created.push(key.id());
-        }
-    }
+    let created = open_accounts(&mut tx, &accounts_to_open(&live), now).await?;
     let mut accounts = Vec::new();
     let mut now = now;
-    for id in accounts_touched(&live, &originals) {
-        let row = sqlx::query(
-            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = row {
+    for ids in accounts_touched(&live, &originals).chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts WHERE id IN (",
+        );
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(") ORDER BY id");
+        for row in query.build().fetch_all(&mut *tx).await? {
             // Postings never go back in time on an account, even if the clock does.
             now = now.max(instant(row.try_get("updated_at")?)?);
             accounts.push(AccountState {
@@ -85,8 +66,15 @@ pub(crate) async fn post_batch(
     let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
     // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
-    for id in created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)) {
-        sqlx::query("DELETE FROM accounts WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    let unused: Vec<Uuid> = created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)).collect();
+    for ids in unused.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM accounts WHERE id IN (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        query.push(")");
+        query.build().execute(&mut *tx).await?;
     }
     write_rows(&mut tx, &rows, now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
@@ -118,91 +106,154 @@ async fn load_originals(tx: &mut Transaction<'_, Sqlite>, ids: &[Uuid]) -> Resul
     Ok(originals)
 }
 
+/// Most rows one statement writes: SQLite binds at most 32,766 parameters, and the widest row here has 15.
+const ROWS_PER_STATEMENT: usize = 2_000;
+
+/// The stored answers of the batch's idempotency keys, in one query.
+async fn load_stored_answers(
+    tx: &mut Transaction<'_, Sqlite>,
+    requests: &[LedgerRequest],
+) -> Result<HashMap<(Uuid, String), StoredResponse>, StoreError> {
+    let claims: Vec<_> = requests.iter().filter_map(|r| r.idempotency.as_ref()).collect();
+    let mut stored = HashMap::new();
+    for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT user_id, key, request_hash, status_code, response FROM idempotency_keys WHERE (user_id, key) IN (",
+        );
+        query.push_values(chunk, |mut row, claim| {
+            row.push_bind(claim.user_id).push_bind(&claim.key);
+        });
+        query.push(")");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            stored.insert((row.try_get("user_id")?, row.try_get("key")?), stored_from_row(&row)?);
+        }
+    }
+    Ok(stored)
+}
+
+/// Creates the accounts a batch may need that do not exist yet, in one statement, and returns the ids of those it
+/// created (not those that existed).
+async fn open_accounts(
+    tx: &mut Transaction<'_, Sqlite>,
+    keys: &[AccountKey],
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut created = Vec::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut query =
+            QueryBuilder::<Sqlite>::new("INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) ");
+        query.push_values(chunk, |mut row, key| {
+            row.push_bind(key.id())
+                .push_bind(key.kind())
+                .push_bind(key.user_id())
+                .push_bind(key.currency().code())
+                .push_bind(micros(now))
+                .push_bind(micros(now));
+        });
+        query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            created.push(row.try_get("id")?);
+        }
+    }
+    Ok(created)
+}
+
+/// Writes everything a batch produced with one statement per table (per 2,000 rows): the cost of a statement on
+/// SQLite is mostly its round trip through the driver, not its rows.
 async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: DateTime<Utc>) -> Result<(), StoreError> {
     let now_at = now;
     let now = micros(now);
-    for r in &rows.transactions {
-        sqlx::query(
+    for chunk in rows.transactions.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency,
-                 to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)",
-        )
-        .bind(r.id)
-        .bind(r.kind.as_str())
-        .bind(r.status.as_str())
-        .bind(r.from_user_id)
-        .bind(r.to_user_id)
-        .bind(r.amount.amount_minor())
-        .bind(r.amount.currency().code())
-        .bind(r.to_amount.map(|m| m.amount_minor()))
-        .bind(r.to_amount.map(|m| m.currency().code()))
-        .bind(r.rate.map(|rate| rate.to_string()))
-        .bind(&r.description)
-        .bind(r.reversal_of)
-        .bind(r.reversed_by)
-        .bind(micros(r.created_at))
-        .execute(&mut **tx)
-        .await?;
+                 to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at) ",
+        );
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(r.kind.as_str())
+                .push_bind(r.status.as_str())
+                .push_bind(r.from_user_id)
+                .push_bind(r.to_user_id)
+                .push_bind(r.amount.amount_minor())
+                .push_bind(r.amount.currency().code())
+                .push_bind(r.to_amount.map(|m| m.amount_minor()))
+                .push_bind(r.to_amount.map(|m| m.currency().code()))
+                .push_bind(r.rate.map(|rate| rate.to_string()))
+                .push_bind(r.description.as_deref())
+                .push_bind(r.reversal_of)
+                .push_bind(r.reversed_by)
+                .push_bind(micros(r.created_at))
+                .push_bind(micros(r.created_at));
+        });
+        query.build().execute(&mut **tx).await?;
     }
-    for (original, by) in &rows.reversed {
-        sqlx::query("UPDATE transactions SET status = 'rolled_back', reversed_by = $2 WHERE id = $1")
-            .bind(original)
-            .bind(by)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in rows.reversed.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE transactions SET status = 'rolled_back', reversed_by = r.by
+             FROM (SELECT column1 AS id, column2 AS by FROM (",
+        );
+        query.push_values(chunk, |mut row, (original, by)| {
+            row.push_bind(*original).push_bind(*by);
+        });
+        query.push(")) AS r WHERE transactions.id = r.id");
+        query.build().execute(&mut **tx).await?;
     }
-    for (transaction_id, p) in &rows.postings {
-        sqlx::query(
+    for chunk in rows.postings.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version,
-                 created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(transaction_id)
-        .bind(p.account_id)
-        .bind(p.amount_minor)
-        .bind(p.balance_after_minor)
-        .bind(p.account_version)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+                 created_at) ",
+        );
+        query.push_values(chunk, |mut row, (transaction_id, p)| {
+            row.push_bind(*transaction_id)
+                .push_bind(p.account_id)
+                .push_bind(p.amount_minor)
+                .push_bind(p.balance_after_minor)
+                .push_bind(p.account_version)
+                .push_bind(now);
+        });
+        query.build().execute(&mut **tx).await?;
     }
-    for a in &rows.accounts {
-        sqlx::query("UPDATE accounts SET balance_minor = $2, version = $3, updated_at = $4 WHERE id = $1")
-            .bind(a.id)
-            .bind(a.balance_minor)
-            .bind(a.version)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in rows.accounts.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "UPDATE accounts SET balance_minor = n.balance, version = n.version, updated_at = ",
+        );
+        query.push_bind(now);
+        query.push(" FROM (SELECT column1 AS id, column2 AS balance, column3 AS version FROM (");
+        query.push_values(chunk, |mut row, a| {
+            row.push_bind(a.id).push_bind(a.balance_minor).push_bind(a.version);
+        });
+        query.push(")) AS n WHERE accounts.id = n.id");
+        query.build().execute(&mut **tx).await?;
     }
-    for e in &rows.events {
-        sqlx::query(
-            "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(e.id)
-        .bind(e.aggregate_type)
-        .bind(e.aggregate_id)
-        .bind(e.version)
-        .bind(e.event_type)
-        .bind(e.data.to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    for chunk in rows.events.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) ",
+        );
+        query.push_values(chunk, |mut row, e| {
+            row.push_bind(e.id)
+                .push_bind(e.aggregate_type)
+                .push_bind(e.aggregate_id)
+                .push_bind(e.version)
+                .push_bind(e.event_type)
+                .push_bind(e.data.to_string())
+                .push_bind(now);
+        });
+        query.build().execute(&mut **tx).await?;
     }
     super::journal::append_audit(tx, &rows.audits, now_at).await?;
-    for k in &rows.idempotency {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(k.user_id)
-        .bind(&k.key)
-        .bind(&k.request_hash)
-        .bind(i64::from(k.status))
-        .bind(&k.body)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    for chunk in rows.idempotency.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at) ",
+        );
+        query.push_values(chunk, |mut row, k| {
+            row.push_bind(k.user_id)
+                .push_bind(k.key.as_str())
+                .push_bind(k.request_hash.as_slice())
+                .push_bind(i64::from(k.status))
+                .push_bind(k.body.as_str())
+                .push_bind(now);
+        });
+        query.build().execute(&mut **tx).await?;
     }
     Ok(())
 }
