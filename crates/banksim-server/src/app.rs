@@ -52,6 +52,8 @@ pub struct AppState {
     pub breakers: Arc<Breakers>,
     /// Current balances, kept by the writer and the change bus.
     pub balances: Arc<BalanceCache>,
+    /// The streaming replica for reads that may lag (`DATABASE_REPLICA_URL`), if one is configured.
+    pub replica: Option<crate::replica::Replica>,
 }
 
 impl AppState {
@@ -61,6 +63,13 @@ impl AppState {
         let breakers = Arc::new(Breakers::default());
         let database = breakers.register(CircuitBreaker::new("database", config.breaker_settings()));
         let store = crate::store_layer::StoreLayer::wrap(store, database);
+        let replica = match config.database_replica_url() {
+            Some(url) => Some(
+                crate::replica::Replica::start(&url, store.clone(), &breakers, &config)
+                    .map_err(|e| anyhow::anyhow!("DATABASE_REPLICA_URL: {e}"))?,
+            ),
+            None => None,
+        };
         let secret = config.jwt_secret_bytes()?;
         let tokens = TokenIssuer::new(&secret, &config.jwt_issuer, &config.jwt_audience, config.access_token_ttl());
         let passwords = PasswordHasher::new(config.argon2_memory_kib, config.argon2_iterations)
@@ -107,6 +116,7 @@ impl AppState {
             metrics,
             breakers,
             balances,
+            replica,
         };
         if state.config.test_breaker_routes {
             crate::http::breakers::register_test_breakers(&state);

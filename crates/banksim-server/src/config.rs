@@ -56,6 +56,27 @@ pub struct Config {
     #[arg(long, env = "DATABASE_POOL_SIZE", value_name = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: u32,
 
+    /// A streaming replica of the PostgreSQL primary (`postgres://…`) for reads that may lag a little: history,
+    /// balance at a time, statements, audit and event listings, the admin's user list. Unset: every read goes to
+    /// the primary.
+    #[arg(long, env = "DATABASE_REPLICA_URL", value_name = "DATABASE_REPLICA_URL", hide_env_values = true)]
+    pub database_replica_url: Option<SecretString>,
+
+    /// How long a read may wait for the replica to replay its caller's last write before it goes to the primary,
+    /// in milliseconds (default 50; 0: never wait).
+    #[arg(long, env = "REPLICA_WAIT_MS", value_name = "REPLICA_WAIT_MS", default_value_t = 50)]
+    pub replica_wait_ms: u64,
+
+    /// How far behind the primary the replica may fall, in milliseconds, before reads skip it until it catches up
+    /// (default 1000).
+    #[arg(long, env = "REPLICA_MAX_LAG_MS", value_name = "REPLICA_MAX_LAG_MS", default_value_t = 1_000)]
+    pub replica_max_lag_ms: u64,
+
+    /// How often the replica's replay position and lag are read when no read is waiting for it, in milliseconds
+    /// (default 100; a read that waits asks at once).
+    #[arg(long, env = "REPLICA_POLL_INTERVAL_MS", value_name = "REPLICA_POLL_INTERVAL_MS", default_value_t = 100)]
+    pub replica_poll_interval_ms: u64,
+
     /// Folder for the embedded database and the development JWT secret.
     #[arg(long, env = "DATA_DIR", value_name = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -231,8 +252,9 @@ pub struct Config {
     #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", value_name = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub breaker_failure_threshold: u32,
 
-    /// How long an open breaker refuses calls before letting a trial through, in milliseconds (default 10000).
-    #[arg(long, env = "BREAKER_RESET_TIMEOUT_MS", value_name = "BREAKER_RESET_TIMEOUT_MS", default_value_t = 10_000)]
+    /// How long an open breaker refuses calls before letting a trial through, in milliseconds (default 2000: a
+    /// dependency that is back serves again within about that long, and a trial is one call).
+    #[arg(long, env = "BREAKER_RESET_TIMEOUT_MS", value_name = "BREAKER_RESET_TIMEOUT_MS", default_value_t = 2_000)]
     pub breaker_reset_timeout_ms: u64,
 
     /// Trial calls a half-open breaker lets through at once (default 1).
@@ -332,6 +354,11 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("banksim.db").display()))
     }
 
+    /// The replica to read from, if one is configured (`DATABASE_REPLICA_URL`, when not empty).
+    pub fn database_replica_url(&self) -> Option<String> {
+        self.database_replica_url.as_ref().map(|url| url.expose_secret().to_owned()).filter(|url| !url.is_empty())
+    }
+
     /// Lifetime of an access token.
     pub fn access_token_ttl(&self) -> Duration {
         Duration::from_secs(self.access_token_ttl_secs.into())
@@ -353,6 +380,18 @@ impl Config {
         if !["postgres://", "postgresql://", "sqlite:"].iter().any(|scheme| url.starts_with(scheme)) {
             let variable = if self.database_url.is_some() { "DATABASE_URL" } else { "DB_URL" };
             return Err(ConfigError::new(variable, "must start with postgres://, postgresql:// or sqlite:"));
+        }
+        if let Some(replica) = self.database_replica_url() {
+            let postgres = |url: &str| ["postgres://", "postgresql://"].iter().any(|scheme| url.starts_with(scheme));
+            if !postgres(&replica) {
+                return Err(ConfigError::new("DATABASE_REPLICA_URL", "must start with postgres:// or postgresql://"));
+            }
+            if !postgres(&url) {
+                return Err(ConfigError::new(
+                    "DATABASE_REPLICA_URL",
+                    "needs a PostgreSQL primary (DATABASE_URL=postgres://…): SQLite has no replicas",
+                ));
+            }
         }
         if self.environment == Environment::Prod {
             let secret = self.jwt_secret.as_ref().map(|s| s.expose_secret().len()).unwrap_or(0);
@@ -396,6 +435,8 @@ impl Config {
             ("TEST_BREAKER_FAILURE_THRESHOLD", u64::from(self.test_breaker_failure_threshold)),
             ("TEST_BREAKER_CALL_TIMEOUT_MS", self.test_breaker_call_timeout_ms),
             ("REDIS_TIMEOUT_MS", self.redis_timeout_ms),
+            ("REPLICA_MAX_LAG_MS", self.replica_max_lag_ms),
+            ("REPLICA_POLL_INTERVAL_MS", self.replica_poll_interval_ms),
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));
@@ -541,6 +582,20 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_must_be_postgresql_beside_a_postgresql_primary() {
+        let primary = Config { database_url: Some("postgres://db/bank".into()), ..config() };
+        let replica = Config { database_replica_url: Some("postgres://replica/bank".into()), ..primary.clone() };
+        replica.validate().expect("a PostgreSQL replica of a PostgreSQL primary");
+        assert_eq!(replica.database_replica_url().as_deref(), Some("postgres://replica/bank"));
+        let empty = Config { database_replica_url: Some("".into()), ..primary.clone() };
+        assert_eq!(empty.database_replica_url(), None, "empty means unset");
+        let sqlite_replica = Config { database_replica_url: Some("sqlite:x.db".into()), ..primary };
+        assert_eq!(sqlite_replica.validate().expect_err("sqlite replica").variable, "DATABASE_REPLICA_URL");
+        let sqlite_primary = Config { database_replica_url: Some("postgres://replica/bank".into()), ..config() };
+        assert_eq!(sqlite_primary.validate().expect_err("sqlite primary").variable, "DATABASE_REPLICA_URL");
+    }
+
+    #[test]
     fn the_dev_secret_is_generated_once_and_kept() {
         let folder = tempfile::tempdir().expect("tempdir");
         let config = Config { data_dir: folder.path().to_path_buf(), ..config() };
@@ -554,10 +609,11 @@ mod tests {
         let config = Config {
             jwt_secret: Some("super-secret-value-that-is-long-enough".into()),
             database_url: Some("postgres://app:hunter2@db/bank".into()),
+            database_replica_url: Some("postgres://app:hunter3@replica/bank".into()),
             ..config()
         };
         let debug = format!("{config:?}");
-        assert!(!debug.contains("super-secret") && !debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("super-secret") && !debug.contains("hunter2") && !debug.contains("hunter3"), "{debug}");
     }
 
     #[test]

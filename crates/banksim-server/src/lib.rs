@@ -5,7 +5,8 @@
 //! - [`router`]: every route and layer.
 //! - [`http`]: one module per resource; [`service`]: the use cases behind them; [`auth`]: tokens and passwords.
 //! - [`error`]: the one error type and its HTTP mapping.
-//! - [`store_layer`]: what every database call passes through; [`telemetry`]: logs and traces.
+//! - [`store_layer`]: what every database call passes through; [`replica`]: reads that may lag, on the replica;
+//!   [`telemetry`]: logs and traces.
 //! - [`coordination`]: what the instances share through Redis (rate limits, user changes), when configured.
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
+pub mod replica;
 pub mod resilience;
 pub mod router;
 pub mod service;

@@ -391,6 +391,9 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.inner.registry);
         let _ = prometheus_client::encoding::text::encode_registry(&mut text, &now.registry());
+        if let Some(replica) = &state.replica {
+            replica.encode_metrics(&mut text);
+        }
         let _ = prometheus_client::encoding::text::encode_eof(&mut text);
         text
     }

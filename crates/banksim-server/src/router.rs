@@ -140,6 +140,8 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
         .fallback(not_found)
         // Innermost, so that it sees each route's own answer, inside the request's span and ids.
         .route_layer(middleware::from_fn_with_state(state.clone(), refusals::audit_permission_refusals))
+        // Where the primary's log stands after each caller's writes (with a replica only).
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::replica::http::remember_writes))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(
             ServiceBuilder::new()
@@ -204,6 +206,7 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             X_REQUEST_ID.clone(),
             HeaderName::from_static("idempotency-key"),
+            crate::replica::MIN_LSN_HEADER,
         ])
         .expose_headers([
             X_REQUEST_ID.clone(),
@@ -213,6 +216,7 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("ratelimit-remaining"),
             HeaderName::from_static("ratelimit-reset"),
             HeaderName::from_static("idempotent-replayed"),
+            crate::replica::MIN_LSN_HEADER,
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

@@ -132,6 +132,10 @@ impl Store for StoreLayer {
         self.read("acquire_wait", || self.inner.acquire_wait()).await
     }
 
+    async fn wal_position(&self) -> Result<Option<banksim_store::WalPosition>, StoreError> {
+        self.read("wal_position", || self.inner.wal_position()).await
+    }
+
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
         self.call("create_user", self.inner.create_user(user, audit)).await
     }

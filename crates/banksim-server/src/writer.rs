@@ -175,7 +175,7 @@ impl Worker {
                     let _ = job.reply.send((Ok(outcome), report));
                 }
             }
-            Err(err) if jobs.len() > 1 && err.nothing_written() && !matches!(err, StoreError::Unavailable(_)) => {
+            Err(err) if jobs.len() > 1 && err.nothing_written() && !database_out(&err) => {
                 // Nothing of the batch was posted. One movement may be at fault (a bug, or data the database
                 // refuses): post each alone, so the others still succeed and only the culprit fails. (Never after
                 // a commit whose outcome is unknown: its movements may have been made, and posting them again
@@ -243,12 +243,22 @@ impl Worker {
     }
 }
 
-/// The answer for every movement of a batch that could not be committed: 503 when the database is unavailable
-/// (nothing was written) or did not confirm the commit (the outcome is unknown; a retry with the same idempotency
-/// key learns it), 500 for anything else (a bug: nothing was written).
+/// Whether a batch failed because the database is out (unreachable, or its breaker open), not because of what
+/// the batch holds: posting its movements one by one would only fail each the same way.
+fn database_out(err: &StoreError) -> bool {
+    matches!(err, StoreError::Unavailable(_) | StoreError::CircuitOpen { .. })
+}
+
+/// The answer for every movement of a batch that could not be committed: 503 when the database is unavailable or
+/// its breaker refused the batch (nothing was written; with `Retry-After`) or did not confirm the commit (the
+/// outcome is unknown; a retry with the same idempotency key learns it), 500 for anything else (a bug: nothing was
+/// written).
 fn batch_error(err: &StoreError) -> ApiError {
     match err {
         StoreError::Unavailable(_) => ApiError::new(ErrorCode::ServiceUnavailable),
+        &StoreError::CircuitOpen { breaker, retry_after } => {
+            ApiError::from(StoreError::CircuitOpen { breaker, retry_after })
+        }
         StoreError::CommitFailed(_) => ApiError::new(ErrorCode::CommitOutcomeUnknown),
         other => ApiError::internal(other),
     }

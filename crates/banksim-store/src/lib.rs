@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod model;
 pub mod postgres;
 pub mod projection;
+pub mod replication;
 pub mod schedule;
 pub mod sqlite;
 #[cfg(feature = "testing")]
@@ -41,6 +42,7 @@ pub use model::{
     UserPage,
 };
 pub use projection::{Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements};
+pub use replication::{Lsn, WalPosition};
 pub use schedule::{
     ExecutionRecord, ExecutionStatus, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord,
 };
@@ -84,6 +86,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// How long taking a connection from the (reading) pool takes now: a sample of the pool's acquire wait.
     async fn acquire_wait(&self) -> Result<std::time::Duration, StoreError>;
+
+    /// Where the database stands in its write-ahead log (a primary's insert and flush positions, a standby's
+    /// receive and replay positions), for routing reads to a replica and measuring its lag. `None` for a backend
+    /// without one (SQLite).
+    async fn wal_position(&self) -> Result<Option<WalPosition>, StoreError> {
+        Ok(None)
+    }
 
     /// Inserts a user. Fails with `Conflict("email_taken")` or `Conflict("username_taken")` (both compared
     /// case-insensitively).

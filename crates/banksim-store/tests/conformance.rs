@@ -1495,6 +1495,25 @@ async fn the_sqlite_file_and_its_folder_are_private() {
     store.close().await;
 }
 
+#[tokio::test]
+async fn a_primary_reports_its_wal_position_past_every_commit_and_sqlite_none() {
+    each_backend(|store| async move {
+        let Some(before) = store.wal_position().await.expect("position") else {
+            assert_eq!(store.backend(), banksim_store::Backend::Sqlite, "only SQLite has no write-ahead log to report");
+            return;
+        };
+        assert!(!before.in_recovery, "{before:?}");
+        assert!(before.durable_commits, "synchronous_commit is on: {before:?}");
+        assert_eq!((before.received, before.replayed), (None, None), "a primary replays nothing: {before:?}");
+        let (inserted, flushed) = (before.inserted.expect("insert position"), before.flushed.expect("flush position"));
+        assert!(flushed <= inserted, "{before:?}");
+        store.create_user(new_user("Walter", Role::User), &AUDIT).await.expect("create");
+        let after = store.wal_position().await.expect("position").expect("a primary's position");
+        assert!(after.flushed.expect("flush position") > flushed, "the commit moved the flushed position: {after:?}");
+    })
+    .await;
+}
+
 mod wallet_bus {
     use banksim_core::currency::Currency;
     use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};

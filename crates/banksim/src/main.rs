@@ -279,7 +279,8 @@ async fn tool_state(config: Config) -> anyhow::Result<AppState> {
     AppState::new(config, store, std::sync::Arc::new(SystemClock))
 }
 
-/// Asks `/readyz` of the server at `url`; ready means 200 with `"status": "ok"`.
+/// Asks `/readyz` of the server at `url`; ready means 200 with `"status": "ok"` or `"degraded"` (an optional
+/// dependency, the replica, is down or lagging: the instance serves all the same).
 async fn health(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(timeout).build()?;
     let answer = client.get(format!("{}/readyz", url.trim_end_matches('/'))).send().await.context("asking /readyz")?;

@@ -34,6 +34,12 @@ pub struct MaybeAuthUser(pub Option<User>);
 pub struct CallerSlot(Arc<OnceLock<Uuid>>);
 
 impl CallerSlot {
+    /// The slot of this request: the one an outer layer already put into `extensions`, or a new one put there
+    /// now (several layers may want the caller; they share one slot, which the extractor fills once).
+    pub fn install(extensions: &mut axum::http::Extensions) -> Self {
+        extensions.get_or_insert_default::<Self>().clone()
+    }
+
     /// The id of the caller an extractor authenticated, if one did.
     pub fn get(&self) -> Option<Uuid> {
         self.0.get().copied()

@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiQuery;
 use crate::http::pagination::page_limit;
 use crate::http::transactions::parse_instant;
+use crate::replica::MinLsn;
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -107,7 +108,7 @@ pub struct AuditPage {
 }
 
 /// The audit trail, newest first (admin).
-#[utoipa::path(get, path = "/audit-logs", tag = "admin", params(AuditParams), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/audit-logs", tag = "admin", params(AuditParams, MinLsn), security(("bearer" = [])), responses(
     (status = 200, body = AuditPage),
     (status = 400, description = "`invalid_parameter` or `invalid_timestamp`", body = ErrorBody),
     (status = 401, description = "No valid access token", body = ErrorBody),
@@ -115,7 +116,8 @@ pub struct AuditPage {
 ))]
 pub async fn list_audit_logs(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    min_lsn: MinLsn,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let limit = page_limit(params.limit)?;
@@ -134,7 +136,7 @@ pub async fn list_audit_logs(
         limit,
         before_id,
     };
-    let entries = state.store.list_audit(&query).await?;
+    let entries = state.lagging_reads(&admin, min_lsn).list_audit(&query).await?;
     let next_cursor = (entries.len() == limit as usize).then(|| entries.last().map(|e| e.id.to_string())).flatten();
     Ok(Json(AuditPage { audit_logs: entries.into_iter().map(Into::into).collect(), limit, next_cursor }))
 }
@@ -193,7 +195,7 @@ pub struct EventPage {
 }
 
 /// The event log in order (admin).
-#[utoipa::path(get, path = "/events", tag = "admin", params(EventParams), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/events", tag = "admin", params(EventParams, MinLsn), security(("bearer" = [])), responses(
     (status = 200, body = EventPage),
     (status = 400, description = "`invalid_parameter`", body = ErrorBody),
     (status = 401, description = "No valid access token", body = ErrorBody),
@@ -201,7 +203,8 @@ pub struct EventPage {
 ))]
 pub async fn list_events(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    min_lsn: MinLsn,
     ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Json<EventPage>, ApiError> {
     let limit = page_limit(params.limit)?;
@@ -209,7 +212,7 @@ pub async fn list_events(
     if after < 0 {
         return Err(ApiError::parameter("after", "must be 0 or a sequence number"));
     }
-    let events = state.store.list_events(after, limit).await?;
+    let events = state.lagging_reads(&admin, min_lsn).list_events(after, limit).await?;
     let next_after = events.last().map_or(after, |e| e.sequence);
     Ok(Json(EventPage { events: events.into_iter().map(Into::into).collect(), next_after }))
 }

@@ -21,6 +21,7 @@ use crate::http::extract::ApiQuery;
 use crate::http::money::{amount_json, parse_currency};
 use crate::http::pagination::page_limit;
 use crate::http::transactions::parse_instant;
+use crate::replica::MinLsn;
 use crate::service::statements::{daily_statements, statement_range};
 
 /// The routes of this module.
@@ -170,7 +171,7 @@ pub struct BalanceHistory {
 }
 
 /// A wallet's running balance, newest first: each entry is the balance after a movement and the signed change.
-#[utoipa::path(get, path = "/balances/historical", tag = "balances", params(HistoryParams),
+#[utoipa::path(get, path = "/balances/historical", tag = "balances", params(HistoryParams, MinLsn),
     security(("bearer" = [])),
     responses(
         (status = 200, body = BalanceHistory),
@@ -180,6 +181,7 @@ pub struct BalanceHistory {
 pub async fn get_balance_history(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
+    min_lsn: MinLsn,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<BalanceHistory>, ApiError> {
     let currency = currency_or_usd(&state, params.currency.as_deref())?;
@@ -191,7 +193,7 @@ pub async fn get_balance_history(
         since: parse_instant("since", params.since.as_deref())?,
         until: parse_instant("until", params.until.as_deref())?,
     };
-    let entries = state.store.balance_history(&query).await?;
+    let entries = state.lagging_reads(&caller, min_lsn).balance_history(&query).await?;
     let history = entries
         .into_iter()
         .map(|e| HistoryItem {
@@ -240,7 +242,7 @@ pub struct BalanceAtTime {
 }
 
 /// The exact balance after every movement at or before an instant.
-#[utoipa::path(get, path = "/balances/at-time", tag = "balances", params(AtTimeParams), security(("bearer" = [])),
+#[utoipa::path(get, path = "/balances/at-time", tag = "balances", params(AtTimeParams, MinLsn), security(("bearer" = [])),
     responses(
         (status = 200, body = BalanceAtTime),
         (status = 400, description = "`invalid_timestamp` (missing or not RFC 3339), `unsupported_currency`", body = ErrorBody),
@@ -249,12 +251,13 @@ pub struct BalanceAtTime {
 pub async fn get_balance_at_time(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
+    min_lsn: MinLsn,
     ApiQuery(params): ApiQuery<AtTimeParams>,
 ) -> Result<Json<BalanceAtTime>, ApiError> {
     let timestamp = parse_instant("timestamp", params.timestamp.as_deref())?
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidTimestamp).with_message("timestamp is required (RFC 3339)"))?;
     let currency = currency_or_usd(&state, params.currency.as_deref())?;
-    let balance = state.store.balance_at(caller.id, currency, timestamp).await?;
+    let balance = state.lagging_reads(&caller, min_lsn).balance_at(caller.id, currency, timestamp).await?;
     Ok(Json(BalanceAtTime {
         user_id: caller.id,
         amount: amount_json(Money::new(balance, currency)),
@@ -313,7 +316,7 @@ pub struct DailyStatements {
 
 /// The caller's daily statements (UTC days), built by a projection of the event log; they include every movement
 /// made before the request.
-#[utoipa::path(get, path = "/balances/statements", tag = "balances", params(StatementParams),
+#[utoipa::path(get, path = "/balances/statements", tag = "balances", params(StatementParams, MinLsn),
     security(("bearer" = [])),
     responses(
         (status = 200, body = DailyStatements),
@@ -323,6 +326,7 @@ pub struct DailyStatements {
 pub async fn get_balance_statements(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
+    min_lsn: MinLsn,
     ApiQuery(params): ApiQuery<StatementParams>,
 ) -> Result<Json<DailyStatements>, ApiError> {
     let range = statement_range(params.from.as_deref(), params.to.as_deref(), state.clock.now().date_naive())?;
@@ -330,7 +334,7 @@ pub async fn get_balance_statements(
         Some(code) => Some(parse_currency(Some(code), "currency", &state.config.enabled_currencies)?),
         None => None,
     };
-    let days = daily_statements(&state, caller.id, currency, range).await?;
+    let days = daily_statements(&state, state.lagging_reads(&caller, min_lsn), caller.id, currency, range).await?;
     let amount = |minor, currency| amount_json(Money::new(minor, currency));
     let statements = days
         .into_iter()

@@ -54,8 +54,7 @@ pub async fn audit_permission_refusals(State(state): State<AppState>, request: R
         (!values.is_empty()).then(|| values.join("/"))
     });
     let method = parts.method.clone();
-    let caller = CallerSlot::default();
-    parts.extensions.insert(caller.clone());
+    let caller = CallerSlot::install(&mut parts.extensions);
 
     let response = next.run(Request::from_parts(parts, body)).await;
     // Refusals the ledger wrote itself, and replays of answers whose attempt was recorded when first made, are

@@ -52,7 +52,7 @@ pub async fn healthz() -> Json<Health> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     /// `ok` when every dependency answers, `unavailable` when the database does not, `degraded` when an optional
-    /// one (Redis) does not: banksim works on without it.
+    /// one (Redis, the replica) does not or lags: banksim works on without it.
     #[schema(example = "ok")]
     status: &'static str,
     /// One entry per dependency: `ok` or `unavailable`.
@@ -71,9 +71,14 @@ pub struct Checks {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "ok")]
     redis: Option<&'static str>,
+    /// The read replica, when one is configured: `ok`, `lagging` (further behind than `REPLICA_MAX_LAG_MS`) or
+    /// `unavailable`; reads skip it unless `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<crate::replica::ReplicaStatus>,
 }
 
-/// Readiness: 200 when the database answers (`degraded` when Redis does not), 503 otherwise.
+/// Readiness: 200 when the database answers (`degraded` when Redis or the replica does not, or the replica lags),
+/// 503 otherwise.
 #[utoipa::path(get, path = "/readyz", tag = "service", responses(
     (status = 200, description = "Ready (status `ok`, or `degraded` without an optional dependency)", body = Readiness),
     (status = 503, description = "A required dependency is unavailable", body = Readiness),
@@ -87,14 +92,17 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "unavailable"
         }
     };
+    let replica = state.replica.as_ref().map(crate::replica::Replica::status);
     let ready = database == "ok";
+    let degraded = replica.is_some_and(|replica| replica != crate::replica::ReplicaStatus::Ok);
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let summary = match (ready, redis) {
+    let degraded = degraded || redis == Some("unavailable");
+    let summary = match (ready, degraded) {
         (false, _) => "unavailable",
-        (true, Some("unavailable")) => "degraded",
-        (true, _) => "ok",
+        (true, true) => "degraded",
+        (true, false) => "ok",
     };
-    (status, Json(Readiness { status: summary, checks: Checks { database, redis } }))
+    (status, Json(Readiness { status: summary, checks: Checks { database, redis, replica } }))
 }
 
 /// Redis's state for `/readyz`: none when it is not configured.
@@ -148,6 +156,9 @@ pub struct BasicMetrics {
     /// Per currency, from the `system_totals` projection (as far as it has come): what users and the FX accounts
     /// hold, what came in and went out, movements; empty when the database cannot be read.
     system_totals: BTreeMap<String, CurrencyTotals>,
+    /// The read replica, when one is configured: its status, lag, and where reads that may lag went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica: Option<crate::replica::ReplicaSummary>,
 }
 
 /// How far a projection is behind the event log.
@@ -321,6 +332,7 @@ async fn basic_metrics_of(state: &AppState) -> BasicMetrics {
         },
         projections: projection_metrics(state).await,
         system_totals: system_totals(state).await,
+        replica: state.replica.as_ref().map(crate::replica::Replica::summary),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::http::client::ClientContext;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
 use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
+use crate::replica::MinLsn;
 use crate::service::ledger::{self as ledger_service, MoneyAnswer, MoneyRequest, ValidMovement, fingerprint};
 
 /// Longest description, in characters.
@@ -450,7 +451,7 @@ pub fn parse_instant(field: &str, text: Option<&str>) -> Result<Option<DateTime<
 }
 
 /// The caller's transactions, as payer or payee, newest first.
-#[utoipa::path(get, path = "/transactions/history", tag = "transactions", params(HistoryParams),
+#[utoipa::path(get, path = "/transactions/history", tag = "transactions", params(HistoryParams, MinLsn),
     security(("bearer" = [])),
     responses(
         (status = 200, body = TransactionList),
@@ -460,6 +461,7 @@ pub fn parse_instant(field: &str, text: Option<&str>) -> Result<Option<DateTime<
 pub async fn list_transactions(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
+    min_lsn: MinLsn,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<TransactionList>, ApiError> {
     let limit = page_limit(params.limit)?;
@@ -490,7 +492,7 @@ pub async fn list_transactions(
         offset,
         before,
     };
-    let records = state.store.list_transactions(&query).await?;
+    let records = state.lagging_reads(&caller, min_lsn).list_transactions(&query).await?;
     let next_cursor =
         (records.len() == limit as usize).then(|| records.last().map(|r| encode_cursor(r.created_at, r.id))).flatten();
     Ok(Json(TransactionList {

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::client::ClientContext;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
+use crate::replica::MinLsn;
 use crate::service::users as user_service;
 
 /// The routes of this module.
@@ -105,7 +106,7 @@ pub struct UserList {
 }
 
 /// Lists users (admin).
-#[utoipa::path(get, path = "/users", tag = "users", params(ListUsersQuery), security(("bearer" = [])), responses(
+#[utoipa::path(get, path = "/users", tag = "users", params(ListUsersQuery, MinLsn), security(("bearer" = [])), responses(
     (status = 200, body = UserList),
     (status = 400, description = "`invalid_parameter`", body = ErrorBody),
     (status = 401, description = "No valid access token", body = ErrorBody),
@@ -113,7 +114,8 @@ pub struct UserList {
 ))]
 pub async fn list_users(
     State(state): State<AppState>,
-    _admin: AdminUser,
+    AdminUser(admin): AdminUser,
+    min_lsn: MinLsn,
     ApiQuery(query): ApiQuery<ListUsersQuery>,
 ) -> Result<Json<UserList>, ApiError> {
     let limit = page_limit(query.limit)?;
@@ -121,7 +123,8 @@ pub async fn list_users(
         query.cursor.as_deref().map(decode_cursor).transpose()?.map(|(created_at, id)| UserCursor { created_at, id });
     let offset = if after.is_some() { 0 } else { query.offset.unwrap_or(0) };
     let include_inactive = query.include_inactive.unwrap_or(false);
-    let page = user_service::list(&state, UserListQuery { limit, offset, after, include_inactive }).await?;
+    let query = UserListQuery { limit, offset, after, include_inactive };
+    let page = state.lagging_reads(&admin, min_lsn).list_users(query).await?;
     Ok(Json(UserList {
         users: page.users.into_iter().map(Into::into).collect(),
         limit,

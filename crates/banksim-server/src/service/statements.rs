@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorCode};
 use crate::jobs::projector;
+use crate::replica::Reads;
 
 /// Most days one request may span.
 pub const STATEMENT_DAYS_MAX: u32 = 366;
@@ -68,6 +69,7 @@ pub fn statement_range(from: Option<&str>, to: Option<&str>, today: NaiveDate) -
 /// then currency. Quiet days carry the previous closing balance; days before a wallet's first movement have none.
 pub async fn daily_statements(
     state: &AppState,
+    mut reads: Reads<'_>,
     user_id: Uuid,
     currency: Option<Currency>,
     range: StatementRange,
@@ -79,8 +81,10 @@ pub async fn daily_statements(
         Ok(false) => tracing::warn!("daily statements served before their projection caught up"),
         Err(err) => tracing::error!(error = %err, "daily statements served while their projection fails"),
     }
+    // The projection is now up to date on the primary; a replica serves it once it has replayed that far.
+    reads.include_primary_now().await;
     let query = StatementQuery { user_id, currency, from: range.from, to: range.to };
-    let wallets = state.store.statements(&query).await?;
+    let wallets = reads.statements(&query).await?;
     let mut days: Vec<(Currency, DayStatement)> = wallets
         .iter()
         .flat_map(|w| every_day(w.balance_before, &w.days, range.from, range.to).into_iter().map(|d| (w.currency, d)))

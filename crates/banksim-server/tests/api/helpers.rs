@@ -196,6 +196,12 @@ impl TestApp {
         self.database.take().expect("a database of its own")
     }
 
+    /// A server on the PostgreSQL database at `url` (a server of the test's own), which it migrates; the database
+    /// is the caller's to remove.
+    pub async fn spawn_on_url(url: &str, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start(Backend::Postgres, url, configure, Router::new(), Arc::new(SystemClock)).await
+    }
+
     /// A server on a database that an earlier, stopped server left.
     pub async fn spawn_on(database: TestDatabase, configure: impl FnOnce(&mut Config), clock: Arc<dyn Clock>) -> Self {
         let mut app = Self::start(database.backend(), &database.url, configure, Router::new(), clock).await;

@@ -154,3 +154,57 @@ async fn the_demo_routes_can_be_switched_off() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_movement_queued_while_the_breaker_opens_is_answered_503_not_500() {
+    for backend in backends() {
+        let app = std::sync::Arc::new(
+            TestApp::spawn_with(
+                backend,
+                |config| {
+                    config.breaker_failure_threshold = 1;
+                    config.breaker_reset_timeout_ms = 60_000;
+                    // No background call may open or close the breaker behind the test's back.
+                    config.scheduler_enabled = false;
+                    config.projector_enabled = false;
+                },
+                axum::Router::new(),
+            )
+            .await,
+        );
+        let sefa = app.user("sefa").await;
+        let credit = |key: &'static str| {
+            let (app, sefa) = (app.clone(), sefa.clone());
+            tokio::spawn(async move {
+                app.money(
+                    "/api/v1/transactions/credit",
+                    &sefa,
+                    Some(key),
+                    &json!({"amount": "1.00", "currency": "USD"}),
+                )
+                .await
+            })
+        };
+        // The writer holds a first batch (its call already let through by the breaker); a second movement queues.
+        let held = app.faults.pause("post_batch", banksim_store::testing::PauseAt::Before);
+        let first = credit("first");
+        held.reached().await;
+        let second = credit("second");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while app.state.writer.queue_depth() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the second movement never queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Meanwhile the database fails elsewhere: the breaker opens before the second batch is tried.
+        let breaker = app.state.breakers.get("database").expect("the database breaker");
+        breaker.permit().expect("closed").failed();
+        held.resume();
+        assert_eq!(first.await.expect("first").status, StatusCode::CREATED);
+        let refused = second.await.expect("second");
+        refused.assert_error(503, "service_unavailable");
+        assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
+        assert!(refused.text.contains("circuit"), "{}", refused.text);
+        let app = std::sync::Arc::into_inner(app).expect("sole owner");
+        app.stop().await;
+    }
+}

@@ -48,6 +48,11 @@ impl PgStore {
     /// Opens a pool to `url`. Connections are made lazily, so a database that is down at start makes `ping` and
     /// `migrate` fail rather than this call.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
+        Self::connect_lazy(url, options)
+    }
+
+    /// [`PgStore::connect`], for callers outside of an async context: nothing is connected before the first call.
+    pub fn connect_lazy(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size)
@@ -113,6 +118,36 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn wal_position(&self) -> Result<Option<crate::WalPosition>, StoreError> {
+        // A standby refuses the primary's functions (and a primary's replay functions answer NULL): `CASE` calls
+        // only those that apply. Positions travel as text (`pg_lsn` has no driver type) and are parsed here.
+        let row = sqlx::query(
+            "SELECT pg_is_in_recovery() AS in_recovery,
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END AS inserted,
+                 CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_flush_lsn()::text END AS flushed,
+                 pg_last_wal_receive_lsn()::text AS received, pg_last_wal_replay_lsn()::text AS replayed,
+                 pg_last_xact_replay_timestamp() AS replayed_commit_at, clock_timestamp() AS now,
+                 current_setting('synchronous_commit') <> 'off' AS durable_commits",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let lsn = |column: &str| -> Result<Option<crate::Lsn>, StoreError> {
+            let text: Option<String> = row.try_get(column)?;
+            text.map(|t| t.parse().map_err(|_| StoreError::Corrupt(format!("{column}: unreadable LSN {t:?}"))))
+                .transpose()
+        };
+        Ok(Some(crate::WalPosition {
+            in_recovery: row.try_get("in_recovery")?,
+            inserted: lsn("inserted")?,
+            flushed: lsn("flushed")?,
+            durable_commits: row.try_get("durable_commits")?,
+            received: lsn("received")?,
+            replayed: lsn("replayed")?,
+            replayed_commit_at: row.try_get("replayed_commit_at")?,
+            now: row.try_get("now")?,
+        }))
     }
 
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {

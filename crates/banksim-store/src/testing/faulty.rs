@@ -182,6 +182,10 @@ impl Store for FaultyStore {
         self.run("acquire_wait", self.inner.acquire_wait()).await
     }
 
+    async fn wal_position(&self) -> Result<Option<crate::WalPosition>, StoreError> {
+        self.run("wal_position", self.inner.wal_position()).await
+    }
+
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
         self.run("create_user", self.inner.create_user(user, audit)).await
     }

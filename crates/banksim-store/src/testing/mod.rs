@@ -180,6 +180,8 @@ impl WriteLock {
     }
 }
 
+mod cluster;
 mod faulty;
 
+pub use cluster::PgServer;
 pub use faulty::{FaultyStore, Pause, PauseAt};
