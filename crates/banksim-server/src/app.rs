@@ -16,6 +16,7 @@ use crate::coordination::{Redis, UserChangePublisher, UserChangeSubscriber};
 use crate::http::rate_limit::RateLimits;
 use crate::http::transactions::TransactionRenderer;
 use crate::jobs::projector::Projector;
+use crate::jobs::relay::EventRelay;
 use crate::jobs::scheduler::Scheduler;
 use crate::metrics::Metrics;
 use crate::resilience::{Breakers, CircuitBreaker};
@@ -216,6 +217,7 @@ fn warn_if_metrics_are_public(config: &Config) {
 pub struct BackgroundJobs {
     scheduler: Option<Scheduler>,
     projector: Option<Projector>,
+    relay: Option<EventRelay>,
     /// The balance cache's follower of the change bus, and how to stop it.
     balances: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
     user_changes: Option<UserChangeSubscriber>,
@@ -229,6 +231,7 @@ impl BackgroundJobs {
         Self {
             scheduler: state.config.scheduler_enabled.then(|| Scheduler::start(state.clone())),
             projector: state.config.projector_enabled.then(|| Projector::start(state.clone())),
+            relay: state.config.nats_url().map(|url| EventRelay::start(state.clone(), url)),
             balances: (stop, follower),
             user_changes: state.redis.clone().map(|redis| UserChangeSubscriber::start(redis, state.users.clone())),
         }
@@ -241,6 +244,9 @@ impl BackgroundJobs {
         }
         if let Some(projector) = self.projector {
             projector.stop().await;
+        }
+        if let Some(relay) = self.relay {
+            relay.stop().await;
         }
         if let Some(user_changes) = self.user_changes {
             user_changes.stop().await;

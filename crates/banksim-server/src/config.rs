@@ -240,6 +240,30 @@ pub struct Config {
     #[arg(long, env = "PROJECTOR_BATCH_MAX", value_name = "PROJECTOR_BATCH_MAX", default_value_t = 500)]
     pub projector_batch_max: u32,
 
+    /// NATS server (`nats://host:4222`), optional: with it, an outbox relay publishes every event of the log, in
+    /// sequence order, to the JetStream stream `NATS_STREAM` (one instance at a time; see README, "Events out").
+    #[arg(long, env = "NATS_URL", value_name = "NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<SecretString>,
+
+    /// The JetStream stream the relay publishes to, created if missing (default `BANKSIM_EVENTS`).
+    #[arg(long, env = "NATS_STREAM", value_name = "NATS_STREAM", default_value = "BANKSIM_EVENTS")]
+    pub nats_stream: String,
+
+    /// Most events the relay publishes before it waits for their acknowledgements and records its position
+    /// (default 500).
+    #[arg(long, env = "RELAY_BATCH_MAX", value_name = "RELAY_BATCH_MAX", default_value_t = 500)]
+    pub relay_batch_max: u32,
+
+    /// How often an idle relay looks for new events, and how long it waits after a failure, in milliseconds
+    /// (default 200).
+    #[arg(long, env = "RELAY_POLL_INTERVAL_MS", value_name = "RELAY_POLL_INTERVAL_MS", default_value_t = 200)]
+    pub relay_poll_interval_ms: u64,
+
+    /// How long the instance that publishes keeps the relay after its last round, in milliseconds: another
+    /// instance takes over after that if it dies (default 10000).
+    #[arg(long, env = "RELAY_LEASE_MS", value_name = "RELAY_LEASE_MS", default_value_t = 10_000)]
+    pub relay_lease_ms: u64,
+
     /// `json` (default) or `text`.
     #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -429,6 +453,9 @@ impl Config {
             ("SCHEDULER_BATCH_MAX", u64::from(self.scheduler_batch_max)),
             ("PROJECTOR_POLL_INTERVAL_MS", self.projector_poll_interval_ms),
             ("PROJECTOR_BATCH_MAX", u64::from(self.projector_batch_max)),
+            ("RELAY_BATCH_MAX", u64::from(self.relay_batch_max)),
+            ("RELAY_POLL_INTERVAL_MS", self.relay_poll_interval_ms),
+            ("RELAY_LEASE_MS", self.relay_lease_ms),
             ("BREAKER_FAILURE_THRESHOLD", u64::from(self.breaker_failure_threshold)),
             ("BREAKER_RESET_TIMEOUT_MS", self.breaker_reset_timeout_ms),
             ("BREAKER_HALF_OPEN_MAX_CALLS", u64::from(self.breaker_half_open_max_calls)),
@@ -448,6 +475,15 @@ impl Config {
                 ConfigError::new("REDIS_URL", format!("{reason} (expected redis://[:password@]host:port[/db])"))
             })?;
         }
+        if let Some(url) = self.nats_url() {
+            url.parse::<async_nats::ServerAddr>()
+                .map_err(|_| ConfigError::new("NATS_URL", "expected nats://host:port (or host:port)"))?;
+        }
+        let stream_name_ok =
+            |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !stream_name_ok(&self.nats_stream) {
+            return Err(ConfigError::new("NATS_STREAM", "letters, digits, '_' and '-' only"));
+        }
         if argon2::Params::new(self.argon2_memory_kib, self.argon2_iterations, 1, None).is_err() {
             return Err(ConfigError::new("ARGON2_MEMORY_KIB", "Argon2 parameters out of range (memory ≥ 8 KiB)"));
         }
@@ -466,6 +502,11 @@ impl Config {
             (None, Some(_)) => Err(ConfigError::new("BANKSIM_ADMIN_EMAIL", "must be set with BANKSIM_ADMIN_PASSWORD")),
             _ => Ok(()),
         }
+    }
+
+    /// The NATS URL, when one is set (an empty `NATS_URL` counts as unset).
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats_url.as_ref().map(|url| url.expose_secret()).filter(|url| !url.is_empty())
     }
 
     /// The Redis URL, when one is set (an empty `REDIS_URL` counts as unset).

@@ -122,6 +122,7 @@ struct Inner {
     balance_cache: crate::cache::balances::CacheCounters,
     rate_limit: Family<RateLimitLabels, Counter>,
     rate_limit_fallbacks: Family<GroupLabels, Counter>,
+    relay: RelayMetrics,
 }
 
 /// The write path's counters and histograms (also read by `/metrics/basic`).
@@ -160,6 +161,15 @@ pub struct SchedulerMetrics {
     pub last_claimed: Arc<AtomicU64>,
     /// How long the last claim took, in microseconds.
     pub last_claim_micros: Arc<AtomicU64>,
+}
+
+/// The outbox relay's counters.
+#[derive(Debug, Clone, Default)]
+pub struct RelayMetrics {
+    /// Events JetStream acknowledged.
+    pub published: Counter,
+    /// Rounds that stopped on a failure (NATS unreachable, an acknowledgement that did not come, …).
+    pub failures: Counter,
 }
 
 /// A rate limiter's decisions.
@@ -307,6 +317,18 @@ impl Metrics {
         };
         registry.register("banksim_cache_requests", "Cache lookups by cache and result (hit, miss, bypass)", cache);
 
+        let relay = RelayMetrics::default();
+        registry.register(
+            "banksim_relay_published",
+            "Events of the log the outbox relay published and JetStream acknowledged",
+            relay.published.clone(),
+        );
+        registry.register(
+            "banksim_relay_failures",
+            "Outbox relay rounds that stopped on a failure",
+            relay.failures.clone(),
+        );
+
         let inner = Inner {
             registry,
             http_requests,
@@ -322,6 +344,7 @@ impl Metrics {
             balance_cache,
             rate_limit,
             rate_limit_fallbacks,
+            relay,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -334,6 +357,11 @@ impl Metrics {
     /// The scheduler's metrics.
     pub fn scheduler(&self) -> &SchedulerMetrics {
         &self.inner.scheduler
+    }
+
+    /// The outbox relay's counters.
+    pub fn relay(&self) -> &RelayMetrics {
+        &self.inner.relay
     }
 
     /// The balance cache's hits and misses.
@@ -448,6 +476,8 @@ mod scrape {
         pool: banksim_store::PoolStatus,
         due_backlog: Option<i64>,
         projections: Vec<(&'static str, i64, f64)>,
+        /// The outbox relay's lag in events and seconds, when it runs (`NATS_URL`).
+        relay: Option<(i64, f64)>,
         balanced: Vec<(String, bool)>,
         process: Option<super::process::ProcessFigures>,
         spans_dropped: u64,
@@ -466,6 +496,11 @@ mod scrape {
                     projections.push((projection.name(), status.lag_events(), status.lag(now).as_secs_f64()));
                 }
             }
+            let relay = match state.config.nats_url() {
+                Some(_) => state.store.relay_status(crate::jobs::relay::RELAY).await.ok(),
+                None => None,
+            }
+            .map(|status| (status.lag_events(), status.lag(now).as_secs_f64()));
             let balanced = match state.store.system_totals().await {
                 Ok(totals) => totals.iter().map(|t| (t.currency.to_string(), t.is_balanced())).collect(),
                 Err(_) => Vec::new(),
@@ -480,6 +515,7 @@ mod scrape {
                 pool: state.store.pool_status(),
                 due_backlog,
                 projections,
+                relay,
                 balanced,
                 process: super::process::read(),
                 spans_dropped: crate::telemetry::spans_dropped(),
@@ -557,6 +593,18 @@ mod scrape {
                 "How long the oldest event a projection has not applied has waited",
                 lag_seconds,
             );
+            if let Some((events, seconds)) = self.relay {
+                registry.register(
+                    "banksim_relay_lag_events",
+                    "Events of the log the outbox relay has not published yet",
+                    gauge(events),
+                );
+                registry.register(
+                    "banksim_relay_lag_seconds",
+                    "How long the oldest event the outbox relay has not published has waited",
+                    float(seconds),
+                );
+            }
             let balanced = Family::<CurrencyLabels, Gauge>::default();
             for (currency, is_balanced) in &self.balanced {
                 balanced.get_or_create(&CurrencyLabels { currency: currency.clone() }).set(i64::from(*is_balanced));

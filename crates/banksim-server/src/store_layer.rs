@@ -348,6 +348,30 @@ impl Store for StoreLayer {
         self.call("reset_projection", self.inner.reset_projection(projection, now)).await
     }
 
+    async fn relay_status(&self, relay: &str) -> Result<banksim_store::RelayStatus, StoreError> {
+        self.read("relay_status", || self.inner.relay_status(relay)).await
+    }
+
+    async fn claim_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.call("claim_relay", self.inner.claim_relay(relay, holder, until, now)).await
+    }
+
+    async fn advance_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        position: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.call("advance_relay", self.inner.advance_relay(relay, holder, position, now)).await
+    }
+
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<banksim_store::WalletStatements>, StoreError> {
         self.read("statements", || self.inner.statements(query)).await
     }

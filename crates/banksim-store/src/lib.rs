@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod model;
 pub mod postgres;
 pub mod projection;
+pub mod relay;
 pub mod replication;
 pub mod schedule;
 pub mod sqlite;
@@ -42,6 +43,7 @@ pub use model::{
     UserPage,
 };
 pub use projection::{Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements};
+pub use relay::RelayStatus;
 pub use replication::{Lsn, WalPosition};
 pub use schedule::{
     ExecutionRecord, ExecutionStatus, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord,
@@ -325,6 +327,31 @@ pub trait Store: Send + Sync + 'static {
     /// Empties a projection's read model and sets its checkpoint back to 0, in one transaction (after the consumer
     /// applying it, if any, has committed), so that it is rebuilt from the whole log.
     async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Where the outbox relay `relay` stands: its position, the log's head and the age of its oldest pending event
+    /// (position 0 for a relay that never ran).
+    async fn relay_status(&self, relay: &str) -> Result<RelayStatus, StoreError>;
+
+    /// Takes or renews the lease of the outbox relay `relay` for `holder` until `until`: granted when nobody holds
+    /// it, `holder` does, or the holder's lease has expired at `now`. Returns the relay's position when granted,
+    /// `None` while another holder's lease runs.
+    async fn claim_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// Moves the relay's position forward to `position` (never back) if `holder` still holds its lease; returns
+    /// whether it did.
+    async fn advance_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        position: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 
     /// A user's stored statement days in a range, and each wallet's closing balance before it, by currency.
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError>;

@@ -759,6 +759,42 @@ mod ledger {
             .await;
         }
     }
+
+    /// The outbox relay's lease and position: one holder at a time, taken over only after its lease expires, and a
+    /// position that moves only forward and only for the holder.
+    #[tokio::test]
+    async fn a_relay_is_held_by_one_instance_at_a_time_and_its_position_only_moves_forward() {
+        each_backend(|store| async move {
+            let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+            let t0 = now();
+            let lease = |from: DateTime<Utc>| from + Duration::seconds(10);
+            let fresh = store.relay_status("nats").await.expect("status");
+            assert_eq!((fresh.position, fresh.head, fresh.oldest_pending_at), (0, 0, None));
+
+            assert_eq!(store.claim_relay("nats", a, lease(t0), t0).await.expect("claim"), Some(0));
+            assert_eq!(store.claim_relay("nats", b, lease(t0), t0).await.expect("claim"), None, "a holds it");
+            assert!(!store.advance_relay("nats", b, 5, t0).await.expect("advance"), "b does not hold it");
+            assert!(store.advance_relay("nats", a, 5, t0).await.expect("advance"));
+            assert!(store.advance_relay("nats", a, 3, t0).await.expect("advance"));
+            assert_eq!(store.relay_status("nats").await.expect("status").position, 5, "never back");
+            // Renewing keeps it; another relay is another row.
+            let t1 = t0 + Duration::seconds(5);
+            assert_eq!(store.claim_relay("nats", a, lease(t1), t1).await.expect("claim"), Some(5));
+            assert_eq!(store.claim_relay("other", b, lease(t1), t1).await.expect("claim"), Some(0));
+            // Once a's lease has run out, b takes over from a's position and a can no longer move it.
+            let t2 = lease(t1) + Duration::microseconds(1);
+            assert_eq!(store.claim_relay("nats", b, lease(t2), t2).await.expect("claim"), Some(5));
+            assert!(!store.advance_relay("nats", a, 9, t2).await.expect("advance"));
+            assert!(store.advance_relay("nats", b, 9, t2).await.expect("advance"));
+
+            let user = store.create_user(new_user("relayed", Role::User), &AUDIT).await.expect("create");
+            let events = store.list_events(0, 100).await.expect("events");
+            let status = store.relay_status("nats").await.expect("status");
+            assert_eq!(status.head, events.last().expect("an event").sequence, "{user:?}");
+            assert_eq!(status.lag_events(), (status.head - 9).max(0));
+        })
+        .await;
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use banksim_store::Projection;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
+mod events;
 mod simulate;
 
 /// mimalloc returns freed memory to the system: with the default allocator, the 19 MiB that each Argon2 hash
@@ -71,6 +72,11 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_secs: u64,
     },
+    /// Read the event stream that the outbox relay publishes to NATS JetStream (`NATS_URL`, `NATS_STREAM`).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Copy the configured SQLite database to FILE, consistently, while servers keep running on it. (On
     /// PostgreSQL, use `pg_dump`.)
     Backup {
@@ -78,6 +84,12 @@ enum Command {
         #[arg(long)]
         to: std::path::PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Print each event of the stream as one JSON line, in order.
+    Tail(events::TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +149,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(cli.config).await,
         Command::Health { url, timeout_secs } => health(&url, std::time::Duration::from_secs(timeout_secs)).await,
         Command::Backup { to } => backup(&cli.config, &to).await,
+        Command::Events { command: EventsCommand::Tail(args) } => events::tail(&cli.config, &args).await,
         Command::Migrate => {
             let store = app::open_store(&cli.config).await?;
             println!("migrations applied ({})", store.backend().name());

@@ -304,3 +304,35 @@ fn production_with_open_metrics_starts_with_a_warning() {
     let server = Server::start(guarded);
     assert!(!warned(&server), "{:?}", server.log());
 }
+
+#[tokio::test]
+async fn events_tail_prints_the_relayed_event_stream_in_order() {
+    let nats = banksim_store::testing::NatsServer::start().await;
+    let data = tempfile::tempdir().expect("data dir");
+    let mut command = banksim(data.path());
+    command.env("NATS_URL", nats.url()).env("RELAY_POLL_INTERVAL_MS", "20");
+    let server = Server::start(command);
+    let seeded = run(banksim(data.path()).args(["seed", "--demo"]));
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+
+    // The demo users and their opening credits are events; the relay publishes them within moments.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        let tail = run(banksim(data.path()).env("NATS_URL", nats.url()).args(["events", "tail", "--limit", "3"]));
+        if tail.status.success() {
+            lines = String::from_utf8_lossy(&tail.stdout).lines().map(str::to_owned).collect();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(server);
+    assert_eq!(lines.len(), 3, "three events printed");
+    for (line, sequence) in lines.iter().zip(1..) {
+        let event: serde_json::Value = serde_json::from_str(line).expect("one JSON event per line");
+        assert_eq!(event["sequence"], sequence, "{line}");
+        assert!(event["event_type"].is_string() && event["aggregate_type"].is_string(), "{line}");
+    }
+    let unset = run(banksim(data.path()).args(["events", "tail"]));
+    assert!(!unset.status.success());
+    assert!(stderr(&unset).contains("NATS_URL"), "{}", stderr(&unset));
+}

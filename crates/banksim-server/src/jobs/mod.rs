@@ -1,4 +1,5 @@
 //! Background jobs: work that runs on its own schedule rather than in answer to a request.
 
 pub mod projector;
+pub mod relay;
 pub mod scheduler;

@@ -17,6 +17,7 @@ mod metrics;
 mod rate_limit;
 mod redis;
 mod redis_server;
+mod relay;
 mod replica;
 mod resilience;
 mod schedules;

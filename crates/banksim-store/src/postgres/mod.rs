@@ -5,6 +5,7 @@ use std::str::FromStr;
 mod journal;
 mod ledger;
 mod projection;
+mod relay;
 mod schedule;
 
 use async_trait::async_trait;
@@ -553,6 +554,30 @@ impl Store for PgStore {
 
     async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
         projection::reset(&self.pool, projection, now).await
+    }
+
+    async fn relay_status(&self, relay: &str) -> Result<crate::RelayStatus, StoreError> {
+        relay::status(&self.pool, relay).await
+    }
+
+    async fn claim_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        relay::claim(&self.pool, relay, holder, until, now).await
+    }
+
+    async fn advance_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        position: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        relay::advance(&self.pool, relay, holder, position, now).await
     }
 
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {

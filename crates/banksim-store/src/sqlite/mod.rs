@@ -12,6 +12,7 @@ use std::time::Duration;
 mod journal;
 mod ledger;
 mod projection;
+mod relay;
 mod schedule;
 
 use async_trait::async_trait;
@@ -576,6 +577,30 @@ impl Store for SqliteStore {
 
     async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {
         projection::reset(&self.writer, projection, now).await
+    }
+
+    async fn relay_status(&self, relay: &str) -> Result<crate::RelayStatus, StoreError> {
+        relay::status(&self.reader, relay).await
+    }
+
+    async fn claim_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        relay::claim(&self.writer, relay, holder, until, now).await
+    }
+
+    async fn advance_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        position: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        relay::advance(&self.writer, relay, holder, position, now).await
     }
 
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<WalletStatements>, StoreError> {

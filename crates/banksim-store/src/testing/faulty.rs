@@ -402,6 +402,30 @@ impl Store for FaultyStore {
         self.run("reset_projection", self.inner.reset_projection(projection, now)).await
     }
 
+    async fn relay_status(&self, relay: &str) -> Result<crate::RelayStatus, StoreError> {
+        self.run("relay_status", self.inner.relay_status(relay)).await
+    }
+
+    async fn claim_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.run("claim_relay", self.inner.claim_relay(relay, holder, until, now)).await
+    }
+
+    async fn advance_relay(
+        &self,
+        relay: &str,
+        holder: Uuid,
+        position: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run("advance_relay", self.inner.advance_relay(relay, holder, position, now)).await
+    }
+
     async fn statements(&self, query: &StatementQuery) -> Result<Vec<crate::WalletStatements>, StoreError> {
         self.run("statements", self.inner.statements(query)).await
     }

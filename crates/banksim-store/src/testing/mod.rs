@@ -182,6 +182,8 @@ impl WriteLock {
 
 mod cluster;
 mod faulty;
+mod nats;
 
 pub use cluster::PgServer;
 pub use faulty::{FaultyStore, Pause, PauseAt};
+pub use nats::NatsServer;
