@@ -8,6 +8,7 @@ mod auth;
 mod balances;
 mod cache;
 mod concurrency;
+mod failover;
 mod faults;
 mod fx;
 mod hostile;

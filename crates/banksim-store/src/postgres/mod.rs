@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+mod failover;
 mod journal;
 mod ledger;
 mod projection;
@@ -48,18 +49,36 @@ pub struct PgStore {
 impl PgStore {
     /// Opens a pool to `url`. Connections are made lazily, so a database that is down at start makes `ping` and
     /// `migrate` fail rather than this call.
+    ///
+    /// A multi-host URL (`postgres://u@h1:p1,h2:p2/db?target_session_attrs=read-write`) connects to the server that
+    /// accepts writes, and follows the primary to another server after a failover (see `failover.rs`).
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
-        Self::connect_lazy(url, options)
+        let Some(candidates) = failover::candidates(url)? else { return Self::connect_lazy(url, options) };
+        let current = failover::find_primary(&candidates).await.unwrap_or(0);
+        let switched = failover::Switched::default();
+        let current_only = switched.clone();
+        let pool = Self::pool_options(options)
+            .before_acquire(move |_, meta| {
+                let keep = current_only.is_current(meta.age);
+                Box::pin(async move { Ok(keep) })
+            })
+            .connect_lazy_with(candidates[current].clone());
+        tokio::spawn(failover::watch(pool.clone(), candidates, current, switched));
+        Ok(Self { pool })
     }
 
-    /// [`PgStore::connect`], for callers outside of an async context: nothing is connected before the first call.
+    /// [`PgStore::connect`] for a single-host URL, for callers outside of an async context: nothing is connected
+    /// before the first call.
     pub fn connect_lazy(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
+        if failover::candidates(url)?.is_some() {
+            return Err(StoreError::InvalidUrl);
+        }
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.pool_size)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy_with(connect);
-        Ok(Self { pool })
+        Ok(Self { pool: Self::pool_options(options).connect_lazy_with(connect) })
+    }
+
+    fn pool_options(options: ConnectOptions) -> PgPoolOptions {
+        PgPoolOptions::new().max_connections(options.pool_size).acquire_timeout(options.acquire_timeout)
     }
 
     /// The underlying pool, for tests and tools.
