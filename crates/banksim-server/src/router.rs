@@ -7,7 +7,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -24,7 +24,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
-    admin, audit, auth, balances, breakers, fx, metrics, rate_limit, refusals, schedules, service, transactions, users,
+    admin, audit, auth, balances, breakers, fx, metrics, openapi, rate_limit, refusals, schedules, service,
+    transactions, users,
 };
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
@@ -84,8 +85,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document of every route, the metrics routes and the circuit-breaker demo routes included.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().merge(metrics::routes()).merge(breaker_demo_routes()).split_for_parts().1
+pub fn openapi() -> serde_json::Value {
+    openapi::complete(&routes().merge(metrics::routes()).merge(breaker_demo_routes()).split_for_parts().1)
 }
 
 /// The demo routes of the circuit breakers, under `/api/v1` (mounted unless `TEST_BREAKER_ROUTES=false`).
@@ -115,9 +116,18 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
     with_layers(
         state,
         router
-            .route("/healthz", any(service::healthz))
+            .route(
+                "/healthz",
+                get(service::healthz)
+                    .head(service::healthz)
+                    .post(service::healthz)
+                    .put(service::healthz)
+                    .delete(service::healthz)
+                    .patch(service::healthz)
+                    .trace(service::healthz),
+            )
             .merge(extra)
-            .merge(SwaggerUi::new("/docs").url("/openapi.json", api)),
+            .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi::complete(&api))),
     )
 }
 

@@ -37,12 +37,16 @@ pub struct AuditParams {
     /// Only this action (`transaction.transfer`, `schedule.pause`, …).
     action: Option<String>,
     /// Only at or after (RFC 3339).
+    #[param(format = DateTime, example = "2030-01-31T09:00:00Z")]
     since: Option<String>,
     /// Only at or before (RFC 3339).
+    #[param(format = DateTime, example = "2030-01-31T09:00:00Z")]
     until: Option<String>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -147,8 +151,10 @@ pub async fn list_audit_logs(
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Only events after this sequence number (default 0: from the start).
+    #[param(minimum = 0)]
     after: Option<i64>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
 }
 

@@ -28,21 +28,57 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
 }
 
+/// The OpenAPI schema of an email address as `banksim_core::user::parse_email` accepts it: dot-atoms, `@`, DNS labels
+/// of 1–63 characters and an alphabetic top-level label, at most 254 characters. A local part may have at most 64
+/// characters, which a regular expression without look-ahead (all that test generators understand) can only say by
+/// bounding its atoms: one of up to 64, two, three or four of up to 31+32, 20+20+21 or 15 each. The server also
+/// takes longer atoms as long as the local part stays within 64 characters.
+pub fn email_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let atom = |most: u8| format!(r"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~-]{{1,{most}}}");
+    let local = format!(
+        r"({}|{}\.{}|{}\.{}\.{}|{}(\.{}){{3}})",
+        atom(64),
+        atom(31),
+        atom(32),
+        atom(20),
+        atom(20),
+        atom(21),
+        atom(15),
+        atom(15)
+    );
+    let label = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(254))
+        .pattern(Some(format!(r"^{local}@({label}\.)+[A-Za-z]{{1,63}}$")))
+        .description(Some("An email address (stored lower-case)"))
+        .examples([serde_json::json!("sefa@example.com")])
+        .build()
+}
+
 /// A registration.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// 3–50 characters of `[A-Za-z0-9_]`, unique (case-insensitively).
-    #[schema(required = true, example = "sefa")]
+    #[schema(
+        required = true,
+        nullable = false,
+        min_length = 3,
+        max_length = 50,
+        pattern = "^[A-Za-z0-9_]+$",
+        example = "sefa"
+    )]
     username: Option<String>,
     /// A valid email, unique (case-insensitively); stored lower-case.
-    #[schema(required = true, example = "sefa@example.com")]
+    #[schema(required = true, nullable = false, schema_with = crate::http::auth::email_schema)]
     email: Option<String>,
     /// 8–128 characters.
-    #[schema(required = true, example = "password123")]
+    #[schema(required = true, nullable = false, min_length = 8, max_length = 128, example = "password123")]
     password: Option<String>,
     /// `user` (default) or `admin`; `admin` only with an admin's access token.
-    #[schema(example = "user")]
+    #[schema(pattern = "^(user|admin)$", example = "user")]
     role: Option<String>,
 }
 
@@ -83,10 +119,10 @@ pub async fn register(
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// The account's email (any case).
-    #[schema(required = true, example = "sefa@example.com")]
+    #[schema(required = true, nullable = false, example = "sefa@example.com")]
     email: Option<String>,
     /// The account's password.
-    #[schema(required = true, example = "password123")]
+    #[schema(required = true, nullable = false, example = "password123")]
     password: Option<String>,
 }
 
@@ -152,7 +188,7 @@ pub async fn login(
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token from login or the last refresh.
-    #[schema(required = true)]
+    #[schema(required = true, nullable = false, min_length = 1)]
     refresh_token: Option<String>,
 }
 

@@ -40,6 +40,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct CurrencyParam {
     /// ISO 4217 code (default USD).
+    #[param(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
 }
 
@@ -130,12 +131,16 @@ pub async fn list_balances(
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// ISO 4217 code (default USD).
+    #[param(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
     /// Most entries, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
     /// Only at or after (RFC 3339).
+    #[param(format = DateTime, example = "2030-01-31T09:00:00Z")]
     since: Option<String>,
     /// Only at or before (RFC 3339).
+    #[param(format = DateTime, example = "2030-01-31T09:00:00Z")]
     until: Option<String>,
 }
 
@@ -221,9 +226,11 @@ pub async fn get_balance_history(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AtTimeParams {
-    /// RFC 3339 instant, any offset (required).
+    /// RFC 3339 instant, any offset.
+    #[param(required = true, format = DateTime, example = "2030-01-31T09:00:00Z")]
     timestamp: Option<String>,
     /// ISO 4217 code (default USD).
+    #[param(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
 }
 
@@ -272,10 +279,13 @@ pub async fn get_balance_at_time(
 #[into_params(parameter_in = Query)]
 pub struct StatementParams {
     /// First UTC day, `YYYY-MM-DD` (default: 29 days before `to`).
+    #[param(format = Date, example = "2026-03-01")]
     from: Option<String>,
     /// Last UTC day, inclusive (default and latest: today). At most 366 days from `from`.
+    #[param(format = Date, example = "2026-03-31")]
     to: Option<String>,
     /// Only this currency's wallet (default: every wallet).
+    #[param(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
 }
 

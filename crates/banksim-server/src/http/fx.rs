@@ -72,13 +72,28 @@ pub async fn list_fx_rates(State(state): State<AppState>, _caller: AuthUser) -> 
 #[serde(deny_unknown_fields)]
 pub struct PutRateRequest {
     /// Positive exact decimal (number or string), at most 12 decimals.
-    #[schema(value_type = String, example = "0.92")]
+    #[schema(required = true, schema_with = crate::http::fx::rate_schema)]
     rate: Option<Box<RawValue>>,
+}
+
+/// The OpenAPI schema of a rate: a positive JSON number, or a string of digits with at most 12 decimals.
+pub fn rate_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Number]))
+        .pattern(Some(r"^[0-9]{1,16}(\.[0-9]{1,12})?$"))
+        .exclusive_minimum(Some(0))
+        .description(Some("Positive exact decimal, as a JSON number or a string, at most 12 decimals"))
+        .examples([serde_json::json!("0.92")])
+        .build()
 }
 
 /// Sets a rate (admin).
 #[utoipa::path(put, path = "/fx-rates/{base}/{quote}", tag = "fx",
-    params(("base" = String, Path, description = "From"), ("quote" = String, Path, description = "To")),
+    params(
+        ("base" = String, Path, pattern = "^[A-Z]{3}$", example = "USD", description = "From (ISO 4217)"),
+        ("quote" = String, Path, pattern = "^[A-Z]{3}$", example = "EUR", description = "To (ISO 4217)"),
+    ),
     request_body = PutRateRequest,
     security(("bearer" = [])),
     responses(

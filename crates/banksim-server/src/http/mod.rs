@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fx;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod pagination;
 pub mod rate_limit;
 pub mod refusals;

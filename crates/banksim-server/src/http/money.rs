@@ -85,3 +85,19 @@ pub fn number_json(decimal: String) -> Box<RawValue> {
     // Callers pass formatter output (digits, a sign, a point): always a valid JSON number.
     RawValue::from_string(decimal).expect("a formatted decimal is a valid JSON number")
 }
+/// The OpenAPI schema of a request amount: a JSON number, or a string of digits with an optional fraction. What a
+/// schema cannot say is checked by the server (400 `invalid_amount`): more decimals than the currency's minor unit,
+/// or more than the configured maximum per transaction.
+pub fn amount_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Number]))
+        .pattern(Some(r"^[0-9]{1,16}(\.[0-9]{1,16})?$"))
+        .exclusive_minimum(Some(0))
+        .description(Some(
+            "Exact amount, as a JSON number (`500.00`) or a string (`\"500.00\"`): more than 0, at most the \
+             configured maximum, at most the currency's decimals",
+        ))
+        .examples([serde_json::json!("500.00")])
+        .build()
+}

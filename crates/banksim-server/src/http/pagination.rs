@@ -20,6 +20,14 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+/// Checks an offset (0 to `i64::MAX`, default 0): the databases count rows in signed 64 bits, and the spec says so.
+pub fn page_offset(offset: Option<u64>) -> Result<u64, ApiError> {
+    match offset.unwrap_or(0) {
+        offset if offset <= i64::MAX as u64 => Ok(offset),
+        _ => Err(ApiError::parameter("offset", format!("must be between 0 and {}", i64::MAX))),
+    }
+}
+
 /// A cursor naming a row by its (instant, id) sort key.
 pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()))

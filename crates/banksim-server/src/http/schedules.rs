@@ -20,7 +20,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::client::ClientContext;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::money::{amount_json, amount_text};
-use crate::http::pagination::page_limit;
+use crate::http::pagination::{page_limit, page_offset};
 use crate::http::transactions::replayed;
 use crate::service::ledger::fingerprint;
 use crate::service::schedules::{self as schedule_service, Created, ScheduleRequest};
@@ -49,7 +49,8 @@ pub struct ScheduleResponse {
     amount: Box<RawValue>,
     /// ISO 4217 code.
     currency: String,
-    /// Free text.
+    /// Free text, at most 500 characters.
+    #[schema(max_length = 500)]
     description: Option<String>,
     /// The recipient of a transfer.
     to_user_id: Option<Uuid>,
@@ -110,37 +111,57 @@ impl From<&ScheduleRecord> for ScheduleResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateScheduleRequest {
     /// `credit`, `debit` or `transfer`.
-    #[schema(example = "transfer")]
+    #[schema(required = true, nullable = false, pattern = "^(credit|debit|transfer)$", example = "transfer")]
     transaction_type: Option<String>,
     /// Exact amount (number or string).
-    #[schema(value_type = String, example = "25.00")]
+    #[schema(required = true, schema_with = crate::http::money::amount_schema)]
     amount: Option<Box<RawValue>>,
     /// Enabled ISO 4217 code.
-    #[schema(example = "USD")]
+    #[schema(required = true, nullable = false, pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
-    /// Free text.
+    /// Free text, at most 500 characters.
+    #[schema(max_length = 500)]
     description: Option<String>,
     /// Transfers only: the recipient.
     to_user_id: Option<Uuid>,
     /// `once` (or `one-time`) or `recurring`.
-    #[schema(example = "recurring")]
+    #[schema(required = true, nullable = false, pattern = "^(once|one-time|recurring)$", example = "recurring")]
     schedule_type: Option<String>,
     /// First execution, RFC 3339, in the future.
-    #[schema(example = "2030-01-31T09:00:00Z")]
+    #[schema(required = true, nullable = false, format = DateTime, example = "2030-01-31T09:00:00Z")]
     execute_at: Option<String>,
     /// Recurring only: `daily`, `weekly`, `monthly` (anchored to the first day, clamped to the month's end) or
     /// `yearly`.
+    #[schema(pattern = "^(daily|weekly|monthly|yearly)$", example = "monthly")]
     recurrence_pattern: Option<String>,
     /// Recurring only: no occurrence after this instant (inclusive).
+    #[schema(format = DateTime, example = "2031-01-31T09:00:00Z")]
     recurrence_end_date: Option<String>,
     /// Recurring only: most occurrences (≥ 1).
+    #[schema(minimum = 1, example = 12)]
+    #[serde(default, deserialize_with = "whole_number")]
     max_occurrences: Option<i64>,
+}
+
+/// A count as JSON may write it: `12` or `12.0` (JSON Schema's `integer` admits both, and so do clients that hold
+/// every number as a double). A fraction or a value beyond `i64` is refused like any other wrong type.
+fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else { return Ok(None) };
+    if let Some(whole) = number.as_i64() {
+        return Ok(Some(whole));
+    }
+    match number.as_f64() {
+        // Exactly representable integers only: below 2^53 every whole double is one.
+        Some(value) if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 => Ok(Some(value as i64)),
+        _ => Err(D::Error::custom("must be a whole number")),
+    }
 }
 
 /// Schedules a one-time or recurring credit, debit or transfer.
 #[utoipa::path(post, path = "/scheduled-transactions", tag = "scheduled-transactions",
     request_body = CreateScheduleRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Scheduled", body = ScheduleResponse),
@@ -207,10 +228,12 @@ pub async fn create_schedule(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
     /// Rows to skip.
     offset: Option<u64>,
     /// `active`, `paused`, `cancelled`, `completed` or `failed`.
+    #[param(pattern = "^(active|paused|cancelled|completed|failed)$", example = "active")]
     status: Option<String>,
     /// Only active (true) or only not active (false).
     is_active: Option<bool>,
@@ -241,7 +264,7 @@ pub async fn list_schedules(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<ScheduleList>, ApiError> {
     let limit = page_limit(params.limit)?;
-    let offset = params.offset.unwrap_or(0);
+    let offset = page_offset(params.offset)?;
     let status = params
         .status
         .as_deref()

@@ -42,8 +42,9 @@ pub struct Health {
     status: &'static str,
 }
 
-/// Liveness: the process is up and answering (any method).
-#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = Health)))]
+/// Liveness: the process is up and answering (any standard method; others get a 405 like every route).
+#[utoipa::path(method(get, post, put, delete, patch, head, trace), path = "/healthz", tag = "service",
+    responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }

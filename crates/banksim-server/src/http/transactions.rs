@@ -22,7 +22,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::client::ClientContext;
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
-use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
+use crate::http::pagination::{decode_cursor, encode_cursor, page_limit, page_offset};
 use crate::replica::MinLsn;
 use crate::service::ledger::{self as ledger_service, MoneyAnswer, MoneyRequest, ValidMovement, fingerprint};
 
@@ -150,12 +150,13 @@ impl ResponseRenderer for TransactionRenderer {
 pub struct AmountRequest {
     /// Exact amount as a number (`500.00`) or string (`"500.00"`); > 0, at most the maximum, at most the
     /// currency's decimals.
-    #[schema(value_type = String, example = "500.00")]
+    #[schema(required = true, schema_with = crate::http::money::amount_schema)]
     amount: Option<Box<RawValue>>,
     /// Enabled ISO 4217 code.
-    #[schema(example = "USD")]
+    #[schema(required = true, nullable = false, pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
     /// Free text, at most 500 characters.
+    #[schema(max_length = 500, example = "Groceries")]
     description: Option<String>,
 }
 
@@ -164,14 +165,16 @@ pub struct AmountRequest {
 #[serde(deny_unknown_fields)]
 pub struct TransferRequest {
     /// The recipient (an active user other than the caller).
+    #[schema(required = true, nullable = false, example = "550e8400-e29b-41d4-a716-446655440002")]
     to_user_id: Option<Uuid>,
     /// Exact amount.
-    #[schema(value_type = String, example = "25.50")]
+    #[schema(required = true, schema_with = crate::http::money::amount_schema)]
     amount: Option<Box<RawValue>>,
     /// Enabled ISO 4217 code.
-    #[schema(example = "USD")]
+    #[schema(required = true, nullable = false, pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
     /// Free text, at most 500 characters.
+    #[schema(max_length = 500, example = "Groceries")]
     description: Option<String>,
 }
 
@@ -180,13 +183,13 @@ pub struct TransferRequest {
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRequest {
     /// Source currency.
-    #[schema(example = "USD")]
+    #[schema(required = true, nullable = false, pattern = "^[A-Z]{3}$", example = "USD")]
     from_currency: Option<String>,
     /// Target currency.
-    #[schema(example = "EUR")]
+    #[schema(required = true, nullable = false, pattern = "^[A-Z]{3}$", example = "EUR")]
     to_currency: Option<String>,
     /// Exact amount in the source currency.
-    #[schema(value_type = String, example = "100.00")]
+    #[schema(required = true, schema_with = crate::http::money::amount_schema)]
     amount: Option<Box<RawValue>>,
 }
 
@@ -211,7 +214,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 /// Adds money to the caller's wallet from outside the bank.
 #[utoipa::path(post, path = "/transactions/credit", tag = "transactions", request_body = AmountRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
@@ -236,7 +239,7 @@ pub async fn create_credit(
 
 /// Takes money out of the caller's wallet; never below zero.
 #[utoipa::path(post, path = "/transactions/debit", tag = "transactions", request_body = AmountRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
@@ -261,7 +264,7 @@ pub async fn create_debit(
 
 /// Moves money from the caller to another active user, atomically.
 #[utoipa::path(post, path = "/transactions/transfer", tag = "transactions", request_body = TransferRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
@@ -286,7 +289,7 @@ pub async fn create_transfer(
 
 /// Converts between two of the caller's wallets at the current rate (rounded down to the target's minor unit).
 #[utoipa::path(post, path = "/transactions/exchange", tag = "transactions", request_body = ExchangeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
@@ -353,7 +356,7 @@ async fn exchange_movement(state: &AppState, caller: &User, body: ExchangeReques
 #[utoipa::path(post, path = "/transactions/{id}/rollback", tag = "transactions",
     params(
         ("id" = Uuid, Path, description = "The transaction to reverse"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)"),
     ),
     security(("bearer" = [])),
     responses(
@@ -409,22 +412,28 @@ pub async fn get_transaction(
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
     /// Rows to skip (ignored with `cursor`).
     offset: Option<u64>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
     /// `credit`, `debit`, `transfer` or `exchange`.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", pattern = "^(credit|debit|transfer|exchange)$", example = "transfer")]
     kind: Option<String>,
     /// `success`, `rolled_back`, `failed` or `pending`.
+    #[param(pattern = "^(success|rolled_back|failed|pending)$", example = "success")]
     status: Option<String>,
     /// ISO 4217 code.
+    #[param(pattern = "^[A-Z]{3}$", example = "USD")]
     currency: Option<String>,
     /// Only at or after this instant (RFC 3339).
+    #[param(format = DateTime, example = "2030-01-31T09:00:00Z")]
     since: Option<String>,
     /// Only at or before this instant (RFC 3339).
+    #[param(format = DateTime, example = "2030-01-31T09:00:00Z")]
     until: Option<String>,
 }
 
@@ -466,7 +475,7 @@ pub async fn list_transactions(
 ) -> Result<Json<TransactionList>, ApiError> {
     let limit = page_limit(params.limit)?;
     let before = params.cursor.as_deref().map(decode_cursor).transpose()?;
-    let offset = if before.is_some() { 0 } else { params.offset.unwrap_or(0) };
+    let offset = if before.is_some() { 0 } else { page_offset(params.offset)? };
     let kind = params
         .kind
         .as_deref()

@@ -17,7 +17,7 @@ use crate::auth::{AdminUser, AuthUser};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::client::ClientContext;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::http::pagination::{decode_cursor, encode_cursor, page_limit};
+use crate::http::pagination::{decode_cursor, encode_cursor, page_limit, page_offset};
 use crate::replica::MinLsn;
 use crate::service::users as user_service;
 
@@ -81,10 +81,12 @@ pub async fn me(AuthUser(user): AuthUser) -> Json<UserResponse> {
 #[into_params(parameter_in = Query)]
 pub struct ListUsersQuery {
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
     limit: Option<u32>,
     /// Users to skip (ignored with `cursor`).
     offset: Option<u64>,
     /// `next_cursor` of the previous page: constant-time paging through any length.
+    #[param(min_length = 1)]
     cursor: Option<String>,
     /// Include deactivated users (default false).
     include_inactive: Option<bool>,
@@ -121,7 +123,7 @@ pub async fn list_users(
     let limit = page_limit(query.limit)?;
     let after =
         query.cursor.as_deref().map(decode_cursor).transpose()?.map(|(created_at, id)| UserCursor { created_at, id });
-    let offset = if after.is_some() { 0 } else { query.offset.unwrap_or(0) };
+    let offset = if after.is_some() { 0 } else { page_offset(query.offset)? };
     let include_inactive = query.include_inactive.unwrap_or(false);
     let query = UserListQuery { limit, offset, after, include_inactive };
     let page = state.lagging_reads(&admin, min_lsn).list_users(query).await?;
@@ -155,14 +157,19 @@ pub async fn get_user(
 /// Changes to a user; at least one field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateUserRequest {
-    /// New username.
+    /// New username: 3–50 characters of `[A-Za-z0-9_]`.
+    #[schema(nullable = false, min_length = 3, max_length = 50, pattern = "^[A-Za-z0-9_]+$", example = "sefa_2")]
     username: Option<String>,
     /// New email.
+    #[schema(nullable = false, schema_with = crate::http::auth::email_schema)]
     email: Option<String>,
     /// `user` or `admin`.
+    #[schema(nullable = false, pattern = "^(user|admin)$", example = "user")]
     role: Option<String>,
     /// `false` deactivates, `true` reactivates.
+    #[schema(nullable = false)]
     is_active: Option<bool>,
 }
 
