@@ -295,6 +295,11 @@ fn add_components(doc: &mut Value) {
     if let Some(error_code) = components.pointer_mut("/schemas/ErrorBody/properties/error_code") {
         error_code["enum"] = json!(codes);
     }
+    // A user update names at least one field. Said here, not with `#[schema(min_properties = 1)]`, because
+    // utoipa-gen 5.5 writes that attribute as `maxProperties`.
+    if let Some(update) = components.pointer_mut("/schemas/UpdateUserRequest") {
+        update["minProperties"] = json!(1);
+    }
     components["headers"] = json!({
         "X-Request-ID": {
             "description": "The request's id: the client's own `X-Request-ID` if it sent a sane one, else a new one.",

@@ -157,7 +157,6 @@ pub async fn get_user(
 /// Changes to a user; at least one field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(min_properties = 1)]
 pub struct UpdateUserRequest {
     /// New username: 3–50 characters of `[A-Za-z0-9_]`.
     #[schema(nullable = false, min_length = 3, max_length = 50, pattern = "^[A-Za-z0-9_]+$", example = "sefa_2")]
