@@ -154,22 +154,36 @@ pub async fn get_user(
     Ok(Json(user_service::get(&state, id).await?.into()))
 }
 
-/// Changes to a user; at least one field.
+/// Changes to a user; at least one field. A field given as `null` is refused (422), not read as absent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     /// New username: 3–50 characters of `[A-Za-z0-9_]`.
     #[schema(nullable = false, min_length = 3, max_length = 50, pattern = "^[A-Za-z0-9_]+$", example = "sefa_2")]
+    #[serde(default, deserialize_with = "present")]
     username: Option<String>,
     /// New email.
     #[schema(nullable = false, schema_with = crate::http::auth::email_schema)]
+    #[serde(default, deserialize_with = "present")]
     email: Option<String>,
     /// `user` or `admin`.
     #[schema(nullable = false, pattern = "^(user|admin)$", example = "user")]
+    #[serde(default, deserialize_with = "present")]
     role: Option<String>,
     /// `false` deactivates, `true` reactivates.
     #[schema(nullable = false)]
+    #[serde(default, deserialize_with = "present")]
     is_active: Option<bool>,
+}
+
+/// A field that may be absent but, when present, is not `null`: the spec declares every update field non-nullable,
+/// and the server keeps to it rather than reading `null` as "no change".
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl UpdateUserRequest {
