@@ -693,7 +693,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: 200 when the database answers (`degraded` when Redis does not), 503 otherwise. */
+        /**
+         * Readiness: 200 when the database answers (`degraded` when Redis or the replica does not, or the replica lags),
+         *     503 otherwise.
+         */
         get: operations["readyz"];
         put?: never;
         post?: never;
@@ -827,6 +830,7 @@ export interface components {
             };
             /** @description Money movements waiting for a writer. */
             queue_depth: number;
+            replica?: null | components["schemas"]["ReplicaSummary"];
             /** @description The scheduler of this instance. */
             scheduler: components["schemas"]["SchedulerMetrics"];
             /**
@@ -940,6 +944,7 @@ export interface components {
              * @example ok
              */
             redis?: string | null;
+            replica?: null | components["schemas"]["ReplicaStatus"];
         };
         /** @description A new schedule. Every invalid field is reported at once (422). */
         CreateScheduleRequest: {
@@ -1393,7 +1398,7 @@ export interface components {
             checks: components["schemas"]["Checks"];
             /**
              * @description `ok` when every dependency answers, `unavailable` when the database does not, `degraded` when an optional
-             *     one (Redis) does not: banksim works on without it.
+             *     one (Redis, the replica) does not or lags: banksim works on without it.
              * @example ok
              */
             status: string;
@@ -1425,6 +1430,40 @@ export interface components {
              * @example sefa
              */
             username: string;
+        };
+        /**
+         * @description `checks.replica` of `/readyz`.
+         * @enum {string}
+         */
+        ReplicaStatus: "ok" | "lagging" | "unavailable";
+        /** @description The replica in `/metrics/basic`. */
+        ReplicaSummary: {
+            /**
+             * Format: int64
+             * @description Bytes of the primary's log not replayed yet (when known).
+             */
+            lag_bytes?: number | null;
+            /**
+             * Format: double
+             * @description How old the oldest commit not replayed yet was at the last poll, in seconds (when known; reads also count
+             *     the time since that poll).
+             */
+            lag_seconds?: number | null;
+            /**
+             * Format: int64
+             * @description Reads that may lag, served by the primary since start (the replica unavailable, lagging, or behind the
+             *     caller's writes).
+             */
+            reads_primary: number;
+            /**
+             * Format: int64
+             * @description Reads that may lag, served by the replica since start.
+             */
+            reads_replica: number;
+            /** @description How far the replica has replayed the primary's log (`X/Y`). */
+            replayed_lsn?: string | null;
+            /** @description `ok`, `lagging` or `unavailable`. */
+            status: components["schemas"]["ReplicaStatus"];
         };
         /** @description A page of schedules. */
         ScheduleList: {
@@ -1948,7 +1987,10 @@ export interface operations {
                 /** @description `next_cursor` of the previous page. */
                 cursor?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2743,7 +2785,10 @@ export interface operations {
                  */
                 currency?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2960,7 +3005,10 @@ export interface operations {
                  */
                 until?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3071,7 +3119,10 @@ export interface operations {
                  */
                 currency?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -3174,7 +3225,10 @@ export interface operations {
                  */
                 limit?: number;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5097,7 +5151,10 @@ export interface operations {
                  */
                 until?: string;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -5621,7 +5678,10 @@ export interface operations {
                 /** @description Include deactivated users (default false). */
                 include_inactive?: boolean;
             };
-            header?: never;
+            header?: {
+                /** @description Read at least this position of the primary's log (the `X-Banksim-Min-LSN` of a write's answer, from any instance); the caller's own writes on this instance are always read */
+                "X-Banksim-Min-LSN"?: string;
+            };
             path?: never;
             cookie?: never;
         };
