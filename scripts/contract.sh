@@ -36,12 +36,15 @@ log() { printf '\n==> %s\n' "$*"; }
 SCRATCH=$(mktemp -d)
 SERVER_PID=
 SERVER_LOG=/dev/null
-DATABASES=()
+# The PostgreSQL databases made, one a line (a file: fresh_database runs in a command substitution's subshell).
+DATABASES=$SCRATCH/databases
 cleanup() {
   stop_server
-  for db in "${DATABASES[@]}"; do
-    psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  done
+  if [ -f "$DATABASES" ]; then
+    while read -r db; do
+      psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+    done <"$DATABASES"
+  fi
   rm -rf "$SCRATCH"
 }
 trap cleanup EXIT
@@ -73,7 +76,7 @@ fresh_database() {
       local db
       db="banksim_contract_$(date +%s)_$RANDOM"
       psql "$PG_URL/postgres" -qc "CREATE DATABASE $db" >/dev/null
-      DATABASES+=("$db")
+      echo "$db" >>"$DATABASES"
       echo "$PG_URL/$db"
       ;;
     *) echo "unknown backend $backend" >&2; return 1 ;;
