@@ -4,7 +4,8 @@
 #   on:  target/release/banksim, with its Prometheus metrics (always on) and every span exported over OTLP
 #        (http/protobuf) to a local sink that accepts and counts the exports.
 # The rounds alternate off/on and on/off to spread the machine's drift. Each run reports throughput and p99 from
-# `banksim simulate`, and the server's resident memory after the run.
+# `banksim simulate`, the server's resident memory after the run, and its CPU time per movement (start-up and
+# seeding included, the same for both).
 #
 #   BASE_BIN=/tmp/base-target/release/banksim scripts/bench-observability.sh [seconds per run, 20] [rounds, 2]
 #
@@ -53,10 +54,14 @@ run() { # label binary [extra env...]
   local result
   result=$("$bin" simulate --url "http://127.0.0.1:$port" --users 200 --connections 64 --duration "${seconds}s" \
     --scenario transfer 2>/dev/null | grep -E '^(movements|latency|errors)' | tr '\n' ' ')
-  local rss
+  local rss cpu moved
   rss=$(awk '/VmRSS/ {print $2/1024 " MB"}' "/proc/$server/status")
+  # The server's CPU time (user + system) per movement: less disturbed than throughput by other work on the
+  # machine, which takes cores away but does not add instructions to banksim's.
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$server/stat")
+  moved=$(echo "$result" | awk '{print $2}')
   kill -TERM "$server"; wait "$server" || true
-  echo "$label | $result| rss $rss"
+  echo "$label | $result| rss $rss | server cpu $(awk -v c="$cpu" -v m="$moved" 'BEGIN {printf "%.1f", c * 1e6 / m}') µs/movement"
 }
 
 on_env=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
