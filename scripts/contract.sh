@@ -120,14 +120,16 @@ access_token() {
 }
 
 TOTAL_CASES=0
-# schemathesis against the running server as `who`; fails on any failure.
+# schemathesis against the running server as `who`; fails on any failure. `use_after_free` is excluded here as
+# well as in the config file: `--checks all` brings it back in the stateful phase (see the config for why a 200
+# after a DELETE is banksim's contract).
 run_schemathesis() {
   local backend=$1 who=$2 email=$3 token out cases status=0
   token=$(access_token "$email")
   out="$SCRATCH/schemathesis-$backend-$who.txt"
   log "schemathesis on $backend as $who (seed $SEED, $EXAMPLES examples per operation)"
   "$VENV/bin/schemathesis" --no-color --config-file scripts/contract/schemathesis.toml run "$BASE_URL/openapi.json" \
-    --checks all --seed "$SEED" --max-examples "$EXAMPLES" --workers 1 \
+    --checks all --exclude-checks use_after_free --seed "$SEED" --max-examples "$EXAMPLES" --workers 1 \
     --header "Authorization: Bearer $token" >"$out" 2>&1 || status=$?
   cases=$(grep -oE '[0-9]+ generated' "$out" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
   if [ "$status" -ne 0 ]; then
