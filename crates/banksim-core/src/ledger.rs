@@ -2,8 +2,9 @@
 //!
 //! Every movement becomes postings whose signed amounts sum to zero per currency:
 //! a credit posts world → user, a debit user → world, a transfer user → user, an exchange user(A) → fx(A) and
-//! fx(B) → user(B), and a rollback posts the inverse of its original. User wallets never go negative; system
-//! accounts (`world`, `fx`) may.
+//! fx(B) → user(B), and a rollback posts the inverse of its original. User wallets stay within their [`Limits`]
+//! (never negative unless an admin granted an overdraft, never above a maximum balance when one is set); system
+//! accounts (`world`, `fx`) have no limits.
 //!
 //! [`Book`] applies movements to an in-memory view of the accounts they touch, so the storage layer can lock
 //! those accounts once, apply a whole batch of movements in order, and write the results in one commit. Nothing
@@ -154,7 +155,7 @@ impl AccountKey {
 /// The namespace of account ids (a fixed, random UUID).
 const ACCOUNT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c1e_52a4_4d3c_9f0e_8a7b_2c4d_6e10);
 
-/// An account's state as stored: its id, balance and the number of postings it has.
+/// An account's state as stored: its id, balance, the number of postings it has and its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountState {
     /// Stable id.
@@ -165,6 +166,44 @@ pub struct AccountState {
     pub balance_minor: i64,
     /// Postings so far; the next posting gets `version + 1`.
     pub version: i64,
+    /// The wallet's balance limits (system accounts have none).
+    pub limits: Limits,
+}
+
+/// A wallet's balance limits, set by admins: how far below zero it may go, and how high it may rise.
+///
+/// A movement is checked only in the direction it moves a wallet: money out may not take the balance below
+/// `-overdraft`, money in may not take it above `max_balance`. Limits can therefore only be changed to values the
+/// current balance already satisfies ([`Limits::admit`]), so that every balance of a wallet stays within them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limits {
+    /// How far below zero the balance may go, in minor units (`None`: not at all).
+    pub overdraft_minor: Option<i64>,
+    /// The highest balance allowed, in minor units (`None`: no ceiling).
+    pub max_balance_minor: Option<i64>,
+}
+
+impl Limits {
+    /// The lowest balance allowed: `-overdraft`, or 0.
+    pub fn floor_minor(self) -> i64 {
+        self.overdraft_minor.map_or(0, |overdraft| -overdraft)
+    }
+
+    /// Whether a wallet may hold `balance_minor` under these limits; the refusal names the limit it breaks.
+    pub fn admit(self, balance_minor: i64) -> Result<(), LedgerError> {
+        if balance_minor < self.floor_minor() {
+            return Err(LedgerError::InsufficientFunds);
+        }
+        if self.max_balance_minor.is_some_and(|max| balance_minor > max) {
+            return Err(LedgerError::BalanceLimitExceeded);
+        }
+        Ok(())
+    }
+
+    /// Whether the limits themselves make sense: neither is negative.
+    pub fn is_valid(self) -> bool {
+        self.overdraft_minor.is_none_or(|o| o >= 0) && self.max_balance_minor.is_none_or(|m| m >= 0)
+    }
 }
 
 /// One signed movement on one account.
@@ -327,6 +366,9 @@ pub enum LedgerError {
     /// A compensating transaction cannot itself be rolled back.
     #[error("a rollback cannot be rolled back")]
     NotReversible,
+    /// A wallet would rise above its maximum balance.
+    #[error("the wallet's balance limit would be exceeded")]
+    BalanceLimitExceeded,
     /// A balance would leave the range of `i64`.
     #[error("amount out of range")]
     Overflow,
@@ -344,6 +386,7 @@ impl LedgerError {
             Self::RollbackForbidden => "insufficient_permissions",
             Self::AlreadyRolledBack => "already_rolled_back",
             Self::NotReversible => "not_reversible",
+            Self::BalanceLimitExceeded => "balance_limit_exceeded",
             Self::Overflow => "invalid_amount",
         }
     }
@@ -484,8 +527,15 @@ impl Book {
                 None => panic!("account {:?} was not loaded", leg.account),
             };
             let balance_minor = current.balance_minor.checked_add(leg.amount_minor).ok_or(LedgerError::Overflow)?;
-            if matches!(leg.account, AccountKey::User { .. }) && balance_minor < 0 {
-                return Err(LedgerError::InsufficientFunds);
+            if matches!(leg.account, AccountKey::User { .. }) {
+                // Each leg is held to the limit in the direction it moves the wallet (see `Limits`).
+                let limits = current.limits;
+                if leg.amount_minor < 0 && balance_minor < limits.floor_minor() {
+                    return Err(LedgerError::InsufficientFunds);
+                }
+                if leg.amount_minor > 0 && limits.max_balance_minor.is_some_and(|max| balance_minor > max) {
+                    return Err(LedgerError::BalanceLimitExceeded);
+                }
             }
             next.push(AccountState { balance_minor, version: current.version + 1, ..current });
         }
@@ -607,7 +657,7 @@ mod tests {
     }
 
     fn state(key: AccountKey, balance_minor: i64) -> AccountState {
-        AccountState { id: Uuid::new_v4(), key, balance_minor, version: 0 }
+        AccountState { id: Uuid::new_v4(), key, balance_minor, version: 0, limits: Limits::default() }
     }
 
     fn command(movement: Movement) -> Command {
@@ -767,6 +817,63 @@ mod tests {
         assert!(book.apply(&by(true), Utc::now()).is_ok());
     }
 
+    fn limited(book: &mut Book, key: AccountKey, limits: Limits) {
+        let mut account = *book.account(key).expect("account");
+        account.limits = limits;
+        book.accounts.insert(key, account);
+    }
+
+    #[test]
+    fn an_overdraft_lets_a_wallet_go_that_far_below_zero_and_no_further() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = book(&[a, b], 100);
+        limited(&mut book, user(a), Limits { overdraft_minor: Some(50), max_balance_minor: None });
+        let debit = |amount| command(Movement::Debit { user_id: a, amount: usd(amount) });
+        assert_eq!(book.apply(&debit(151), Utc::now()), Err(LedgerError::InsufficientFunds));
+        assert!(book.apply(&debit(150), Utc::now()).is_ok());
+        assert_eq!(balance(&book, user(a)), -50);
+        let transfer = Movement::Transfer { from_user_id: a, to_user_id: b, amount: usd(1) };
+        assert_eq!(book.apply(&command(transfer), Utc::now()), Err(LedgerError::InsufficientFunds));
+        // Money in is always welcome below zero.
+        assert!(book.apply(&command(Movement::Credit { user_id: a, amount: usd(10) }), Utc::now()).is_ok());
+        assert_eq!(balance(&book, user(a)), -40);
+    }
+
+    #[test]
+    fn a_maximum_balance_refuses_money_in_beyond_it_but_not_money_out() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = book(&[a, b], 100);
+        limited(&mut book, user(b), Limits { overdraft_minor: None, max_balance_minor: Some(150) });
+        let to_b = |amount| command(Movement::Transfer { from_user_id: a, to_user_id: b, amount: usd(amount) });
+        assert_eq!(book.apply(&to_b(51), Utc::now()), Err(LedgerError::BalanceLimitExceeded));
+        assert_eq!((balance(&book, user(a)), balance(&book, user(b))), (100, 100), "a refusal changes nothing");
+        assert!(book.apply(&to_b(50), Utc::now()).is_ok());
+        let credit = command(Movement::Credit { user_id: b, amount: usd(1) });
+        assert_eq!(book.apply(&credit, Utc::now()), Err(LedgerError::BalanceLimitExceeded));
+        assert!(book.apply(&command(Movement::Debit { user_id: b, amount: usd(150) }), Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn limits_hold_for_rollbacks_too() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let transfer = original(a, b, 300);
+        let id = transfer.record.id;
+        let mut book = Book::new([state(user(a), 700), state(user(b), 1300)], [transfer]);
+        limited(&mut book, user(a), Limits { overdraft_minor: None, max_balance_minor: Some(900) });
+        let rollback = command(Movement::Rollback { original_id: id, actor_id: a, actor_is_admin: true });
+        assert_eq!(book.apply(&rollback, Utc::now()), Err(LedgerError::BalanceLimitExceeded));
+    }
+
+    #[test]
+    fn limits_admit_only_balances_within_them() {
+        let limits = Limits { overdraft_minor: Some(100), max_balance_minor: Some(1_000) };
+        assert_eq!(limits.admit(-101), Err(LedgerError::InsufficientFunds));
+        assert_eq!(limits.admit(1_001), Err(LedgerError::BalanceLimitExceeded));
+        assert!(limits.admit(-100).is_ok() && limits.admit(1_000).is_ok());
+        assert_eq!(Limits::default().admit(-1), Err(LedgerError::InsufficientFunds));
+        assert!(!Limits { overdraft_minor: Some(-1), max_balance_minor: None }.is_valid());
+    }
+
     #[test]
     #[should_panic(expected = "unbalanced")]
     fn unbalanced_legs_never_pass() {
@@ -793,6 +900,32 @@ mod tests {
                 prop_assert!(book.accounts().filter(|a| a.key.user_id().is_some()).all(|a| a.balance_minor >= 0));
                 if let Ok(applied) = outcome {
                     prop_assert_eq!(applied.postings.iter().map(|p| p.amount_minor).sum::<i64>(), 0);
+                }
+            }
+        }
+
+        #[test]
+        fn random_movements_keep_every_wallet_within_its_limits(
+            limits in proptest::collection::vec((proptest::option::of(0i64..500), proptest::option::of(1_000i64..3_000)), 4),
+            steps in proptest::collection::vec((0usize..4, 0usize..4, 0u8..3, 1i64..800), 1..200)
+        ) {
+            let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+            let mut book = book(&users, 1_000);
+            for (user_id, (overdraft_minor, max_balance_minor)) in users.iter().zip(&limits) {
+                limited(&mut book, user(*user_id), Limits { overdraft_minor: *overdraft_minor, max_balance_minor: *max_balance_minor });
+            }
+            for (from, to, kind, amount) in steps {
+                let movement = match kind {
+                    0 => Movement::Credit { user_id: users[to], amount: usd(amount) },
+                    1 => Movement::Debit { user_id: users[from], amount: usd(amount) },
+                    _ => Movement::Transfer { from_user_id: users[from], to_user_id: users[to], amount: usd(amount) },
+                };
+                let before: i64 = book.accounts().map(|a| a.balance_minor).sum();
+                let outcome = book.apply(&command(movement), Utc::now());
+                let after: i64 = book.accounts().map(|a| a.balance_minor).sum();
+                prop_assert_eq!(before, after, "{:?}", outcome);
+                for account in book.accounts().filter(|a| a.key.user_id().is_some()) {
+                    prop_assert!(account.limits.admit(account.balance_minor).is_ok(), "{:?}", account);
                 }
             }
         }

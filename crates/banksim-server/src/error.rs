@@ -68,6 +68,8 @@ pub enum ErrorCode {
     UnsupportedCurrency,
     /// The wallet holds less than the movement takes out.
     InsufficientFunds,
+    /// The movement would take a wallet above its maximum balance, or the wallet's balance is outside new limits.
+    BalanceLimitExceeded,
     /// A transfer to oneself.
     SelfTransfer,
     /// An exchange into the same currency.
@@ -106,7 +108,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 41] = [
+    pub const ALL: [Self; 42] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -131,6 +133,7 @@ impl ErrorCode {
         Self::InvalidAmount,
         Self::UnsupportedCurrency,
         Self::InsufficientFunds,
+        Self::BalanceLimitExceeded,
         Self::SelfTransfer,
         Self::SameCurrency,
         Self::RecipientNotFound,
@@ -172,6 +175,7 @@ impl ErrorCode {
             | Self::InvalidAmount
             | Self::UnsupportedCurrency
             | Self::InsufficientFunds
+            | Self::BalanceLimitExceeded
             | Self::SelfTransfer
             | Self::SameCurrency
             | Self::RecipientNotFound
@@ -217,6 +221,7 @@ impl ErrorCode {
             Self::InvalidAmount => "invalid_amount",
             Self::UnsupportedCurrency => "unsupported_currency",
             Self::InsufficientFunds => "insufficient_funds",
+            Self::BalanceLimitExceeded => "balance_limit_exceeded",
             Self::SelfTransfer => "self_transfer",
             Self::SameCurrency => "same_currency",
             Self::RecipientNotFound => "recipient_not_found",
@@ -267,6 +272,7 @@ impl ErrorCode {
             Self::InvalidAmount => "invalid amount",
             Self::UnsupportedCurrency => "unsupported currency",
             Self::InsufficientFunds => "insufficient funds",
+            Self::BalanceLimitExceeded => "the wallet's balance limit would be exceeded",
             Self::SelfTransfer => "cannot transfer to yourself",
             Self::SameCurrency => "cannot exchange a currency into itself",
             Self::RecipientNotFound => "recipient not found",
@@ -443,6 +449,8 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict("email_taken") => Self::new(ErrorCode::EmailTaken),
             StoreError::Conflict("username_taken") => Self::new(ErrorCode::UsernameTaken),
             StoreError::Conflict("last_admin") => Self::new(ErrorCode::LastAdmin),
+            StoreError::Conflict("balance_limit_exceeded") => Self::new(ErrorCode::BalanceLimitExceeded)
+                .with_message("the wallet's balance is outside the new limits"),
             StoreError::Unavailable(cause) => {
                 Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::ServiceUnavailable) }
             }
@@ -578,6 +586,7 @@ mod tests {
             RollbackForbidden,
             AlreadyRolledBack,
             NotReversible,
+            BalanceLimitExceeded,
             Overflow,
         ] {
             let code = ApiError::from(refusal).code();

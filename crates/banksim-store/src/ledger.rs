@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
 use banksim_core::ledger::{
-    AccountKey, AccountState, Applied, Book, Command, LedgerError, Movement, Original, TransactionRecord,
+    AccountKey, AccountState, Applied, Book, Command, LedgerError, Limits, Movement, Original, TransactionRecord,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -89,6 +89,52 @@ pub struct Wallet {
     pub version: i64,
     /// Last movement.
     pub updated_at: DateTime<Utc>,
+    /// Its balance limits.
+    pub limits: Limits,
+}
+
+/// An admin's change of one wallet's balance limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsChange {
+    /// The wallet's owner.
+    pub user_id: Uuid,
+    /// The wallet's currency.
+    pub currency: Currency,
+    /// The new limits (replacing the old ones whole).
+    pub limits: Limits,
+}
+
+/// The audit entry and event data of a limits change (the same for both backends).
+pub(crate) fn limits_rows(
+    change: &LimitsChange,
+    before: Limits,
+    audit: &AuditContext,
+) -> (AuditRow, serde_json::Value) {
+    let wallet = AccountKey::User { user_id: change.user_id, currency: change.currency };
+    let data = json!({"account": wallet, "account_id": wallet.id(), "before": before, "after": change.limits});
+    let row = AuditRow {
+        entry_id: Uuid::now_v7(),
+        actor_id: audit.actor_id,
+        action: "wallet.limits".to_owned(),
+        entity_type: "wallet",
+        entity_id: Some(wallet.id().to_string()),
+        outcome: "success".to_owned(),
+        details: data.clone(),
+        ip: audit.ip.clone(),
+        user_agent: audit.user_agent.clone(),
+        request_id: audit.request_id.clone(),
+        trace_id: audit.trace_id.clone(),
+    };
+    (row, data)
+}
+
+/// Refuses limits that are negative, or that the wallet's balance already breaks (`balance_limit_exceeded`): every
+/// balance of a wallet must stay within its limits.
+pub(crate) fn check_new_limits(limits: Limits, balance_minor: i64) -> Result<(), StoreError> {
+    if !limits.is_valid() || limits.admit(balance_minor).is_err() {
+        return Err(StoreError::Conflict("balance_limit_exceeded"));
+    }
+    Ok(())
 }
 
 /// A user wallet as a committed batch left it (for the server's balance cache).
@@ -143,6 +189,7 @@ pub(crate) fn wallet_states(accounts: &[AccountState], now: DateTime<Utc>) -> Ve
                     balance_minor: account.balance_minor,
                     version: account.version,
                     updated_at: now,
+                    limits: account.limits,
                 },
             }),
             _ => None,
@@ -552,7 +599,13 @@ mod tests {
         let wallets: Vec<WalletState> = (0..250_i64)
             .map(|i| WalletState {
                 user_id: Uuid::new_v4(),
-                wallet: Wallet { currency: Currency::JPY, balance_minor: i, version: i64::MAX - i, updated_at: now },
+                wallet: Wallet {
+                    currency: Currency::JPY,
+                    balance_minor: i,
+                    version: i64::MAX - i,
+                    updated_at: now,
+                    limits: Limits::default(),
+                },
             })
             .collect();
         let notices = wallet_notices(&wallets);

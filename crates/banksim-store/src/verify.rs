@@ -4,7 +4,7 @@
 //! backends spell differently; everything else is SQL that PostgreSQL and SQLite both accept.
 
 /// (query, what it checks) pairs.
-pub(crate) const CHECKS: [(&str, &str); 7] = [
+pub(crate) const CHECKS: [(&str, &str); 8] = [
     (
         "SELECT ID(p.transaction_id) || ' ' || a.currency || ' sums to ' || CAST(sum(p.amount_minor) AS TEXT)
          FROM postings p JOIN accounts a ON a.id = p.account_id
@@ -33,8 +33,16 @@ pub(crate) const CHECKS: [(&str, &str); 7] = [
         "the balances of a currency do not sum to zero",
     ),
     (
-        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) FROM accounts WHERE kind = 'user' AND balance_minor < 0",
-        "a user wallet is negative",
+        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) || ' with an overdraft of '
+             || CAST(coalesce(overdraft_minor, 0) AS TEXT)
+         FROM accounts WHERE kind = 'user' AND balance_minor < -coalesce(overdraft_minor, 0)",
+        "a user wallet is below its overdraft (negative, without one)",
+    ),
+    (
+        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) || ' above its maximum of '
+             || CAST(max_balance_minor AS TEXT)
+         FROM accounts WHERE kind = 'user' AND max_balance_minor IS NOT NULL AND balance_minor > max_balance_minor",
+        "a user wallet is above its maximum balance",
     ),
     (
         "SELECT ID(t.id) || ' reverses ' || ID(t.reversal_of)

@@ -425,6 +425,86 @@ mod ledger {
         .await;
     }
 
+    fn limits(overdraft_minor: Option<i64>, max_balance_minor: Option<i64>) -> banksim_core::ledger::Limits {
+        banksim_core::ledger::Limits { overdraft_minor, max_balance_minor }
+    }
+
+    async fn set_limits(
+        store: &Arc<dyn Store>,
+        user: &User,
+        limits: banksim_core::ledger::Limits,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        let change = banksim_store::LimitsChange { user_id: user.id, currency: Currency::USD, limits };
+        store.set_wallet_limits(&change, &AuditContext::default(), now()).await
+    }
+
+    #[tokio::test]
+    async fn limits_open_the_wallet_and_hold_for_every_movement() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            assert_eq!(store.wallet_limits(a.id, Currency::USD).await.expect("limits"), limits(None, None));
+            set_limits(&store, &a, limits(Some(5_000), None)).await.expect("set");
+            set_limits(&store, &b, limits(None, Some(3_000))).await.expect("set");
+            assert_eq!(store.wallet_limits(a.id, Currency::USD).await.expect("limits"), limits(Some(5_000), None));
+            let wallet = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets");
+            assert_eq!(wallet.first().map(|w| (w.balance_minor, w.limits)), Some((0, limits(Some(5_000), None))));
+            let outcomes = post(
+                &store,
+                vec![
+                    request(Movement::Debit { user_id: a.id, amount: usd(5_001) }, None),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(3_001) }, None),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(3_000) }, None),
+                    request(Movement::Debit { user_id: a.id, amount: usd(2_000) }, None),
+                    request(Movement::Debit { user_id: a.id, amount: usd(1) }, None),
+                    request(Movement::Credit { user_id: b.id, amount: usd(1) }, None),
+                ],
+            )
+            .await;
+            assert_eq!(outcomes[0], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert_eq!(outcomes[1], LedgerOutcome::Refused(LedgerError::BalanceLimitExceeded));
+            assert!(matches!(outcomes[2], LedgerOutcome::Posted(_)), "{outcomes:?}");
+            assert!(matches!(outcomes[3], LedgerOutcome::Posted(_)), "{outcomes:?}");
+            assert_eq!(outcomes[4], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert_eq!(outcomes[5], LedgerOutcome::Refused(LedgerError::BalanceLimitExceeded));
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (-5_000, 3_000));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn limits_the_balance_already_breaks_are_refused_and_unknown_users_are_not_found() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            set_limits(&store, &a, limits(Some(1_000), None)).await.expect("set");
+            post(&store, vec![request(Movement::Debit { user_id: a.id, amount: usd(600) }, None)]).await;
+            let refused = set_limits(&store, &a, limits(Some(500), None)).await;
+            assert!(matches!(refused, Err(StoreError::Conflict("balance_limit_exceeded"))), "{refused:?}");
+            let negative = set_limits(&store, &a, limits(Some(1_000), Some(-1))).await;
+            assert!(matches!(negative, Err(StoreError::Conflict("balance_limit_exceeded"))), "{negative:?}");
+            assert_eq!(store.wallet_limits(a.id, Currency::USD).await.expect("limits"), limits(Some(1_000), None));
+            set_limits(&store, &a, limits(Some(600), Some(0))).await.expect("the balance is within these");
+            let stranger = User { id: Uuid::new_v4(), ..a.clone() };
+            assert!(matches!(set_limits(&store, &stranger, limits(None, None)).await, Err(StoreError::NotFound)));
+            let audit = store
+                .list_audit(&banksim_store::AuditQuery {
+                    action: Some("wallet.limits".to_owned()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .expect("audit");
+            assert_eq!(audit.len(), 2, "one entry per change made");
+            let events = store.list_events(0, 100).await.expect("events");
+            assert_eq!(events.iter().filter(|e| e.event_type == "WalletLimitsSet").count(), 2);
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
     /// A small deterministic generator (xorshift), so that a failing case can be run again.
     struct Dice(u64);
 

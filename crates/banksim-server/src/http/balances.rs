@@ -5,7 +5,7 @@ use axum::extract::State;
 use banksim_core::currency::Currency;
 use banksim_core::ledger::TransactionKind;
 use banksim_core::money::Money;
-use banksim_store::HistoryQuery;
+use banksim_store::{HistoryQuery, Wallet};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -60,6 +60,34 @@ pub struct CurrentBalance {
     currency: String,
     /// Last movement; null for a wallet that never had one.
     last_updated_at: Option<DateTime<Utc>>,
+    /// Posted, held and spendable amounts.
+    #[serde(flatten)]
+    figures: BalanceFigures,
+}
+
+/// What every balance object carries beside `amount`: the posted balance (equal to `amount`), what the wallet's
+/// pending transfers hold, and what it may still spend (`posted − pending_out + overdraft`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceFigures {
+    /// The posted balance (equal to `amount`).
+    #[schema(value_type = f64, example = 1250.75)]
+    posted: Box<RawValue>,
+    /// Held by the wallet's pending transfers (0 until two-phase transfers exist).
+    #[schema(value_type = f64, example = 0)]
+    pending_out: Box<RawValue>,
+    /// What the wallet may still spend: `posted − pending_out + overdraft`.
+    #[schema(value_type = f64, example = 1250.75)]
+    available: Box<RawValue>,
+}
+
+impl BalanceFigures {
+    /// The figures of a wallet (`None`: one that never existed, all zero).
+    fn of(wallet: Option<&Wallet>, currency: Currency) -> Self {
+        let posted = wallet.map_or(0, |w| w.balance_minor);
+        let overdraft = wallet.and_then(|w| w.limits.overdraft_minor).unwrap_or(0);
+        let money = |minor: i64| amount_json(Money::new(minor, currency));
+        Self { posted: money(posted), pending_out: money(0), available: money(posted.saturating_add(overdraft)) }
+    }
 }
 
 /// The caller's balance in one currency (0 for a wallet that never existed).
@@ -80,6 +108,7 @@ pub async fn get_current_balance(
         user_id: caller.id,
         amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor), currency)),
         currency: currency.to_string(),
+        figures: BalanceFigures::of(wallet.as_ref(), currency),
         last_updated_at: wallet.map(|w| w.updated_at),
     }))
 }
@@ -94,6 +123,9 @@ pub struct WalletBalance {
     amount: Box<RawValue>,
     /// Last movement.
     last_updated_at: DateTime<Utc>,
+    /// Posted, held and spendable amounts.
+    #[serde(flatten)]
+    figures: BalanceFigures,
 }
 
 /// Every wallet of the caller.
@@ -119,6 +151,7 @@ pub async fn list_balances(
             .map(|w| WalletBalance {
                 currency: w.currency.to_string(),
                 amount: amount_json(Money::new(w.balance_minor, w.currency)),
+                figures: BalanceFigures::of(Some(&w), w.currency),
                 last_updated_at: w.updated_at,
             })
             .collect(),

@@ -65,7 +65,8 @@ pub fn parse_currency(
     Ok(currency)
 }
 
-fn invalid_amount(message: &str) -> ApiError {
+/// A 400 `invalid_amount` with `message`.
+pub fn invalid_amount(message: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidAmount).with_message(message.to_owned())
 }
 

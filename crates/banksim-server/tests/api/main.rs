@@ -14,6 +14,7 @@ mod fx;
 mod hostile;
 mod http;
 mod idempotency;
+mod limits;
 mod metrics;
 mod rate_limit;
 mod redis;

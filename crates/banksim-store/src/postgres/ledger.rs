@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
-use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -18,10 +18,10 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::chain::link;
 use crate::ledger::{
-    AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, PostedBatch,
-    ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched,
-    claimed_keys, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices,
-    wallet_states,
+    AuditContext, AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, LimitsChange,
+    PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open,
+    accounts_touched, check_new_limits, claimed_keys, limits_rows, parse_currency, parse_stored, plan_batch,
+    refuse_gaining_cycle, rollback_originals, wallet_notices, wallet_states,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
@@ -216,8 +216,8 @@ async fn lock_accounts(
     ids: &[Uuid],
 ) -> Result<(Vec<AccountState>, Option<DateTime<Utc>>), StoreError> {
     let rows = sqlx::query(
-        "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts
-         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        "SELECT id, kind, user_id, currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor
+         FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(ids)
     .fetch_all(&mut **tx)
@@ -232,6 +232,7 @@ async fn lock_accounts(
             key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
             balance_minor: row.try_get("balance_minor")?,
             version: row.try_get("version")?,
+            limits: limits_from_row(row)?,
         });
     }
     Ok((accounts, last_posted))
@@ -465,7 +466,7 @@ pub(crate) async fn wallets(
     currency: Option<Currency>,
 ) -> Result<Vec<Wallet>, StoreError> {
     let rows = sqlx::query(
-        "SELECT currency, balance_minor, version, updated_at FROM accounts
+        "SELECT currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor FROM accounts
          WHERE kind = 'user' AND user_id = $1 AND ($2::text IS NULL OR currency = $2) ORDER BY currency",
     )
     .bind(user_id)
@@ -479,10 +480,62 @@ pub(crate) async fn wallets(
                 balance_minor: row.try_get("balance_minor")?,
                 version: row.try_get("version")?,
                 updated_at: row.try_get("updated_at")?,
+                limits: limits_from_row(row)?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+fn limits_from_row(row: &PgRow) -> Result<Limits, sqlx::Error> {
+    Ok(Limits {
+        overdraft_minor: row.try_get("overdraft_minor")?,
+        max_balance_minor: row.try_get("max_balance_minor")?,
+    })
+}
+
+pub(crate) async fn wallet_limits(pool: &PgPool, user_id: Uuid, currency: Currency) -> Result<Limits, StoreError> {
+    let row = sqlx::query("SELECT overdraft_minor, max_balance_minor FROM accounts WHERE id = $1")
+        .bind(AccountKey::User { user_id, currency }.id())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(limits_from_row).transpose()?.unwrap_or_default())
+}
+
+/// Opens the wallet if needed, locks it (as a ledger batch would), checks its balance against the new limits and
+/// stores them, with the audit entry and event.
+pub(crate) async fn set_wallet_limits(
+    pool: &PgPool,
+    change: &LimitsChange,
+    audit: &AuditContext,
+    now: DateTime<Utc>,
+) -> Result<Limits, StoreError> {
+    let wallet = AccountKey::User { user_id: change.user_id, currency: change.currency };
+    let mut tx = pool.begin().await?;
+    let user: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(change.user_id).fetch_optional(&mut *tx).await?;
+    if user.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    open_accounts(&mut tx, &[wallet], now).await?;
+    let (accounts, _) = lock_accounts(&mut tx, &[wallet.id()]).await?;
+    let account = accounts.first().ok_or(StoreError::NotFound)?;
+    check_new_limits(change.limits, account.balance_minor)?;
+    sqlx::query("UPDATE accounts SET overdraft_minor = $2, max_balance_minor = $3 WHERE id = $1")
+        .bind(wallet.id())
+        .bind(change.limits.overdraft_minor)
+        .bind(change.limits.max_balance_minor)
+        .execute(&mut *tx)
+        .await?;
+    let (row, data) = limits_rows(change, account.limits, audit);
+    super::journal::append_audit(&mut tx, &[row], now).await?;
+    super::journal::append_event(&mut tx, "wallet", wallet.id(), "WalletLimitsSet", &data, now).await?;
+    // Caches keep wallets by version, and limits do not move the version (it counts postings): announcing the
+    // next version drops every cached copy and keeps none until the wallet's next posting.
+    let notice = format!("{}:{}:{}", change.user_id, change.currency, account.version + 1);
+    sqlx::query("SELECT pg_notify('banksim_wallets', $1)").bind(notice).execute(&mut *tx).await?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
+    Ok(change.limits)
 }
 
 pub(crate) async fn balance_history(pool: &PgPool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
-use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -16,9 +16,10 @@ use uuid::Uuid;
 use super::{instant, micros};
 use crate::StoreError;
 use crate::ledger::{
-    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, PostedBatch, ResponseRenderer,
-    StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, parse_currency,
-    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_states,
+    AuditContext, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, LimitsChange,
+    PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open,
+    accounts_touched, check_new_limits, limits_rows, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle,
+    rollback_originals, wallet_states,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
@@ -44,7 +45,8 @@ pub(crate) async fn post_batch(
     let mut now = now;
     for ids in accounts_touched(&live, &originals).chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts WHERE id IN (",
+            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor
+             FROM accounts WHERE id IN (",
         );
         let mut list = query.separated(", ");
         for id in ids {
@@ -59,6 +61,7 @@ pub(crate) async fn post_batch(
                 key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
                 balance_minor: row.try_get("balance_minor")?,
                 version: row.try_get("version")?,
+                limits: limits_from_row(&row)?,
             });
         }
     }
@@ -340,7 +343,7 @@ pub(crate) async fn wallets(
     currency: Option<Currency>,
 ) -> Result<Vec<Wallet>, StoreError> {
     let rows = sqlx::query(
-        "SELECT currency, balance_minor, version, updated_at FROM accounts
+        "SELECT currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor FROM accounts
          WHERE kind = 'user' AND user_id = $1 AND ($2 IS NULL OR currency = $2) ORDER BY currency",
     )
     .bind(user_id)
@@ -354,10 +357,61 @@ pub(crate) async fn wallets(
                 balance_minor: row.try_get("balance_minor")?,
                 version: row.try_get("version")?,
                 updated_at: instant(row.try_get("updated_at")?)?,
+                limits: limits_from_row(row)?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+fn limits_from_row(row: &SqliteRow) -> Result<Limits, sqlx::Error> {
+    Ok(Limits {
+        overdraft_minor: row.try_get("overdraft_minor")?,
+        max_balance_minor: row.try_get("max_balance_minor")?,
+    })
+}
+
+pub(crate) async fn wallet_limits(pool: &SqlitePool, user_id: Uuid, currency: Currency) -> Result<Limits, StoreError> {
+    let row = sqlx::query("SELECT overdraft_minor, max_balance_minor FROM accounts WHERE id = $1")
+        .bind(AccountKey::User { user_id, currency }.id())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(limits_from_row).transpose()?.unwrap_or_default())
+}
+
+/// Opens the wallet if needed, checks its balance against the new limits and stores them, with the audit entry and
+/// event, on the writer connection (which serialises it with the ledger's batches).
+pub(crate) async fn set_wallet_limits(
+    writer: &SqlitePool,
+    change: &LimitsChange,
+    audit: &AuditContext,
+    now: DateTime<Utc>,
+) -> Result<Limits, StoreError> {
+    let wallet = AccountKey::User { user_id: change.user_id, currency: change.currency };
+    let mut tx = super::begin_write(writer).await?;
+    let user: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(change.user_id).fetch_optional(&mut *tx).await?;
+    if user.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    open_accounts(&mut tx, &[wallet], now).await?;
+    let row = sqlx::query("SELECT balance_minor, overdraft_minor, max_balance_minor FROM accounts WHERE id = $1")
+        .bind(wallet.id())
+        .fetch_one(&mut *tx)
+        .await?;
+    let balance_minor: i64 = row.try_get("balance_minor")?;
+    check_new_limits(change.limits, balance_minor)?;
+    sqlx::query("UPDATE accounts SET overdraft_minor = $2, max_balance_minor = $3 WHERE id = $1")
+        .bind(wallet.id())
+        .bind(change.limits.overdraft_minor)
+        .bind(change.limits.max_balance_minor)
+        .execute(&mut *tx)
+        .await?;
+    let (audit_row, data) = limits_rows(change, limits_from_row(&row)?, audit);
+    super::journal::append_audit(&mut tx, &[audit_row], now).await?;
+    super::journal::append_event(&mut tx, "wallet", wallet.id(), "WalletLimitsSet", &data, now).await?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
+    Ok(change.limits)
 }
 
 pub(crate) async fn balance_history(pool: &SqlitePool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {

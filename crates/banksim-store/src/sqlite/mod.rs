@@ -452,6 +452,23 @@ impl Store for SqliteStore {
         ledger::fx_rate(&self.reader, base, quote).await
     }
 
+    async fn wallet_limits(
+        &self,
+        user_id: Uuid,
+        currency: Currency,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        ledger::wallet_limits(&self.reader, user_id, currency).await
+    }
+
+    async fn set_wallet_limits(
+        &self,
+        change: &crate::LimitsChange,
+        audit: &AuditContext,
+        now: DateTime<Utc>,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        ledger::set_wallet_limits(&self.writer, change, audit, now).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         ledger::put_fx_rate(&self.writer, &rate).await
     }
