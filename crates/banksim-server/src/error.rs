@@ -88,6 +88,8 @@ pub enum ErrorCode {
     TransactionNotFound,
     /// The transaction was rolled back already.
     AlreadyRolledBack,
+    /// The transfer is not a pending hold (any more): posted, voided, expired, or never a hold.
+    TransferNotPending,
     /// The Idempotency-Key was used with another request body.
     IdempotencyKeyReused,
     /// Too many money movements are waiting: retry after `Retry-After`.
@@ -108,7 +110,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 42] = [
+    pub const ALL: [Self; 43] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -143,6 +145,7 @@ impl ErrorCode {
         Self::NotReversible,
         Self::TransactionNotFound,
         Self::AlreadyRolledBack,
+        Self::TransferNotPending,
         Self::IdempotencyKeyReused,
         Self::WriteQueueFull,
         Self::RateLimited,
@@ -184,7 +187,7 @@ impl ErrorCode {
             | Self::InvalidIdempotencyKey
             | Self::NotReversible => StatusCode::BAD_REQUEST,
             Self::TransactionNotFound => StatusCode::NOT_FOUND,
-            Self::AlreadyRolledBack | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
+            Self::AlreadyRolledBack | Self::TransferNotPending | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
             Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ScheduleNotFound => StatusCode::NOT_FOUND,
@@ -231,6 +234,7 @@ impl ErrorCode {
             Self::NotReversible => "not_reversible",
             Self::TransactionNotFound => "transaction_not_found",
             Self::AlreadyRolledBack => "already_rolled_back",
+            Self::TransferNotPending => "transfer_not_pending",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::WriteQueueFull => "write_queue_full",
             Self::RateLimited => "rate_limited",
@@ -282,6 +286,7 @@ impl ErrorCode {
             Self::NotReversible => "a rollback cannot be rolled back",
             Self::TransactionNotFound => "transaction not found",
             Self::AlreadyRolledBack => "transaction was already rolled back",
+            Self::TransferNotPending => "the transfer is not pending",
             Self::IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             Self::WriteQueueFull => "too many pending transactions; retry shortly",
             Self::RateLimited => "too many requests; retry later",
@@ -587,6 +592,9 @@ mod tests {
             AlreadyRolledBack,
             NotReversible,
             BalanceLimitExceeded,
+            TransferNotPending,
+            PostExceedsHold,
+            SettleForbidden,
             Overflow,
         ] {
             let code = ApiError::from(refusal).code();

@@ -263,6 +263,10 @@ impl Store for StoreLayer {
         self.call("set_wallet_limits", self.inner.set_wallet_limits(change, audit, now)).await
     }
 
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<banksim_store::DueHold>, StoreError> {
+        self.read("due_holds", || self.inner.due_holds(now, limit)).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         self.call("put_fx_rate", self.inner.put_fx_rate(rate)).await
     }

@@ -34,8 +34,8 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
-    AuditContext, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest,
-    LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, WalletChange,
+    AuditContext, DueHold, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport,
+    LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, WalletChange,
     WalletChangeFeed, WalletState, WalletVersion,
 };
 pub use model::{
@@ -216,6 +216,9 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditContext,
         now: DateTime<Utc>,
     ) -> Result<banksim_core::ledger::Limits, StoreError>;
+
+    /// Pending holds whose `expires_at` is at or before `now`, oldest first, at most `limit`.
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueHold>, StoreError>;
 
     /// A wallet's postings, newest first.
     async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError>;

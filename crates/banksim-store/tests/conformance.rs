@@ -505,6 +505,71 @@ mod ledger {
         .await;
     }
 
+    #[tokio::test]
+    async fn holds_sit_in_the_pending_account_until_settled_and_are_found_when_due() {
+        use banksim_core::ledger::Settlement;
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            post(&store, vec![request(Movement::Credit { user_id: a.id, amount: usd(1_000) }, None)]).await;
+            let soon = now() + Duration::seconds(60);
+            let hold =
+                |amount| Movement::Hold { from_user_id: a.id, to_user_id: b.id, amount: usd(amount), expires_at: soon };
+            let outcomes =
+                post(&store, vec![request(hold(300), None), request(hold(200), None), request(hold(600), None)]).await;
+            let LedgerOutcome::Posted(first) = &outcomes[0] else { panic!("{outcomes:?}") };
+            let LedgerOutcome::Posted(second) = &outcomes[1] else { panic!("{outcomes:?}") };
+            assert_eq!(outcomes[2], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert_eq!(first.status, TransactionStatus::Pending);
+            let wallet = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets").remove(0);
+            assert_eq!((wallet.balance_minor, wallet.pending_minor), (500, 500));
+            assert!(store.verify_ledger().await.expect("verify").is_sound());
+            assert!(store.due_holds(now(), 10).await.expect("due").is_empty());
+
+            let settle = |hold_id, settlement| Movement::Settle {
+                hold_id,
+                payee_id: b.id,
+                currency: Currency::USD,
+                settlement,
+                actor_id: a.id,
+                actor_is_admin: false,
+            };
+            let outcomes = post(
+                &store,
+                vec![
+                    request(settle(first.id, Settlement::Post(Some(usd(100)))), None),
+                    request(settle(first.id, Settlement::Void), None),
+                ],
+            )
+            .await;
+            let LedgerOutcome::Posted(posted) = &outcomes[0] else { panic!("{outcomes:?}") };
+            assert_eq!((posted.id, posted.status, posted.amount), (first.id, TransactionStatus::Success, usd(100)));
+            assert_eq!(outcomes[1], LedgerOutcome::Refused(LedgerError::TransferNotPending));
+            let stored = store.find_transaction(first.id).await.expect("find").expect("hold");
+            assert_eq!(
+                (stored.status, stored.amount, stored.expires_at),
+                (TransactionStatus::Success, usd(100), Some(soon))
+            );
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (700, 100));
+
+            let due = store.due_holds(soon, 10).await.expect("due");
+            assert_eq!(
+                due.iter().map(|h| (h.id, h.from_user_id, h.to_user_id)).collect::<Vec<_>>(),
+                [(second.id, a.id, b.id)]
+            );
+            let expired = store
+                .post_batch(&[request(settle(second.id, Settlement::Expire), None)], &Plain, soon)
+                .await
+                .expect("batch");
+            assert!(matches!(&expired.outcomes[0], LedgerOutcome::Posted(t) if t.status == TransactionStatus::Expired));
+            let wallet = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets").remove(0);
+            assert_eq!((wallet.balance_minor, wallet.pending_minor), (900, 0));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
     /// A small deterministic generator (xorshift), so that a failing case can be run again.
     struct Dice(u64);
 

@@ -326,6 +326,7 @@ mod tests {
             version,
             updated_at: chrono::Utc::now(),
             limits: banksim_core::ledger::Limits::default(),
+            pending_minor: 0,
         }
     }
 

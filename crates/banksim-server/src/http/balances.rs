@@ -72,7 +72,7 @@ pub struct BalanceFigures {
     /// The posted balance (equal to `amount`).
     #[schema(value_type = f64, example = 1250.75)]
     posted: Box<RawValue>,
-    /// Held by the wallet's pending transfers (0 until two-phase transfers exist).
+    /// Held by the wallet's pending transfers (two-phase transfers not yet posted, voided or expired).
     #[schema(value_type = f64, example = 0)]
     pending_out: Box<RawValue>,
     /// What the wallet may still spend: `posted − pending_out + overdraft`.
@@ -83,10 +83,16 @@ pub struct BalanceFigures {
 impl BalanceFigures {
     /// The figures of a wallet (`None`: one that never existed, all zero).
     fn of(wallet: Option<&Wallet>, currency: Currency) -> Self {
-        let posted = wallet.map_or(0, |w| w.balance_minor);
+        // Held money has left the wallet's ledger balance for the pending account, but is still posted to it.
+        let balance = wallet.map_or(0, |w| w.balance_minor);
+        let pending = wallet.map_or(0, |w| w.pending_minor);
         let overdraft = wallet.and_then(|w| w.limits.overdraft_minor).unwrap_or(0);
         let money = |minor: i64| amount_json(Money::new(minor, currency));
-        Self { posted: money(posted), pending_out: money(0), available: money(posted.saturating_add(overdraft)) }
+        Self {
+            posted: money(balance.saturating_add(pending)),
+            pending_out: money(pending),
+            available: money(balance.saturating_add(overdraft)),
+        }
     }
 }
 
@@ -106,7 +112,7 @@ pub async fn get_current_balance(
     let wallet = state.balances.current(state.store.as_ref(), caller.id, currency).await?;
     Ok(Json(CurrentBalance {
         user_id: caller.id,
-        amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor), currency)),
+        amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor + w.pending_minor), currency)),
         currency: currency.to_string(),
         figures: BalanceFigures::of(wallet.as_ref(), currency),
         last_updated_at: wallet.map(|w| w.updated_at),
@@ -150,7 +156,7 @@ pub async fn list_balances(
             .into_iter()
             .map(|w| WalletBalance {
                 currency: w.currency.to_string(),
-                amount: amount_json(Money::new(w.balance_minor, w.currency)),
+                amount: amount_json(Money::new(w.balance_minor + w.pending_minor, w.currency)),
                 figures: BalanceFigures::of(Some(&w), w.currency),
                 last_updated_at: w.updated_at,
             })

@@ -11,6 +11,7 @@ mod concurrency;
 mod failover;
 mod faults;
 mod fx;
+mod holds;
 mod hostile;
 mod http;
 mod idempotency;

@@ -465,6 +465,10 @@ impl Store for PgStore {
         ledger::set_wallet_limits(&self.pool, change, audit, now).await
     }
 
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::DueHold>, StoreError> {
+        ledger::due_holds(&self.pool, now, limit).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         ledger::put_fx_rate(&self.pool, &rate).await
     }

@@ -469,6 +469,10 @@ impl Store for SqliteStore {
         ledger::set_wallet_limits(&self.writer, change, audit, now).await
     }
 
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::DueHold>, StoreError> {
+        ledger::due_holds(&self.reader, now, limit).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         ledger::put_fx_rate(&self.writer, &rate).await
     }

@@ -317,6 +317,10 @@ impl Store for FaultyStore {
         self.run("set_wallet_limits", self.inner.set_wallet_limits(change, audit, now)).await
     }
 
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::DueHold>, StoreError> {
+        self.run("due_holds", self.inner.due_holds(now, limit)).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         self.run("put_fx_rate", self.inner.put_fx_rate(rate)).await
     }
