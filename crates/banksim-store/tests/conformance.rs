@@ -1749,6 +1749,8 @@ mod wallet_bus {
                 let other = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
                 let before = store.foreign_change_marker().await.expect("marker");
                 assert_ne!(before, alone, "no longer alone");
+                // Asking must not cost the asker its own presence: the other store is not alone either.
+                assert_ne!(other.foreign_change_marker().await.expect("marker"), alone, "the other is not alone");
                 other.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
                 let after = store.foreign_change_marker().await.expect("marker");
                 assert_ne!(before, after, "another store's commit moves the data version");

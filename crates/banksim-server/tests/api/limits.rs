@@ -146,12 +146,11 @@ async fn a_maximum_balance_refuses_money_in_beyond_it() {
     }
 }
 
-/// On PostgreSQL a limits change announces the wallet on the change bus one version ahead, so no instance's balance
-/// cache keeps the old limits. (SQLite instances sharing a file rely on `PRAGMA data_version`, which is not checked
-/// here: see the report of issue 14.)
+/// On PostgreSQL a limits change announces the wallet on the change bus one version ahead, and on SQLite it moves the
+/// data version other instances watch, so no instance's balance cache keeps the old limits.
 #[tokio::test]
 async fn new_limits_show_at_once_on_every_instance() {
-    for backend in backends().into_iter().filter(|b| *b == banksim_store::Backend::Postgres) {
+    for backend in backends() {
         let app = TestApp::spawn(backend).await;
         let other = app.spawn_beside(|_| {}).await;
         let admin = app.admin("boss").await;

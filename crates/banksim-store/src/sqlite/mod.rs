@@ -411,8 +411,12 @@ impl Store for SqliteStore {
 
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
         // Alone on the file (the usual embedded case): only this process writes, and its writer keeps the caches.
-        if self.instances.try_lock().is_ok() {
-            self.instances.lock_shared().map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        let alone = self.instances.try_lock().is_ok();
+        // Either way the shared lock is taken again: `flock` converts a lock by dropping it first, so a probe that
+        // failed has left this store holding none, and every other store would then believe itself alone and keep
+        // serving its cache through this one's commits.
+        self.instances.lock_shared().map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        if alone {
             return Ok(Some(ALONE));
         }
         let mut watcher = self.watcher.lock().await;
