@@ -1447,10 +1447,10 @@ export interface components {
         /** @description The body of a post: the part of the hold to pay (default: all of it). */
         PostTransferRequest: {
             /**
-             * @description Exact amount, at most the hold's; the rest goes back to the payer.
-             * @example 20.00
+             * @description Exact amount, as a JSON number (`500.00`) or a string (`"500.00"`): more than 0, at most the configured maximum, at most the currency's decimals
+             * @example 500.00
              */
-            amount?: string | null;
+            amount?: string | number;
         };
         /** @description How far a projection is behind the event log. */
         ProjectionMetrics: {
@@ -1478,15 +1478,15 @@ export interface components {
         /** @description New limits for a wallet; they replace the old ones whole (an absent field is `null`). */
         PutLimitsRequest: {
             /**
-             * @description Non-negative exact decimal (string or number) with the currency's decimals, or null for none.
-             * @example 10000.00
-             */
-            max_balance?: string | null;
-            /**
-             * @description Non-negative exact decimal (string or number) with the currency's decimals, or null for none.
+             * @description Exact non-negative amount, as a JSON number or a string, at most the currency's decimals; null for none
              * @example 100.00
              */
-            overdraft?: string | null;
+            max_balance?: string | number | null;
+            /**
+             * @description Exact non-negative amount, as a JSON number or a string, at most the currency's decimals; null for none
+             * @example 100.00
+             */
+            overdraft?: string | number | null;
         };
         /** @description A new rate. */
         PutRateRequest: {
@@ -2105,7 +2105,10 @@ export interface operations {
             path: {
                 /** @description The wallet's owner */
                 user_id: string;
-                /** @description ISO 4217 code */
+                /**
+                 * @description The wallet's currency (ISO 4217)
+                 * @example USD
+                 */
                 currency: string;
             };
             cookie?: never;
@@ -2233,7 +2236,10 @@ export interface operations {
             path: {
                 /** @description The wallet's owner */
                 user_id: string;
-                /** @description ISO 4217 code */
+                /**
+                 * @description The wallet's currency (ISO 4217)
+                 * @example USD
+                 */
                 currency: string;
             };
             cookie?: never;

@@ -58,11 +58,11 @@ impl WalletLimits {
 #[serde(deny_unknown_fields)]
 pub struct PutLimitsRequest {
     /// Non-negative exact decimal (string or number) with the currency's decimals, or null for none.
-    #[schema(value_type = Option<String>, example = "100.00")]
+    #[schema(schema_with = crate::http::money::limit_schema)]
     #[serde(default)]
     overdraft: Option<Box<RawValue>>,
     /// Non-negative exact decimal (string or number) with the currency's decimals, or null for none.
-    #[schema(value_type = Option<String>, example = "10000.00")]
+    #[schema(schema_with = crate::http::money::limit_schema)]
     #[serde(default)]
     max_balance: Option<Box<RawValue>>,
 }
@@ -81,7 +81,10 @@ fn parse_limit_field(raw: Option<&RawValue>, field: &str, currency: Currency) ->
 
 /// A wallet's balance limits (admin); a wallet that does not exist has none.
 #[utoipa::path(get, path = "/admin/wallets/{user_id}/{currency}/limits", tag = "admin",
-    params(("user_id" = Uuid, Path, description = "The wallet's owner"), ("currency" = String, Path, description = "ISO 4217 code")),
+    params(
+        ("user_id" = Uuid, Path, description = "The wallet's owner"),
+        ("currency" = String, Path, pattern = "^[A-Z]{3}$", example = "USD", description = "The wallet's currency (ISO 4217)"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 200, body = WalletLimits),
@@ -107,7 +110,10 @@ pub async fn get_wallet_limits(
 /// `available` below `−overdraft` are then refused with `insufficient_funds`, and those that would take the balance
 /// above `max_balance` with `balance_limit_exceeded`. Limits that the wallet's balance already breaks are refused.
 #[utoipa::path(put, path = "/admin/wallets/{user_id}/{currency}/limits", tag = "admin",
-    params(("user_id" = Uuid, Path, description = "The wallet's owner"), ("currency" = String, Path, description = "ISO 4217 code")),
+    params(
+        ("user_id" = Uuid, Path, description = "The wallet's owner"),
+        ("currency" = String, Path, pattern = "^[A-Z]{3}$", example = "USD", description = "The wallet's currency (ISO 4217)"),
+    ),
     request_body = PutLimitsRequest,
     security(("bearer" = [])),
     responses(

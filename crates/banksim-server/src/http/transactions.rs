@@ -429,7 +429,7 @@ pub async fn rollback_transaction(
 #[serde(deny_unknown_fields)]
 pub struct PostTransferRequest {
     /// Exact amount, at most the hold's; the rest goes back to the payer.
-    #[schema(value_type = Option<String>, example = "20.00")]
+    #[schema(schema_with = crate::http::money::amount_schema)]
     #[serde(default)]
     amount: Option<Box<RawValue>>,
 }
