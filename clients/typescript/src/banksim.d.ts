@@ -24,6 +24,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/wallets/{user_id}/{currency}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A wallet's balance limits (admin); a wallet that does not exist has none. */
+        get: operations["get_wallet_limits"];
+        /**
+         * Sets a wallet's balance limits (admin), opening the wallet if it does not exist. Movements that would take
+         *     `available` below `−overdraft` are then refused with `insufficient_funds`, and those that would take the balance
+         *     above `max_balance` with `balance_limit_exceeded`. Limits that the wallet's balance already breaks are refused.
+         */
+        put: operations["put_wallet_limits"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit-logs": {
         parameters: {
             query?: never;
@@ -542,7 +564,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Moves money from the caller to another active user, atomically. */
+        /**
+         * Moves money from the caller to another active user, atomically; with `pending: true`, holds it instead (201
+         *     with `status: "pending"` and `expires_at`) until `/transactions/{id}/post`, `/void` or the hold's expiry.
+         */
         post: operations["create_transfer"];
         delete?: never;
         options?: never;
@@ -567,6 +592,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/transactions/{id}/post": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Posts a hold (payer or admin): pays the payee the whole hold, or `amount` of it and releases the rest. */
+        post: operations["post_transfer"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/transactions/{id}/rollback": {
         parameters: {
             query?: never;
@@ -581,6 +623,23 @@ export interface paths {
          *     only; a rollback cannot be rolled back.
          */
         post: operations["rollback_transaction"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/transactions/{id}/void": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Voids a hold (payer, payee or admin): the whole amount goes back to the payer. */
+        post: operations["void_transfer"];
         delete?: never;
         options?: never;
         head?: never;
@@ -799,6 +858,30 @@ export interface components {
              * @description The caller.
              */
             user_id: string;
+        };
+        /**
+         * @description What every balance object carries beside `amount`: the posted balance (equal to `amount`), what the wallet's
+         *     pending transfers hold, and what it may still spend (`posted − pending_out + overdraft`).
+         */
+        BalanceFigures: {
+            /**
+             * Format: double
+             * @description What the wallet may still spend: `posted − pending_out + overdraft`.
+             * @example 1250.75
+             */
+            available: number;
+            /**
+             * Format: double
+             * @description Held by the wallet's pending transfers (two-phase transfers not yet posted, voided or expired).
+             * @example 0
+             */
+            pending_out: number;
+            /**
+             * Format: double
+             * @description The posted balance (equal to `amount`).
+             * @example 1250.75
+             */
+            posted: number;
         };
         /** @description A wallet's movements, newest first. */
         BalanceHistory: {
@@ -1031,7 +1114,7 @@ export interface components {
             user_balances: number;
         };
         /** @description A wallet's balance now. */
-        CurrentBalance: {
+        CurrentBalance: components["schemas"]["BalanceFigures"] & {
             /**
              * Format: double
              * @description Exact balance.
@@ -1137,7 +1220,7 @@ export interface components {
              * @example insufficient_permissions
              * @enum {string}
              */
-            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open";
+            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open";
             /** @description Every invalid field, for validation errors. */
             errors?: components["schemas"]["FieldErrorSchema"][];
             /** @description The request's id (also in `X-Request-ID`); quote it when reporting a problem. */
@@ -1361,6 +1444,14 @@ export interface components {
              */
             message: string;
         };
+        /** @description The body of a post: the part of the hold to pay (default: all of it). */
+        PostTransferRequest: {
+            /**
+             * @description Exact amount, as a JSON number (`500.00`) or a string (`"500.00"`): more than 0, at most the configured maximum, at most the currency's decimals
+             * @example 500.00
+             */
+            amount?: string | number;
+        };
         /** @description How far a projection is behind the event log. */
         ProjectionMetrics: {
             /**
@@ -1383,6 +1474,19 @@ export interface components {
              * @description How long the oldest event not yet applied has waited, in seconds (0 when caught up).
              */
             lag_seconds: number;
+        };
+        /** @description New limits for a wallet; they replace the old ones whole (an absent field is `null`). */
+        PutLimitsRequest: {
+            /**
+             * @description Exact non-negative amount, as a JSON number or a string, at most the currency's decimals; null for none
+             * @example 100.00
+             */
+            max_balance?: string | number | null;
+            /**
+             * @description Exact non-negative amount, as a JSON number or a string, at most the currency's decimals; null for none
+             * @example 100.00
+             */
+            overdraft?: string | number | null;
         };
         /** @description A new rate. */
         PutRateRequest: {
@@ -1652,6 +1756,11 @@ export interface components {
             /** @description Free text. */
             description?: string | null;
             /**
+             * Format: date-time
+             * @description Two-phase transfers only: when the hold expires if it is not settled.
+             */
+            expires_at?: string | null;
+            /**
              * Format: uuid
              * @description The payer (null for a credit).
              */
@@ -1677,7 +1786,8 @@ export interface components {
              */
             reversed_by?: string | null;
             /**
-             * @description `success`, `rolled_back`, `failed` or `pending`; a 201 always shows the final status.
+             * @description `success`, `rolled_back`, `failed`, `pending` (a hold of a two-phase transfer), `voided` or `expired` (a hold
+             *     released unposted); a 201 always shows the final status.
              * @example success
              */
             status: string;
@@ -1716,6 +1826,13 @@ export interface components {
              * @example Groceries
              */
             description?: string | null;
+            /** @description `true` holds the amount (a two-phase transfer) until it is posted, voided or expires. */
+            pending?: boolean | null;
+            /**
+             * Format: int64
+             * @description A hold's lifetime in seconds, 1..2592000 (default 3600); only with `pending: true`.
+             */
+            timeout_secs?: number | null;
             /**
              * Format: uuid
              * @description The recipient (an active user other than the caller).
@@ -1801,7 +1918,7 @@ export interface components {
             username: string;
         };
         /** @description One wallet. */
-        WalletBalance: {
+        WalletBalance: components["schemas"]["BalanceFigures"] & {
             /**
              * Format: double
              * @description Exact balance.
@@ -1814,6 +1931,29 @@ export interface components {
              * @description Last movement.
              */
             last_updated_at: string;
+        };
+        /** @description A wallet's balance limits, as exact decimal strings (`null`: none). */
+        WalletLimits: {
+            /**
+             * @description The wallet's currency.
+             * @example USD
+             */
+            currency: string;
+            /**
+             * @description The highest balance allowed; null: no ceiling.
+             * @example 10000.00
+             */
+            max_balance?: string | null;
+            /**
+             * @description How far below zero the balance may go (`available = posted − pending_out + overdraft`); null: not at all.
+             * @example 100.00
+             */
+            overdraft?: string | null;
+            /**
+             * Format: uuid
+             * @description The wallet's owner.
+             */
+            user_id: string;
         };
         /** @description Group commit at work. */
         WriteBatches: {
@@ -1948,6 +2088,258 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_wallet_limits: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's owner */
+                user_id: string;
+                /**
+                 * @description The wallet's currency (ISO 4217)
+                 * @example USD
+                 */
+                currency: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WalletLimits"];
+                };
+            };
+            /** @description `unsupported_currency` or `invalid_parameter` */
+            400: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `user_not_found` */
+            404: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the read budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_wallet_limits: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's owner */
+                user_id: string;
+                /**
+                 * @description The wallet's currency (ISO 4217)
+                 * @example USD
+                 */
+                currency: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PutLimitsRequest"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WalletLimits"];
+                };
+            };
+            /** @description `invalid_amount`, `invalid_request`, `unsupported_currency`, or `balance_limit_exceeded` (the balance is outside the new limits) */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `user_not_found` */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body exceeds the configured limit */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     "X-Trace-ID": components["headers"]["X-Trace-ID"];
                     [name: string]: unknown;
@@ -5518,6 +5910,184 @@ export interface operations {
             };
         };
     };
+    post_transfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes retries safe (1–255 characters) */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The hold (a transfer made with `pending: true`) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description Optional: `{}` or no body posts the whole hold */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PostTransferRequest"];
+            };
+        };
+        responses: {
+            /** @description The transfer, now `success` with the amount posted */
+            200: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransactionResponse"];
+                };
+            };
+            /** @description `invalid_amount` (more than the hold, or not an amount), `balance_limit_exceeded`, `invalid_request` */
+            400: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `transaction_not_found` */
+            404: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `transfer_not_pending` (posted, voided, expired, or not a hold) or `idempotency_key_reused` */
+            409: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body exceeds the configured limit */
+            413: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the money budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     rollback_transaction: {
         parameters: {
             query?: never;
@@ -5605,6 +6175,151 @@ export interface operations {
                 };
             };
             /** @description `already_rolled_back` or `idempotency_key_reused` */
+            409: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the money budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    void_transfer: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes retries safe (1–255 characters) */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The hold (a transfer made with `pending: true`) */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The transfer, now `voided` */
+            200: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TransactionResponse"];
+                };
+            };
+            /** @description `invalid_parameter`: a path or query parameter is invalid (see `errors`) */
+            400: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `transaction_not_found` */
+            404: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `transfer_not_pending` or `idempotency_key_reused` */
             409: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];

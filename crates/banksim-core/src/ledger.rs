@@ -2,8 +2,9 @@
 //!
 //! Every movement becomes postings whose signed amounts sum to zero per currency:
 //! a credit posts world → user, a debit user → world, a transfer user → user, an exchange user(A) → fx(A) and
-//! fx(B) → user(B), and a rollback posts the inverse of its original. User wallets never go negative; system
-//! accounts (`world`, `fx`) may.
+//! fx(B) → user(B), and a rollback posts the inverse of its original. User wallets stay within their [`Limits`]
+//! (never negative unless an admin granted an overdraft, never above a maximum balance when one is set); system
+//! accounts (`world`, `fx`) have no limits.
 //!
 //! [`Book`] applies movements to an in-memory view of the accounts they touch, so the storage layer can lock
 //! those accounts once, apply a whole batch of movements in order, and write the results in one commit. Nothing
@@ -44,8 +45,12 @@ pub enum TransactionStatus {
     Failed,
     /// Posted, then reversed by a compensating transaction.
     RolledBack,
-    /// Not posted yet (room for two-phase transfers).
+    /// A two-phase transfer's hold, not settled yet: the amount sits in the pending account.
     Pending,
+    /// A hold released by its payer, payee or an admin before it was posted.
+    Voided,
+    /// A hold released by the clock at its `expires_at`.
+    Expired,
 }
 
 macro_rules! names {
@@ -79,6 +84,8 @@ names!(TransactionStatus {
     Failed => "failed",
     RolledBack => "rolled_back",
     Pending => "pending",
+    Voided => "voided",
+    Expired => "expired",
 });
 
 /// An account of the ledger: a user's wallet in one currency, or a system account of one currency.
@@ -102,13 +109,21 @@ pub enum AccountKey {
         /// The account's currency.
         currency: Currency,
     },
+    /// The clearing account of two-phase transfers: holds sit here until they are posted or released.
+    Pending {
+        /// The account's currency.
+        currency: Currency,
+    },
 }
 
 impl AccountKey {
     /// The account's currency.
     pub fn currency(self) -> Currency {
         match self {
-            Self::User { currency, .. } | Self::World { currency } | Self::Fx { currency } => currency,
+            Self::User { currency, .. }
+            | Self::World { currency }
+            | Self::Fx { currency }
+            | Self::Pending { currency } => currency,
         }
     }
 
@@ -127,6 +142,7 @@ impl AccountKey {
             Self::User { user_id, currency } => format!("user:{user_id}:{currency}"),
             Self::World { currency } => format!("world:{currency}"),
             Self::Fx { currency } => format!("fx:{currency}"),
+            Self::Pending { currency } => format!("pending:{currency}"),
         };
         Uuid::new_v5(&ACCOUNT_NAMESPACE, name.as_bytes())
     }
@@ -137,6 +153,7 @@ impl AccountKey {
             ("user", Some(user_id)) => Some(Self::User { user_id, currency }),
             ("world", None) => Some(Self::World { currency }),
             ("fx", None) => Some(Self::Fx { currency }),
+            ("pending", None) => Some(Self::Pending { currency }),
             _ => None,
         }
     }
@@ -147,6 +164,7 @@ impl AccountKey {
             Self::User { .. } => "user",
             Self::World { .. } => "world",
             Self::Fx { .. } => "fx",
+            Self::Pending { .. } => "pending",
         }
     }
 }
@@ -154,7 +172,7 @@ impl AccountKey {
 /// The namespace of account ids (a fixed, random UUID).
 const ACCOUNT_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c1e_52a4_4d3c_9f0e_8a7b_2c4d_6e10);
 
-/// An account's state as stored: its id, balance and the number of postings it has.
+/// An account's state as stored: its id, balance, the number of postings it has and its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountState {
     /// Stable id.
@@ -165,6 +183,47 @@ pub struct AccountState {
     pub balance_minor: i64,
     /// Postings so far; the next posting gets `version + 1`.
     pub version: i64,
+    /// The wallet's balance limits (system accounts have none).
+    pub limits: Limits,
+    /// What the wallet's pending transfers hold (already moved out of `balance_minor` into the pending account):
+    /// the posted balance is `balance_minor + pending_minor`.
+    pub pending_minor: i64,
+}
+
+/// A wallet's balance limits, set by admins: how far below zero it may go, and how high it may rise.
+///
+/// A movement is checked only in the direction it moves a wallet: money out may not take the balance below
+/// `-overdraft`, money in may not take it above `max_balance`. Limits can therefore only be changed to values the
+/// current balance already satisfies ([`Limits::admit`]), so that every balance of a wallet stays within them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Limits {
+    /// How far below zero the balance may go, in minor units (`None`: not at all).
+    pub overdraft_minor: Option<i64>,
+    /// The highest balance allowed, in minor units (`None`: no ceiling).
+    pub max_balance_minor: Option<i64>,
+}
+
+impl Limits {
+    /// The lowest balance allowed: `-overdraft`, or 0.
+    pub fn floor_minor(self) -> i64 {
+        self.overdraft_minor.map_or(0, |overdraft| -overdraft)
+    }
+
+    /// Whether a wallet may hold `balance_minor` under these limits; the refusal names the limit it breaks.
+    pub fn admit(self, balance_minor: i64) -> Result<(), LedgerError> {
+        if balance_minor < self.floor_minor() {
+            return Err(LedgerError::InsufficientFunds);
+        }
+        if self.max_balance_minor.is_some_and(|max| balance_minor > max) {
+            return Err(LedgerError::BalanceLimitExceeded);
+        }
+        Ok(())
+    }
+
+    /// Whether the limits themselves make sense: neither is negative.
+    pub fn is_valid(self) -> bool {
+        self.overdraft_minor.is_none_or(|o| o >= 0) && self.max_balance_minor.is_none_or(|m| m >= 0)
+    }
 }
 
 /// One signed movement on one account.
@@ -214,6 +273,34 @@ pub enum Movement {
         /// The rate used.
         rate: Rate,
     },
+    /// The first phase of a two-phase transfer: `amount` moves from the payer's wallet into the pending account
+    /// (the payer's available balance drops; nothing is posted to the payee) until it is settled or `expires_at`.
+    Hold {
+        /// The payer.
+        from_user_id: Uuid,
+        /// The payee (checked to exist and be active before the movement is queued).
+        to_user_id: Uuid,
+        /// A positive amount.
+        amount: Money,
+        /// When the hold expires if nobody settles it.
+        expires_at: DateTime<Utc>,
+    },
+    /// The second phase of a two-phase transfer: the hold is released to its payer, and (for a post) the posted
+    /// part paid to the payee, in one transaction.
+    Settle {
+        /// The hold.
+        hold_id: Uuid,
+        /// Its payee (as the caller read it; checked against the hold).
+        payee_id: Uuid,
+        /// Its currency.
+        currency: Currency,
+        /// Post, void or expire.
+        settlement: Settlement,
+        /// Who asks (the payer, for an expiry).
+        actor_id: Uuid,
+        /// Whether they are an admin.
+        actor_is_admin: bool,
+    },
     /// The inverse of an earlier transaction.
     Rollback {
         /// The transaction to reverse.
@@ -231,9 +318,21 @@ impl Movement {
         match self {
             Self::Credit { user_id, .. } | Self::Debit { user_id, .. } | Self::Exchange { user_id, .. } => *user_id,
             Self::Transfer { from_user_id, .. } => *from_user_id,
-            Self::Rollback { actor_id, .. } => *actor_id,
+            Self::Rollback { actor_id, .. } | Self::Settle { actor_id, .. } => *actor_id,
+            Self::Hold { from_user_id, .. } => *from_user_id,
         }
     }
+}
+
+/// How a hold is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Pay the payee the whole hold, or this part of it (the rest goes back to the payer).
+    Post(Option<Money>),
+    /// Release the whole hold to the payer (the payer, the payee or an admin asks).
+    Void,
+    /// Release the whole hold to the payer because its time is up (the clock asks).
+    Expire,
 }
 
 /// A movement to post, with the id its transaction will have.
@@ -274,6 +373,8 @@ pub struct TransactionRecord {
     pub reversed_by: Option<Uuid>,
     /// When it was posted.
     pub created_at: DateTime<Utc>,
+    /// A hold's expiry (two-phase transfers only).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A posting as written: a leg, the account's balance right after it, and its place in the account's history.
@@ -327,6 +428,18 @@ pub enum LedgerError {
     /// A compensating transaction cannot itself be rolled back.
     #[error("a rollback cannot be rolled back")]
     NotReversible,
+    /// The transaction is not a pending hold (any more): settled, expired, or never a hold.
+    #[error("the transfer is not pending")]
+    TransferNotPending,
+    /// A post of more than the hold holds.
+    #[error("cannot post more than the hold's amount")]
+    PostExceedsHold,
+    /// The caller may not settle this hold.
+    #[error("only the payer or an admin may post a hold; only its payer, payee or an admin may void it")]
+    SettleForbidden,
+    /// A wallet would rise above its maximum balance.
+    #[error("the wallet's balance limit would be exceeded")]
+    BalanceLimitExceeded,
     /// A balance would leave the range of `i64`.
     #[error("amount out of range")]
     Overflow,
@@ -344,6 +457,10 @@ impl LedgerError {
             Self::RollbackForbidden => "insufficient_permissions",
             Self::AlreadyRolledBack => "already_rolled_back",
             Self::NotReversible => "not_reversible",
+            Self::BalanceLimitExceeded => "balance_limit_exceeded",
+            Self::TransferNotPending => "transfer_not_pending",
+            Self::PostExceedsHold => "invalid_amount",
+            Self::SettleForbidden => "insufficient_permissions",
             Self::Overflow => "invalid_amount",
         }
     }
@@ -365,6 +482,11 @@ pub struct Applied {
     pub postings: Vec<Posting>,
     /// For a rollback: the original, now marked rolled back.
     pub reversed: Option<Uuid>,
+    /// Whether `transaction` is an earlier hold, now settled (its row changes; no new row is written).
+    pub settles: bool,
+    /// The version of the transaction event this movement emits on its aggregate (1 for a new transaction, 2 for
+    /// a settlement or a rollback, 3 for the rollback of a settled hold).
+    pub event_version: i64,
 }
 
 impl Book {
@@ -384,6 +506,11 @@ impl Book {
         self.accounts.values()
     }
 
+    /// An earlier transaction the book holds (a rollback's original or a hold), as the movements so far left it.
+    pub fn original(&self, id: Uuid) -> Option<&Original> {
+        self.originals.get(&id)
+    }
+
     /// The state of one account, if the book holds it.
     pub fn account(&self, key: AccountKey) -> Option<&AccountState> {
         self.accounts.get(&key)
@@ -398,11 +525,32 @@ impl Book {
         let (transaction, legs, reversed) = self.plan(command, now)?;
         assert_balanced(&legs);
         let postings = self.post(&legs)?;
+        let mut event_version = 1;
         if let Some(original) = reversed.and_then(|id| self.originals.get_mut(&id)) {
+            event_version = if original.record.expires_at.is_some() { 3 } else { 2 };
             original.record.status = TransactionStatus::RolledBack;
             original.record.reversed_by = Some(transaction.id);
         }
-        Ok(Applied { transaction, postings, reversed })
+        let settles = matches!(command.movement, Movement::Settle { .. });
+        // What the payer's pending transfers hold moves with each hold and settlement.
+        let held = match command.movement {
+            Movement::Hold { amount, .. } => Some(amount.amount_minor()),
+            Movement::Settle { hold_id, .. } => {
+                let original = self.originals.get_mut(&hold_id).expect("a planned settlement has its hold");
+                let held = original.record.amount.amount_minor();
+                original.record = transaction.clone();
+                original.legs.extend(legs.iter().copied());
+                event_version = 2;
+                Some(-held)
+            }
+            _ => None,
+        };
+        if let (Some(delta), Some(payer)) = (held, transaction.from_user_id) {
+            let key = AccountKey::User { user_id: payer, currency: transaction.amount.currency() };
+            let account = self.accounts.get_mut(&key).expect("the payer's wallet was posted to");
+            account.pending_minor += delta;
+        }
+        Ok(Applied { transaction, postings, reversed, settles, event_version })
     }
 
     /// The transaction and legs of a command, or why it cannot be posted (before looking at balances).
@@ -424,6 +572,7 @@ impl Book {
             reversal_of: None,
             reversed_by: None,
             created_at: now,
+            expires_at: None,
         };
         match command.movement {
             Movement::Credit { user_id, amount } => {
@@ -448,10 +597,29 @@ impl Book {
                 transaction.rate = Some(rate);
                 Ok((transaction, legs, None))
             }
+            Movement::Hold { from_user_id, to_user_id, amount, expires_at } => {
+                if from_user_id == to_user_id {
+                    return Err(LedgerError::SelfTransfer);
+                }
+                let legs =
+                    pair(wallet(from_user_id, amount), AccountKey::Pending { currency: amount.currency() }, amount);
+                let mut transaction = record(TransactionKind::Transfer, Some(from_user_id), Some(to_user_id), amount);
+                transaction.status = TransactionStatus::Pending;
+                transaction.expires_at = Some(expires_at);
+                Ok((transaction, legs, None))
+            }
+            Movement::Settle { hold_id, payee_id, currency, settlement, actor_id, actor_is_admin } => {
+                let original = self.originals.get(&hold_id).ok_or(LedgerError::TransactionNotFound)?;
+                let (transaction, legs) =
+                    settle(&original.record, payee_id, currency, settlement, actor_id, actor_is_admin, now)?;
+                Ok((transaction, legs, None))
+            }
             Movement::Rollback { original_id, actor_id, actor_is_admin } => {
                 let original = self.originals.get(&original_id).ok_or(LedgerError::TransactionNotFound)?;
                 check_rollback(&original.record, actor_id, actor_is_admin)?;
-                let legs = original.legs.iter().map(|leg| Leg { amount_minor: -leg.amount_minor, ..*leg }).collect();
+                // Netted per account: a settled hold's legs through the pending account cancel out.
+                let legs =
+                    net(&original.legs).into_iter().map(|leg| Leg { amount_minor: -leg.amount_minor, ..leg }).collect();
                 let o = &original.record;
                 let transaction = TransactionRecord {
                     kind: o.kind,
@@ -484,8 +652,15 @@ impl Book {
                 None => panic!("account {:?} was not loaded", leg.account),
             };
             let balance_minor = current.balance_minor.checked_add(leg.amount_minor).ok_or(LedgerError::Overflow)?;
-            if matches!(leg.account, AccountKey::User { .. }) && balance_minor < 0 {
-                return Err(LedgerError::InsufficientFunds);
+            if matches!(leg.account, AccountKey::User { .. }) {
+                // Each leg is held to the limit in the direction it moves the wallet (see `Limits`).
+                let limits = current.limits;
+                if leg.amount_minor < 0 && balance_minor < limits.floor_minor() {
+                    return Err(LedgerError::InsufficientFunds);
+                }
+                if leg.amount_minor > 0 && limits.max_balance_minor.is_some_and(|max| balance_minor > max) {
+                    return Err(LedgerError::BalanceLimitExceeded);
+                }
             }
             next.push(AccountState { balance_minor, version: current.version + 1, ..current });
         }
@@ -534,15 +709,85 @@ fn exchange_legs(user_id: Uuid, amount: Money, to: Currency, rate: Rate) -> Resu
     Ok((legs, to_amount))
 }
 
+/// A hold's settlement: the updated transaction and the legs, or why it cannot be settled.
+///
+/// The legs always release the whole hold to the payer first and then (for a post) pay the payee from the payer's
+/// wallet, so that every settlement moves the payer's wallet (its version, and so every cache of it, moves too).
+fn settle(
+    hold: &TransactionRecord,
+    payee_id: Uuid,
+    currency: Currency,
+    settlement: Settlement,
+    actor_id: Uuid,
+    actor_is_admin: bool,
+    now: DateTime<Utc>,
+) -> Result<(TransactionRecord, Vec<Leg>), LedgerError> {
+    let (Some(expires_at), Some(payer)) = (hold.expires_at, hold.from_user_id) else {
+        return Err(LedgerError::TransferNotPending);
+    };
+    if hold.to_user_id != Some(payee_id) || hold.amount.currency() != currency {
+        return Err(LedgerError::TransactionNotFound);
+    }
+    let is_payer = actor_id == payer;
+    let allowed = match settlement {
+        Settlement::Post(_) => actor_is_admin || is_payer,
+        Settlement::Void => actor_is_admin || is_payer || actor_id == payee_id,
+        Settlement::Expire => true,
+    };
+    if !allowed {
+        return Err(LedgerError::SettleForbidden);
+    }
+    // A hold past its time is expired, whether or not the clock's job has marked it yet; one before it cannot be.
+    let due = now >= expires_at;
+    if hold.status != TransactionStatus::Pending || due != matches!(settlement, Settlement::Expire) {
+        return Err(LedgerError::TransferNotPending);
+    }
+    let held = hold.amount;
+    let mut legs = pair(AccountKey::Pending { currency }, wallet(payer, held), held);
+    let mut transaction = hold.clone();
+    match settlement {
+        Settlement::Post(part) => {
+            let posted = part.unwrap_or(held);
+            if posted.currency() != currency || posted.amount_minor() > held.amount_minor() {
+                return Err(LedgerError::PostExceedsHold);
+            }
+            legs.extend(pair(wallet(payer, posted), wallet(payee_id, posted), posted));
+            transaction.status = TransactionStatus::Success;
+            transaction.amount = posted;
+        }
+        Settlement::Void => transaction.status = TransactionStatus::Voided,
+        Settlement::Expire => transaction.status = TransactionStatus::Expired,
+    }
+    Ok((transaction, legs))
+}
+
+/// Legs summed per account (in the order accounts first appear), without those that sum to zero.
+fn net(legs: &[Leg]) -> Vec<Leg> {
+    let mut netted: Vec<Leg> = Vec::new();
+    for leg in legs {
+        match netted.iter_mut().find(|n| n.account == leg.account) {
+            Some(n) => n.amount_minor += leg.amount_minor,
+            None => netted.push(*leg),
+        }
+    }
+    netted.retain(|leg| leg.amount_minor != 0);
+    netted
+}
+
 /// Who may roll back what: an admin anything, the payer their own debits and transfers; never twice, never a
-/// rollback itself.
+/// rollback itself, never a hold that was not posted.
 fn check_rollback(original: &TransactionRecord, actor_id: Uuid, actor_is_admin: bool) -> Result<(), LedgerError> {
     let payer_may = matches!(original.kind, TransactionKind::Debit | TransactionKind::Transfer)
         && original.from_user_id == Some(actor_id);
     if !actor_is_admin && !payer_may {
         return Err(LedgerError::RollbackForbidden);
     }
-    if original.reversal_of.is_some() {
+    if original.reversal_of.is_some()
+        || matches!(
+            original.status,
+            TransactionStatus::Pending | TransactionStatus::Voided | TransactionStatus::Expired
+        )
+    {
         return Err(LedgerError::NotReversible);
     }
     if original.status == TransactionStatus::RolledBack || original.reversed_by.is_some() {
@@ -579,6 +824,13 @@ pub fn accounts_needed(command: &Command) -> Vec<AccountKey> {
             AccountKey::Fx { currency: to_currency },
             AccountKey::User { user_id, currency: to_currency },
         ],
+        Movement::Hold { from_user_id, amount, .. } => {
+            vec![wallet(from_user_id, amount), AccountKey::Pending { currency: amount.currency() }]
+        }
+        // The payer's wallet and the pending account come with the hold's legs.
+        Movement::Settle { payee_id, currency, .. } => {
+            vec![AccountKey::User { user_id: payee_id, currency }, AccountKey::Pending { currency }]
+        }
         Movement::Rollback { .. } => Vec::new(),
     }
 }
@@ -590,7 +842,12 @@ pub fn accounts_opened(command: &Command) -> Vec<AccountKey> {
         Movement::Credit { user_id, amount } => vec![wallet(user_id, amount)],
         Movement::Transfer { to_user_id, amount, .. } => vec![wallet(to_user_id, amount)],
         Movement::Exchange { user_id, to_currency, .. } => vec![AccountKey::User { user_id, currency: to_currency }],
-        Movement::Debit { .. } | Movement::Rollback { .. } => Vec::new(),
+        Movement::Settle { payee_id, currency, settlement: Settlement::Post(_), .. } => {
+            vec![AccountKey::User { user_id: payee_id, currency }]
+        }
+        Movement::Debit { .. } | Movement::Rollback { .. } | Movement::Hold { .. } | Movement::Settle { .. } => {
+            Vec::new()
+        }
     }
 }
 
@@ -607,7 +864,7 @@ mod tests {
     }
 
     fn state(key: AccountKey, balance_minor: i64) -> AccountState {
-        AccountState { id: Uuid::new_v4(), key, balance_minor, version: 0 }
+        AccountState { id: Uuid::new_v4(), key, balance_minor, version: 0, limits: Limits::default(), pending_minor: 0 }
     }
 
     fn command(movement: Movement) -> Command {
@@ -715,6 +972,7 @@ mod tests {
                 reversal_of: None,
                 reversed_by: None,
                 created_at: Utc::now(),
+                expires_at: None,
             },
             legs: pair(user(payer), user(payee), usd(amount)),
         }
@@ -767,6 +1025,153 @@ mod tests {
         assert!(book.apply(&by(true), Utc::now()).is_ok());
     }
 
+    fn limited(book: &mut Book, key: AccountKey, limits: Limits) {
+        let mut account = *book.account(key).expect("account");
+        account.limits = limits;
+        book.accounts.insert(key, account);
+    }
+
+    #[test]
+    fn an_overdraft_lets_a_wallet_go_that_far_below_zero_and_no_further() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = book(&[a, b], 100);
+        limited(&mut book, user(a), Limits { overdraft_minor: Some(50), max_balance_minor: None });
+        let debit = |amount| command(Movement::Debit { user_id: a, amount: usd(amount) });
+        assert_eq!(book.apply(&debit(151), Utc::now()), Err(LedgerError::InsufficientFunds));
+        assert!(book.apply(&debit(150), Utc::now()).is_ok());
+        assert_eq!(balance(&book, user(a)), -50);
+        let transfer = Movement::Transfer { from_user_id: a, to_user_id: b, amount: usd(1) };
+        assert_eq!(book.apply(&command(transfer), Utc::now()), Err(LedgerError::InsufficientFunds));
+        // Money in is always welcome below zero.
+        assert!(book.apply(&command(Movement::Credit { user_id: a, amount: usd(10) }), Utc::now()).is_ok());
+        assert_eq!(balance(&book, user(a)), -40);
+    }
+
+    #[test]
+    fn a_maximum_balance_refuses_money_in_beyond_it_but_not_money_out() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut book = book(&[a, b], 100);
+        limited(&mut book, user(b), Limits { overdraft_minor: None, max_balance_minor: Some(150) });
+        let to_b = |amount| command(Movement::Transfer { from_user_id: a, to_user_id: b, amount: usd(amount) });
+        assert_eq!(book.apply(&to_b(51), Utc::now()), Err(LedgerError::BalanceLimitExceeded));
+        assert_eq!((balance(&book, user(a)), balance(&book, user(b))), (100, 100), "a refusal changes nothing");
+        assert!(book.apply(&to_b(50), Utc::now()).is_ok());
+        let credit = command(Movement::Credit { user_id: b, amount: usd(1) });
+        assert_eq!(book.apply(&credit, Utc::now()), Err(LedgerError::BalanceLimitExceeded));
+        assert!(book.apply(&command(Movement::Debit { user_id: b, amount: usd(150) }), Utc::now()).is_ok());
+    }
+
+    #[test]
+    fn limits_hold_for_rollbacks_too() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let transfer = original(a, b, 300);
+        let id = transfer.record.id;
+        let mut book = Book::new([state(user(a), 700), state(user(b), 1300)], [transfer]);
+        limited(&mut book, user(a), Limits { overdraft_minor: None, max_balance_minor: Some(900) });
+        let rollback = command(Movement::Rollback { original_id: id, actor_id: a, actor_is_admin: true });
+        assert_eq!(book.apply(&rollback, Utc::now()), Err(LedgerError::BalanceLimitExceeded));
+    }
+
+    #[test]
+    fn limits_admit_only_balances_within_them() {
+        let limits = Limits { overdraft_minor: Some(100), max_balance_minor: Some(1_000) };
+        assert_eq!(limits.admit(-101), Err(LedgerError::InsufficientFunds));
+        assert_eq!(limits.admit(1_001), Err(LedgerError::BalanceLimitExceeded));
+        assert!(limits.admit(-100).is_ok() && limits.admit(1_000).is_ok());
+        assert_eq!(Limits::default().admit(-1), Err(LedgerError::InsufficientFunds));
+        assert!(!Limits { overdraft_minor: Some(-1), max_balance_minor: None }.is_valid());
+    }
+
+    /// A book over users with `balance` each, and the pending account.
+    fn book_with_pending(users: &[Uuid], balance: i64) -> Book {
+        let mut book = book(users, balance);
+        let pending = state(AccountKey::Pending { currency: USD }, 0);
+        book.accounts.insert(pending.key, pending);
+        book
+    }
+
+    /// Holds `amount` from `a` to `b`, expiring an hour from `now`; the hold becomes an original of the book, as
+    /// the store would load it to settle it.
+    fn hold(book: &mut Book, a: Uuid, b: Uuid, amount: i64, now: DateTime<Utc>) -> Result<Uuid, LedgerError> {
+        let movement = Movement::Hold {
+            from_user_id: a,
+            to_user_id: b,
+            amount: usd(amount),
+            expires_at: now + chrono::Duration::hours(1),
+        };
+        let applied = book.apply(&command(movement), now)?;
+        let legs = applied.postings.iter().map(|p| Leg { account: p.account, amount_minor: p.amount_minor }).collect();
+        let id = applied.transaction.id;
+        book.originals.insert(id, Original { record: applied.transaction, legs });
+        Ok(id)
+    }
+
+    fn settle_by(hold_id: Uuid, payee_id: Uuid, settlement: Settlement, actor_id: Uuid) -> Command {
+        command(Movement::Settle { hold_id, payee_id, currency: USD, settlement, actor_id, actor_is_admin: false })
+    }
+
+    fn pending_of(book: &Book, user_id: Uuid) -> i64 {
+        book.account(user(user_id)).map_or(0, |a| a.pending_minor)
+    }
+
+    #[test]
+    fn a_hold_moves_money_to_the_pending_account_and_a_partial_post_pays_part_and_releases_the_rest() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Utc::now();
+        let mut book = book_with_pending(&[a, b], 1_000);
+        let id = hold(&mut book, a, b, 600, now).expect("held");
+        assert_eq!((balance(&book, user(a)), pending_of(&book, a)), (400, 600), "posted stays 1000");
+        assert_eq!(balance(&book, AccountKey::Pending { currency: USD }), 600);
+        assert_eq!(balance(&book, user(b)), 1_000, "the payee sees nothing");
+        // More than available is refused while the hold stands.
+        let refused = book.apply(&command(Movement::Debit { user_id: a, amount: usd(401) }), now);
+        assert_eq!(refused, Err(LedgerError::InsufficientFunds));
+
+        let over = settle_by(id, b, Settlement::Post(Some(usd(601))), a);
+        assert_eq!(book.apply(&over, now), Err(LedgerError::PostExceedsHold));
+        assert_eq!(book.apply(&settle_by(id, b, Settlement::Post(None), b), now), Err(LedgerError::SettleForbidden));
+        let posted = book.apply(&settle_by(id, b, Settlement::Post(Some(usd(250))), a), now).expect("posted");
+        assert!(posted.settles);
+        assert_eq!((posted.transaction.status, posted.transaction.amount), (TransactionStatus::Success, usd(250)));
+        assert_eq!((balance(&book, user(a)), pending_of(&book, a), balance(&book, user(b))), (750, 0, 1_250));
+        assert_eq!(balance(&book, AccountKey::Pending { currency: USD }), 0);
+        let again = book.apply(&settle_by(id, b, Settlement::Void, a), now);
+        assert_eq!(again, Err(LedgerError::TransferNotPending));
+        // The posted transfer rolls back like any other: the pending legs net out.
+        let rollback = command(Movement::Rollback { original_id: id, actor_id: a, actor_is_admin: false });
+        let reversed = book.apply(&rollback, now).expect("rolled back");
+        assert_eq!(reversed.event_version, 3);
+        assert_eq!(reversed.postings.len(), 2);
+        assert_eq!((balance(&book, user(a)), balance(&book, user(b))), (1_000, 1_000));
+    }
+
+    #[test]
+    fn voids_release_holds_and_expiries_wait_for_their_time() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Utc::now();
+        let mut book = book_with_pending(&[a, b], 1_000);
+        let voided = hold(&mut book, a, b, 300, now).expect("held");
+        let expiring = hold(&mut book, a, b, 200, now).expect("held");
+        assert_eq!(pending_of(&book, a), 500);
+        let stranger = Uuid::new_v4();
+        assert_eq!(
+            book.apply(&settle_by(voided, b, Settlement::Void, stranger), now),
+            Err(LedgerError::SettleForbidden)
+        );
+        let applied = book.apply(&settle_by(voided, b, Settlement::Void, b), now).expect("the payee may void");
+        assert_eq!(applied.transaction.status, TransactionStatus::Voided);
+        let early = book.apply(&settle_by(expiring, b, Settlement::Expire, a), now);
+        assert_eq!(early, Err(LedgerError::TransferNotPending), "not due yet");
+        let later = now + chrono::Duration::hours(1);
+        let post_late = book.apply(&settle_by(expiring, b, Settlement::Post(None), a), later);
+        assert_eq!(post_late, Err(LedgerError::TransferNotPending), "too late to post");
+        let expired = book.apply(&settle_by(expiring, b, Settlement::Expire, a), later).expect("expired");
+        assert_eq!(expired.transaction.status, TransactionStatus::Expired);
+        assert_eq!((balance(&book, user(a)), pending_of(&book, a), balance(&book, user(b))), (1_000, 0, 1_000));
+        let rollback = command(Movement::Rollback { original_id: voided, actor_id: a, actor_is_admin: true });
+        assert_eq!(book.apply(&rollback, later), Err(LedgerError::NotReversible));
+    }
+
     #[test]
     #[should_panic(expected = "unbalanced")]
     fn unbalanced_legs_never_pass() {
@@ -793,6 +1198,83 @@ mod tests {
                 prop_assert!(book.accounts().filter(|a| a.key.user_id().is_some()).all(|a| a.balance_minor >= 0));
                 if let Ok(applied) = outcome {
                     prop_assert_eq!(applied.postings.iter().map(|p| p.amount_minor).sum::<i64>(), 0);
+                }
+            }
+        }
+
+        #[test]
+        fn random_holds_posts_voids_and_expiries_keep_posted_and_pending_consistent(
+            overdrafts in proptest::collection::vec(proptest::option::of(0i64..500), 3),
+            steps in proptest::collection::vec((0usize..3, 0usize..3, 0u8..6, 1i64..900, 0usize..8), 1..150)
+        ) {
+            let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+            let mut book = book_with_pending(&users, 1_000);
+            for (user_id, overdraft_minor) in users.iter().zip(&overdrafts) {
+                limited(&mut book, user(*user_id), Limits { overdraft_minor: *overdraft_minor, max_balance_minor: None });
+            }
+            let start = Utc::now();
+            let mut now = start;
+            let mut holds: Vec<(Uuid, Uuid)> = Vec::new();
+            for (from, to, kind, amount, pick) in steps {
+                // The clock moves on a little each step, so some holds expire.
+                now += chrono::Duration::minutes(7);
+                let picked = (!holds.is_empty()).then(|| holds[pick % holds.len()]);
+                let outcome = match (kind, picked) {
+                    (0, _) => hold(&mut book, users[from], users[to], amount, now).map(|id| holds.push((id, users[to]))),
+                    (1, Some((id, payee))) => {
+                        let part = (amount % 2 == 0).then(|| usd(amount));
+                        let payer = book.originals[&id].record.from_user_id.expect("payer");
+                        book.apply(&settle_by(id, payee, Settlement::Post(part), payer), now).map(|_| ())
+                    }
+                    (2, Some((id, payee))) => book.apply(&settle_by(id, payee, Settlement::Void, payee), now).map(|_| ()),
+                    (3, Some((id, payee))) => {
+                        let payer = book.originals[&id].record.from_user_id.expect("payer");
+                        book.apply(&settle_by(id, payee, Settlement::Expire, payer), now).map(|_| ())
+                    }
+                    (4, _) => book.apply(&command(Movement::Debit { user_id: users[from], amount: usd(amount) }), now).map(|_| ()),
+                    _ => book
+                        .apply(&command(Movement::Transfer { from_user_id: users[from], to_user_id: users[to], amount: usd(amount) }), now)
+                        .map(|_| ()),
+                };
+                let _ = outcome;
+                // Money is conserved, the pending account holds exactly the open holds, and each wallet's pending
+                // amount is what its open holds hold.
+                prop_assert_eq!(book.accounts().map(|a| a.balance_minor).sum::<i64>(), 0);
+                let open: Vec<&Original> = book.originals.values().filter(|o| o.record.status == TransactionStatus::Pending).collect();
+                let open_total: i64 = open.iter().map(|o| o.record.amount.amount_minor()).sum();
+                prop_assert_eq!(balance(&book, AccountKey::Pending { currency: USD }), open_total);
+                for user_id in &users {
+                    let held: i64 = open.iter().filter(|o| o.record.from_user_id == Some(*user_id)).map(|o| o.record.amount.amount_minor()).sum();
+                    let account = book.account(user(*user_id)).expect("wallet");
+                    prop_assert_eq!(account.pending_minor, held);
+                    // available = posted − pending_out + overdraft = balance_minor + overdraft, never below zero.
+                    prop_assert!(account.balance_minor + account.limits.overdraft_minor.unwrap_or(0) >= 0, "{:?}", account);
+                }
+            }
+        }
+
+        #[test]
+        fn random_movements_keep_every_wallet_within_its_limits(
+            limits in proptest::collection::vec((proptest::option::of(0i64..500), proptest::option::of(1_000i64..3_000)), 4),
+            steps in proptest::collection::vec((0usize..4, 0usize..4, 0u8..3, 1i64..800), 1..200)
+        ) {
+            let users: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+            let mut book = book(&users, 1_000);
+            for (user_id, (overdraft_minor, max_balance_minor)) in users.iter().zip(&limits) {
+                limited(&mut book, user(*user_id), Limits { overdraft_minor: *overdraft_minor, max_balance_minor: *max_balance_minor });
+            }
+            for (from, to, kind, amount) in steps {
+                let movement = match kind {
+                    0 => Movement::Credit { user_id: users[to], amount: usd(amount) },
+                    1 => Movement::Debit { user_id: users[from], amount: usd(amount) },
+                    _ => Movement::Transfer { from_user_id: users[from], to_user_id: users[to], amount: usd(amount) },
+                };
+                let before: i64 = book.accounts().map(|a| a.balance_minor).sum();
+                let outcome = book.apply(&command(movement), Utc::now());
+                let after: i64 = book.accounts().map(|a| a.balance_minor).sum();
+                prop_assert_eq!(before, after, "{:?}", outcome);
+                for account in book.accounts().filter(|a| a.key.user_id().is_some()) {
+                    prop_assert!(account.limits.admit(account.balance_minor).is_ok(), "{:?}", account);
                 }
             }
         }

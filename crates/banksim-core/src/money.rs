@@ -232,6 +232,15 @@ pub fn parse_amount(text: &str, currency: Currency, max_major: u64) -> Result<i6
     Ok(amount_minor)
 }
 
+/// Parses a wallet limit (an overdraft or a maximum balance) written as decimal text: like [`parse_amount`], but
+/// zero is allowed and no per-transaction maximum applies. `parse_limit("0", Currency::USD)` is `Ok(0)`.
+pub fn parse_limit(text: &str, currency: Currency) -> Result<i64, AmountError> {
+    match parse_amount(text, currency, u64::MAX) {
+        Err(AmountError::NotPositive) if DecimalText::split(text).is_some_and(|d| !d.negative) => Ok(0),
+        other => other,
+    }
+}
+
 /// The exact decimal text of `amount_minor` minor units of `currency`, with exactly the currency's decimals:
 /// `"500.00"` for 50000 USD, `"500"` for 500 JPY, `"-0.05"` for -5 USD, `"1.234"` for 1234 BHD.
 ///
@@ -485,6 +494,19 @@ fn append_digits(value: u128, digits: &str) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_parse_like_amounts_but_may_be_zero_and_large() {
+        assert_eq!(parse_limit("0", Currency::USD), Ok(0));
+        assert_eq!(parse_limit("0.00", Currency::USD), Ok(0));
+        assert_eq!(parse_limit("50000000.50", Currency::USD), Ok(5_000_000_050));
+        assert_eq!(parse_limit("-1", Currency::USD), Err(AmountError::NotPositive));
+        assert_eq!(
+            parse_limit("1.001", Currency::USD),
+            Err(AmountError::TooManyDecimals { currency: Currency::USD, max: 2 })
+        );
+        assert_eq!(parse_limit("abc", Currency::USD), Err(AmountError::Malformed));
+    }
     use proptest::prelude::*;
     use serde::de::IntoDeserializer;
     use serde::de::value::{Error as ValueError, F64Deserializer, StrDeserializer};

@@ -68,6 +68,8 @@ pub enum ErrorCode {
     UnsupportedCurrency,
     /// The wallet holds less than the movement takes out.
     InsufficientFunds,
+    /// The movement would take a wallet above its maximum balance, or the wallet's balance is outside new limits.
+    BalanceLimitExceeded,
     /// A transfer to oneself.
     SelfTransfer,
     /// An exchange into the same currency.
@@ -86,6 +88,8 @@ pub enum ErrorCode {
     TransactionNotFound,
     /// The transaction was rolled back already.
     AlreadyRolledBack,
+    /// The transfer is not a pending hold (any more): posted, voided, expired, or never a hold.
+    TransferNotPending,
     /// The Idempotency-Key was used with another request body.
     IdempotencyKeyReused,
     /// Too many money movements are waiting: retry after `Retry-After`.
@@ -106,7 +110,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 41] = [
+    pub const ALL: [Self; 43] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -131,6 +135,7 @@ impl ErrorCode {
         Self::InvalidAmount,
         Self::UnsupportedCurrency,
         Self::InsufficientFunds,
+        Self::BalanceLimitExceeded,
         Self::SelfTransfer,
         Self::SameCurrency,
         Self::RecipientNotFound,
@@ -140,6 +145,7 @@ impl ErrorCode {
         Self::NotReversible,
         Self::TransactionNotFound,
         Self::AlreadyRolledBack,
+        Self::TransferNotPending,
         Self::IdempotencyKeyReused,
         Self::WriteQueueFull,
         Self::RateLimited,
@@ -172,6 +178,7 @@ impl ErrorCode {
             | Self::InvalidAmount
             | Self::UnsupportedCurrency
             | Self::InsufficientFunds
+            | Self::BalanceLimitExceeded
             | Self::SelfTransfer
             | Self::SameCurrency
             | Self::RecipientNotFound
@@ -180,7 +187,7 @@ impl ErrorCode {
             | Self::InvalidIdempotencyKey
             | Self::NotReversible => StatusCode::BAD_REQUEST,
             Self::TransactionNotFound => StatusCode::NOT_FOUND,
-            Self::AlreadyRolledBack | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
+            Self::AlreadyRolledBack | Self::TransferNotPending | Self::IdempotencyKeyReused => StatusCode::CONFLICT,
             Self::WriteQueueFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::ScheduleNotFound => StatusCode::NOT_FOUND,
@@ -217,6 +224,7 @@ impl ErrorCode {
             Self::InvalidAmount => "invalid_amount",
             Self::UnsupportedCurrency => "unsupported_currency",
             Self::InsufficientFunds => "insufficient_funds",
+            Self::BalanceLimitExceeded => "balance_limit_exceeded",
             Self::SelfTransfer => "self_transfer",
             Self::SameCurrency => "same_currency",
             Self::RecipientNotFound => "recipient_not_found",
@@ -226,6 +234,7 @@ impl ErrorCode {
             Self::NotReversible => "not_reversible",
             Self::TransactionNotFound => "transaction_not_found",
             Self::AlreadyRolledBack => "already_rolled_back",
+            Self::TransferNotPending => "transfer_not_pending",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::WriteQueueFull => "write_queue_full",
             Self::RateLimited => "rate_limited",
@@ -267,6 +276,7 @@ impl ErrorCode {
             Self::InvalidAmount => "invalid amount",
             Self::UnsupportedCurrency => "unsupported currency",
             Self::InsufficientFunds => "insufficient funds",
+            Self::BalanceLimitExceeded => "the wallet's balance limit would be exceeded",
             Self::SelfTransfer => "cannot transfer to yourself",
             Self::SameCurrency => "cannot exchange a currency into itself",
             Self::RecipientNotFound => "recipient not found",
@@ -276,6 +286,7 @@ impl ErrorCode {
             Self::NotReversible => "a rollback cannot be rolled back",
             Self::TransactionNotFound => "transaction not found",
             Self::AlreadyRolledBack => "transaction was already rolled back",
+            Self::TransferNotPending => "the transfer is not pending",
             Self::IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             Self::WriteQueueFull => "too many pending transactions; retry shortly",
             Self::RateLimited => "too many requests; retry later",
@@ -443,6 +454,8 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict("email_taken") => Self::new(ErrorCode::EmailTaken),
             StoreError::Conflict("username_taken") => Self::new(ErrorCode::UsernameTaken),
             StoreError::Conflict("last_admin") => Self::new(ErrorCode::LastAdmin),
+            StoreError::Conflict("balance_limit_exceeded") => Self::new(ErrorCode::BalanceLimitExceeded)
+                .with_message("the wallet's balance is outside the new limits"),
             StoreError::Unavailable(cause) => {
                 Self { cause: Some(cause.to_string()), ..Self::new(ErrorCode::ServiceUnavailable) }
             }
@@ -578,6 +591,10 @@ mod tests {
             RollbackForbidden,
             AlreadyRolledBack,
             NotReversible,
+            BalanceLimitExceeded,
+            TransferNotPending,
+            PostExceedsHold,
+            SettleForbidden,
             Overflow,
         ] {
             let code = ApiError::from(refusal).code();

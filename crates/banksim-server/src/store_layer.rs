@@ -246,6 +246,27 @@ impl Store for StoreLayer {
         self.read("fx_rate", || self.inner.fx_rate(base, quote)).await
     }
 
+    async fn wallet_limits(
+        &self,
+        user_id: Uuid,
+        currency: Currency,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        self.read("wallet_limits", || self.inner.wallet_limits(user_id, currency)).await
+    }
+
+    async fn set_wallet_limits(
+        &self,
+        change: &banksim_store::LimitsChange,
+        audit: &AuditContext,
+        now: DateTime<Utc>,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        self.call("set_wallet_limits", self.inner.set_wallet_limits(change, audit, now)).await
+    }
+
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<banksim_store::DueHold>, StoreError> {
+        self.read("due_holds", || self.inner.due_holds(now, limit)).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         self.call("put_fx_rate", self.inner.put_fx_rate(rate)).await
     }

@@ -209,6 +209,12 @@ impl Worker {
             Movement::Transfer { .. } => "transfer",
             Movement::Exchange { .. } => "exchange",
             Movement::Rollback { .. } => "rollback",
+            Movement::Hold { .. } => "hold",
+            Movement::Settle { settlement, .. } => match settlement {
+                banksim_core::ledger::Settlement::Post(_) => "post",
+                banksim_core::ledger::Settlement::Void => "void",
+                banksim_core::ledger::Settlement::Expire => "expire",
+            },
         };
         let (outcome, refusal) = match outcome {
             Ok(LedgerOutcome::Posted(_)) => ("posted", None),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
 use banksim_core::ledger::{
-    AccountKey, AccountState, Applied, Book, Command, LedgerError, Movement, Original, TransactionRecord,
+    AccountKey, AccountState, Applied, Book, Command, LedgerError, Limits, Movement, Original, TransactionRecord,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -89,6 +89,71 @@ pub struct Wallet {
     pub version: i64,
     /// Last movement.
     pub updated_at: DateTime<Utc>,
+    /// Its balance limits.
+    pub limits: Limits,
+    /// What its pending transfers hold (out of `balance_minor` already: posted = balance + pending).
+    pub pending_minor: i64,
+}
+
+/// A hold whose time is up, for the expiry job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueHold {
+    /// The hold.
+    pub id: Uuid,
+    /// Its payer.
+    pub from_user_id: Uuid,
+    /// Its payee.
+    pub to_user_id: Uuid,
+    /// Its currency.
+    pub currency: Currency,
+}
+
+/// An admin's change of one wallet's balance limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsChange {
+    /// The wallet's owner.
+    pub user_id: Uuid,
+    /// The wallet's currency.
+    pub currency: Currency,
+    /// The new limits (replacing the old ones whole).
+    pub limits: Limits,
+}
+
+/// The audit entry and event data of a limits change (the same for both backends).
+pub(crate) fn limits_rows(
+    change: &LimitsChange,
+    before: Limits,
+    audit: &AuditContext,
+) -> (AuditRow, serde_json::Value) {
+    let wallet = AccountKey::User { user_id: change.user_id, currency: change.currency };
+    let data = json!({"account": wallet, "account_id": wallet.id(), "before": before, "after": change.limits});
+    let row = AuditRow {
+        entry_id: Uuid::now_v7(),
+        actor_id: audit.actor_id,
+        action: "wallet.limits".to_owned(),
+        entity_type: "wallet",
+        entity_id: Some(wallet.id().to_string()),
+        outcome: "success".to_owned(),
+        details: data.clone(),
+        ip: audit.ip.clone(),
+        user_agent: audit.user_agent.clone(),
+        request_id: audit.request_id.clone(),
+        trace_id: audit.trace_id.clone(),
+    };
+    (row, data)
+}
+
+/// Refuses limits that are negative, or that the wallet's balance already breaks (`balance_limit_exceeded`): every
+/// balance of a wallet must stay within its limits. What remains after its holds (`balance_minor`) must be above
+/// the floor, and what it holds posted (`balance_minor + pending_minor`, which releasing the holds gives back) below
+/// the ceiling.
+pub(crate) fn check_new_limits(limits: Limits, balance_minor: i64, pending_minor: i64) -> Result<(), StoreError> {
+    let floor_ok = balance_minor >= limits.floor_minor();
+    let ceiling_ok = limits.max_balance_minor.is_none_or(|max| balance_minor.saturating_add(pending_minor) <= max);
+    if !limits.is_valid() || !floor_ok || !ceiling_ok {
+        return Err(StoreError::Conflict("balance_limit_exceeded"));
+    }
+    Ok(())
 }
 
 /// A user wallet as a committed batch left it (for the server's balance cache).
@@ -143,6 +208,8 @@ pub(crate) fn wallet_states(accounts: &[AccountState], now: DateTime<Utc>) -> Ve
                     balance_minor: account.balance_minor,
                     version: account.version,
                     updated_at: now,
+                    limits: account.limits,
+                    pending_minor: account.pending_minor,
                 },
             }),
             _ => None,
@@ -319,7 +386,8 @@ pub(crate) struct BatchRows {
     pub transactions: Vec<TransactionRecord>,
     pub postings: Vec<(Uuid, banksim_core::ledger::Posting)>,
     pub accounts: Vec<AccountState>,
-    pub reversed: Vec<(Uuid, Uuid)>,
+    /// Earlier transactions the batch changed (rolled back, or holds settled), as they now stand.
+    pub updated: Vec<TransactionRecord>,
     pub events: Vec<EventRow>,
     pub audits: Vec<AuditRow>,
     pub idempotency: Vec<IdempotencyRow>,
@@ -342,12 +410,13 @@ pub(crate) fn accounts_to_open(requests: &[&LedgerRequest]) -> Vec<AccountKey> {
     keys
 }
 
-/// The ids of the rollbacks' originals, sorted (the order in which they are locked).
+/// The ids of the earlier transactions a batch changes (rollbacks' originals, settled holds), sorted (the order in
+/// which they are locked).
 pub(crate) fn rollback_originals(requests: &[&LedgerRequest]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = requests
         .iter()
         .filter_map(|r| match r.command.movement {
-            Movement::Rollback { original_id, .. } => Some(original_id),
+            Movement::Rollback { original_id: id, .. } | Movement::Settle { hold_id: id, .. } => Some(id),
             _ => None,
         })
         .collect();
@@ -389,6 +458,7 @@ pub(crate) fn plan_batch(
 ) -> (Vec<LedgerOutcome>, BatchRows) {
     let mut stored = stored;
     let mut rows = BatchRows::default();
+    let mut changed: Vec<Uuid> = Vec::new();
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let key = request.idempotency.as_ref().map(|c| (c.user_id, c.key.clone()));
@@ -415,6 +485,10 @@ pub(crate) fn plan_batch(
         match result {
             Ok(applied) => {
                 outcomes.push(LedgerOutcome::Posted(applied.transaction.clone()));
+                changed.extend(applied.reversed);
+                if applied.settles {
+                    changed.push(applied.transaction.id);
+                }
                 add_posted(&mut rows, applied);
             }
             Err(refusal) => outcomes.push(LedgerOutcome::Refused(refusal)),
@@ -422,19 +496,24 @@ pub(crate) fn plan_batch(
     }
     rows.accounts = book.accounts().copied().collect();
     rows.accounts.sort_by_key(|a| a.id);
+    // One row update per changed transaction, with its last state (a hold settled and rolled back in one batch).
+    changed.sort_unstable();
+    changed.dedup();
+    rows.updated = changed.iter().filter_map(|id| book.original(*id).map(|o| o.record.clone())).collect();
     (outcomes, rows)
 }
 
 fn add_posted(rows: &mut BatchRows, applied: Applied) {
-    let Applied { transaction, postings, reversed } = applied;
+    let Applied { transaction, postings, reversed, settles, event_version } = applied;
     let legs: Vec<serde_json::Value> = postings
         .iter()
         .map(|p| json!({"account": p.account, "account_id": p.account_id, "amount_minor": p.amount_minor}))
         .collect();
-    let (aggregate_id, version, event_type) = match reversed {
-        Some(original) => (original, 2, "TransactionRolledBack"),
-        None => (transaction.id, 1, event_type(&transaction)),
+    let (aggregate_id, event_type) = match reversed {
+        Some(original) => (original, "TransactionRolledBack"),
+        None => (transaction.id, event_type(&transaction, settles)),
     };
+    let version = event_version;
     rows.events.push(EventRow {
         id: Uuid::now_v7(),
         aggregate_type: "transaction",
@@ -443,15 +522,21 @@ fn add_posted(rows: &mut BatchRows, applied: Applied) {
         event_type,
         data: json!({"transaction": transaction, "legs": legs}),
     });
-    if let Some(original) = reversed {
-        rows.reversed.push((original, transaction.id));
-    }
     rows.postings.extend(postings.into_iter().map(|p| (transaction.id, p)));
-    rows.transactions.push(transaction);
+    if !settles {
+        rows.transactions.push(transaction);
+    }
 }
 
-fn event_type(transaction: &TransactionRecord) -> &'static str {
-    use banksim_core::ledger::TransactionKind;
+fn event_type(transaction: &TransactionRecord, settles: bool) -> &'static str {
+    use banksim_core::ledger::{TransactionKind, TransactionStatus};
+    match transaction.status {
+        TransactionStatus::Pending => return "TransferHeld",
+        TransactionStatus::Success if settles => return "TransferPosted",
+        TransactionStatus::Voided => return "TransferVoided",
+        TransactionStatus::Expired => return "TransferExpired",
+        _ => {}
+    }
     match transaction.kind {
         TransactionKind::Credit => "MoneyCredited",
         TransactionKind::Debit => "MoneyDebited",
@@ -482,6 +567,12 @@ fn audit_row(
         Movement::Transfer { .. } => ("transaction.transfer", Some(command.transaction_id)),
         Movement::Exchange { .. } => ("transaction.exchange", Some(command.transaction_id)),
         Movement::Rollback { original_id, .. } => ("transaction.rollback", Some(*original_id)),
+        Movement::Hold { .. } => ("transaction.hold", Some(command.transaction_id)),
+        Movement::Settle { hold_id, settlement, .. } => match settlement {
+            banksim_core::ledger::Settlement::Post(_) => ("transaction.post", Some(*hold_id)),
+            banksim_core::ledger::Settlement::Void => ("transaction.void", Some(*hold_id)),
+            banksim_core::ledger::Settlement::Expire => ("transaction.expire", Some(*hold_id)),
+        },
     };
     let balances: Vec<serde_json::Value> = before
         .into_iter()
@@ -552,7 +643,14 @@ mod tests {
         let wallets: Vec<WalletState> = (0..250_i64)
             .map(|i| WalletState {
                 user_id: Uuid::new_v4(),
-                wallet: Wallet { currency: Currency::JPY, balance_minor: i, version: i64::MAX - i, updated_at: now },
+                wallet: Wallet {
+                    currency: Currency::JPY,
+                    balance_minor: i,
+                    version: i64::MAX - i,
+                    updated_at: now,
+                    limits: Limits::default(),
+                    pending_minor: 0,
+                },
             })
             .collect();
         let notices = wallet_notices(&wallets);

@@ -34,9 +34,9 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
-    AuditContext, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport, LedgerRequest,
-    PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, WalletChange, WalletChangeFeed,
-    WalletState, WalletVersion,
+    AuditContext, DueHold, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport,
+    LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, WalletChange,
+    WalletChangeFeed, WalletState, WalletVersion,
 };
 pub use model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserCursor, UserListQuery,
@@ -197,6 +197,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// A user's wallets (only `currency`'s when given), by currency.
     async fn wallets(&self, user_id: Uuid, currency: Option<Currency>) -> Result<Vec<Wallet>, StoreError>;
+
+    /// A wallet's balance limits (none for a wallet that does not exist).
+    async fn wallet_limits(
+        &self,
+        user_id: Uuid,
+        currency: Currency,
+    ) -> Result<banksim_core::ledger::Limits, StoreError>;
+
+    /// Replaces a wallet's balance limits, opening the wallet (empty) if it does not exist, with its audit entry
+    /// (`wallet.limits`) and `WalletLimitsSet` event in the same transaction. Serialised with the ledger's batches by
+    /// the account's lock. Fails with `Conflict("balance_limit_exceeded")` when a limit is negative or the wallet's
+    /// balance is outside the new limits, and `NotFound` for an unknown user. On PostgreSQL the commit announces the
+    /// wallet on the change bus one version ahead, so that no instance's balance cache keeps the old limits.
+    async fn set_wallet_limits(
+        &self,
+        change: &LimitsChange,
+        audit: &AuditContext,
+        now: DateTime<Utc>,
+    ) -> Result<banksim_core::ledger::Limits, StoreError>;
+
+    /// Pending holds whose `expires_at` is at or before `now`, oldest first, at most `limit`.
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueHold>, StoreError>;
 
     /// A wallet's postings, newest first.
     async fn balance_history(&self, query: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError>;

@@ -220,7 +220,8 @@ pub(crate) fn total_changes(events: &[EventRecord]) -> Result<Vec<SystemTotal>, 
             let total = totals.entry(account.currency()).or_insert_with(|| SystemTotal::zero(account.currency()));
             let overflow = || StoreError::Corrupt(format!("system totals overflow at event {}", event.sequence));
             let field = match account {
-                AccountKey::User { .. } => &mut total.user_balances_minor,
+                // Held money is still its payer's.
+                AccountKey::User { .. } | AccountKey::Pending { .. } => &mut total.user_balances_minor,
                 AccountKey::Fx { .. } => &mut total.fx_minor,
                 // The world account pays what enters the bank and receives what leaves it.
                 AccountKey::World { .. } if amount < 0 => &mut total.money_in_minor,

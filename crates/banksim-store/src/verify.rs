@@ -4,7 +4,7 @@
 //! backends spell differently; everything else is SQL that PostgreSQL and SQLite both accept.
 
 /// (query, what it checks) pairs.
-pub(crate) const CHECKS: [(&str, &str); 7] = [
+pub(crate) const CHECKS: [(&str, &str); 10] = [
     (
         "SELECT ID(p.transaction_id) || ' ' || a.currency || ' sums to ' || CAST(sum(p.amount_minor) AS TEXT)
          FROM postings p JOIN accounts a ON a.id = p.account_id
@@ -33,8 +33,34 @@ pub(crate) const CHECKS: [(&str, &str); 7] = [
         "the balances of a currency do not sum to zero",
     ),
     (
-        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) FROM accounts WHERE kind = 'user' AND balance_minor < 0",
-        "a user wallet is negative",
+        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) || ' with an overdraft of '
+             || CAST(coalesce(overdraft_minor, 0) AS TEXT)
+         FROM accounts WHERE kind = 'user' AND balance_minor < -coalesce(overdraft_minor, 0)",
+        "a user wallet is below its overdraft (negative, without one)",
+    ),
+    (
+        "SELECT ID(id) || ' holds ' || CAST(balance_minor AS TEXT) || ' above its maximum of '
+             || CAST(max_balance_minor AS TEXT)
+         FROM accounts
+         WHERE kind = 'user' AND max_balance_minor IS NOT NULL AND balance_minor + pending_minor > max_balance_minor",
+        "a user wallet is above its maximum balance",
+    ),
+    (
+        "SELECT ID(a.id) || ' holds ' || CAST(a.pending_minor AS TEXT) || ' but its pending transfers hold '
+             || CAST(coalesce(h.total, 0) AS TEXT)
+         FROM accounts a LEFT JOIN (SELECT from_user_id, currency, sum(amount_minor) AS total FROM transactions
+                                    WHERE status = 'pending' GROUP BY from_user_id, currency) h
+             ON h.from_user_id = a.user_id AND h.currency = a.currency
+         WHERE a.kind = 'user' AND a.pending_minor <> coalesce(h.total, 0)",
+        "a wallet's pending amount differs from its open holds",
+    ),
+    (
+        "SELECT a.currency || ' pending account holds ' || CAST(a.balance_minor AS TEXT) || ' but wallets hold '
+             || CAST(coalesce(w.total, 0) AS TEXT)
+         FROM accounts a LEFT JOIN (SELECT currency, sum(pending_minor) AS total FROM accounts WHERE kind = 'user'
+                                    GROUP BY currency) w ON w.currency = a.currency
+         WHERE a.kind = 'pending' AND a.balance_minor <> coalesce(w.total, 0)",
+        "the pending account differs from what the wallets hold",
     ),
     (
         "SELECT ID(t.id) || ' reverses ' || ID(t.reversal_of)

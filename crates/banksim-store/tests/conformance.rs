@@ -425,6 +425,151 @@ mod ledger {
         .await;
     }
 
+    fn limits(overdraft_minor: Option<i64>, max_balance_minor: Option<i64>) -> banksim_core::ledger::Limits {
+        banksim_core::ledger::Limits { overdraft_minor, max_balance_minor }
+    }
+
+    async fn set_limits(
+        store: &Arc<dyn Store>,
+        user: &User,
+        limits: banksim_core::ledger::Limits,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        let change = banksim_store::LimitsChange { user_id: user.id, currency: Currency::USD, limits };
+        store.set_wallet_limits(&change, &AuditContext::default(), now()).await
+    }
+
+    #[tokio::test]
+    async fn limits_open_the_wallet_and_hold_for_every_movement() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            assert_eq!(store.wallet_limits(a.id, Currency::USD).await.expect("limits"), limits(None, None));
+            set_limits(&store, &a, limits(Some(5_000), None)).await.expect("set");
+            set_limits(&store, &b, limits(None, Some(3_000))).await.expect("set");
+            assert_eq!(store.wallet_limits(a.id, Currency::USD).await.expect("limits"), limits(Some(5_000), None));
+            let wallet = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets");
+            assert_eq!(wallet.first().map(|w| (w.balance_minor, w.limits)), Some((0, limits(Some(5_000), None))));
+            let outcomes = post(
+                &store,
+                vec![
+                    request(Movement::Debit { user_id: a.id, amount: usd(5_001) }, None),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(3_001) }, None),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(3_000) }, None),
+                    request(Movement::Debit { user_id: a.id, amount: usd(2_000) }, None),
+                    request(Movement::Debit { user_id: a.id, amount: usd(1) }, None),
+                    request(Movement::Credit { user_id: b.id, amount: usd(1) }, None),
+                ],
+            )
+            .await;
+            assert_eq!(outcomes[0], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert_eq!(outcomes[1], LedgerOutcome::Refused(LedgerError::BalanceLimitExceeded));
+            assert!(matches!(outcomes[2], LedgerOutcome::Posted(_)), "{outcomes:?}");
+            assert!(matches!(outcomes[3], LedgerOutcome::Posted(_)), "{outcomes:?}");
+            assert_eq!(outcomes[4], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert_eq!(outcomes[5], LedgerOutcome::Refused(LedgerError::BalanceLimitExceeded));
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (-5_000, 3_000));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn limits_the_balance_already_breaks_are_refused_and_unknown_users_are_not_found() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            set_limits(&store, &a, limits(Some(1_000), None)).await.expect("set");
+            post(&store, vec![request(Movement::Debit { user_id: a.id, amount: usd(600) }, None)]).await;
+            let refused = set_limits(&store, &a, limits(Some(500), None)).await;
+            assert!(matches!(refused, Err(StoreError::Conflict("balance_limit_exceeded"))), "{refused:?}");
+            let negative = set_limits(&store, &a, limits(Some(1_000), Some(-1))).await;
+            assert!(matches!(negative, Err(StoreError::Conflict("balance_limit_exceeded"))), "{negative:?}");
+            assert_eq!(store.wallet_limits(a.id, Currency::USD).await.expect("limits"), limits(Some(1_000), None));
+            set_limits(&store, &a, limits(Some(600), Some(0))).await.expect("the balance is within these");
+            let stranger = User { id: Uuid::new_v4(), ..a.clone() };
+            assert!(matches!(set_limits(&store, &stranger, limits(None, None)).await, Err(StoreError::NotFound)));
+            let audit = store
+                .list_audit(&banksim_store::AuditQuery {
+                    action: Some("wallet.limits".to_owned()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .expect("audit");
+            assert_eq!(audit.len(), 2, "one entry per change made");
+            let events = store.list_events(0, 100).await.expect("events");
+            assert_eq!(events.iter().filter(|e| e.event_type == "WalletLimitsSet").count(), 2);
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn holds_sit_in_the_pending_account_until_settled_and_are_found_when_due() {
+        use banksim_core::ledger::Settlement;
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            post(&store, vec![request(Movement::Credit { user_id: a.id, amount: usd(1_000) }, None)]).await;
+            let soon = now() + Duration::seconds(60);
+            let hold =
+                |amount| Movement::Hold { from_user_id: a.id, to_user_id: b.id, amount: usd(amount), expires_at: soon };
+            let outcomes =
+                post(&store, vec![request(hold(300), None), request(hold(200), None), request(hold(600), None)]).await;
+            let LedgerOutcome::Posted(first) = &outcomes[0] else { panic!("{outcomes:?}") };
+            let LedgerOutcome::Posted(second) = &outcomes[1] else { panic!("{outcomes:?}") };
+            assert_eq!(outcomes[2], LedgerOutcome::Refused(LedgerError::InsufficientFunds));
+            assert_eq!(first.status, TransactionStatus::Pending);
+            let wallet = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets").remove(0);
+            assert_eq!((wallet.balance_minor, wallet.pending_minor), (500, 500));
+            assert!(store.verify_ledger().await.expect("verify").is_sound());
+            assert!(store.due_holds(now(), 10).await.expect("due").is_empty());
+
+            let settle = |hold_id, settlement| Movement::Settle {
+                hold_id,
+                payee_id: b.id,
+                currency: Currency::USD,
+                settlement,
+                actor_id: a.id,
+                actor_is_admin: false,
+            };
+            let outcomes = post(
+                &store,
+                vec![
+                    request(settle(first.id, Settlement::Post(Some(usd(100)))), None),
+                    request(settle(first.id, Settlement::Void), None),
+                ],
+            )
+            .await;
+            let LedgerOutcome::Posted(posted) = &outcomes[0] else { panic!("{outcomes:?}") };
+            assert_eq!((posted.id, posted.status, posted.amount), (first.id, TransactionStatus::Success, usd(100)));
+            assert_eq!(outcomes[1], LedgerOutcome::Refused(LedgerError::TransferNotPending));
+            let stored = store.find_transaction(first.id).await.expect("find").expect("hold");
+            assert_eq!(
+                (stored.status, stored.amount, stored.expires_at),
+                (TransactionStatus::Success, usd(100), Some(soon))
+            );
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (700, 100));
+
+            let due = store.due_holds(soon, 10).await.expect("due");
+            assert_eq!(
+                due.iter().map(|h| (h.id, h.from_user_id, h.to_user_id)).collect::<Vec<_>>(),
+                [(second.id, a.id, b.id)]
+            );
+            let expired = store
+                .post_batch(&[request(settle(second.id, Settlement::Expire), None)], &Plain, soon)
+                .await
+                .expect("batch");
+            assert!(matches!(&expired.outcomes[0], LedgerOutcome::Posted(t) if t.status == TransactionStatus::Expired));
+            let wallet = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets").remove(0);
+            assert_eq!((wallet.balance_minor, wallet.pending_minor), (900, 0));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
     /// A small deterministic generator (xorshift), so that a failing case can be run again.
     struct Dice(u64);
 
@@ -1604,6 +1749,8 @@ mod wallet_bus {
                 let other = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
                 let before = store.foreign_change_marker().await.expect("marker");
                 assert_ne!(before, alone, "no longer alone");
+                // Asking must not cost the asker its own presence: the other store is not alone either.
+                assert_ne!(other.foreign_change_marker().await.expect("marker"), alone, "the other is not alone");
                 other.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
                 let after = store.foreign_change_marker().await.expect("marker");
                 assert_ne!(before, after, "another store's commit moves the data version");

@@ -320,7 +320,14 @@ mod tests {
     use super::*;
 
     fn wallet(balance_minor: i64, version: i64) -> Wallet {
-        Wallet { currency: Currency::USD, balance_minor, version, updated_at: chrono::Utc::now() }
+        Wallet {
+            currency: Currency::USD,
+            balance_minor,
+            version,
+            updated_at: chrono::Utc::now(),
+            limits: banksim_core::ledger::Limits::default(),
+            pending_minor: 0,
+        }
     }
 
     fn cache() -> BalanceCache {

@@ -5,7 +5,7 @@ use axum::extract::State;
 use banksim_core::currency::Currency;
 use banksim_core::ledger::TransactionKind;
 use banksim_core::money::Money;
-use banksim_store::HistoryQuery;
+use banksim_store::{HistoryQuery, Wallet};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -60,6 +60,40 @@ pub struct CurrentBalance {
     currency: String,
     /// Last movement; null for a wallet that never had one.
     last_updated_at: Option<DateTime<Utc>>,
+    /// Posted, held and spendable amounts.
+    #[serde(flatten)]
+    figures: BalanceFigures,
+}
+
+/// What every balance object carries beside `amount`: the posted balance (equal to `amount`), what the wallet's
+/// pending transfers hold, and what it may still spend (`posted − pending_out + overdraft`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceFigures {
+    /// The posted balance (equal to `amount`).
+    #[schema(value_type = f64, example = 1250.75)]
+    posted: Box<RawValue>,
+    /// Held by the wallet's pending transfers (two-phase transfers not yet posted, voided or expired).
+    #[schema(value_type = f64, example = 0)]
+    pending_out: Box<RawValue>,
+    /// What the wallet may still spend: `posted − pending_out + overdraft`.
+    #[schema(value_type = f64, example = 1250.75)]
+    available: Box<RawValue>,
+}
+
+impl BalanceFigures {
+    /// The figures of a wallet (`None`: one that never existed, all zero).
+    fn of(wallet: Option<&Wallet>, currency: Currency) -> Self {
+        // Held money has left the wallet's ledger balance for the pending account, but is still posted to it.
+        let balance = wallet.map_or(0, |w| w.balance_minor);
+        let pending = wallet.map_or(0, |w| w.pending_minor);
+        let overdraft = wallet.and_then(|w| w.limits.overdraft_minor).unwrap_or(0);
+        let money = |minor: i64| amount_json(Money::new(minor, currency));
+        Self {
+            posted: money(balance.saturating_add(pending)),
+            pending_out: money(pending),
+            available: money(balance.saturating_add(overdraft)),
+        }
+    }
 }
 
 /// The caller's balance in one currency (0 for a wallet that never existed).
@@ -78,8 +112,9 @@ pub async fn get_current_balance(
     let wallet = state.balances.current(state.store.as_ref(), caller.id, currency).await?;
     Ok(Json(CurrentBalance {
         user_id: caller.id,
-        amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor), currency)),
+        amount: amount_json(Money::new(wallet.as_ref().map_or(0, |w| w.balance_minor + w.pending_minor), currency)),
         currency: currency.to_string(),
+        figures: BalanceFigures::of(wallet.as_ref(), currency),
         last_updated_at: wallet.map(|w| w.updated_at),
     }))
 }
@@ -94,6 +129,9 @@ pub struct WalletBalance {
     amount: Box<RawValue>,
     /// Last movement.
     last_updated_at: DateTime<Utc>,
+    /// Posted, held and spendable amounts.
+    #[serde(flatten)]
+    figures: BalanceFigures,
 }
 
 /// Every wallet of the caller.
@@ -118,7 +156,8 @@ pub async fn list_balances(
             .into_iter()
             .map(|w| WalletBalance {
                 currency: w.currency.to_string(),
-                amount: amount_json(Money::new(w.balance_minor, w.currency)),
+                amount: amount_json(Money::new(w.balance_minor + w.pending_minor, w.currency)),
+                figures: BalanceFigures::of(Some(&w), w.currency),
                 last_updated_at: w.updated_at,
             })
             .collect(),

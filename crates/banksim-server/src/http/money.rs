@@ -65,7 +65,8 @@ pub fn parse_currency(
     Ok(currency)
 }
 
-fn invalid_amount(message: &str) -> ApiError {
+/// A 400 `invalid_amount` with `message`.
+pub fn invalid_amount(message: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidAmount).with_message(message.to_owned())
 }
 
@@ -85,6 +86,20 @@ pub fn number_json(decimal: String) -> Box<RawValue> {
     // Callers pass formatter output (digits, a sign, a point): always a valid JSON number.
     RawValue::from_string(decimal).expect("a formatted decimal is a valid JSON number")
 }
+/// The OpenAPI schema of a wallet limit: like an amount, but zero is allowed and `null` means none.
+pub fn limit_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Null]))
+        .pattern(Some(r"^[0-9]{1,16}(\.[0-9]{1,16})?$"))
+        .minimum(Some(0))
+        .description(Some(
+            "Exact non-negative amount, as a JSON number or a string, at most the currency's decimals; null for none",
+        ))
+        .examples([serde_json::json!("100.00")])
+        .build()
+}
+
 /// The OpenAPI schema of a request amount: a JSON number, or a string of digits with an optional fraction. What a
 /// schema cannot say is checked by the server (400 `invalid_amount`): more decimals than the currency's minor unit,
 /// or more than the configured maximum per transaction.

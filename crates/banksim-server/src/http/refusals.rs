@@ -27,12 +27,13 @@ use crate::http::transactions::IDEMPOTENT_REPLAYED;
 pub const PERMISSION_DENIED: &str = "permission.denied";
 
 /// The money routes (route templates equal to or under these) and the entity type their entries name.
-const MONEY_ROUTES: [(&str, &str); 5] = [
+const MONEY_ROUTES: [(&str, &str); 6] = [
     ("/api/v1/transactions", "transaction"),
     ("/api/v1/fx-rates", "fx_rate"),
     ("/api/v1/balances", "balance"),
     ("/api/v1/scheduled-transactions", "schedule"),
     ("/api/v1/admin/ledger/verify", "ledger"),
+    ("/api/v1/admin/wallets", "wallet"),
 ];
 
 /// Longest path parameter kept in an entity id, in characters; a refused caller chooses the path.
@@ -97,6 +98,7 @@ mod tests {
         assert_eq!(money_entity("/api/v1/transactions/{id}"), Some("transaction"));
         assert_eq!(money_entity("/api/v1/transactions/{id}/rollback"), Some("transaction"));
         assert_eq!(money_entity("/api/v1/fx-rates/{base}/{quote}"), Some("fx_rate"));
+        assert_eq!(money_entity("/api/v1/admin/wallets/{user_id}/{currency}/limits"), Some("wallet"));
         assert_eq!(money_entity("/api/v1/balances"), Some("balance"));
         assert_eq!(money_entity("/api/v1/scheduled-transactions/{id}/pause"), Some("schedule"));
         assert_eq!(money_entity("/api/v1/admin/ledger/verify"), Some("ledger"));

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use banksim_core::ledger::{LedgerError, Movement, TransactionKind, TransactionRecord, TransactionStatus};
+use banksim_core::ledger::{LedgerError, Movement, Settlement, TransactionKind, TransactionRecord, TransactionStatus};
 use banksim_core::money::Money;
 use banksim_core::user::{Role, User};
 use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
@@ -37,6 +37,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_transfer))
         .routes(routes!(create_exchange))
         .routes(routes!(rollback_transaction))
+        .routes(routes!(post_transfer))
+        .routes(routes!(void_transfer))
         .routes(routes!(list_transactions))
         .routes(routes!(get_transaction))
 }
@@ -50,7 +52,8 @@ pub struct TransactionResponse {
     #[serde(rename = "type")]
     #[schema(example = "transfer")]
     kind: &'static str,
-    /// `success`, `rolled_back`, `failed` or `pending`; a 201 always shows the final status.
+    /// `success`, `rolled_back`, `failed`, `pending` (a hold of a two-phase transfer), `voided` or `expired` (a hold
+    /// released unposted); a 201 always shows the final status.
     #[schema(example = "success")]
     status: &'static str,
     /// The payer (null for a credit).
@@ -71,6 +74,9 @@ pub struct TransactionResponse {
     reversed_by: Option<Uuid>,
     /// When it was posted.
     created_at: DateTime<Utc>,
+    /// Two-phase transfers only: when the hold expires if it is not settled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
     /// Exchange only: the converted amount.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<f64>)]
@@ -98,6 +104,7 @@ impl From<&TransactionRecord> for TransactionResponse {
             reversal_of: r.reversal_of,
             reversed_by: r.reversed_by,
             created_at: r.created_at,
+            expires_at: r.expires_at,
             to_amount: r.to_amount.map(amount_json),
             to_currency: r.to_amount.map(|m| m.currency().to_string()),
             rate: r.rate.map(|rate| number_json(rate.to_string())),
@@ -133,7 +140,11 @@ pub struct TransactionRenderer;
 impl ResponseRenderer for TransactionRenderer {
     fn render(&self, request: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
         let rendered = match outcome {
-            Ok(record) => (201, serde_json::to_string(&TransactionResponse::from(record))),
+            Ok(record) => {
+                // Settling a hold answers 200 with the hold; every other movement creates a transaction (201).
+                let status = if matches!(request.command.movement, Movement::Settle { .. }) { 200 } else { 201 };
+                (status, serde_json::to_string(&TransactionResponse::from(record)))
+            }
             Err(refusal) => {
                 let error = ApiError::from(*refusal);
                 let body = error.body(request.audit.request_id.as_deref().unwrap_or_default());
@@ -176,7 +187,19 @@ pub struct TransferRequest {
     /// Free text, at most 500 characters.
     #[schema(max_length = 500, example = "Groceries")]
     description: Option<String>,
+    /// `true` holds the amount (a two-phase transfer) until it is posted, voided or expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<bool>,
+    /// A hold's lifetime in seconds, 1..2592000 (default 3600); only with `pending: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_secs: Option<u64>,
 }
+
+/// Default lifetime of a hold, in seconds.
+pub const HOLD_TIMEOUT_SECS_DEFAULT: u64 = 3_600;
+
+/// Longest lifetime of a hold, in seconds (30 days).
+pub const HOLD_TIMEOUT_SECS_MAX: u64 = 2_592_000;
 
 /// An exchange between two of the caller's wallets.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -262,7 +285,8 @@ pub async fn create_debit(
     ledger_service::post(&state, request).await.map(respond)
 }
 
-/// Moves money from the caller to another active user, atomically.
+/// Moves money from the caller to another active user, atomically; with `pending: true`, holds it instead (201
+/// with `status: "pending"` and `expires_at`) until `/transactions/{id}/post`, `/void` or the hold's expiry.
 #[utoipa::path(post, path = "/transactions/transfer", tag = "transactions", request_body = TransferRequest,
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Makes retries safe (1–255 characters)")),
     security(("bearer" = [])),
@@ -332,8 +356,22 @@ async fn transfer_movement(state: &AppState, caller: &User, body: TransferReques
     if to_user_id == caller.id {
         return Err(ErrorCode::SelfTransfer.into());
     }
+    let timeout_secs = match (body.pending, body.timeout_secs) {
+        (Some(true), timeout) => Some(timeout.unwrap_or(HOLD_TIMEOUT_SECS_DEFAULT)),
+        (_, None) => None,
+        (_, Some(_)) => return Err(invalid_request("timeout_secs", "is only allowed with pending: true")),
+    };
+    if timeout_secs.is_some_and(|secs| !(1..=HOLD_TIMEOUT_SECS_MAX).contains(&secs)) {
+        return Err(invalid_request("timeout_secs", "must be between 1 and 2592000"));
+    }
     ledger_service::check_recipient(state, to_user_id).await?;
-    let movement = Movement::Transfer { from_user_id: caller.id, to_user_id, amount };
+    let movement = match timeout_secs {
+        Some(secs) => {
+            let lifetime = chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
+            Movement::Hold { from_user_id: caller.id, to_user_id, amount, expires_at: state.clock.now() + lifetime }
+        }
+        None => Movement::Transfer { from_user_id: caller.id, to_user_id, amount },
+    };
     Ok(ValidMovement { movement, description: description(body.description)? })
 }
 
@@ -384,6 +422,114 @@ pub async fn rollback_transaction(
         movement: Ok(ValidMovement { movement, description: None }),
     };
     ledger_service::post(&state, request).await.map(respond)
+}
+
+/// The body of a post: the part of the hold to pay (default: all of it).
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostTransferRequest {
+    /// Exact amount, at most the hold's; the rest goes back to the payer.
+    #[schema(schema_with = crate::http::money::amount_schema)]
+    #[serde(default)]
+    amount: Option<Box<RawValue>>,
+}
+
+/// Settles a hold of the caller's (or any, for an admin): `settlement` says how.
+async fn settle_hold(
+    state: &AppState,
+    caller: &User,
+    client: ClientContext,
+    headers: &HeaderMap,
+    id: Uuid,
+    route: &str,
+    amount: Option<&RawValue>,
+) -> Result<Response, ApiError> {
+    let hold = ledger_service::find(state, caller, id).await?;
+    let (Some(payee_id), Some(_)) = (hold.to_user_id, hold.expires_at) else {
+        return Err(ErrorCode::TransferNotPending.into());
+    };
+    let currency = hold.amount.currency();
+    let settlement = match route {
+        "void" => Settlement::Void,
+        _ => {
+            Settlement::Post(amount.map(|raw| parse_amount(Some(raw), currency, state.config.amount_max)).transpose()?)
+        }
+    };
+    let movement = Movement::Settle {
+        hold_id: id,
+        payee_id,
+        currency,
+        settlement,
+        actor_id: caller.id,
+        actor_is_admin: caller.role == Role::Admin,
+    };
+    let request = MoneyRequest {
+        caller,
+        audit: client.into(),
+        idempotency_key: idempotency_key(headers)?,
+        fingerprint: fingerprint(route, &(id, amount.map(RawValue::get))),
+        movement: Ok(ValidMovement { movement, description: None }),
+    };
+    Ok(match ledger_service::post(state, request).await? {
+        MoneyAnswer::Posted(record) => (StatusCode::OK, Json(TransactionResponse::from(&record))).into_response(),
+        MoneyAnswer::Replayed(stored) => replayed(stored),
+    })
+}
+
+/// Posts a hold (payer or admin): pays the payee the whole hold, or `amount` of it and releases the rest.
+#[utoipa::path(post, path = "/transactions/{id}/post", tag = "transactions",
+    params(
+        ("id" = Uuid, Path, description = "The hold (a transfer made with `pending: true`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)"),
+    ),
+    request_body(content = PostTransferRequest, description = "Optional: `{}` or no body posts the whole hold"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The transfer, now `success` with the amount posted", body = TransactionResponse),
+        (status = 400, description = "`invalid_amount` (more than the hold, or not an amount), `balance_limit_exceeded`, `invalid_request`", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`", body = ErrorBody),
+        (status = 404, description = "`transaction_not_found`", body = ErrorBody),
+        (status = 409, description = "`transfer_not_pending` (posted, voided, expired, or not a hold) or `idempotency_key_reused`", body = ErrorBody),
+    ))]
+pub async fn post_transfer(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: PostTransferRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PostTransferRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| invalid_request("body", &e.to_string()))?
+    };
+    settle_hold(&state, &caller, client, &headers, id, "post", body.amount.as_deref()).await
+}
+
+/// Voids a hold (payer, payee or admin): the whole amount goes back to the payer.
+#[utoipa::path(post, path = "/transactions/{id}/void", tag = "transactions",
+    params(
+        ("id" = Uuid, Path, description = "The hold (a transfer made with `pending: true`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (1–255 characters)"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The transfer, now `voided`", body = TransactionResponse),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`", body = ErrorBody),
+        (status = 404, description = "`transaction_not_found`", body = ErrorBody),
+        (status = 409, description = "`transfer_not_pending` or `idempotency_key_reused`", body = ErrorBody),
+    ))]
+pub async fn void_transfer(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    client: ClientContext,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    settle_hold(&state, &caller, client, &headers, id, "void", None).await
 }
 
 /// One transaction, for a party to it or an admin.

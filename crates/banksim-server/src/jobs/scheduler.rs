@@ -51,6 +51,9 @@ impl Scheduler {
                 if let Err(err) = poll(&state).await {
                     tracing::warn!(error = %err, "scheduler poll failed; retrying next tick");
                 }
+                if let Err(err) = crate::jobs::holds::expire_due_holds(&state).await {
+                    tracing::warn!(error = %err, "hold expiry failed; retrying next tick");
+                }
             }
         });
         Self { stop, task }

@@ -104,6 +104,7 @@ pub fn is_client_key(key: &str) -> bool {
     (1..=IDEMPOTENCY_KEY_CHARS_MAX).contains(&chars)
         && !key.chars().any(char::is_control)
         && !key.starts_with(crate::jobs::scheduler::SCHEDULER_KEY_PREFIX)
+        && !key.starts_with(crate::jobs::holds::EXPIRY_KEY_PREFIX)
 }
 
 fn claim(user_id: Uuid, key: &str, request_hash: Vec<u8>) -> Result<IdempotencyClaim, ApiError> {

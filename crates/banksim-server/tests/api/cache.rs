@@ -98,3 +98,21 @@ async fn under_concurrent_writes_on_two_instances_every_cache_ends_equal_to_the_
         Arc::into_inner(first).expect("sole owner").stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_read_on_one_instance_never_lets_another_keep_a_stale_balance() {
+    for backend in backends() {
+        let first = TestApp::spawn(backend).await;
+        let second = first.spawn_beside(|_| {}).await;
+        let sefa = first.user("sefa").await;
+        first.credit(&sefa, "50.00", "USD").await;
+        // The first instance reads before the second caches the wallet: its check for other instances must not
+        // make the second believe it is alone on the database.
+        assert_eq!(first.balance(&sefa, "USD").await, "50.00");
+        assert_eq!(second.balance(&sefa, "USD").await, "50.00");
+        first.credit(&sefa, "1.00", "USD").await;
+        assert_eq!(second.balance(&sefa, "USD").await, "51.00");
+        second.stop().await;
+        first.stop().await;
+    }
+}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
-use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
@@ -18,17 +18,17 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::chain::link;
 use crate::ledger::{
-    AuditRow, BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, PostedBatch,
-    ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched,
-    claimed_keys, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices,
-    wallet_states,
+    AuditContext, AuditRow, BatchRows, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest,
+    LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key,
+    accounts_to_open, accounts_touched, check_new_limits, claimed_keys, limits_rows, parse_currency, parse_stored,
+    plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices, wallet_states,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
 const BATCH_ATTEMPTS: u32 = 3;
 
 pub(crate) const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
-    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at";
+    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at";
 
 pub(crate) async fn post_batch(
     pool: &PgPool,
@@ -216,8 +216,9 @@ async fn lock_accounts(
     ids: &[Uuid],
 ) -> Result<(Vec<AccountState>, Option<DateTime<Utc>>), StoreError> {
     let rows = sqlx::query(
-        "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts
-         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        "SELECT id, kind, user_id, currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor,
+                pending_minor
+         FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
     )
     .bind(ids)
     .fetch_all(&mut **tx)
@@ -232,6 +233,8 @@ async fn lock_accounts(
             key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
             balance_minor: row.try_get("balance_minor")?,
             version: row.try_get("version")?,
+            limits: limits_from_row(row)?,
+            pending_minor: row.try_get("pending_minor")?,
         });
     }
     Ok((accounts, last_posted))
@@ -253,7 +256,7 @@ async fn write_rows(
     let e = &rows.events;
     let au = &rows.audits;
     let k = &rows.idempotency;
-    let (reversed, reversed_by): (Vec<Uuid>, Vec<Uuid>) = rows.reversed.iter().copied().unzip();
+    let u = &rows.updated;
     sqlx::query(WRITE_BATCH_SQL)
         .bind(now)
         // transactions: $2..$15
@@ -271,9 +274,9 @@ async fn write_rows(
         .bind(t.iter().map(|r| r.reversal_of).collect::<Vec<_>>())
         .bind(t.iter().map(|r| r.reversed_by).collect::<Vec<_>>())
         .bind(t.iter().map(|r| r.created_at).collect::<Vec<_>>())
-        // reversed originals: $16, $17
-        .bind(&reversed)
-        .bind(&reversed_by)
+        // earlier transactions changed (rolled back, holds settled): $16, $17 (and $51, $52)
+        .bind(u.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.reversed_by).collect::<Vec<_>>())
         // postings: $18..$22
         .bind(p.iter().map(|(tx, _)| *tx).collect::<Vec<_>>())
         .bind(p.iter().map(|(_, p)| p.account_id).collect::<Vec<_>>())
@@ -315,6 +318,13 @@ async fn write_rows(
         .bind(au.iter().map(|a| a.trace_id.clone()).collect::<Vec<_>>())
         // the change bus's notices of the wallets changed: $50
         .bind(notices)
+        // changed transactions' status and amount: $51, $52
+        .bind(u.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(u.iter().map(|r| r.amount.amount_minor()).collect::<Vec<_>>())
+        // new transactions' expiry (holds): $53
+        .bind(t.iter().map(|r| r.expires_at).collect::<Vec<_>>())
+        // accounts' pending amounts: $54
+        .bind(a.iter().map(|a| a.pending_minor).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -323,24 +333,26 @@ async fn write_rows(
 const WRITE_BATCH_SQL: &str = "
 WITH new_transactions AS (
     INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency, to_amount_minor,
-        to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at)
+        to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at, effective_at)
     SELECT *, created_at FROM unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::bigint[],
         $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::uuid[],
-        $15::timestamptz[])
+        $15::timestamptz[], $53::timestamptz[])
         AS t(id, kind, status, from_user_id, to_user_id, amount_minor, currency, to_amount_minor, to_currency, rate,
-             description, reversal_of, reversed_by, created_at)
+             description, reversal_of, reversed_by, created_at, expires_at)
 ),
-reversed AS (
-    UPDATE transactions SET status = 'rolled_back', reversed_by = r.by
-    FROM unnest($16::uuid[], $17::uuid[]) AS r(id, by) WHERE transactions.id = r.id
+changed AS (
+    UPDATE transactions SET status = r.status, amount_minor = r.amount, reversed_by = r.by
+    FROM unnest($16::uuid[], $17::uuid[], $51::text[], $52::bigint[]) AS r(id, by, status, amount)
+    WHERE transactions.id = r.id
 ),
 new_postings AS (
     INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version, created_at)
     SELECT *, $1 FROM unnest($18::uuid[], $19::uuid[], $20::bigint[], $21::bigint[], $22::bigint[])
 ),
 balances AS (
-    UPDATE accounts SET balance_minor = n.balance, version = n.version, updated_at = $1
-    FROM unnest($23::uuid[], $24::bigint[], $25::bigint[]) AS n(id, balance, version) WHERE accounts.id = n.id
+    UPDATE accounts SET balance_minor = n.balance, version = n.version, pending_minor = n.pending, updated_at = $1
+    FROM unnest($23::uuid[], $24::bigint[], $25::bigint[], $54::bigint[]) AS n(id, balance, version, pending)
+    WHERE accounts.id = n.id
 ),
 new_events AS (
     INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
@@ -405,6 +417,7 @@ pub(crate) fn transaction_from_row(row: &PgRow) -> Result<TransactionRecord, sql
         reversal_of: row.try_get("reversal_of")?,
         reversed_by: row.try_get("reversed_by")?,
         created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
     })
 }
 
@@ -465,7 +478,8 @@ pub(crate) async fn wallets(
     currency: Option<Currency>,
 ) -> Result<Vec<Wallet>, StoreError> {
     let rows = sqlx::query(
-        "SELECT currency, balance_minor, version, updated_at FROM accounts
+        "SELECT currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor, pending_minor
+         FROM accounts
          WHERE kind = 'user' AND user_id = $1 AND ($2::text IS NULL OR currency = $2) ORDER BY currency",
     )
     .bind(user_id)
@@ -479,10 +493,85 @@ pub(crate) async fn wallets(
                 balance_minor: row.try_get("balance_minor")?,
                 version: row.try_get("version")?,
                 updated_at: row.try_get("updated_at")?,
+                limits: limits_from_row(row)?,
+                pending_minor: row.try_get("pending_minor")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+fn limits_from_row(row: &PgRow) -> Result<Limits, sqlx::Error> {
+    Ok(Limits {
+        overdraft_minor: row.try_get("overdraft_minor")?,
+        max_balance_minor: row.try_get("max_balance_minor")?,
+    })
+}
+
+pub(crate) async fn due_holds(pool: &PgPool, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueHold>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, from_user_id, to_user_id, currency FROM transactions
+         WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DueHold {
+                id: row.try_get("id")?,
+                from_user_id: row.try_get("from_user_id")?,
+                to_user_id: row.try_get("to_user_id")?,
+                currency: parse_currency(row.try_get("currency")?)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn wallet_limits(pool: &PgPool, user_id: Uuid, currency: Currency) -> Result<Limits, StoreError> {
+    let row = sqlx::query("SELECT overdraft_minor, max_balance_minor FROM accounts WHERE id = $1")
+        .bind(AccountKey::User { user_id, currency }.id())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(limits_from_row).transpose()?.unwrap_or_default())
+}
+
+/// Opens the wallet if needed, locks it (as a ledger batch would), checks its balance against the new limits and
+/// stores them, with the audit entry and event.
+pub(crate) async fn set_wallet_limits(
+    pool: &PgPool,
+    change: &LimitsChange,
+    audit: &AuditContext,
+    now: DateTime<Utc>,
+) -> Result<Limits, StoreError> {
+    let wallet = AccountKey::User { user_id: change.user_id, currency: change.currency };
+    let mut tx = pool.begin().await?;
+    let user: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(change.user_id).fetch_optional(&mut *tx).await?;
+    if user.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    open_accounts(&mut tx, &[wallet], now).await?;
+    let (accounts, _) = lock_accounts(&mut tx, &[wallet.id()]).await?;
+    let account = accounts.first().ok_or(StoreError::NotFound)?;
+    check_new_limits(change.limits, account.balance_minor, account.pending_minor)?;
+    sqlx::query("UPDATE accounts SET overdraft_minor = $2, max_balance_minor = $3 WHERE id = $1")
+        .bind(wallet.id())
+        .bind(change.limits.overdraft_minor)
+        .bind(change.limits.max_balance_minor)
+        .execute(&mut *tx)
+        .await?;
+    let (row, data) = limits_rows(change, account.limits, audit);
+    super::journal::append_audit(&mut tx, &[row], now).await?;
+    super::journal::append_event(&mut tx, "wallet", wallet.id(), "WalletLimitsSet", &data, now).await?;
+    // Caches keep wallets by version, and limits do not move the version (it counts postings): announcing the
+    // next version drops every cached copy and keeps none until the wallet's next posting.
+    let notice = format!("{}:{}:{}", change.user_id, change.currency, account.version + 1);
+    sqlx::query("SELECT pg_notify('banksim_wallets', $1)").bind(notice).execute(&mut *tx).await?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
+    Ok(change.limits)
 }
 
 pub(crate) async fn balance_history(pool: &PgPool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {

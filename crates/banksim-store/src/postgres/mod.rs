@@ -448,6 +448,27 @@ impl Store for PgStore {
         ledger::fx_rate(&self.pool, base, quote).await
     }
 
+    async fn wallet_limits(
+        &self,
+        user_id: Uuid,
+        currency: Currency,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        ledger::wallet_limits(&self.pool, user_id, currency).await
+    }
+
+    async fn set_wallet_limits(
+        &self,
+        change: &crate::LimitsChange,
+        audit: &AuditContext,
+        now: DateTime<Utc>,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        ledger::set_wallet_limits(&self.pool, change, audit, now).await
+    }
+
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::DueHold>, StoreError> {
+        ledger::due_holds(&self.pool, now, limit).await
+    }
+
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
         ledger::put_fx_rate(&self.pool, &rate).await
     }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
-use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Original, TransactionRecord};
+use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
@@ -16,13 +16,14 @@ use uuid::Uuid;
 use super::{instant, micros};
 use crate::StoreError;
 use crate::ledger::{
-    BatchRows, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, PostedBatch, ResponseRenderer,
-    StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, parse_currency,
-    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_states,
+    AuditContext, BatchRows, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, LimitsChange,
+    PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open,
+    accounts_touched, check_new_limits, limits_rows, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle,
+    rollback_originals, wallet_states,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
-    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at";
+    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at";
 
 pub(crate) async fn post_batch(
     writer: &SqlitePool,
@@ -44,7 +45,9 @@ pub(crate) async fn post_batch(
     let mut now = now;
     for ids in accounts_touched(&live, &originals).chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at FROM accounts WHERE id IN (",
+            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor,
+                    pending_minor
+             FROM accounts WHERE id IN (",
         );
         let mut list = query.separated(", ");
         for id in ids {
@@ -59,6 +62,8 @@ pub(crate) async fn post_batch(
                 key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
                 balance_minor: row.try_get("balance_minor")?,
                 version: row.try_get("version")?,
+                limits: limits_from_row(&row)?,
+                pending_minor: row.try_get("pending_minor")?,
             });
         }
     }
@@ -166,7 +171,8 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
     for chunk in rows.transactions.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency,
-                 to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at) ",
+                 to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at,
+                 expires_at) ",
         );
         query.push_values(chunk, |mut row, r| {
             row.push_bind(r.id)
@@ -183,17 +189,21 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
                 .push_bind(r.reversal_of)
                 .push_bind(r.reversed_by)
                 .push_bind(micros(r.created_at))
-                .push_bind(micros(r.created_at));
+                .push_bind(micros(r.created_at))
+                .push_bind(r.expires_at.map(micros));
         });
         query.build().execute(&mut **tx).await?;
     }
-    for chunk in rows.reversed.chunks(ROWS_PER_STATEMENT) {
+    for chunk in rows.updated.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE transactions SET status = 'rolled_back', reversed_by = r.by
-             FROM (SELECT column1 AS id, column2 AS by FROM (",
+            "UPDATE transactions SET status = r.status, amount_minor = r.amount, reversed_by = r.by
+             FROM (SELECT column1 AS id, column2 AS by, column3 AS status, column4 AS amount FROM (",
         );
-        query.push_values(chunk, |mut row, (original, by)| {
-            row.push_bind(*original).push_bind(*by);
+        query.push_values(chunk, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(r.reversed_by)
+                .push_bind(r.status.as_str())
+                .push_bind(r.amount.amount_minor());
         });
         query.push(")) AS r WHERE transactions.id = r.id");
         query.build().execute(&mut **tx).await?;
@@ -215,12 +225,12 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
     }
     for chunk in rows.accounts.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE accounts SET balance_minor = n.balance, version = n.version, updated_at = ",
+            "UPDATE accounts SET balance_minor = n.balance, version = n.version, pending_minor = n.pending, updated_at = ",
         );
         query.push_bind(now);
-        query.push(" FROM (SELECT column1 AS id, column2 AS balance, column3 AS version FROM (");
+        query.push(" FROM (SELECT column1 AS id, column2 AS balance, column3 AS version, column4 AS pending FROM (");
         query.push_values(chunk, |mut row, a| {
-            row.push_bind(a.id).push_bind(a.balance_minor).push_bind(a.version);
+            row.push_bind(a.id).push_bind(a.balance_minor).push_bind(a.version).push_bind(a.pending_minor);
         });
         query.push(")) AS n WHERE accounts.id = n.id");
         query.build().execute(&mut **tx).await?;
@@ -280,6 +290,7 @@ fn transaction_from_row(row: &SqliteRow) -> Result<TransactionRecord, sqlx::Erro
         reversal_of: row.try_get("reversal_of")?,
         reversed_by: row.try_get("reversed_by")?,
         created_at: instant(row.try_get("created_at")?)?,
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(instant).transpose()?,
     })
 }
 
@@ -340,7 +351,8 @@ pub(crate) async fn wallets(
     currency: Option<Currency>,
 ) -> Result<Vec<Wallet>, StoreError> {
     let rows = sqlx::query(
-        "SELECT currency, balance_minor, version, updated_at FROM accounts
+        "SELECT currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor, pending_minor
+         FROM accounts
          WHERE kind = 'user' AND user_id = $1 AND ($2 IS NULL OR currency = $2) ORDER BY currency",
     )
     .bind(user_id)
@@ -354,10 +366,86 @@ pub(crate) async fn wallets(
                 balance_minor: row.try_get("balance_minor")?,
                 version: row.try_get("version")?,
                 updated_at: instant(row.try_get("updated_at")?)?,
+                limits: limits_from_row(row)?,
+                pending_minor: row.try_get("pending_minor")?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+fn limits_from_row(row: &SqliteRow) -> Result<Limits, sqlx::Error> {
+    Ok(Limits {
+        overdraft_minor: row.try_get("overdraft_minor")?,
+        max_balance_minor: row.try_get("max_balance_minor")?,
+    })
+}
+
+pub(crate) async fn due_holds(pool: &SqlitePool, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueHold>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, from_user_id, to_user_id, currency FROM transactions
+         WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(micros(now))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DueHold {
+                id: row.try_get("id")?,
+                from_user_id: row.try_get("from_user_id")?,
+                to_user_id: row.try_get("to_user_id")?,
+                currency: parse_currency(row.try_get("currency")?)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub(crate) async fn wallet_limits(pool: &SqlitePool, user_id: Uuid, currency: Currency) -> Result<Limits, StoreError> {
+    let row = sqlx::query("SELECT overdraft_minor, max_balance_minor FROM accounts WHERE id = $1")
+        .bind(AccountKey::User { user_id, currency }.id())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(limits_from_row).transpose()?.unwrap_or_default())
+}
+
+/// Opens the wallet if needed, checks its balance against the new limits and stores them, with the audit entry and
+/// event, on the writer connection (which serialises it with the ledger's batches).
+pub(crate) async fn set_wallet_limits(
+    writer: &SqlitePool,
+    change: &LimitsChange,
+    audit: &AuditContext,
+    now: DateTime<Utc>,
+) -> Result<Limits, StoreError> {
+    let wallet = AccountKey::User { user_id: change.user_id, currency: change.currency };
+    let mut tx = super::begin_write(writer).await?;
+    let user: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE id = $1").bind(change.user_id).fetch_optional(&mut *tx).await?;
+    if user.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    open_accounts(&mut tx, &[wallet], now).await?;
+    let row = sqlx::query(
+        "SELECT balance_minor, pending_minor, overdraft_minor, max_balance_minor FROM accounts WHERE id = $1",
+    )
+    .bind(wallet.id())
+    .fetch_one(&mut *tx)
+    .await?;
+    let balance_minor: i64 = row.try_get("balance_minor")?;
+    check_new_limits(change.limits, balance_minor, row.try_get("pending_minor")?)?;
+    sqlx::query("UPDATE accounts SET overdraft_minor = $2, max_balance_minor = $3 WHERE id = $1")
+        .bind(wallet.id())
+        .bind(change.limits.overdraft_minor)
+        .bind(change.limits.max_balance_minor)
+        .execute(&mut *tx)
+        .await?;
+    let (audit_row, data) = limits_rows(change, limits_from_row(&row)?, audit);
+    super::journal::append_audit(&mut tx, &[audit_row], now).await?;
+    super::journal::append_event(&mut tx, "wallet", wallet.id(), "WalletLimitsSet", &data, now).await?;
+    tx.commit().await.map_err(StoreError::CommitFailed)?;
+    Ok(change.limits)
 }
 
 pub(crate) async fn balance_history(pool: &SqlitePool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {

@@ -411,8 +411,12 @@ impl Store for SqliteStore {
 
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
         // Alone on the file (the usual embedded case): only this process writes, and its writer keeps the caches.
-        if self.instances.try_lock().is_ok() {
-            self.instances.lock_shared().map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        let alone = self.instances.try_lock().is_ok();
+        // Either way the shared lock is taken again: `flock` converts a lock by dropping it first, so a probe that
+        // failed has left this store holding none, and every other store would then believe itself alone and keep
+        // serving its cache through this one's commits.
+        self.instances.lock_shared().map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        if alone {
             return Ok(Some(ALONE));
         }
         let mut watcher = self.watcher.lock().await;
@@ -450,6 +454,27 @@ impl Store for SqliteStore {
 
     async fn fx_rate(&self, base: Currency, quote: Currency) -> Result<Option<FxRate>, StoreError> {
         ledger::fx_rate(&self.reader, base, quote).await
+    }
+
+    async fn wallet_limits(
+        &self,
+        user_id: Uuid,
+        currency: Currency,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        ledger::wallet_limits(&self.reader, user_id, currency).await
+    }
+
+    async fn set_wallet_limits(
+        &self,
+        change: &crate::LimitsChange,
+        audit: &AuditContext,
+        now: DateTime<Utc>,
+    ) -> Result<banksim_core::ledger::Limits, StoreError> {
+        ledger::set_wallet_limits(&self.writer, change, audit, now).await
+    }
+
+    async fn due_holds(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<crate::DueHold>, StoreError> {
+        ledger::due_holds(&self.reader, now, limit).await
     }
 
     async fn put_fx_rate(&self, rate: FxRate) -> Result<FxRate, StoreError> {
