@@ -22,11 +22,18 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        ApiJson::<T>::from_request(request, state)
-            .await
-            .map(|ApiJson(value)| Self(value))
-            .map_err(|e| e.recode(ErrorCode::ValidationFailed, ErrorCode::InvalidRequest))
+        ApiJson::<T>::from_request(request, state).await.map(|ApiJson(value)| Self(value)).map_err(money_body_error)
     }
+}
+
+/// Parses a money route's body read by the handler itself (an optional one): as [`MoneyJson`] would.
+pub fn parse_money_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    crate::http::extract::parse_json(bytes).map_err(money_body_error)
+}
+
+/// A body of the wrong shape is a 400 `invalid_request` on the money routes.
+fn money_body_error(error: ApiError) -> ApiError {
+    error.recode(ErrorCode::ValidationFailed, ErrorCode::InvalidRequest)
 }
 
 /// The exact text of a request amount: a JSON number (`500.00`) or a JSON string (`"500.00"`), never through a

@@ -21,7 +21,9 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::client::ClientContext;
 use crate::http::extract::{ApiPath, ApiQuery};
-use crate::http::money::{MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency};
+use crate::http::money::{
+    MoneyJson, amount_json, invalid_request, number_json, parse_amount, parse_currency, parse_money_json,
+};
 use crate::http::pagination::{decode_cursor, encode_cursor, page_limit, page_offset};
 use crate::replica::MinLsn;
 use crate::service::ledger::{self as ledger_service, MoneyAnswer, MoneyRequest, ValidMovement, fingerprint};
@@ -503,7 +505,7 @@ pub async fn post_transfer(
     let body: PostTransferRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PostTransferRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| invalid_request("body", &e.to_string()))?
+        parse_money_json(&body)?
     };
     settle_hold(&state, &caller, client, &headers, id, "post", body.amount.as_deref()).await
 }

@@ -98,6 +98,10 @@ async fn a_partial_post_releases_the_rest_and_more_than_the_hold_is_refused() {
         app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!({"amount": "-1"}))
             .await
             .assert_error(400, "invalid_amount");
+        // A body of the wrong shape is answered as on every money route: a field-level message, never serde's.
+        let array = app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!(["40"])).await;
+        array.assert_error(400, "invalid_request");
+        assert!(!array.text.contains("struct") && !array.text.contains("sequence"), "{}", array.text);
         let body = json!({"amount": "25.5"});
         let first = app.money(&settle_path(&held, "post"), &sefa, Some("post-once"), &body).await;
         assert_eq!(first.status, StatusCode::OK, "{}", first.text);
