@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use banksim_store::Backend;
-use banksim_store::testing::{TestDatabase, backends};
+use banksim_store::testing::{TestDatabase, backends, free_port};
 use common::{run, stderr};
 use serde_json::{Value, json};
 
@@ -71,12 +71,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Self::script(self.dir.path(), &self.database_url).arg("down").output();
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 struct Client {

@@ -27,9 +27,7 @@ struct Formation {
 impl Formation {
     async fn up() -> Self {
         let dir = format!("/tmp/banksim-ha-{}", Uuid::new_v4().simple());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base_port = listener.local_addr().expect("addr").port();
-        drop(listener);
+        let base_port = banksim_store::testing::free_port();
         let mut formation = Self { dir, base_port, url: String::new() };
         let output = formation.script("up").await;
         assert!(output.status.success(), "pg-ha.sh up: {}", String::from_utf8_lossy(&output.stderr));

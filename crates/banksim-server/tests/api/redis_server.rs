@@ -5,6 +5,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use banksim_store::testing::free_port;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A running (or stopped) `redis-server` of one test.
@@ -134,10 +136,4 @@ impl Drop for RedisServer {
             let _ = child.wait();
         }
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }

@@ -216,8 +216,8 @@ fn owned_folder() -> tempfile::TempDir {
     folder
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
+/// A loopback port nothing listens on now, for the servers that tests start.
+pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local address").port()
 }

@@ -184,6 +184,6 @@ mod cluster;
 mod faulty;
 mod nats;
 
-pub use cluster::PgServer;
+pub use cluster::{PgServer, free_port};
 pub use faulty::{FaultyStore, Pause, PauseAt};
 pub use nats::NatsServer;

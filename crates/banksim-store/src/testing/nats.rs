@@ -4,6 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::free_port;
+
 /// A running (or stopped) `nats-server -js` of one test.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -99,10 +101,4 @@ impl Drop for NatsServer {
             let _ = child.wait();
         }
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
