@@ -4,14 +4,14 @@
 # reference, the server's resident memory after the run, and `banksim verify` at the end. Everything runs on this
 # machine (127.0.0.1); each run is bounded in time.
 #
-#   scripts/benchmark.sh [seconds per run, default 30] [scenarios, default "transfer hot balance history mixed"]
+#   scripts/benchmark.sh [seconds per run, default 30] [scenarios, default "transfer hot balance history mixed batch"]
 #
-# Needs: a release build (cargo build --release), PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres), pgbench.
+# Needs: a release build (cargo build --release; BANKSIM_BIN names another binary), PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres), pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
-scenarios=${2:-transfer hot balance history mixed}
-bin=target/release/banksim
+scenarios=${2:-transfer hot balance history mixed batch}
+bin=${BANKSIM_BIN:-target/release/banksim}
 pg="psql -h 127.0.0.1 -U postgres -qAt"
 port=18095
 data=$(mktemp -d)
@@ -47,8 +47,11 @@ run() { # backend scenario
       --scenario transfer >/dev/null 2>&1
   fi
   case $scenario in balance | history) reference=$select ;; *) reference=$tpcb ;; esac
-  echo "== $backend $scenario (64 connections, $users users, ${seconds}s)"
-  "$bin" simulate --url "http://127.0.0.1:$port" --users "$users" --connections 64 --duration "${seconds}s" \
+  # A batch scenario request carries 1,000 transfers: 8 in flight keep the writer busy.
+  local connections=64
+  [ "$scenario" = batch ] && connections=8
+  echo "== $backend $scenario ($connections connections, $users users, ${seconds}s)"
+  "$bin" simulate --url "http://127.0.0.1:$port" --users "$users" --connections "$connections" --duration "${seconds}s" \
     --scenario "$scenario" 2>/dev/null | grep -E '^(requests|movements|latency|errors|conservation)' \
     | REF=$reference perl -ne 'if (/^(requests|movements).*\(([0-9.]+) \/s\)/) { chomp; printf "%s   = %.2fx pgbench (%d)\n", $_, $2 / $ENV{REF}, $ENV{REF} } else { print }'
   echo "resident memory: $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$server/status")"

@@ -184,6 +184,41 @@ transactions = folder("Transactions", "Credit, debit, transfer, exchange, rollba
                    "pm.collectionVariables.set('transferId', body.id);"]),
     error("Transfer to oneself", "POST", "/api/v1/transactions/transfer", 400, "self_transfer",
           token="accessToken", body={"to_user_id": "{{userId}}", "amount": "1.00", "currency": "USD"}),
+    request("Batch of transfers (atomic)", "POST", "/api/v1/transactions/batch", token="accessToken", status=201,
+            keys=["results"], headers={"Idempotency-Key": "batch-{{$guid}}"},
+            body={"atomic": True, "transactions": [
+                {"type": "transfer", "to_user_id": "{{recipientId}}", "amount": "1.00", "currency": "USD"},
+                {"type": "transfer", "to_user_id": "{{recipientId}}", "amount": "2.00", "currency": "USD",
+                 "description": "Split bill"}]},
+            tests=["pm.test('every item posted, in order', () => { pm.expect(body.results.map(r => r.index)).to.eql([0, 1]); body.results.forEach(r => { pm.expect(r.status).to.eql('success'); pm.expect(r.transaction.status).to.eql('success'); }); });"]),
+    error("Atomic batch with a refused item", "POST", "/api/v1/transactions/batch", 400, "batch_failed",
+          token="accessToken",
+          body={"atomic": True, "transactions": [
+              {"type": "transfer", "to_user_id": "{{recipientId}}", "amount": "1.00", "currency": "USD"},
+              {"type": "debit", "amount": "999999.00", "currency": "USD"}]},
+          tests=["pm.test('each item says why, nothing applied', () => pm.expect(body.results.map(r => r.error.error_code)).to.eql(['batch_failed', 'insufficient_funds']));"]),
+    request("Non-atomic batch", "POST", "/api/v1/transactions/batch", token="accessToken", status=201,
+            keys=["results"],
+            body={"atomic": False, "transactions": [
+                {"type": "transfer", "to_user_id": "{{recipientId}}", "amount": "1.00", "currency": "USD"},
+                {"type": "debit", "amount": "999999.00", "currency": "USD"}]},
+            tests=["pm.test('each item stands alone', () => pm.expect(body.results.map(r => r.status)).to.eql(['success', 'failed']));"]),
+    request("Hold (a pending transfer)", "POST", "/api/v1/transactions/transfer", token="accessToken", status=201,
+            keys=TX_KEYS + ["expires_at"],
+            body={"to_user_id": "{{recipientId}}", "amount": "5.00", "currency": "USD", "pending": True,
+                  "timeout_secs": 600},
+            tests=["pm.test('pending until posted', () => pm.expect(body.status).to.eql('pending'));",
+                   "pm.collectionVariables.set('holdId', body.id);"]),
+    request("Post part of the hold", "POST", "/api/v1/transactions/{{holdId}}/post", token="accessToken",
+            keys=TX_KEYS, body={"amount": "4.00"},
+            tests=["pm.test('posted', () => { pm.expect(body.status).to.eql('success'); pm.expect(body.amount).to.eql(4); });"]),
+    error("Post the hold again", "POST", "/api/v1/transactions/{{holdId}}/post", 409, "transfer_not_pending",
+          token="accessToken"),
+    request("Hold to void", "POST", "/api/v1/transactions/transfer", token="accessToken", status=201, keys=TX_KEYS,
+            body={"to_user_id": "{{recipientId}}", "amount": "3.00", "currency": "USD", "pending": True},
+            tests=["pm.collectionVariables.set('voidId', body.id);"]),
+    request("Void the hold", "POST", "/api/v1/transactions/{{voidId}}/void", token="accessToken", keys=TX_KEYS,
+            tests=["pm.test('voided', () => pm.expect(body.status).to.eql('voided'));"]),
     request("Exchange USD to EUR", "POST", "/api/v1/transactions/exchange", token="accessToken", status=201,
             keys=TX_KEYS + ["to_amount", "to_currency", "rate"],
             body={"from_currency": "USD", "to_currency": "EUR", "amount": "10.00"},
@@ -222,6 +257,18 @@ balances_after = folder("Balances over time", "History, instant and statements a
     request("Statements", "GET", "/api/v1/balances/statements?currency=USD", token="accessToken",
             keys=["statements"],
             tests=["pm.test('daily statements', () => body.statements.forEach(s => pm.expect(s).to.include.all.keys('date', 'currency', 'opening', 'credits', 'debits', 'closing')));"]),
+])
+
+LIMITS_KEYS = ["user_id", "currency", "overdraft", "max_balance"]
+limits = folder("Wallet limits", "Overdraft and maximum balance per wallet: admins set and read them.", [
+    request("Set wallet limits (admin)", "PUT", "/api/v1/admin/wallets/{{recipientId}}/USD/limits",
+            token="adminToken", keys=LIMITS_KEYS, body={"overdraft": "0", "max_balance": None},
+            tests=["pm.test('no ceiling', () => pm.expect(body.max_balance).to.eql(null));"]),
+    request("Read wallet limits (admin)", "GET", "/api/v1/admin/wallets/{{recipientId}}/USD/limits",
+            token="adminToken", keys=LIMITS_KEYS,
+            tests=["pm.test('the wallet', () => pm.expect(body.user_id).to.eql(pm.environment.get('recipientId')));"]),
+    error("Set wallet limits as a user", "PUT", "/api/v1/admin/wallets/{{userId}}/USD/limits", 403,
+          "insufficient_permissions", token="accessToken", body={"overdraft": "1000000"}),
 ])
 
 fx = folder("FX rates", "Exchange rates: everyone reads, admins set.", [
@@ -331,11 +378,12 @@ collection = {
         "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
     },
     "event": [{"listen": "test", "script": {"type": "text/javascript", "exec": every_response}}],
-    "item": [health, auth, balances, transactions, balances_after, fx, schedules, users, admin, metrics, logout],
+    "item": [health, auth, balances, transactions, balances_after, fx, limits, schedules, users, admin, metrics,
+             logout],
     "variable": [{"key": key, "value": ""} for key in [
         "newUsername", "newEmail", "newUserId", "newUserToken", "newUserRefreshToken", "accessToken", "refreshToken",
         "spentRefreshToken", "adminToken", "usdBefore", "creditKey", "creditId", "debitId", "transferId",
-        "reversalId", "now", "scheduleId"]],
+        "reversalId", "now", "scheduleId", "holdId", "voidId"]],
 }
 
 environment = {

@@ -487,6 +487,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/transactions/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Posts up to `BATCH_MAX` credits, debits and transfers in one database transaction. Users move their own money;
+         *     admins may name any payer and payee (payroll, seeding). One `Idempotency-Key` covers the whole batch.
+         */
+        post: operations["create_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/transactions/credit": {
         parameters: {
             query?: never;
@@ -938,6 +958,84 @@ export interface components {
             /** @description The write path's batching. */
             write_batches: components["schemas"]["WriteBatches"];
         };
+        /** @description A batch. */
+        BatchBody: {
+            /**
+             * @description `true`: every item is posted or none is (one refusal → 400 `batch_failed`); `false`: each item on its own.
+             * @example true
+             */
+            atomic: boolean;
+            /** @description The items, in order: 1 to `BATCH_MAX` (1,000 unless the server sets another, up to 8,190). */
+            transactions: components["schemas"]["BatchItem"][];
+        };
+        /** @description An error answer of the batch route: the usual error body, and for `batch_failed` every item's result. */
+        BatchErrorBody: components["schemas"]["ErrorBody"] & {
+            /** @description `batch_failed` only: one per item. */
+            results?: components["schemas"]["BatchItemResult"][] | null;
+        };
+        /** @description One movement of a batch. */
+        BatchItem: {
+            /**
+             * @description Exact amount, as a JSON number (`500.00`) or a string (`"500.00"`): more than 0, at most the configured maximum, at most the currency's decimals
+             * @example 500.00
+             */
+            amount: string | number;
+            /**
+             * @description Enabled ISO 4217 code.
+             * @example USD
+             */
+            currency: string;
+            /**
+             * @description Free text, at most 500 characters.
+             * @example Salary
+             */
+            description?: string | null;
+            /**
+             * Format: uuid
+             * @description Admins only: the payer of a debit or transfer (default: the caller).
+             */
+            from_user_id?: string;
+            /**
+             * Format: uuid
+             * @description The payee of a transfer (required) or, for an admin, of a credit (default: the caller).
+             */
+            to_user_id?: string;
+            /** @description `credit`, `debit` or `transfer`. */
+            type: components["schemas"]["BatchItemKind"];
+        };
+        /** @description Why an item was not posted. */
+        BatchItemError: {
+            /** @description For people. */
+            error: string;
+            /**
+             * @description The stable code (`insufficient_funds`, `recipient_not_found`, …; `batch_failed` for an item of a refused
+             *     atomic batch that was itself fine).
+             * @example insufficient_funds
+             */
+            error_code: string;
+        };
+        /**
+         * @description The kind of a batch item.
+         * @enum {string}
+         */
+        BatchItemKind: "credit" | "debit" | "transfer";
+        /** @description What became of one item. */
+        BatchItemResult: {
+            error?: null | components["schemas"]["BatchItemError"];
+            /** @description The item's place in the request, from 0. */
+            index: number;
+            /**
+             * @description `success` or `failed`.
+             * @example success
+             */
+            status: string;
+            transaction?: null | components["schemas"]["TransactionResponse"];
+        };
+        /** @description The answer of a batch that went through: each item's result, in order. */
+        BatchResponse: {
+            /** @description One per item. */
+            results: components["schemas"]["BatchItemResult"][];
+        };
         /** @description What `GET /api/v1/metrics/circuit-breakers` shows of one breaker. */
         BreakerReport: {
             /**
@@ -1220,7 +1318,7 @@ export interface components {
              * @example insufficient_permissions
              * @enum {string}
              */
-            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open";
+            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open";
             /** @description Every invalid field, for validation errors. */
             errors?: components["schemas"]["FieldErrorSchema"][];
             /** @description The request's id (also in `X-Request-ID`); quote it when reporting a problem. */
@@ -5057,6 +5155,166 @@ export interface operations {
             /** @description `request_timeout` */
             504: {
                 headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_batch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes retries of the whole batch safe (1–255 characters) */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchBody"];
+            };
+        };
+        responses: {
+            /** @description Applied: every item of an atomic batch posted, or each item's own outcome */
+            201: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["Idempotent-Replayed"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchResponse"];
+                };
+            };
+            /** @description `batch_failed` (atomic, an item was refused: nothing applied; see `results`), `invalid_amount`, `unsupported_currency`, `invalid_request` */
+            400: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions`: a user named another payer, or credited another user */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `idempotency_key_reused` */
+            409: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body exceeds the configured limit */
+            413: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the money budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `write_queue_full` (see Retry-After) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     "X-Trace-ID": components["headers"]["X-Trace-ID"];
                     [name: string]: unknown;

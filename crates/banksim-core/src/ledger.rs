@@ -443,6 +443,9 @@ pub enum LedgerError {
     /// A balance would leave the range of `i64`.
     #[error("amount out of range")]
     Overflow,
+    /// The payee is not an active user (decided by the server before the ledger, for a batch's item).
+    #[error("recipient not found")]
+    RecipientNotFound,
 }
 
 impl LedgerError {
@@ -462,12 +465,13 @@ impl LedgerError {
             Self::PostExceedsHold => "invalid_amount",
             Self::SettleForbidden => "insufficient_permissions",
             Self::Overflow => "invalid_amount",
+            Self::RecipientNotFound => "recipient_not_found",
         }
     }
 }
 
 /// The accounts a batch touches, as locked by the store, with movements applied in memory one by one.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Book {
     accounts: HashMap<AccountKey, AccountState>,
     originals: HashMap<Uuid, Original>,

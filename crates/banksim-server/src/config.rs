@@ -200,6 +200,10 @@ pub struct Config {
     #[arg(long, env = "WRITE_BATCH_MAX", value_name = "WRITE_BATCH_MAX", default_value_t = 256)]
     pub write_batch_max: usize,
 
+    /// Most items of one `POST /transactions/batch` (at most 8190).
+    #[arg(long, env = "BATCH_MAX", value_name = "BATCH_MAX", default_value_t = 1_000)]
+    pub batch_max: usize,
+
     /// Whether this instance runs the scheduler (any number of instances may: they never run an occurrence twice).
     #[arg(long, env = "SCHEDULER_ENABLED", value_name = "SCHEDULER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler_enabled: bool,
@@ -339,6 +343,10 @@ fn parse_proxy(text: &str) -> Result<ipnet::IpNet, String> {
 /// Shortest accepted `METRICS_TOKEN`.
 pub const METRICS_TOKEN_CHARS_MIN: usize = 16;
 
+/// Most items `BATCH_MAX` may allow (as many as a TigerBeetle request carries): one batch is one commit, and its
+/// body and its commit stay bounded.
+pub const BATCH_MAX_LIMIT: usize = 8_190;
+
 /// A setting that stops the start, naming its variable.
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {message}")]
@@ -448,6 +456,7 @@ impl Config {
             ("WRITE_QUEUE_CAPACITY", self.write_queue_capacity as u64),
             ("WRITE_WORKERS", self.write_workers as u64),
             ("WRITE_BATCH_MAX", self.write_batch_max as u64),
+            ("BATCH_MAX", self.batch_max as u64),
             ("SCHEDULER_POLL_INTERVAL_MS", self.scheduler_poll_interval_ms),
             ("SCHEDULER_LEASE_SECS", self.scheduler_lease_secs),
             ("SCHEDULER_BATCH_MAX", u64::from(self.scheduler_batch_max)),
@@ -467,6 +476,9 @@ impl Config {
         ];
         if let Some((variable, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::new(variable, "must be greater than 0"));
+        }
+        if self.batch_max > BATCH_MAX_LIMIT {
+            return Err(ConfigError::new("BATCH_MAX", format!("must be at most {BATCH_MAX_LIMIT}")));
         }
         if let Some(url) = self.redis_url() {
             // The error's detail names what is wrong with the URL, never the URL itself (it may hold a password).

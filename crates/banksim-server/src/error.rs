@@ -90,6 +90,8 @@ pub enum ErrorCode {
     AlreadyRolledBack,
     /// The transfer is not a pending hold (any more): posted, voided, expired, or never a hold.
     TransferNotPending,
+    /// An item of an atomic batch was refused: nothing of the batch was applied (see `results`).
+    BatchFailed,
     /// The Idempotency-Key was used with another request body.
     IdempotencyKeyReused,
     /// Too many money movements are waiting: retry after `Retry-After`.
@@ -110,7 +112,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 43] = [
+    pub const ALL: [Self; 44] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -146,6 +148,7 @@ impl ErrorCode {
         Self::TransactionNotFound,
         Self::AlreadyRolledBack,
         Self::TransferNotPending,
+        Self::BatchFailed,
         Self::IdempotencyKeyReused,
         Self::WriteQueueFull,
         Self::RateLimited,
@@ -182,6 +185,7 @@ impl ErrorCode {
             | Self::SelfTransfer
             | Self::SameCurrency
             | Self::RecipientNotFound
+            | Self::BatchFailed
             | Self::RateNotFound
             | Self::InvalidTimestamp
             | Self::InvalidIdempotencyKey
@@ -235,6 +239,7 @@ impl ErrorCode {
             Self::TransactionNotFound => "transaction_not_found",
             Self::AlreadyRolledBack => "already_rolled_back",
             Self::TransferNotPending => "transfer_not_pending",
+            Self::BatchFailed => "batch_failed",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::WriteQueueFull => "write_queue_full",
             Self::RateLimited => "rate_limited",
@@ -287,6 +292,7 @@ impl ErrorCode {
             Self::TransactionNotFound => "transaction not found",
             Self::AlreadyRolledBack => "transaction was already rolled back",
             Self::TransferNotPending => "the transfer is not pending",
+            Self::BatchFailed => "an item of the atomic batch was refused; nothing was applied",
             Self::IdempotencyKeyReused => "this Idempotency-Key was used with a different request",
             Self::WriteQueueFull => "too many pending transactions; retry shortly",
             Self::RateLimited => "too many requests; retry later",

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
-    admin, audit, auth, balances, breakers, fx, metrics, openapi, rate_limit, refusals, schedules, service,
+    admin, audit, auth, balances, batch, breakers, fx, metrics, openapi, rate_limit, refusals, schedules, service,
     transactions, users,
 };
 
@@ -37,7 +37,7 @@ use crate::http::{
     tags(
         (name = "auth", description = "Registration, login and tokens"),
         (name = "users", description = "The caller, and user administration (admin)"),
-        (name = "transactions", description = "Moving money: credit, debit, transfer, exchange, rollback"),
+        (name = "transactions", description = "Moving money: credit, debit, transfer, exchange, rollback, batches"),
         (name = "balances", description = "The caller's wallets now, over time and at an instant"),
         (name = "fx", description = "Exchange rates"),
         (name = "scheduled-transactions", description = "One-time and recurring transactions run by the scheduler"),
@@ -75,6 +75,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(auth::routes())
         .merge(users::routes())
         .merge(transactions::routes())
+        .merge(batch::routes())
         .merge(balances::routes())
         .merge(fx::routes())
         .merge(schedules::routes())

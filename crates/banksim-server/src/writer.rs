@@ -17,8 +17,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use banksim_core::Clock;
-use banksim_core::ledger::Movement;
-use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer, Store, StoreError};
+use banksim_core::ledger::{Command, Movement, Settlement};
+use banksim_store::{LedgerOutcome, LedgerRequest, LedgerWork, ResponseRenderer, Store, StoreError};
 use futures::FutureExt;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
@@ -141,12 +141,30 @@ struct Worker {
 impl Worker {
     async fn run(self) {
         let mut jobs = Vec::with_capacity(self.batch_max);
+        // A job that did not fit in the last commit (a client's batch is heavy): it opens the next one.
+        let mut carried: Option<Job> = None;
         loop {
             {
                 // One worker at a time takes a batch; the others are committing theirs meanwhile.
                 let mut receiver = self.receiver.lock().await;
-                if receiver.recv_many(&mut jobs, self.batch_max).await == 0 {
-                    return;
+                match carried.take() {
+                    Some(job) => jobs.push(job),
+                    None => match receiver.recv().await {
+                        Some(job) => jobs.push(job),
+                        None => return,
+                    },
+                }
+                // Up to `batch_max` movements per commit, counting each item of a client's batch.
+                let mut weight = jobs[0].request.work.len();
+                while weight < self.batch_max {
+                    let Ok(job) = receiver.try_recv() else { break };
+                    let job_weight = job.request.work.len();
+                    if weight + job_weight > self.batch_max {
+                        carried = Some(job);
+                        break;
+                    }
+                    weight += job_weight;
+                    jobs.push(job);
                 }
             }
             self.commit(&mut jobs).await;
@@ -154,12 +172,12 @@ impl Worker {
     }
 
     async fn commit(&self, jobs: &mut Vec<Job>) {
-        let requests: Vec<LedgerRequest> = jobs.iter().map(|job| job.request.clone()).collect();
+        let (requests, replies): (Vec<LedgerRequest>, Vec<_>) = jobs.drain(..).map(|j| (j.request, j.reply)).unzip();
         let started = Instant::now();
         let result = self.post(&requests).await;
-        let report = BatchReport::since(jobs.len(), started);
+        let report = BatchReport::since(requests.len(), started);
         let elapsed = report.commit;
-        let size = jobs.len() as u64;
+        let size: u64 = requests.iter().map(|r| r.work.len() as u64).sum();
         let stats = self.metrics.writer();
         stats.processed.inc_by(size);
         stats.batches.inc();
@@ -170,59 +188,63 @@ impl Worker {
         tracing::debug!(batch.size = size, duration_ms = elapsed.as_secs_f64() * 1000.0, "batch committed");
         match result {
             Ok(outcomes) => {
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
-                    self.count(&job.request, Ok(&outcome));
-                    let _ = job.reply.send((Ok(outcome), report));
+                for ((request, reply), outcome) in requests.iter().zip(replies).zip(outcomes) {
+                    self.count(request, Ok(&outcome));
+                    let _ = reply.send((Ok(outcome), report));
                 }
             }
-            Err(err) if jobs.len() > 1 && err.nothing_written() && !database_out(&err) => {
-                // Nothing of the batch was posted. One movement may be at fault (a bug, or data the database
+            Err(err) if requests.len() > 1 && err.nothing_written() && !database_out(&err) => {
+                // Nothing of the batch was posted. One request may be at fault (a bug, or data the database
                 // refuses): post each alone, so the others still succeed and only the culprit fails. (Never after
                 // a commit whose outcome is unknown: its movements may have been made, and posting them again
                 // would refuse what succeeded, or make what has no idempotency key twice.)
                 tracing::error!(error = %err, batch.size = size, "ledger batch failed; posting its movements one by one");
-                for job in jobs.drain(..) {
+                for (request, reply) in requests.iter().zip(replies) {
                     let started = Instant::now();
-                    let outcome = self.post(std::slice::from_ref(&job.request)).await;
+                    let outcome = self.post(std::slice::from_ref(request)).await;
                     let outcome = outcome.map_err(|e| batch_error(&e)).and_then(|mut outcomes| {
                         outcomes.pop().ok_or_else(|| ApiError::internal("a batch of one gave no outcome"))
                     });
-                    self.count(&job.request, outcome.as_ref().map_err(|_| ()));
-                    let _ = job.reply.send((outcome, BatchReport::since(1, started)));
+                    self.count(request, outcome.as_ref().map_err(|_| ()));
+                    let _ = reply.send((outcome, BatchReport::since(1, started)));
                 }
             }
             Err(err) => {
                 tracing::error!(error = ?err, batch.size = size, "ledger batch failed; nothing was posted");
-                for job in jobs.drain(..) {
-                    self.count(&job.request, Err(()));
-                    let _ = job.reply.send((Err(batch_error(&err)), report));
+                for (request, reply) in requests.iter().zip(replies) {
+                    self.count(request, Err(()));
+                    let _ = reply.send((Err(batch_error(&err)), report));
                 }
             }
         }
     }
 
-    /// Counts a movement by kind and outcome (`Err`: no outcome, the batch failed).
+    /// Counts a request's movements by kind and outcome (`Err`: no outcome, the batch failed).
     fn count(&self, request: &LedgerRequest, outcome: Result<&LedgerOutcome, ()>) {
-        let kind = match request.command.movement {
-            Movement::Credit { .. } => "credit",
-            Movement::Debit { .. } => "debit",
-            Movement::Transfer { .. } => "transfer",
-            Movement::Exchange { .. } => "exchange",
-            Movement::Rollback { .. } => "rollback",
-            Movement::Hold { .. } => "hold",
-            Movement::Settle { settlement, .. } => match settlement {
-                banksim_core::ledger::Settlement::Post(_) => "post",
-                banksim_core::ledger::Settlement::Void => "void",
-                banksim_core::ledger::Settlement::Expire => "expire",
-            },
+        let record = |command: &Command, outcome: &'static str, refusal: Option<&'static str>| {
+            self.metrics.record_movement(movement_kind(&command.movement), outcome, refusal);
         };
-        let (outcome, refusal) = match outcome {
-            Ok(LedgerOutcome::Posted(_)) => ("posted", None),
-            Ok(LedgerOutcome::Refused(refusal)) => ("refused", Some(refusal.code())),
-            Ok(LedgerOutcome::Replayed(_)) => ("replayed", None),
-            Err(()) => ("failed", None),
-        };
-        self.metrics.record_movement(kind, outcome, refusal);
+        match (&request.work, outcome) {
+            (LedgerWork::Batch { items, .. }, Ok(LedgerOutcome::Batch(batch))) => {
+                for (item, result) in items.iter().zip(&batch.items) {
+                    let Ok(command) = item else { continue };
+                    match result {
+                        Ok(_) if batch.applied => record(command, "posted", None),
+                        Ok(_) => record(command, "refused", Some("batch_failed")),
+                        Err(refusal) => record(command, "refused", Some(refusal.code())),
+                    }
+                }
+            }
+            (work, outcome) => {
+                let (outcome, refusal) = match outcome {
+                    Ok(LedgerOutcome::Posted(_)) => ("posted", None),
+                    Ok(LedgerOutcome::Refused(refusal)) => ("refused", Some(refusal.code())),
+                    Ok(LedgerOutcome::Replayed(_) | LedgerOutcome::Batch(_)) => ("replayed", None),
+                    Err(()) => ("failed", None),
+                };
+                work.commands().for_each(|command| record(command, outcome, refusal));
+            }
+        }
     }
 
     /// Posts a batch; a panic inside (a broken invariant) fails the batch instead of killing the writer.
@@ -246,6 +268,23 @@ impl Worker {
                 Err(StoreError::Panicked)
             }
         }
+    }
+}
+
+/// A movement's kind, as the metrics label it.
+fn movement_kind(movement: &Movement) -> &'static str {
+    match movement {
+        Movement::Credit { .. } => "credit",
+        Movement::Debit { .. } => "debit",
+        Movement::Transfer { .. } => "transfer",
+        Movement::Exchange { .. } => "exchange",
+        Movement::Rollback { .. } => "rollback",
+        Movement::Hold { .. } => "hold",
+        Movement::Settle { settlement, .. } => match settlement {
+            Settlement::Post(_) => "post",
+            Settlement::Void => "void",
+            Settlement::Expire => "expire",
+        },
     }
 }
 

@@ -13,15 +13,54 @@ use uuid::Uuid;
 
 use crate::StoreError;
 
-/// One money movement to post, with what the same database transaction must also record.
+/// One request's money movements to post, with what the same database transaction must also record.
 #[derive(Debug, Clone)]
 pub struct LedgerRequest {
-    /// The movement.
-    pub command: Command,
+    /// The movement, or a client's batch of them.
+    pub work: LedgerWork,
     /// The idempotency key the client sent, if any.
     pub idempotency: Option<IdempotencyClaim>,
     /// Who asked, from where: for the audit entry.
     pub audit: AuditContext,
+}
+
+/// What one request asks the ledger to post.
+#[derive(Debug, Clone)]
+pub enum LedgerWork {
+    /// One movement.
+    One(Command),
+    /// A client's batch (`POST /transactions/batch`), in order. An item the server refused before the ledger saw it
+    /// (a recipient who is not an active user) is carried as its refusal, so that the batch's answer lists it.
+    Batch {
+        /// The items.
+        items: Vec<Result<Command, LedgerError>>,
+        /// All or nothing: one refused item and no item is posted.
+        atomic: bool,
+    },
+}
+
+impl LedgerWork {
+    /// The movements to post (a batch's refused items left out).
+    pub fn commands(&self) -> impl Iterator<Item = &Command> {
+        let (one, items) = match self {
+            Self::One(command) => (Some(command), &[][..]),
+            Self::Batch { items, .. } => (None, &items[..]),
+        };
+        one.into_iter().chain(items.iter().filter_map(|item| item.as_ref().ok()))
+    }
+
+    /// How many movements it carries: what it weighs in a writer's commit.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Batch { items, .. } => items.len(),
+        }
+    }
+
+    /// Whether it carries no movement (an empty batch, which the API refuses before the ledger).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An idempotency key and the fingerprint of the request that carries it.
@@ -70,12 +109,24 @@ pub enum LedgerOutcome {
     Refused(LedgerError),
     /// Its idempotency key was used before: this is the stored answer (the caller compares fingerprints).
     Replayed(StoredResponse),
+    /// A batch's outcome, item by item.
+    Batch(BatchOutcome),
+}
+
+/// What became of each item of a batch, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Each item's transaction, or why it was refused. When `applied` is false, the transactions are what the
+    /// items would have posted: none was.
+    pub items: Vec<Result<TransactionRecord, LedgerError>>,
+    /// False for an atomic batch with a refused item: nothing of it was posted.
+    pub applied: bool,
 }
 
 /// Turns an outcome into the HTTP answer stored under an idempotency key, in the same database transaction.
 pub trait ResponseRenderer: Send + Sync {
-    /// Status and body for `outcome` of `request`.
-    fn render(&self, request: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String);
+    /// Status and body for `outcome` of `request` (never a replay).
+    fn render(&self, request: &LedgerRequest, outcome: &LedgerOutcome) -> (u16, String);
 }
 
 /// A user's wallet.
@@ -391,6 +442,21 @@ pub(crate) struct BatchRows {
     pub events: Vec<EventRow>,
     pub audits: Vec<AuditRow>,
     pub idempotency: Vec<IdempotencyRow>,
+    /// Ids of the earlier transactions changed (filling `updated` at the end).
+    pub changed: Vec<Uuid>,
+}
+
+impl BatchRows {
+    /// Adds the movement rows of `other` (planned on its own) after these.
+    fn append(&mut self, other: BatchRows) {
+        let BatchRows { transactions, postings, accounts: _, updated: _, events, audits, idempotency, changed } = other;
+        self.transactions.extend(transactions);
+        self.postings.extend(postings);
+        self.events.extend(events);
+        self.audits.extend(audits);
+        self.idempotency.extend(idempotency);
+        self.changed.extend(changed);
+    }
 }
 
 /// The accounts a batch may have to create (receiving wallets and system accounts), sorted by id.
@@ -398,11 +464,13 @@ pub(crate) fn accounts_to_open(requests: &[&LedgerRequest]) -> Vec<AccountKey> {
     let mut keys: Vec<AccountKey> = requests
         .iter()
         .flat_map(|r| {
-            let mut keys = banksim_core::ledger::accounts_opened(&r.command);
-            keys.extend(
-                banksim_core::ledger::accounts_needed(&r.command).into_iter().filter(|k| k.user_id().is_none()),
-            );
-            keys
+            r.work.commands().flat_map(|command| {
+                let mut keys = banksim_core::ledger::accounts_opened(command);
+                keys.extend(
+                    banksim_core::ledger::accounts_needed(command).into_iter().filter(|k| k.user_id().is_none()),
+                );
+                keys
+            })
         })
         .collect();
     keys.sort_by_key(|k| k.id());
@@ -415,7 +483,8 @@ pub(crate) fn accounts_to_open(requests: &[&LedgerRequest]) -> Vec<AccountKey> {
 pub(crate) fn rollback_originals(requests: &[&LedgerRequest]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = requests
         .iter()
-        .filter_map(|r| match r.command.movement {
+        .flat_map(|r| r.work.commands())
+        .filter_map(|command| match command.movement {
             Movement::Rollback { original_id: id, .. } | Movement::Settle { hold_id: id, .. } => Some(id),
             _ => None,
         })
@@ -429,7 +498,7 @@ pub(crate) fn rollback_originals(requests: &[&LedgerRequest]) -> Vec<Uuid> {
 pub(crate) fn accounts_touched(requests: &[&LedgerRequest], originals: &[Original]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = requests
         .iter()
-        .flat_map(|r| banksim_core::ledger::accounts_needed(&r.command))
+        .flat_map(|r| r.work.commands().flat_map(banksim_core::ledger::accounts_needed))
         .chain(originals.iter().flat_map(|o| o.legs.iter().map(|l| l.account)))
         .map(AccountKey::id)
         .collect();
@@ -458,7 +527,6 @@ pub(crate) fn plan_batch(
 ) -> (Vec<LedgerOutcome>, BatchRows) {
     let mut stored = stored;
     let mut rows = BatchRows::default();
-    let mut changed: Vec<Uuid> = Vec::new();
     let mut outcomes = Vec::with_capacity(requests.len());
     for request in requests {
         let key = request.idempotency.as_ref().map(|c| (c.user_id, c.key.clone()));
@@ -466,41 +534,114 @@ pub(crate) fn plan_batch(
             outcomes.push(LedgerOutcome::Replayed(previous.clone()));
             continue;
         }
-        let before = book_balances(&book, &request.command);
-        let result = book.apply(&request.command, now);
-        let record = result.as_ref().map(|applied| applied.transaction.clone()).map_err(|e| *e);
-        rows.audits.push(audit_row(request, &result, before, &book));
+        let outcome = match &request.work {
+            LedgerWork::One(command) => match apply_one(&mut book, request, command, now, &mut rows) {
+                Ok(record) => LedgerOutcome::Posted(record),
+                Err(refusal) => LedgerOutcome::Refused(refusal),
+            },
+            LedgerWork::Batch { items, atomic } => {
+                LedgerOutcome::Batch(apply_items(&mut book, request, items, *atomic, now, &mut rows))
+            }
+        };
         if let (Some(claim), Some(key)) = (&request.idempotency, key) {
-            let (status, body) = render.render(request, &record);
-            let response = StoredResponse { request_hash: claim.request_hash.clone(), status, body };
+            let (status, body) = render.render(request, &outcome);
             rows.idempotency.push(IdempotencyRow {
                 user_id: claim.user_id,
                 key: claim.key.clone(),
                 request_hash: claim.request_hash.clone(),
                 status,
-                body: response.body.clone(),
+                body: body.clone(),
             });
-            stored.insert(key, response);
+            stored.insert(key, StoredResponse { request_hash: claim.request_hash.clone(), status, body });
         }
-        match result {
-            Ok(applied) => {
-                outcomes.push(LedgerOutcome::Posted(applied.transaction.clone()));
-                changed.extend(applied.reversed);
-                if applied.settles {
-                    changed.push(applied.transaction.id);
-                }
-                add_posted(&mut rows, applied);
-            }
-            Err(refusal) => outcomes.push(LedgerOutcome::Refused(refusal)),
-        }
+        outcomes.push(outcome);
     }
     rows.accounts = book.accounts().copied().collect();
     rows.accounts.sort_by_key(|a| a.id);
     // One row update per changed transaction, with its last state (a hold settled and rolled back in one batch).
-    changed.sort_unstable();
-    changed.dedup();
-    rows.updated = changed.iter().filter_map(|id| book.original(*id).map(|o| o.record.clone())).collect();
+    rows.changed.sort_unstable();
+    rows.changed.dedup();
+    rows.updated = rows.changed.iter().filter_map(|id| book.original(*id).map(|o| o.record.clone())).collect();
     (outcomes, rows)
+}
+
+/// Applies one movement: its audit row always, its transaction, postings and event when it is posted.
+fn apply_one(
+    book: &mut Book,
+    request: &LedgerRequest,
+    command: &Command,
+    now: DateTime<Utc>,
+    rows: &mut BatchRows,
+) -> Result<TransactionRecord, LedgerError> {
+    let before = book_balances(book, command);
+    let result = book.apply(command, now);
+    rows.audits.push(audit_row(request, command, &result, before, book));
+    let applied = result?;
+    let record = applied.transaction.clone();
+    rows.changed.extend(applied.reversed);
+    if applied.settles {
+        rows.changed.push(applied.transaction.id);
+    }
+    add_posted(rows, applied);
+    Ok(record)
+}
+
+/// Applies a client's batch item by item. An atomic batch with a refused item leaves the book as it found it and
+/// writes one audit entry for the whole refusal; its items' results still say what each would have done.
+fn apply_items(
+    book: &mut Book,
+    request: &LedgerRequest,
+    items: &[Result<Command, LedgerError>],
+    atomic: bool,
+    now: DateTime<Utc>,
+    rows: &mut BatchRows,
+) -> BatchOutcome {
+    let apply = |book: &mut Book, rows: &mut BatchRows| -> Vec<Result<TransactionRecord, LedgerError>> {
+        items
+            .iter()
+            .map(|item| match item {
+                Ok(command) => apply_one(book, request, command, now, rows),
+                Err(refusal) => Err(*refusal),
+            })
+            .collect()
+    };
+    if !atomic {
+        return BatchOutcome { items: apply(book, rows), applied: true };
+    }
+    let before = book.clone();
+    let mut own = BatchRows::default();
+    let items = apply(book, &mut own);
+    if items.iter().all(Result::is_ok) {
+        rows.append(own);
+        return BatchOutcome { items, applied: true };
+    }
+    *book = before;
+    rows.audits.push(batch_refusal_audit(request, &items));
+    BatchOutcome { items, applied: false }
+}
+
+/// The one audit entry of an atomic batch refused whole: which items were refused, and why.
+fn batch_refusal_audit(request: &LedgerRequest, items: &[Result<TransactionRecord, LedgerError>]) -> AuditRow {
+    let refused: Vec<serde_json::Value> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(index, item)| {
+            item.as_ref().err().map(|refusal| json!({"index": index, "reason": refusal.code()}))
+        })
+        .collect();
+    AuditRow {
+        entry_id: Uuid::now_v7(),
+        actor_id: request.audit.actor_id,
+        action: "transaction.batch".to_owned(),
+        entity_type: "transaction",
+        entity_id: None,
+        outcome: "batch_failed".to_owned(),
+        details: json!({"items": items.len(), "refused": refused}),
+        ip: request.audit.ip.clone(),
+        user_agent: request.audit.user_agent.clone(),
+        request_id: request.audit.request_id.clone(),
+        trace_id: request.audit.trace_id.clone(),
+    }
 }
 
 fn add_posted(rows: &mut BatchRows, applied: Applied) {
@@ -556,11 +697,11 @@ fn book_balances(book: &Book, command: &Command) -> Vec<(AccountKey, i64)> {
 
 fn audit_row(
     request: &LedgerRequest,
+    command: &Command,
     result: &Result<Applied, LedgerError>,
     before: Vec<(AccountKey, i64)>,
     book: &Book,
 ) -> AuditRow {
-    let command = &request.command;
     let (action, entity_id) = match &command.movement {
         Movement::Credit { .. } => ("transaction.credit", Some(command.transaction_id)),
         Movement::Debit { .. } => ("transaction.debit", Some(command.transaction_id)),

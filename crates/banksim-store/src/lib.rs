@@ -34,9 +34,9 @@ use uuid::Uuid;
 pub use error::StoreError;
 pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
-    AuditContext, DueHold, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome, LedgerReport,
-    LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, WalletChange,
-    WalletChangeFeed, WalletState, WalletVersion,
+    AuditContext, BatchOutcome, DueHold, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome,
+    LedgerReport, LedgerRequest, LedgerWork, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse,
+    TransactionQuery, Wallet, WalletChange, WalletChangeFeed, WalletState, WalletVersion,
 };
 pub use model::{
     Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserCursor, UserListQuery,

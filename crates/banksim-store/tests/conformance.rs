@@ -313,17 +313,19 @@ mod ledger {
     use banksim_core::currency::Currency;
     use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord, TransactionStatus};
     use banksim_core::money::Money;
-    use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, ResponseRenderer};
+    use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, LedgerWork, ResponseRenderer};
 
     use super::*;
 
     struct Plain;
 
     impl ResponseRenderer for Plain {
-        fn render(&self, _: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+        fn render(&self, _: &LedgerRequest, outcome: &LedgerOutcome) -> (u16, String) {
             match outcome {
-                Ok(record) => (201, record.id.to_string()),
-                Err(refusal) => (400, refusal.code().to_owned()),
+                LedgerOutcome::Posted(record) => (201, record.id.to_string()),
+                LedgerOutcome::Refused(refusal) => (400, refusal.code().to_owned()),
+                LedgerOutcome::Batch(batch) => (if batch.applied { 201 } else { 400 }, format!("{batch:?}")),
+                LedgerOutcome::Replayed(stored) => (stored.status, stored.body.clone()),
             }
         }
     }
@@ -334,7 +336,7 @@ mod ledger {
 
     fn request(movement: Movement, key: Option<(&User, &str, &[u8])>) -> LedgerRequest {
         LedgerRequest {
-            command: Command { transaction_id: Uuid::now_v7(), movement, description: None },
+            work: LedgerWork::One(Command { transaction_id: Uuid::now_v7(), movement, description: None }),
             idempotency: key.map(|(user, key, hash)| IdempotencyClaim {
                 user_id: user.id,
                 key: key.to_owned(),
@@ -342,6 +344,11 @@ mod ledger {
             }),
             audit: AuditContext::default(),
         }
+    }
+
+    /// The id of the transaction a one-movement request creates.
+    fn transaction_id(request: &LedgerRequest) -> Uuid {
+        request.work.commands().next().expect("one movement").transaction_id
     }
 
     async fn post(store: &Arc<dyn Store>, requests: Vec<LedgerRequest>) -> Vec<LedgerOutcome> {
@@ -381,6 +388,61 @@ mod ledger {
         .await;
     }
 
+    /// A client's batch as the writer hands it over: `items` in order, all or nothing when `atomic`.
+    fn client_batch(items: Vec<Result<Movement, LedgerError>>, atomic: bool) -> LedgerRequest {
+        let items = items
+            .into_iter()
+            .map(|item| item.map(|movement| Command { transaction_id: Uuid::now_v7(), movement, description: None }))
+            .collect();
+        LedgerRequest {
+            work: LedgerWork::Batch { items, atomic },
+            ..request(Movement::Credit { user_id: Uuid::nil(), amount: usd(1) }, None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_atomic_batch_leaves_no_trace_beside_the_movements_it_shares_a_commit_with() {
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            let c = store.create_user(new_user("carol", Role::User), &AuditContext::default()).await.expect("create");
+            let transfer = |from: &User, to: &User, minor| {
+                Ok(Movement::Transfer { from_user_id: from.id, to_user_id: to.id, amount: usd(minor) })
+            };
+            let outcomes = post(
+                &store,
+                vec![
+                    request(Movement::Credit { user_id: a.id, amount: usd(1_000) }, None),
+                    // Would open carol's wallet and move 600 before the refusal: none of it may stay.
+                    client_batch(vec![transfer(&a, &c, 600), transfer(&a, &b, 500)], true),
+                    client_batch(
+                        vec![transfer(&a, &b, 300), transfer(&b, &c, 900), Err(LedgerError::RecipientNotFound)],
+                        false,
+                    ),
+                    client_batch(vec![transfer(&a, &b, 100), transfer(&b, &c, 50)], true),
+                    request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(600) }, None),
+                ],
+            )
+            .await;
+            assert!(matches!(outcomes[0], LedgerOutcome::Posted(_)));
+            let LedgerOutcome::Batch(refused) = &outcomes[1] else { panic!("{:?}", outcomes[1]) };
+            assert!(!refused.applied);
+            assert!(refused.items[0].is_ok());
+            assert_eq!(refused.items[1], Err(LedgerError::InsufficientFunds));
+            let LedgerOutcome::Batch(each) = &outcomes[2] else { panic!("{:?}", outcomes[2]) };
+            assert!(each.applied && each.items[0].is_ok());
+            assert_eq!(each.items[1..], [Err(LedgerError::InsufficientFunds), Err(LedgerError::RecipientNotFound)]);
+            let LedgerOutcome::Batch(whole) = &outcomes[3] else { panic!("{:?}", outcomes[3]) };
+            assert!(whole.applied && whole.items.iter().all(Result::is_ok));
+            assert!(matches!(outcomes[4], LedgerOutcome::Posted(_)));
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await, balance(&store, &c).await), (0, 950, 50));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+            assert_eq!((report.transactions, report.postings), (5, 10));
+        })
+        .await;
+    }
+
     #[tokio::test]
     async fn rollbacks_link_both_ways_and_happen_once() {
         each_backend(|store| async move {
@@ -388,7 +450,7 @@ mod ledger {
             let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
             post(&store, vec![request(Movement::Credit { user_id: a.id, amount: usd(500) }, None)]).await;
             let transfer = request(Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(200) }, None);
-            let original = transfer.command.transaction_id;
+            let original = transaction_id(&transfer);
             post(&store, vec![transfer]).await;
             let rollback =
                 || request(Movement::Rollback { original_id: original, actor_id: a.id, actor_is_admin: false }, None);
@@ -737,7 +799,7 @@ mod ledger {
             let a = store.create_user(new_user("alice", Role::User), &AUDIT).await.expect("create");
             let b = store.create_user(new_user("bob", Role::User), &AUDIT).await.expect("create");
             let debit = request(Movement::Debit { user_id: b.id, amount: usd(100) }, None);
-            let debit_id = debit.command.transaction_id;
+            let debit_id = transaction_id(&debit);
             let rate = Rate::parse("0.5").expect("rate");
             let days: Vec<(DateTime<Utc>, Vec<LedgerRequest>)> = vec![
                 (at(1, 9), vec![request(Movement::Credit { user_id: a.id, amount: usd(1_000) }, None)]),
@@ -945,13 +1007,13 @@ mod ledger {
 #[tokio::test]
 async fn verify_names_each_kind_of_tampering() {
     use banksim_core::currency::Currency;
-    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};
+    use banksim_core::ledger::{Command, Movement};
     use banksim_core::money::Money;
     use banksim_store::{AuditContext, LedgerRequest, ResponseRenderer};
 
     struct Plain;
     impl ResponseRenderer for Plain {
-        fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+        fn render(&self, _: &LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
             (201, String::new())
         }
     }
@@ -999,13 +1061,24 @@ async fn verify_names_each_kind_of_tampering() {
             store.migrate().await.expect("migrate");
             let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
             let request = |movement| LedgerRequest {
-                command: Command { transaction_id: Uuid::now_v7(), movement, description: None },
+                work: banksim_store::LedgerWork::One(Command {
+                    transaction_id: Uuid::now_v7(),
+                    movement,
+                    description: None,
+                }),
                 idempotency: None,
                 // The user's entry has no trace id (as entries written before trace ids were kept), these have one.
                 audit: AuditContext { trace_id: Some(TRACE_ID.to_owned()), ..AuditContext::default() },
             };
-            let credit = request(Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) });
-            let original_id = credit.command.transaction_id;
+            let original_id = Uuid::now_v7();
+            let credit = LedgerRequest {
+                work: banksim_store::LedgerWork::One(Command {
+                    transaction_id: original_id,
+                    movement: Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) },
+                    description: None,
+                }),
+                ..request(Movement::Credit { user_id: a.id, amount: Money::new(0, Currency::USD) })
+            };
             store.post_batch(&[credit], &Plain, now()).await.expect("credit");
             let rollback = request(Movement::Rollback { original_id, actor_id: a.id, actor_is_admin: true });
             store.post_batch(&[rollback], &Plain, now()).await.expect("rollback");
@@ -1025,7 +1098,7 @@ mod schedules {
     use std::time::Duration as StdDuration;
 
     use banksim_core::currency::Currency;
-    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionKind, TransactionRecord};
+    use banksim_core::ledger::{Command, Movement, TransactionKind};
     use banksim_core::money::Money;
     use banksim_core::schedule::{Calendar, Recurrence, ScheduleStatus};
     use banksim_store::testing::query_count;
@@ -1112,16 +1185,16 @@ mod schedules {
     async fn credit(store: &Arc<dyn Store>, user: &User) -> Uuid {
         struct Plain;
         impl ResponseRenderer for Plain {
-            fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+            fn render(&self, _: &LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
                 (201, String::new())
             }
         }
         let request = LedgerRequest {
-            command: Command {
+            work: banksim_store::LedgerWork::One(Command {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Credit { user_id: user.id, amount: Money::new(1_000, Currency::USD) },
                 description: None,
-            },
+            }),
             idempotency: None,
             audit: AuditContext::default(),
         };
@@ -1579,7 +1652,7 @@ async fn logout_racing_a_refresh_never_leaves_a_live_token() {
 
 mod clamp {
     use banksim_core::currency::Currency;
-    use banksim_core::ledger::{AccountKey, Command, LedgerError, Movement, TransactionRecord};
+    use banksim_core::ledger::{AccountKey, Command, Movement};
     use banksim_core::money::Money;
     use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer};
     use sqlx::Connection;
@@ -1588,7 +1661,7 @@ mod clamp {
 
     struct Plain;
     impl ResponseRenderer for Plain {
-        fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+        fn render(&self, _: &LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
             (201, String::new())
         }
     }
@@ -1618,11 +1691,11 @@ mod clamp {
         .expect("open the wallet");
         // This batch, whose clock read t1, finds no wallet, opens it, and waits for the other batch.
         let request = LedgerRequest {
-            command: Command {
+            work: banksim_store::LedgerWork::One(Command {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Credit { user_id: bob.id, amount: Money::new(100, Currency::USD) },
                 description: None,
-            },
+            }),
             idempotency: None,
             audit: AuditContext::default(),
         };
@@ -1697,7 +1770,7 @@ async fn a_primary_reports_its_wal_position_past_every_commit_and_sqlite_none() 
 
 mod wallet_bus {
     use banksim_core::currency::Currency;
-    use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};
+    use banksim_core::ledger::{Command, Movement};
     use banksim_core::money::Money;
     use banksim_store::{LedgerRequest, ResponseRenderer, WalletChange};
 
@@ -1705,18 +1778,18 @@ mod wallet_bus {
 
     struct Plain;
     impl ResponseRenderer for Plain {
-        fn render(&self, _: &LedgerRequest, _: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+        fn render(&self, _: &LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
             (201, String::new())
         }
     }
 
     fn credit(user: &User, minor: i64) -> LedgerRequest {
         LedgerRequest {
-            command: Command {
+            work: banksim_store::LedgerWork::One(Command {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Credit { user_id: user.id, amount: Money::new(minor, Currency::USD) },
                 description: None,
-            },
+            }),
             idempotency: None,
             audit: AuditContext::default(),
         }

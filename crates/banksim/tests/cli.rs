@@ -212,14 +212,14 @@ async fn alice_with_500_usd(url: &str) -> (std::sync::Arc<dyn banksim_store::Sto
         .await
         .expect("user");
     let credit = banksim_store::LedgerRequest {
-        command: banksim_core::ledger::Command {
+        work: banksim_store::LedgerWork::One(banksim_core::ledger::Command {
             transaction_id: uuid::Uuid::now_v7(),
             movement: banksim_core::ledger::Movement::Credit {
                 user_id: user.id,
                 amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
             },
             description: None,
-        },
+        }),
         idempotency: None,
         audit: Default::default(),
     };
@@ -231,11 +231,7 @@ async fn alice_with_500_usd(url: &str) -> (std::sync::Arc<dyn banksim_store::Sto
 struct NoAnswers;
 
 impl banksim_store::ResponseRenderer for NoAnswers {
-    fn render(
-        &self,
-        _: &banksim_store::LedgerRequest,
-        _: &Result<banksim_core::ledger::TransactionRecord, banksim_core::ledger::LedgerError>,
-    ) -> (u16, String) {
+    fn render(&self, _: &banksim_store::LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
         (201, String::new())
     }
 }

@@ -44,6 +44,25 @@ fn every_scenario_moves_money_without_errors_and_conserves_it() {
 }
 
 #[test]
+fn the_batch_scenario_counts_every_transfer_of_its_batches() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(banksim(data.path()));
+    let output = banksim(data.path())
+        .args(["simulate", "--url", &server.address, "--users", "10", "--connections", "2", "--requests", "40"])
+        .args(["--scenario", "batch", "--batch-size", "50", "--json"])
+        .output()
+        .expect("banksim simulate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report is one JSON object");
+    assert_eq!(report["scenario"], "batch");
+    assert_eq!(report["operations"]["batch"]["ok"], 40, "{report}");
+    assert_eq!(report["movements"], 40 * 50, "every item of every batch moved money: {report}");
+    assert_eq!(report["conservation"]["ok"], true, "{report}");
+    assert_eq!(report["passed"], true, "{report}");
+}
+
+#[test]
 fn a_simulation_needs_a_length_and_a_reachable_server() {
     let data = tempfile::tempdir().expect("tempdir");
     let output = banksim(data.path()).args(["simulate", "--url", "http://127.0.0.1:9"]).output().expect("runs");

@@ -44,6 +44,22 @@ where
     }
 }
 
+/// Reads a JSON body as [`ApiJson`] does, with a body limit of its own (for a route whose bodies may be larger
+/// than `BODY_LIMIT_BYTES`; the route disables the default limit).
+pub async fn read_json<T: DeserializeOwned>(request: Request, limit: usize) -> Result<T, ApiError> {
+    check_content_type(&request)?;
+    let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|err| {
+        let too_large =
+            std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(ErrorCode::PayloadTooLarge)
+        } else {
+            ApiError::new(ErrorCode::MalformedJson).with_message("could not read the request body")
+        }
+    })?;
+    parse_json(&bytes)
+}
+
 /// A JSON media type (`application/json` or `application/*+json`), in UTF-8: JSON exchanged between systems must
 /// be UTF-8 (RFC 8259 §8.1), and a body announced in another charset would be misread.
 fn check_content_type(request: &Request) -> Result<(), ApiError> {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod balances;
+pub mod batch;
 pub mod breakers;
 pub mod client;
 pub mod context;

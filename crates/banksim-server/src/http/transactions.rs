@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use banksim_core::ledger::{LedgerError, Movement, Settlement, TransactionKind, TransactionRecord, TransactionStatus};
+use banksim_core::ledger::{Movement, Settlement, TransactionKind, TransactionRecord, TransactionStatus};
 use banksim_core::money::Money;
 use banksim_core::user::{Role, User};
-use banksim_store::{LedgerRequest, ResponseRenderer, TransactionQuery};
+use banksim_store::{LedgerOutcome, LedgerRequest, ResponseRenderer, TransactionQuery};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -140,18 +140,21 @@ pub fn replayed(stored: banksim_store::StoredResponse) -> Response {
 pub struct TransactionRenderer;
 
 impl ResponseRenderer for TransactionRenderer {
-    fn render(&self, request: &LedgerRequest, outcome: &Result<TransactionRecord, LedgerError>) -> (u16, String) {
+    fn render(&self, request: &LedgerRequest, outcome: &LedgerOutcome) -> (u16, String) {
+        let request_id = request.audit.request_id.as_deref().unwrap_or_default();
         let rendered = match outcome {
-            Ok(record) => {
+            LedgerOutcome::Posted(record) => {
                 // Settling a hold answers 200 with the hold; every other movement creates a transaction (201).
-                let status = if matches!(request.command.movement, Movement::Settle { .. }) { 200 } else { 201 };
+                let settles = request.work.commands().any(|c| matches!(c.movement, Movement::Settle { .. }));
+                let status = if settles { 200 } else { 201 };
                 (status, serde_json::to_string(&TransactionResponse::from(record)))
             }
-            Err(refusal) => {
+            LedgerOutcome::Refused(refusal) => {
                 let error = ApiError::from(*refusal);
-                let body = error.body(request.audit.request_id.as_deref().unwrap_or_default());
-                (error.code().status().as_u16(), serde_json::to_string(&body))
+                (error.code().status().as_u16(), serde_json::to_string(&error.body(request_id)))
             }
+            LedgerOutcome::Batch(batch) => crate::http::batch::render(batch, request_id),
+            LedgerOutcome::Replayed(stored) => (stored.status, Ok(stored.body.clone())),
         };
         (rendered.0, rendered.1.unwrap_or_else(|_| "{}".to_owned()))
     }
@@ -218,19 +221,20 @@ pub struct ExchangeRequest {
     amount: Option<Box<RawValue>>,
 }
 
-fn description(text: Option<String>) -> Result<Option<String>, ApiError> {
+/// A description as sent in `field`: at most 500 characters, none of them control characters.
+pub(crate) fn description(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
     match text {
         Some(text) if text.chars().count() > DESCRIPTION_CHARS_MAX => {
-            Err(invalid_request("description", &format!("must be at most {DESCRIPTION_CHARS_MAX} characters")))
+            Err(invalid_request(field, &format!("must be at most {DESCRIPTION_CHARS_MAX} characters")))
         }
         Some(text) if text.chars().any(char::is_control) => {
-            Err(invalid_request("description", "must not contain control characters"))
+            Err(invalid_request(field, "must not contain control characters"))
         }
         other => Ok(other),
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     headers
         .get("idempotency-key")
         .map(|value| value.to_str().map_err(|_| ApiError::new(ErrorCode::InvalidIdempotencyKey)))
@@ -347,7 +351,7 @@ fn amount_movement(
 ) -> Result<ValidMovement, ApiError> {
     let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
     let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    Ok(ValidMovement { movement: make(caller.id, amount), description: description(body.description)? })
+    Ok(ValidMovement { movement: make(caller.id, amount), description: description("description", body.description)? })
 }
 
 /// A transfer's movement, or why it cannot be made (the recipient must be another, active user).
@@ -374,7 +378,7 @@ async fn transfer_movement(state: &AppState, caller: &User, body: TransferReques
         }
         None => Movement::Transfer { from_user_id: caller.id, to_user_id, amount },
     };
-    Ok(ValidMovement { movement, description: description(body.description)? })
+    Ok(ValidMovement { movement, description: description("description", body.description)? })
 }
 
 /// An exchange's movement at the current rate, or why it cannot be made.

@@ -7,7 +7,7 @@
 //! hold's row lock). So each hold expires exactly once, however many instances run.
 
 use banksim_core::ledger::{Command, Movement, Settlement};
-use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, StoreError};
+use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, LedgerWork, StoreError};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -23,7 +23,7 @@ pub async fn expire_due_holds(state: &AppState) -> Result<usize, StoreError> {
     }
     let expiries = due.into_iter().map(|hold| async move {
         let request = LedgerRequest {
-            command: Command {
+            work: LedgerWork::One(Command {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Settle {
                     hold_id: hold.id,
@@ -34,7 +34,7 @@ pub async fn expire_due_holds(state: &AppState) -> Result<usize, StoreError> {
                     actor_is_admin: false,
                 },
                 description: None,
-            },
+            }),
             idempotency: Some(IdempotencyClaim {
                 user_id: hold.from_user_id,
                 key: format!("{EXPIRY_KEY_PREFIX}{}", hold.id),

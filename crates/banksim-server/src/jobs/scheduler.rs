@@ -15,8 +15,8 @@ use std::time::Duration;
 use banksim_core::ledger::{Command, Movement, TransactionKind};
 use banksim_core::schedule::{ScheduleStatus, retry_delay, should_retry, status_after_failed_occurrence};
 use banksim_store::{
-    AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest, NextRun,
-    OccurrenceUpdate, ScheduleClaim, ScheduleRecord,
+    AuditContext, ExecutionRecord, ExecutionStatus, IdempotencyClaim, LedgerOutcome, LedgerRequest, LedgerWork,
+    NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleRecord,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -212,7 +212,11 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
         (kind, _) => return Attempt::Refused(format!("a scheduled {kind} cannot run")),
     };
     let request = LedgerRequest {
-        command: Command { transaction_id: Uuid::now_v7(), movement, description: schedule.description.clone() },
+        work: LedgerWork::One(Command {
+            transaction_id: Uuid::now_v7(),
+            movement,
+            description: schedule.description.clone(),
+        }),
         idempotency: Some(IdempotencyClaim { user_id: schedule.user_id, request_hash: request_hash.clone(), key }),
         audit: AuditContext {
             actor_id: Some(schedule.user_id),
@@ -226,6 +230,7 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
         Ok(LedgerOutcome::Refused(refusal)) => Attempt::Refused(refusal.code().to_owned()),
         Ok(LedgerOutcome::Replayed(stored)) if stored.request_hash == request_hash => replayed(&stored),
         Ok(LedgerOutcome::Replayed(_)) => Attempt::Refused("idempotency_key_reused".to_owned()),
+        Ok(LedgerOutcome::Batch(_)) => Attempt::Unknown("one movement was answered as a batch".to_owned()),
         Err(error) => Attempt::Unknown(error.code().as_str().to_owned()),
     }
 }

@@ -1,9 +1,11 @@
 //! Moving money: checks that need the database or the configuration, idempotency, and the hand-off to the
 //! writer pool. The ledger's rules themselves live in `banksim_core::ledger`.
 
-use banksim_core::ledger::{Command, Movement, TransactionRecord};
+use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};
 use banksim_core::user::{Role, User};
-use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, StoredResponse};
+use banksim_store::{
+    AuditContext, BatchOutcome, IdempotencyClaim, LedgerOutcome, LedgerRequest, LedgerWork, StoredResponse,
+};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -59,12 +61,90 @@ pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
 /// Posts a movement: the new transaction, the refusal's error, or — for a repeated idempotency key — the stored
 /// answer (409 `idempotency_key_reused` if the request differs).
 pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAnswer, ApiError> {
-    let claim = match request.idempotency_key {
-        Some(key) => Some(claim(request.caller.id, key, request.fingerprint)?),
+    let MoneyRequest { caller, audit, idempotency_key, fingerprint, movement } = request;
+    let work = movement.map(|movement| {
+        LedgerWork::One(Command {
+            transaction_id: Uuid::now_v7(),
+            movement: movement.movement,
+            description: movement.description,
+        })
+    });
+    match submit(state, caller, audit, idempotency_key, fingerprint, work).await? {
+        LedgerOutcome::Posted(record) => Ok(MoneyAnswer::Posted(record)),
+        // The writer audited the refusal in the transaction that decided it (a non-payer's rollback included).
+        LedgerOutcome::Refused(refusal) => Err(ApiError::from(refusal).audited()),
+        LedgerOutcome::Replayed(stored) => Ok(MoneyAnswer::Replayed(stored)),
+        LedgerOutcome::Batch(_) => Err(ApiError::internal("one movement was answered as a batch")),
+    }
+}
+
+/// What a batch request gets.
+#[derive(Debug)]
+pub enum BatchAnswer {
+    /// The batch went through the ledger: each item's outcome.
+    Done(BatchOutcome),
+    /// The key was used before with the same batch: its stored answer.
+    Replayed(StoredResponse),
+}
+
+/// A client's batch as the service receives it from its handler.
+#[derive(Debug)]
+pub struct BatchRequest<'a> {
+    /// The caller.
+    pub caller: &'a User,
+    /// Who asks from where, for the audit trail.
+    pub audit: AuditContext,
+    /// The `Idempotency-Key` header (one key for the whole batch), if sent.
+    pub idempotency_key: Option<&'a str>,
+    /// Fingerprint of the request.
+    pub fingerprint: Vec<u8>,
+    /// The items (each a movement or its refusal), or why the request as a whole is invalid.
+    pub items: Result<Vec<Result<ValidMovement, LedgerError>>, ApiError>,
+    /// All or nothing.
+    pub atomic: bool,
+}
+
+/// Posts a client's batch in one database transaction: each item's outcome, or the stored answer of its key.
+pub async fn post_batch(state: &AppState, request: BatchRequest<'_>) -> Result<BatchAnswer, ApiError> {
+    let BatchRequest { caller, audit, idempotency_key, fingerprint, items, atomic } = request;
+    let work = items.map(|items| {
+        let items = items
+            .into_iter()
+            .map(|item| {
+                item.map(|movement| Command {
+                    transaction_id: Uuid::now_v7(),
+                    movement: movement.movement,
+                    description: movement.description,
+                })
+            })
+            .collect();
+        LedgerWork::Batch { items, atomic }
+    });
+    match submit(state, caller, audit, idempotency_key, fingerprint, work).await? {
+        LedgerOutcome::Batch(outcome) => Ok(BatchAnswer::Done(outcome)),
+        LedgerOutcome::Replayed(stored) => Ok(BatchAnswer::Replayed(stored)),
+        LedgerOutcome::Posted(_) | LedgerOutcome::Refused(_) => {
+            Err(ApiError::internal("a batch was answered as one movement"))
+        }
+    }
+}
+
+/// Hands `work` to the writer under the caller's idempotency key. A `Replayed` outcome is the stored answer of
+/// the same request; a key reused for another request is refused.
+async fn submit(
+    state: &AppState,
+    caller: &User,
+    audit: AuditContext,
+    idempotency_key: Option<&str>,
+    fingerprint: Vec<u8>,
+    work: Result<LedgerWork, ApiError>,
+) -> Result<LedgerOutcome, ApiError> {
+    let claim = match idempotency_key {
+        Some(key) => Some(claim(caller.id, key, fingerprint)?),
         None => None,
     };
-    let movement = match request.movement {
-        Ok(movement) => movement,
+    let work = match work {
+        Ok(work) => work,
         // A retry of a request that succeeded may no longer pass the checks (its recipient was deactivated since,
         // say): a stored answer wins over a fresh refusal. A valid request needs no lookup here: the writer
         // answers a repeated key from the stored answer inside its own transaction.
@@ -78,23 +158,14 @@ pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAn
             };
         }
     };
-    let ledger_request = LedgerRequest {
-        command: Command {
-            transaction_id: Uuid::now_v7(),
-            movement: movement.movement,
-            description: movement.description,
-        },
-        idempotency: claim.clone(),
-        audit: AuditContext { actor_id: Some(request.caller.id), ..request.audit },
-    };
-    match state.writer.submit(ledger_request).await? {
-        LedgerOutcome::Posted(record) => Ok(MoneyAnswer::Posted(record)),
-        // The writer audited the refusal in the transaction that decided it (a non-payer's rollback included).
-        LedgerOutcome::Refused(refusal) => Err(ApiError::from(refusal).audited()),
+    let request =
+        LedgerRequest { work, idempotency: claim.clone(), audit: AuditContext { actor_id: Some(caller.id), ..audit } };
+    match state.writer.submit(request).await? {
         LedgerOutcome::Replayed(stored) => match &claim {
             Some(claim) => replay(claim, stored),
             None => Err(ApiError::internal("a request without a key was answered as a replay")),
         },
+        outcome => Ok(outcome),
     }
 }
 
@@ -115,11 +186,11 @@ fn claim(user_id: Uuid, key: &str, request_hash: Vec<u8>) -> Result<IdempotencyC
 }
 
 /// The stored answer of an idempotency key, if the request is the same one.
-fn replay(claim: &IdempotencyClaim, stored: StoredResponse) -> Result<MoneyAnswer, ApiError> {
+fn replay(claim: &IdempotencyClaim, stored: StoredResponse) -> Result<LedgerOutcome, ApiError> {
     if stored.request_hash != claim.request_hash {
         return Err(ErrorCode::IdempotencyKeyReused.into());
     }
-    Ok(MoneyAnswer::Replayed(stored))
+    Ok(LedgerOutcome::Replayed(stored))
 }
 
 /// A transaction, for a party to it or an admin; others get 403 before anything about it is revealed.

@@ -6,6 +6,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod balances;
+mod batch;
 mod cache;
 mod concurrency;
 mod failover;

@@ -40,6 +40,10 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value = "transfer")]
     pub scenario: Scenario,
 
+    /// Transfers per request of the `batch` scenario (at most the server's `BATCH_MAX`).
+    #[arg(long, value_name = "COUNT", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=8190))]
+    pub batch_size: u32,
+
     /// Amount credited to every user before the run, as a decimal (`10000.00`).
     #[arg(long, value_name = "AMOUNT", default_value = "10000.00")]
     pub fund: String,
@@ -81,6 +85,9 @@ pub enum Scenario {
     Balance,
     /// Every request reads the newest 20 entries of a random user's history (`GET /transactions/history`).
     History,
+    /// Every request is an atomic batch of `--batch-size` small transfers from one user to random others
+    /// (`POST /transactions/batch`).
+    Batch,
 }
 
 impl Scenario {
@@ -92,6 +99,7 @@ impl Scenario {
             Self::Mixed => "mixed",
             Self::Balance => "balance",
             Self::History => "history",
+            Self::Batch => "batch",
         }
     }
 }

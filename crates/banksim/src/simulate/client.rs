@@ -66,6 +66,8 @@ pub struct Api {
     pub balance_url: Url,
     /// `GET /api/v1/transactions/history?limit=20`.
     pub history_url: Url,
+    /// `POST /api/v1/transactions/batch`.
+    pub batch_url: Url,
     /// `/api/v1/transactions`, the base of rollback URLs.
     transactions_url: Url,
 }
@@ -104,6 +106,7 @@ impl Api {
             transfer_url: url(format!("{api}/transactions/transfer"))?,
             balance_url: url(format!("{api}/balances/current?currency={}", currency.code()))?,
             history_url: url(format!("{api}/transactions/history?limit=20"))?,
+            batch_url: url(format!("{api}/transactions/batch"))?,
             transactions_url: url(format!("{api}/transactions"))?,
             base,
         })

@@ -98,6 +98,23 @@ fn splitmix64(value: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The body of `POST /transactions/batch`.
+#[derive(serde::Serialize)]
+struct BatchBody {
+    atomic: bool,
+    transactions: Vec<BatchItem>,
+}
+
+/// One item of a batch.
+#[derive(serde::Serialize)]
+struct BatchItem {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    to_user_id: Uuid,
+    amount: String,
+    currency: &'static str,
+}
+
 /// A debit or transfer this connection made, kept to be rolled back by its payer.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
@@ -150,7 +167,7 @@ impl Connection {
                 let url = api.rollback_url(recent.id);
                 let key = key_header(next_key(&mut self.keys));
                 let user = &shared.users[recent.payer as usize];
-                if let Some((_, true)) = self.post_money(Operation::Rollback, user, &url, None, key, false).await
+                if let Some((_, true)) = self.post_money(Operation::Rollback, user, &url, None, key, false, 1).await
                     && let Some(amount) = recent.debit
                 {
                     self.tally.debits_rolled_back += i128::from(amount);
@@ -158,6 +175,24 @@ impl Connection {
             }
             Plan::Balance { user } => self.read(Operation::Balance, user, &api.balance_url).await,
             Plan::History { user } => self.read(Operation::History, user, &api.history_url).await,
+            Plan::Batch { from, seed } => {
+                let items = shared.planner.batch_items(from, seed);
+                let transactions: Vec<BatchItem> = items
+                    .iter()
+                    .map(|&(to, amount)| BatchItem {
+                        kind: "transfer",
+                        to_user_id: shared.users[to as usize].id,
+                        amount: amount::format(amount, shared.currency),
+                        currency: shared.currency.code(),
+                    })
+                    .collect();
+                let body =
+                    serde_json::to_vec(&BatchBody { atomic: true, transactions }).expect("a batch request serializes");
+                let key = key_header(next_key(&mut self.keys));
+                let user = &shared.users[from as usize];
+                let movements = items.len() as u64;
+                self.post_money(Operation::Batch, user, &api.batch_url, Some(body), key, false, movements).await;
+            }
         }
     }
 
@@ -189,10 +224,12 @@ impl Connection {
         let body = serde_json::to_vec(&body).expect("a money request serializes");
         let key = key_header(next_key(&mut self.keys));
         let want_id = operation != Operation::Credit;
-        self.post_money(operation, &shared.users[user as usize], url, Some(body), key, want_id).await
+        self.post_money(operation, &shared.users[user as usize], url, Some(body), key, want_id, 1).await
     }
 
-    /// Sends a money POST, retrying with the same idempotency key while its outcome is unknown.
+    /// Sends a money POST, retrying with the same idempotency key while its outcome is unknown; a 201 that
+    /// moved money now counts `movements` (a batch's items).
+    #[expect(clippy::too_many_arguments, reason = "each is one part of the request; a struct would only rename them")]
     async fn post_money(
         &mut self,
         operation: Operation,
@@ -201,6 +238,7 @@ impl Connection {
         body: Option<Vec<u8>>,
         key: HeaderValue,
         want_id: bool,
+        movements: u64,
     ) -> Option<(Answer, bool)> {
         let shared = Arc::clone(&self.shared);
         let api = &shared.api;
@@ -233,7 +271,7 @@ impl Connection {
                     }
                     let moved = status == StatusCode::CREATED && client::moved_now(answer.replayed, unknown);
                     if moved {
-                        self.stats.record_movement();
+                        self.stats.record_movements(movements);
                     }
                     return Some((answer, moved));
                 }

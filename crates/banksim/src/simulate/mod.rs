@@ -87,7 +87,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         api,
         users,
-        planner: Planner::new(args.scenario, args.users, currency),
+        planner: Planner::new(args.scenario, args.users, currency, args.batch_size),
         currency,
         deadline: args.duration.map(|duration| started + duration),
         seed: args.seed,

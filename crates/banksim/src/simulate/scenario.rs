@@ -25,12 +25,14 @@ pub enum Operation {
     Balance,
     /// `GET /transactions/history?limit=20`.
     History,
+    /// `POST /transactions/batch`.
+    Batch,
 }
 
 impl Operation {
     /// Every operation, in the order of their discriminants (stats index arrays with them).
-    pub const ALL: [Operation; 6] =
-        [Self::Credit, Self::Debit, Self::Transfer, Self::Rollback, Self::Balance, Self::History];
+    pub const ALL: [Operation; 7] =
+        [Self::Credit, Self::Debit, Self::Transfer, Self::Rollback, Self::Balance, Self::History, Self::Batch];
 
     /// The name used in reports.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +43,7 @@ impl Operation {
             Self::Rollback => "rollback",
             Self::Balance => "balance",
             Self::History => "history",
+            Self::Batch => "batch",
         }
     }
 }
@@ -87,6 +90,13 @@ pub enum Plan {
         /// The caller.
         user: u32,
     },
+    /// `from` sends an atomic batch of transfers, drawn by [`Planner::batch_items`] from `seed`.
+    Batch {
+        /// The payer and caller.
+        from: u32,
+        /// Seeds the batch's items.
+        seed: u64,
+    },
 }
 
 /// Weights of the mixed scenario, in percent: transfers, credits, debits, balance reads, history reads,
@@ -106,13 +116,20 @@ pub struct Planner {
     scenario: Scenario,
     users: u32,
     currency: Currency,
+    batch_size: u32,
 }
 
 impl Planner {
-    /// A planner for `users` users (at least 2) moving `currency`.
-    pub fn new(scenario: Scenario, users: u32, currency: Currency) -> Self {
+    /// A planner for `users` users (at least 2) moving `currency`, with batches of `batch_size` transfers.
+    pub fn new(scenario: Scenario, users: u32, currency: Currency, batch_size: u32) -> Self {
         assert!(users >= 2, "a simulation needs at least two users");
-        Self { scenario, users, currency }
+        Self { scenario, users, currency, batch_size }
+    }
+
+    /// The items of a batch planned as `Plan::Batch { from, seed }`: (payee, amount) pairs, never paying `from`.
+    pub fn batch_items(&self, from: u32, seed: u64) -> Vec<(u32, i64)> {
+        let mut rng = <StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        (0..self.batch_size).map(|_| (self.other_than(from, &mut rng), self.small_amount(&mut rng))).collect()
     }
 
     /// The next request. `can_roll_back` says whether the connection has a recent movement to roll back: a
@@ -125,6 +142,7 @@ impl Planner {
             }
             Scenario::Balance => Plan::Balance { user: self.user(rng) },
             Scenario::History => Plan::History { user: self.user(rng) },
+            Scenario::Batch => Plan::Batch { from: self.user(rng), seed: rng.r#gen() },
             Scenario::Mixed => {
                 let mut roll = rng.gen_range(0..100);
                 let operation = MIXED_WEIGHTS
@@ -140,7 +158,9 @@ impl Planner {
                     Operation::Credit => Plan::Credit { user: self.user(rng), amount: self.medium_amount(rng) },
                     Operation::Debit => Plan::Debit { user: self.user(rng), amount: self.medium_amount(rng) },
                     Operation::Rollback if can_roll_back => Plan::Rollback { pick: rng.r#gen() },
-                    Operation::Balance | Operation::Rollback => Plan::Balance { user: self.user(rng) },
+                    Operation::Balance | Operation::Rollback | Operation::Batch => {
+                        Plan::Balance { user: self.user(rng) }
+                    }
                     Operation::History => Plan::History { user: self.user(rng) },
                 }
             }
@@ -149,12 +169,14 @@ impl Planner {
 
     fn transfer(&self, rng: &mut StdRng) -> Plan {
         let from = self.user(rng);
-        // Draw among the other users only, so the pair is always distinct without retrying.
-        let mut to = rng.gen_range(0..self.users - 1);
-        if to >= from {
-            to += 1;
-        }
+        let to = self.other_than(from, rng);
         Plan::Transfer { from, to, amount: self.small_amount(rng) }
+    }
+
+    /// A user other than `user`: drawn among the others only, so the pair is always distinct without retrying.
+    fn other_than(&self, user: u32, rng: &mut StdRng) -> u32 {
+        let other = rng.gen_range(0..self.users - 1);
+        if other >= user { other + 1 } else { other }
     }
 
     fn user(&self, rng: &mut StdRng) -> u32 {
@@ -184,18 +206,21 @@ mod tests {
             Plan::Rollback { .. } => Operation::Rollback,
             Plan::Balance { .. } => Operation::Balance,
             Plan::History { .. } => Operation::History,
+            Plan::Batch { .. } => Operation::Batch,
         }
     }
 
     fn plans(scenario: Scenario, seed: u64, count: usize) -> Vec<Plan> {
-        let planner = Planner::new(scenario, 10, Currency::USD);
+        let planner = Planner::new(scenario, 10, Currency::USD, 5);
         let mut rng = StdRng::seed_from_u64(seed);
         (0..count).map(|_| planner.next(&mut rng, true)).collect()
     }
 
     #[test]
     fn the_same_seed_plans_the_same_traffic() {
-        for scenario in [Scenario::Transfer, Scenario::Hot, Scenario::Mixed, Scenario::Balance, Scenario::History] {
+        for scenario in
+            [Scenario::Transfer, Scenario::Hot, Scenario::Mixed, Scenario::Balance, Scenario::History, Scenario::Batch]
+        {
             assert_eq!(plans(scenario, 42, 500), plans(scenario, 42, 500), "{scenario:?}");
             assert_ne!(plans(scenario, 42, 500), plans(scenario, 43, 500), "{scenario:?}");
         }
@@ -244,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn batches_pay_others_than_their_payer_the_same_way_for_the_same_seed() {
+        let planner = Planner::new(Scenario::Batch, 10, Currency::USD, 200);
+        for plan in plans(Scenario::Batch, 9, 50) {
+            let Plan::Batch { from, seed } = plan else { panic!("the batch scenario planned {plan:?}") };
+            let items = planner.batch_items(from, seed);
+            assert_eq!(items.len(), 200);
+            assert_eq!(items, planner.batch_items(from, seed));
+            assert!(items.iter().all(|&(to, amount)| to != from && to < 10 && (1..=100).contains(&amount)));
+        }
+    }
+
+    #[test]
     fn the_read_scenarios_only_read() {
         assert!(plans(Scenario::Balance, 3, 1_000).iter().all(|p| operation(p) == Operation::Balance));
         assert!(plans(Scenario::History, 3, 1_000).iter().all(|p| operation(p) == Operation::History));
@@ -251,7 +288,7 @@ mod tests {
 
     #[test]
     fn without_anything_to_roll_back_a_rollback_becomes_a_balance_read() {
-        let planner = Planner::new(Scenario::Mixed, 10, Currency::USD);
+        let planner = Planner::new(Scenario::Mixed, 10, Currency::USD, 5);
         let mut rng = StdRng::seed_from_u64(1);
         assert!((0..2_000).all(|_| operation(&planner.next(&mut rng, false)) != Operation::Rollback));
     }

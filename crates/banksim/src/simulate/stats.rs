@@ -98,9 +98,10 @@ impl Stats {
         self.operations[operation as usize].requests += 1;
     }
 
-    /// Records money that moved (a money request answered 201 that was not a replay of an earlier run's).
-    pub fn record_movement(&mut self) {
-        self.movements += 1;
+    /// Records money that moved (a money request answered 201 that was not a replay of an earlier run's): one
+    /// movement, or a batch's items.
+    pub fn record_movements(&mut self, count: u64) {
+        self.movements += count;
     }
 
     /// Records a 503 answer telling the generator to slow down.
@@ -437,7 +438,7 @@ mod tests {
         for millis in 1..=1000_u64 {
             let stats = if millis % 2 == 0 { &mut first } else { &mut second };
             stats.record_answer(Operation::Transfer, 201, Duration::from_millis(millis), None);
-            stats.record_movement();
+            stats.record_movements(1);
         }
         first.merge(&second);
         first
