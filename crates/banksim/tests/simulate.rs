@@ -63,6 +63,24 @@ fn the_batch_scenario_counts_every_transfer_of_its_batches() {
 }
 
 #[test]
+fn the_two_phase_scenario_posts_every_hold_it_makes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(banksim(data.path()));
+    let output = banksim(data.path())
+        .args(["simulate", "--url", &server.address, "--users", "10", "--connections", "4", "--requests", "100"])
+        .args(["--scenario", "two-phase", "--json"])
+        .output()
+        .expect("banksim simulate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report is one JSON object");
+    assert_eq!(report["operations"]["hold"]["ok"], 100, "{report}");
+    assert_eq!(report["operations"]["post"]["ok"], 100, "{report}");
+    assert_eq!(report["movements"], 100, "a pair is one movement: {report}");
+    assert_eq!(report["passed"], true, "{report}");
+}
+
+#[test]
 fn a_simulation_needs_a_length_and_a_reachable_server() {
     let data = tempfile::tempdir().expect("tempdir");
     let output = banksim(data.path()).args(["simulate", "--url", "http://127.0.0.1:9"]).output().expect("runs");

@@ -85,6 +85,8 @@ pub enum Scenario {
     Balance,
     /// Every request reads the newest 20 entries of a random user's history (`GET /transactions/history`).
     History,
+    /// Random pairs of distinct users make two-phase transfers: a hold (`pending: true`), then its post.
+    TwoPhase,
     /// Every request is an atomic batch of `--batch-size` small transfers from one user to random others
     /// (`POST /transactions/batch`).
     Batch,
@@ -99,6 +101,7 @@ impl Scenario {
             Self::Mixed => "mixed",
             Self::Balance => "balance",
             Self::History => "history",
+            Self::TwoPhase => "two-phase",
             Self::Batch => "batch",
         }
     }

@@ -126,8 +126,17 @@ impl Api {
 
     /// `POST /api/v1/transactions/{id}/rollback`.
     pub fn rollback_url(&self, id: Uuid) -> Url {
+        self.transaction_action_url(id, "rollback")
+    }
+
+    /// `POST /api/v1/transactions/{id}/post`: posts a hold.
+    pub fn post_hold_url(&self, id: Uuid) -> Url {
+        self.transaction_action_url(id, "post")
+    }
+
+    fn transaction_action_url(&self, id: Uuid, action: &str) -> Url {
         let mut url = self.transactions_url.clone();
-        url.path_segments_mut().expect("an http URL has a path").extend([id.to_string().as_str(), "rollback"]);
+        url.path_segments_mut().expect("an http URL has a path").extend([id.to_string().as_str(), action]);
         url
     }
 
@@ -258,7 +267,7 @@ impl Api {
     /// Credits `amount` to the user with the idempotency key `key`, retrying with the same key when there is no
     /// answer. True if money moved now (see [`moved_now`]).
     pub async fn fund(&self, user: &SimUser, amount: &str, currency: Currency, key: Uuid) -> anyhow::Result<bool> {
-        let body = MoneyRequest { to_user_id: None, amount, currency: currency.code() };
+        let body = MoneyRequest { to_user_id: None, amount, currency: currency.code(), pending: false };
         let key = key_header(key);
         let authorization = user.authorization()?;
         let (mut attempts, mut transport_errors) = (0, 0);
@@ -435,6 +444,9 @@ pub struct MoneyRequest<'a> {
     pub amount: &'a str,
     /// ISO 4217 code.
     pub currency: &'static str,
+    /// A transfer held until it is posted (two-phase).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Deserialize)]
@@ -487,10 +499,10 @@ mod tests {
 
     #[test]
     fn money_bodies_are_small_and_exact() {
-        let credit = MoneyRequest { to_user_id: None, amount: "12.34", currency: "USD" };
+        let credit = MoneyRequest { to_user_id: None, amount: "12.34", currency: "USD", pending: false };
         assert_eq!(serde_json::to_string(&credit).expect("json"), r#"{"amount":"12.34","currency":"USD"}"#);
         let to = Uuid::from_u128(1);
-        let transfer = MoneyRequest { to_user_id: Some(to), amount: "0.01", currency: "USD" };
+        let transfer = MoneyRequest { to_user_id: Some(to), amount: "0.01", currency: "USD", pending: false };
         assert_eq!(
             serde_json::to_string(&transfer).expect("json"),
             format!(r#"{{"to_user_id":"{to}","amount":"0.01","currency":"USD"}}"#)

@@ -175,6 +175,24 @@ impl Connection {
             }
             Plan::Balance { user } => self.read(Operation::Balance, user, &api.balance_url).await,
             Plan::History { user } => self.read(Operation::History, user, &api.history_url).await,
+            Plan::HoldPost { from, to, amount } => {
+                let amount = amount::format(amount, shared.currency);
+                let body = MoneyRequest {
+                    to_user_id: Some(shared.users[to as usize].id),
+                    amount: &amount,
+                    currency: shared.currency.code(),
+                    pending: true,
+                };
+                let body = serde_json::to_vec(&body).expect("a money request serializes");
+                let key = key_header(next_key(&mut self.keys));
+                let user = &shared.users[from as usize];
+                // The hold moves nothing between users yet: the post is the movement.
+                let held = self.post_money(Operation::Hold, user, &api.transfer_url, Some(body), key, true, 0).await;
+                if let Some((Answer { id: Some(id), .. }, true)) = held {
+                    let key = key_header(next_key(&mut self.keys));
+                    self.post_money(Operation::Post, user, &api.post_hold_url(id), None, key, false, 1).await;
+                }
+            }
             Plan::Batch { from, seed } => {
                 let items = shared.planner.batch_items(from, seed);
                 let transactions: Vec<BatchItem> = items
@@ -220,6 +238,7 @@ impl Connection {
             to_user_id: to.map(|to| shared.users[to as usize].id),
             amount: &amount,
             currency: shared.currency.code(),
+            pending: false,
         };
         let body = serde_json::to_vec(&body).expect("a money request serializes");
         let key = key_header(next_key(&mut self.keys));
@@ -269,7 +288,8 @@ impl Connection {
                         self.pause(BACKPRESSURE_WAIT_DEFAULT * attempt).await;
                         continue;
                     }
-                    let moved = status == StatusCode::CREATED && client::moved_now(answer.replayed, unknown);
+                    // 201 for a new transaction, 200 for a posted hold.
+                    let moved = status.is_success() && client::moved_now(answer.replayed, unknown);
                     if moved {
                         self.stats.record_movements(movements);
                     }

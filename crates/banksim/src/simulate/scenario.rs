@@ -27,12 +27,25 @@ pub enum Operation {
     History,
     /// `POST /transactions/batch`.
     Batch,
+    /// `POST /transactions/transfer` with `pending: true`.
+    Hold,
+    /// `POST /transactions/{id}/post`.
+    Post,
 }
 
 impl Operation {
     /// Every operation, in the order of their discriminants (stats index arrays with them).
-    pub const ALL: [Operation; 7] =
-        [Self::Credit, Self::Debit, Self::Transfer, Self::Rollback, Self::Balance, Self::History, Self::Batch];
+    pub const ALL: [Operation; 9] = [
+        Self::Credit,
+        Self::Debit,
+        Self::Transfer,
+        Self::Rollback,
+        Self::Balance,
+        Self::History,
+        Self::Batch,
+        Self::Hold,
+        Self::Post,
+    ];
 
     /// The name used in reports.
     pub fn as_str(self) -> &'static str {
@@ -44,6 +57,8 @@ impl Operation {
             Self::Balance => "balance",
             Self::History => "history",
             Self::Batch => "batch",
+            Self::Hold => "hold",
+            Self::Post => "post",
         }
     }
 }
@@ -89,6 +104,15 @@ pub enum Plan {
     History {
         /// The caller.
         user: u32,
+    },
+    /// `from` holds `amount` for `to`, then posts the hold.
+    HoldPost {
+        /// The payer and caller.
+        from: u32,
+        /// The payee.
+        to: u32,
+        /// Minor units.
+        amount: i64,
     },
     /// `from` sends an atomic batch of transfers, drawn by [`Planner::batch_items`] from `seed`.
     Batch {
@@ -143,6 +167,10 @@ impl Planner {
             Scenario::Balance => Plan::Balance { user: self.user(rng) },
             Scenario::History => Plan::History { user: self.user(rng) },
             Scenario::Batch => Plan::Batch { from: self.user(rng), seed: rng.r#gen() },
+            Scenario::TwoPhase => match self.transfer(rng) {
+                Plan::Transfer { from, to, amount } => Plan::HoldPost { from, to, amount },
+                other => other,
+            },
             Scenario::Mixed => {
                 let mut roll = rng.gen_range(0..100);
                 let operation = MIXED_WEIGHTS
@@ -158,7 +186,8 @@ impl Planner {
                     Operation::Credit => Plan::Credit { user: self.user(rng), amount: self.medium_amount(rng) },
                     Operation::Debit => Plan::Debit { user: self.user(rng), amount: self.medium_amount(rng) },
                     Operation::Rollback if can_roll_back => Plan::Rollback { pick: rng.r#gen() },
-                    Operation::Balance | Operation::Rollback | Operation::Batch => {
+                    // The mixed weights draw none of the others.
+                    Operation::Balance | Operation::Rollback | Operation::Batch | Operation::Hold | Operation::Post => {
                         Plan::Balance { user: self.user(rng) }
                     }
                     Operation::History => Plan::History { user: self.user(rng) },
@@ -207,6 +236,7 @@ mod tests {
             Plan::Balance { .. } => Operation::Balance,
             Plan::History { .. } => Operation::History,
             Plan::Batch { .. } => Operation::Batch,
+            Plan::HoldPost { .. } => Operation::Hold,
         }
     }
 
@@ -218,9 +248,15 @@ mod tests {
 
     #[test]
     fn the_same_seed_plans_the_same_traffic() {
-        for scenario in
-            [Scenario::Transfer, Scenario::Hot, Scenario::Mixed, Scenario::Balance, Scenario::History, Scenario::Batch]
-        {
+        for scenario in [
+            Scenario::Transfer,
+            Scenario::Hot,
+            Scenario::Mixed,
+            Scenario::Balance,
+            Scenario::History,
+            Scenario::Batch,
+            Scenario::TwoPhase,
+        ] {
             assert_eq!(plans(scenario, 42, 500), plans(scenario, 42, 500), "{scenario:?}");
             assert_ne!(plans(scenario, 42, 500), plans(scenario, 43, 500), "{scenario:?}");
         }
