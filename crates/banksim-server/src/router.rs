@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
     admin, audit, auth, balances, batch, breakers, fx, metrics, openapi, rate_limit, refusals, schedules, service,
-    transactions, users,
+    simulation, transactions, users,
 };
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
@@ -80,6 +80,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(fx::routes())
         .merge(schedules::routes())
         .merge(admin::routes())
+        .merge(simulation::routes())
         .merge(audit::routes())
         .merge(service::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
