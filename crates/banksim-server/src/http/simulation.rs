@@ -6,8 +6,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use banksim_core::ClockChange;
 use banksim_core::FieldError;
+use banksim_core::{ClockChange, ClockMode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -44,13 +44,26 @@ pub struct ClockView {
     #[schema(example = "2030-01-31T09:00:00Z")]
     now: DateTime<Utc>,
     /// `system` (the wall clock; no simulation has set the clock yet) or `virtual` (stands still between moves).
-    #[schema(pattern = "^(system|virtual)$", example = "virtual")]
-    mode: String,
+    mode: ClockModeView,
+}
+
+/// Which clock "now" comes from.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockModeView {
+    /// The wall clock: no simulation has set the clock yet.
+    System,
+    /// The virtual clock: it stands still between moves.
+    Virtual,
 }
 
 impl From<ClockReading> for ClockView {
     fn from(reading: ClockReading) -> Self {
-        Self { now: reading.now, mode: reading.mode.as_str().to_owned() }
+        let mode = match reading.mode {
+            ClockMode::System => ClockModeView::System,
+            ClockMode::Virtual => ClockModeView::Virtual,
+        };
+        Self { now: reading.now, mode }
     }
 }
 
