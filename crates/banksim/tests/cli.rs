@@ -361,7 +361,7 @@ async fn banksim_hash_prints_what_the_state_hash_route_answers() {
         let credit = client
             .post(format!("{}/api/v1/transactions/credit", server.address))
             .bearer_auth(&token)
-            .json(&serde_json::json!({"amount": "12.34", "currency": "EUR", "description": "tab\there"}))
+            .json(&serde_json::json!({"amount": "12.34", "currency": "EUR", "description": "café \"latte\""}))
             .send()
             .await
             .expect("credit");
