@@ -116,6 +116,19 @@ async fn advancing_90_days_runs_a_monthly_schedule_three_times_at_its_dates_with
         assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
         let token = refreshed.body["access_token"].as_str().expect("token");
         assert_eq!(app.get("/api/v1/me", Some(token)).await.status, StatusCode::OK);
+        // Sessions end on the wall clock too: after a deactivation or a logout, the next login works at once instead
+        // of waiting for real time to catch up with the virtual clock.
+        let kerem_path = format!("/api/v1/users/{}", kerem.id);
+        assert_eq!(app.put(&kerem_path, Some(&admin.token), &json!({"is_active": false})).await.status, StatusCode::OK);
+        assert_eq!(app.get("/api/v1/me", Some(&kerem.token)).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(app.put(&kerem_path, Some(&admin.token), &json!({"is_active": true})).await.status, StatusCode::OK);
+        let kerem_again = app.login(&kerem.email).await;
+        assert_eq!(app.get("/api/v1/me", Some(&kerem_again.token)).await.status, StatusCode::OK);
+        let logout_body = json!({"refresh_token": refreshed.body["refresh_token"]});
+        let logout = app.post("/api/v1/auth/logout", Some(token), &logout_body).await;
+        assert_eq!(logout.status, StatusCode::NO_CONTENT, "{}", logout.text);
+        let sefa_again = app.login(&sefa.email).await;
+        assert_eq!(app.get("/api/v1/me", Some(&sefa_again.token)).await.status, StatusCode::OK);
 
         app.assert_ledger_sound().await;
         other.stop().await;
@@ -300,5 +313,37 @@ async fn the_same_data_hashes_the_same_on_sqlite_and_postgresql() {
     assert_eq!(same_state_hash(Backend::Sqlite).await, *sqlite, "the same data twice, the same hash");
     for (backend, hashed) in &hashes[1..] {
         assert_eq!(hashed, sqlite, "{backend:?} hashes the same data as SQLite");
+    }
+}
+
+#[tokio::test]
+async fn two_advances_at_once_on_two_instances_take_turns_and_both_count() {
+    for backend in backends() {
+        let app = simulating(backend).await;
+        let other = app.spawn_beside(|config| config.simulation_mode = true).await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        app.post(CLOCK, Some(&admin.token), &json!({"set": text(instant(2030, 1, 1, 0))})).await;
+        let daily = json!({"transaction_type": "credit", "amount": "1", "currency": "USD", "schedule_type": "recurring",
+                           "execute_at": text(instant(2030, 1, 1, 12)), "recurrence_pattern": "daily"});
+        let created = app.money("/api/v1/scheduled-transactions", &sefa, None, &daily).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        let body = json!({"advance": "10d"});
+        let (first, second) =
+            tokio::join!(app.post(CLOCK, Some(&admin.token), &body), other.post(CLOCK, Some(&admin.token), &body));
+        assert_eq!((first.status, second.status), (StatusCode::OK, StatusCode::OK), "{} / {}", first.text, second.text);
+        let mut ends = [parsed(&first.body["now"]), parsed(&second.body["now"])];
+        ends.sort();
+        assert_eq!(ends, [instant(2030, 1, 11, 0), instant(2030, 1, 21, 0)], "one after the other, never interleaved");
+        // Twenty days of a daily credit at noon: twenty occurrences, each once.
+        assert_eq!(app.balance(&sefa, "USD").await, "20.00");
+        let id = created.body["id"].as_str().expect("id");
+        let runs = app.get(&format!("/api/v1/scheduled-transactions/{id}/executions"), Some(&sefa.token)).await;
+        let occurrences: Vec<u64> =
+            runs.body["executions"].as_array().expect("runs").iter().filter_map(|r| r["occurrence"].as_u64()).collect();
+        assert_eq!(occurrences, (1..=20).collect::<Vec<u64>>());
+        app.assert_ledger_sound().await;
+        other.stop().await;
+        app.stop().await;
     }
 }
