@@ -347,3 +347,48 @@ async fn two_advances_at_once_on_two_instances_take_turns_and_both_count() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_advance_outlasts_an_instance_that_died_holding_a_claim() {
+    for backend in backends() {
+        // No background scheduler: the only claims are the walker's and the one this test makes and abandons.
+        let app = TestApp::spawn_with(
+            backend,
+            |config| {
+                config.simulation_mode = true;
+                config.scheduler_enabled = false;
+            },
+            axum::Router::new(),
+        )
+        .await;
+        let admin = app.admin("boss").await;
+        let sefa = app.user("sefa").await;
+        app.post(CLOCK, Some(&admin.token), &json!({"set": text(instant(2030, 1, 1, 0))})).await;
+        let once = json!({"transaction_type": "credit", "amount": "7", "currency": "USD", "schedule_type": "once",
+                          "execute_at": text(instant(2030, 1, 1, 12))});
+        let created = app.money("/api/v1/scheduled-transactions", &sefa, None, &once).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        // An instance claims the occurrence at noon, then dies: its lease (2 s in tests) ends on the virtual clock.
+        let lease = std::time::Duration::from_secs(app.state.config.scheduler_lease_secs);
+        let claims = app.state.store.claim_due_schedules(instant(2030, 1, 1, 12), lease, 10).await.expect("claim");
+        assert_eq!(claims.len(), 1);
+
+        let started = std::time::Instant::now();
+        let advanced = app.post(CLOCK, Some(&admin.token), &json!({"advance": "1d"})).await;
+        assert_eq!(advanced.status, StatusCode::OK, "{}", advanced.text);
+        assert_eq!(parsed(&advanced.body["now"]), instant(2030, 1, 2, 0));
+        assert!(started.elapsed() >= lease, "the walker waited one lease of real time for the dead claim");
+        let id = created.body["id"].as_str().expect("id");
+        let runs = app.get(&format!("/api/v1/scheduled-transactions/{id}/executions"), Some(&sefa.token)).await;
+        let runs = runs.body["executions"].as_array().expect("runs").clone();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["status"], "success");
+        // Late by one lease, the price of the dead claim, but run, and once.
+        assert_eq!(
+            parsed(&runs[0]["executed_at"]),
+            instant(2030, 1, 1, 12) + chrono::Duration::from_std(lease).expect("lease")
+        );
+        assert_eq!(app.balance(&sefa, "USD").await, "7.00");
+        app.stop().await;
+    }
+}
