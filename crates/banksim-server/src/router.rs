@@ -109,6 +109,10 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
     let (demo_routes, demo_api) = breaker_demo_routes().split_for_parts();
     api.merge(demo_api);
     let config = state.config.clone();
+    // Without simulation mode its routes answer 404 to everyone: the served document does not offer them either.
+    if !config.simulation_mode {
+        api.paths.paths.retain(|path, _| !simulation::PATHS.contains(&path.as_str()));
+    }
     let router = if config.test_breaker_routes { router.merge(demo_routes) } else { router };
     // With METRICS_ADDR the metrics have a listener of their own (`build_metrics`); here they are then unknown.
     let router = match config.metrics_addr {

@@ -20,6 +20,10 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::http::money::MoneyJson;
 use crate::service::simulation::{self, ClockReading, SimulationClock};
 
+/// The paths of this module, as the OpenAPI document names them: a server without simulation mode leaves them out of
+/// the `/openapi.json` it serves.
+pub const PATHS: [&str; 2] = ["/api/v1/admin/clock", "/api/v1/admin/state-hash"];
+
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_clock, change_clock)).routes(routes!(state_hash))

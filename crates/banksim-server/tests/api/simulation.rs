@@ -197,6 +197,10 @@ async fn simulation_routes_are_404_without_the_mode_and_for_admins_only_with_it(
             plain.post(CLOCK, token, &json!({"advance": "1d"})).await.assert_error(404, "not_found");
             plain.get(STATE_HASH, token).await.assert_error(404, "not_found");
         }
+        let served = plain.get("/openapi.json", None).await.body;
+        for path in [CLOCK, STATE_HASH] {
+            assert!(served["paths"].get(path).is_none(), "a server without the mode does not offer {path}");
+        }
         plain.stop().await;
 
         let app = simulating(backend).await;
@@ -210,6 +214,8 @@ async fn simulation_routes_are_404_without_the_mode_and_for_admins_only_with_it(
         app.get(STATE_HASH, None).await.assert_error(401, "unauthorized");
         let admin = app.admin("boss").await;
         assert_eq!(app.get(CLOCK, Some(&admin.token)).await.body["mode"], "system", "nobody moved the clock");
+        let served = app.get("/openapi.json", None).await.body;
+        assert!(served["paths"][CLOCK]["post"].is_object() && served["paths"][STATE_HASH]["get"].is_object());
         app.stop().await;
     }
 }
