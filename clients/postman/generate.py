@@ -342,6 +342,17 @@ admin = folder("Audit, events and ledger", "Admin only.", [
           token="accessToken"),
 ])
 
+# The contract servers run without SIMULATION_MODE (an advance would move the clock under every other request of
+# the run, and schemathesis would walk it to year 9999): these requests check that the simulation routes are then
+# absent. Their behaviour in simulation mode is tested black-box in crates/banksim-server/tests/api/simulation.rs.
+simulation = folder("Simulation mode (off)", "Without SIMULATION_MODE the simulation routes answer 404 to everyone.", [
+    error("Clock without simulation mode", "GET", "/api/v1/admin/clock", 404, "not_found", token="adminToken"),
+    error("Advance without simulation mode", "POST", "/api/v1/admin/clock", 404, "not_found", token="adminToken",
+          body={"advance": "30d"}),
+    error("State hash without simulation mode", "GET", "/api/v1/admin/state-hash", 404, "not_found",
+          token="adminToken"),
+])
+
 metrics = folder("Metrics", "Prometheus text and JSON summaries.", [
     request("Prometheus metrics", "GET", "/metrics",
             tests=["pm.test('Prometheus text', () => pm.expect(pm.response.text()).to.include('# TYPE'));"]),
@@ -378,8 +389,8 @@ collection = {
         "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json",
     },
     "event": [{"listen": "test", "script": {"type": "text/javascript", "exec": every_response}}],
-    "item": [health, auth, balances, transactions, balances_after, fx, limits, schedules, users, admin, metrics,
-             logout],
+    "item": [health, auth, balances, transactions, balances_after, fx, limits, schedules, users, admin, simulation,
+             metrics, logout],
     "variable": [{"key": key, "value": ""} for key in [
         "newUsername", "newEmail", "newUserId", "newUserToken", "newUserRefreshToken", "accessToken", "refreshToken",
         "spentRefreshToken", "adminToken", "usdBefore", "creditKey", "creditId", "debitId", "transferId",

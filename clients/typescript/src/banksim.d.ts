@@ -4,6 +4,29 @@
  */
 
 export interface paths {
+    "/api/v1/admin/clock": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The server's clock (simulation mode, admin). */
+        get: operations["get_clock"];
+        put?: never;
+        /**
+         * Advances or sets the virtual clock of every instance (simulation mode, admin); never backwards. On the way it
+         *     stops at each instant where work falls due and runs it there, in time order: every schedule occurrence (each
+         *     once, whichever instance runs it) and every hold expiry; rows written meanwhile carry the virtual instants.
+         *     Answers when the clock has reached its target.
+         */
+        post: operations["change_clock"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/ledger/verify": {
         parameters: {
             query?: never;
@@ -16,6 +39,26 @@ export interface paths {
          *     to zero per currency, no negative wallet, posting chains, rollbacks linked both ways). Admin only.
          */
         get: operations["verify_ledger"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/state-hash": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * SHA-256 over a canonical, ordered dump of users, wallets and transactions (simulation mode, admin): the same data
+         *     gives the same hash on SQLite and PostgreSQL. The format is in docs/simulation.md.
+         */
+        get: operations["state_hash"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1127,6 +1170,37 @@ export interface components {
             redis?: string | null;
             replica?: null | components["schemas"]["ReplicaStatus"];
         };
+        /** @description A move of the clock: exactly one of `advance` and `set`. */
+        ClockChangeRequest: {
+            /**
+             * @description How far to move forward: whole numbers of `w`, `d`, `h`, `m`, `s`, largest unit first, each once (`30d`,
+             *     `1d12h`, `45m`); more than zero, at most 36525 days.
+             * @example 30d
+             */
+            advance?: string | null;
+            /**
+             * Format: date-time
+             * @description The instant to move to (RFC 3339, any offset), not before the clock's current one.
+             * @example 2030-03-31T00:00:00Z
+             */
+            set?: string | null;
+        };
+        /**
+         * @description Which clock "now" comes from.
+         * @enum {string}
+         */
+        ClockModeView: "system" | "virtual";
+        /** @description The server's clock. */
+        ClockView: {
+            /** @description `system` (the wall clock; no simulation has set the clock yet) or `virtual` (stands still between moves). */
+            mode: components["schemas"]["ClockModeView"];
+            /**
+             * Format: date-time
+             * @description What "now" is for every instance: the wall clock's instant, or the virtual one (RFC 3339, UTC).
+             * @example 2030-01-31T09:00:00Z
+             */
+            now: string;
+        };
         /** @description A new schedule. Every invalid field is reported at once (422). */
         CreateScheduleRequest: {
             /**
@@ -1318,7 +1392,7 @@ export interface components {
              * @example insufficient_permissions
              * @enum {string}
              */
-            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open";
+            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open" | "clock_backwards" | "clock_busy";
             /** @description Every invalid field, for validation errors. */
             errors?: components["schemas"]["FieldErrorSchema"][];
             /** @description The request's id (also in `X-Request-ID`); quote it when reporting a problem. */
@@ -1788,6 +1862,26 @@ export interface components {
              */
             last_claimed: number;
         };
+        /** @description The state hash: what `banksim hash` prints. */
+        StateHashView: {
+            /** @description SHA-256 of the canonical dump of users, wallets and transactions (docs/simulation.md), lower-case hex. */
+            hash: string;
+            /**
+             * Format: int64
+             * @description Transactions in the dump.
+             */
+            transactions: number;
+            /**
+             * Format: int64
+             * @description Users in the dump.
+             */
+            users: number;
+            /**
+             * Format: int64
+             * @description Wallets in the dump.
+             */
+            wallets: number;
+        };
         /** @description `{"message": …, "status": "ok"}`. */
         TestAnswer: {
             /**
@@ -2100,6 +2194,240 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    get_clock: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClockView"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: simulation mode is off */
+            404: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the read budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    change_clock: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ClockChangeRequest"];
+            };
+        };
+        responses: {
+            /** @description The clock where it now stands (`mode: virtual`) */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClockView"];
+                };
+            };
+            /** @description `invalid_request` (a malformed duration or instant, both or neither field, past year 9999) or `clock_backwards` */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: simulation mode is off */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `clock_busy`: another advance is under way and did not finish within 10 s */
+            409: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body exceeds the configured limit */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     verify_ledger: {
         parameters: {
             query?: never;
@@ -2139,6 +2467,115 @@ export interface operations {
             };
             /** @description `insufficient_permissions` */
             403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the read budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    state_hash: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StateHashView"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: simulation mode is off */
+            404: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];

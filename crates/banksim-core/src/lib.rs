@@ -13,5 +13,5 @@ pub mod schedule;
 pub mod statement;
 pub mod user;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ClockChange, ClockError, ClockMode, ManualClock, SystemClock};
 pub use error::{CoreError, FieldError, Validation};

@@ -21,6 +21,7 @@ use crate::jobs::scheduler::Scheduler;
 use crate::metrics::Metrics;
 use crate::resilience::{Breakers, CircuitBreaker};
 use crate::router;
+use crate::service::simulation::{ClockFollower, SimulationClock};
 use crate::service::users::UserDirectory;
 use crate::writer::{LedgerWriter, WriterShape};
 
@@ -55,12 +56,20 @@ pub struct AppState {
     pub balances: Arc<BalanceCache>,
     /// The streaming replica for reads that may lag (`DATABASE_REPLICA_URL`), if one is configured.
     pub replica: Option<crate::replica::Replica>,
+    /// The shared virtual clock in simulation mode (`SIMULATION_MODE`); then also `clock`. `None`: mode off.
+    pub simulation: Option<Arc<SimulationClock>>,
 }
 
 impl AppState {
     /// Builds the state on an open store.
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         config.validate()?;
+        // In simulation mode every "now" of this instance is the shared clock, `clock` until a simulation sets it.
+        let simulation = config.simulation_mode.then(|| Arc::new(SimulationClock::new(clock.clone())));
+        let clock: Arc<dyn Clock> = match &simulation {
+            Some(simulation) => simulation.clone(),
+            None => clock,
+        };
         let breakers = Arc::new(Breakers::default());
         let database = breakers.register(CircuitBreaker::new("database", config.breaker_settings()));
         let store = crate::store_layer::StoreLayer::wrap(store, database);
@@ -118,6 +127,7 @@ impl AppState {
             breakers,
             balances,
             replica,
+            simulation,
         };
         if state.config.test_breaker_routes {
             crate::http::breakers::register_test_breakers(&state);
@@ -141,6 +151,7 @@ pub async fn build(config: Config) -> anyhow::Result<AppState> {
     config.validate()?;
     let store = open_store(&config).await?;
     let state = AppState::new(config, store, Arc::new(SystemClock))?;
+    crate::service::simulation::load(&state).await?;
     crate::service::users::bootstrap_admin(&state).await?;
     Ok(state)
 }
@@ -221,6 +232,7 @@ pub struct BackgroundJobs {
     /// The balance cache's follower of the change bus, and how to stop it.
     balances: (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>),
     user_changes: Option<UserChangeSubscriber>,
+    clock: Option<ClockFollower>,
 }
 
 impl BackgroundJobs {
@@ -234,6 +246,7 @@ impl BackgroundJobs {
             relay: state.config.nats_url().map(|url| EventRelay::start(state.clone(), url)),
             balances: (stop, follower),
             user_changes: state.redis.clone().map(|redis| UserChangeSubscriber::start(redis, state.users.clone())),
+            clock: state.simulation.clone().map(|clock| ClockFollower::start(state, clock)),
         }
     }
 
@@ -250,6 +263,9 @@ impl BackgroundJobs {
         }
         if let Some(user_changes) = self.user_changes {
             user_changes.stop().await;
+        }
+        if let Some(clock) = self.clock {
+            clock.stop().await;
         }
         let (stop, follower) = self.balances;
         let _ = stop.send(true);

@@ -330,6 +330,12 @@ pub struct Config {
     /// (where they answer 404). Unset (the default): on the public listener.
     #[arg(long, env = "METRICS_ADDR", value_name = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Simulation mode (default false): admins may read, set and advance a virtual clock shared by every instance
+    /// on the database (`/api/v1/admin/clock`) and read the state hash (`/api/v1/admin/state-hash`). Refused with
+    /// `ENV=prod`. Off: those routes answer 404 and the clock is the wall clock.
+    #[arg(long, env = "SIMULATION_MODE", value_name = "SIMULATION_MODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub simulation_mode: bool,
 }
 
 /// A trusted proxy: a CIDR range, or one address (a range of one).
@@ -424,6 +430,13 @@ impl Config {
                     "needs a PostgreSQL primary (DATABASE_URL=postgres://…): SQLite has no replicas",
                 ));
             }
+        }
+        if self.environment == Environment::Prod && self.simulation_mode {
+            return Err(ConfigError::new(
+                "SIMULATION_MODE",
+                "must not be true when ENV=prod: simulation mode lets admins move the clock of every instance \
+                 (schedules run, holds expire, timestamps jump); unset it, or run with ENV=dev",
+            ));
         }
         if self.environment == Environment::Prod {
             let secret = self.jwt_secret.as_ref().map(|s| s.expose_secret().len()).unwrap_or(0);
@@ -620,6 +633,17 @@ mod tests {
         assert_eq!(weak.validate().expect_err("weak").variable, "JWT_SECRET");
         let strong = Config { jwt_secret: Some("x".repeat(32).into()), ..prod };
         strong.validate().expect("strong secret");
+    }
+
+    #[test]
+    fn simulation_mode_is_off_by_default_and_refused_in_prod() {
+        assert!(!config().simulation_mode);
+        Config { simulation_mode: true, ..config() }.validate().expect("simulation mode in dev");
+        let prod = Config { environment: Environment::Prod, jwt_secret: Some("x".repeat(32).into()), ..config() };
+        prod.validate().expect("prod without simulation mode");
+        let refused = Config { simulation_mode: true, ..prod }.validate().expect_err("simulation mode in prod");
+        assert_eq!(refused.variable, "SIMULATION_MODE");
+        assert!(refused.to_string().contains("ENV=prod"), "{refused}");
     }
 
     #[test]

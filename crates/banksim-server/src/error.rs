@@ -108,11 +108,15 @@ pub enum ErrorCode {
     SimulatedFailure,
     /// A circuit breaker is open: the service named in `service` is not called until it recovers.
     CircuitOpen,
+    /// The virtual clock never goes backwards: the asked instant is before its current one.
+    ClockBackwards,
+    /// Another advance of the virtual clock is under way (on this or another instance): retry when it is done.
+    ClockBusy,
 }
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 44] = [
+    pub const ALL: [Self; 46] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -157,6 +161,8 @@ impl ErrorCode {
         Self::InternalError,
         Self::SimulatedFailure,
         Self::CircuitOpen,
+        Self::ClockBackwards,
+        Self::ClockBusy,
     ];
 
     /// The HTTP status that goes with the code.
@@ -198,6 +204,8 @@ impl ErrorCode {
             Self::ScheduleStateConflict => StatusCode::CONFLICT,
             Self::InternalError | Self::SimulatedFailure => StatusCode::INTERNAL_SERVER_ERROR,
             Self::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClockBackwards => StatusCode::BAD_REQUEST,
+            Self::ClockBusy => StatusCode::CONFLICT,
         }
     }
 
@@ -248,6 +256,8 @@ impl ErrorCode {
             Self::InternalError => "internal_error",
             Self::SimulatedFailure => "simulated_failure",
             Self::CircuitOpen => "circuit_open",
+            Self::ClockBackwards => "clock_backwards",
+            Self::ClockBusy => "clock_busy",
         }
     }
 
@@ -301,6 +311,8 @@ impl ErrorCode {
             Self::InternalError => "internal server error",
             Self::SimulatedFailure => "Circuit breaker test - simulated failure",
             Self::CircuitOpen => "Service temporarily unavailable",
+            Self::ClockBackwards => "the clock never goes backwards",
+            Self::ClockBusy => "another advance of the clock is under way; retry when it is done",
         }
     }
 

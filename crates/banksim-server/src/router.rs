@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
     admin, audit, auth, balances, batch, breakers, fx, metrics, openapi, rate_limit, refusals, schedules, service,
-    transactions, users,
+    simulation, transactions, users,
 };
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
@@ -80,6 +80,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(fx::routes())
         .merge(schedules::routes())
         .merge(admin::routes())
+        .merge(simulation::routes())
         .merge(audit::routes())
         .merge(service::routes());
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", api).merge(service::root_routes())
@@ -108,6 +109,10 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
     let (demo_routes, demo_api) = breaker_demo_routes().split_for_parts();
     api.merge(demo_api);
     let config = state.config.clone();
+    // Without simulation mode its routes answer 404 to everyone: the served document does not offer them either.
+    if !config.simulation_mode {
+        api.paths.paths.retain(|path, _| !simulation::PATHS.contains(&path.as_str()));
+    }
     let router = if config.test_breaker_routes { router.merge(demo_routes) } else { router };
     // With METRICS_ADDR the metrics have a listener of their own (`build_metrics`); here they are then unknown.
     let router = match config.metrics_addr {

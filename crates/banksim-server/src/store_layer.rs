@@ -27,6 +27,7 @@ use banksim_store::{
     ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal, TransactionQuery,
     UserChanges, UserListQuery, UserPage, Wallet,
 };
+use banksim_store::{DumpedTransaction, DumpedUser, DumpedWallet, SimulationStore};
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -399,5 +400,45 @@ impl Store for StoreLayer {
 
     async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
         self.read("system_totals", || self.inner.system_totals()).await
+    }
+}
+
+#[async_trait]
+impl SimulationStore for StoreLayer {
+    async fn virtual_now(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read("virtual_now", || self.inner.virtual_now()).await
+    }
+
+    async fn claim_clock(
+        &self,
+        holder: Uuid,
+        wall_now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.call("claim_clock", self.inner.claim_clock(holder, wall_now, until)).await
+    }
+
+    async fn release_clock(&self, holder: Uuid) -> Result<(), StoreError> {
+        self.call("release_clock", self.inner.release_clock(holder)).await
+    }
+
+    async fn move_clock(&self, holder: Uuid, to: DateTime<Utc>, wall_now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.call("move_clock", self.inner.move_clock(holder, to, wall_now)).await
+    }
+
+    async fn next_due_instant(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read("next_due_instant", || self.inner.next_due_instant()).await
+    }
+
+    async fn dump_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<DumpedUser>, StoreError> {
+        self.read("dump_users", || self.inner.dump_users(after, limit)).await
+    }
+
+    async fn dump_wallets(&self, after: Option<(Uuid, String)>, limit: u32) -> Result<Vec<DumpedWallet>, StoreError> {
+        self.read("dump_wallets", || self.inner.dump_wallets(after.clone(), limit)).await
+    }
+
+    async fn dump_transactions(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<DumpedTransaction>, StoreError> {
+        self.read("dump_transactions", || self.inner.dump_transactions(after, limit)).await
     }
 }

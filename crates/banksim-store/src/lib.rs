@@ -16,6 +16,7 @@ pub mod projection;
 pub mod relay;
 pub mod replication;
 pub mod schedule;
+pub mod simulation;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -48,6 +49,7 @@ pub use replication::{Lsn, WalPosition};
 pub use schedule::{
     ExecutionRecord, ExecutionStatus, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord,
 };
+pub use simulation::{DumpedTransaction, DumpedUser, DumpedWallet, SimulationStore, StateHash, state_hash};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +71,9 @@ impl Backend {
 }
 
 /// Everything banksim keeps. One method per use case; each documents its contract, which every backend keeps.
+/// The virtual clock and the state dump of simulation mode are a part of their own, [`SimulationStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SimulationStore + Send + Sync + 'static {
     /// Which database this is.
     fn backend(&self) -> Backend;
 

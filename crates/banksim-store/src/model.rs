@@ -41,6 +41,10 @@ pub struct UserChanges {
     pub role: Option<Role>,
     /// Deactivate (`false`) or reactivate (`true`).
     pub is_active: Option<bool>,
+    /// When a deactivation ends the user's sessions: tokens issued at or before it stop working. Access tokens are
+    /// issued on the wall clock, so the server passes the wall clock's instant here, which may differ from `now`
+    /// (the row's `updated_at`) while a simulation's virtual clock runs. `None`: `now`.
+    pub sessions_end_at: Option<DateTime<Utc>>,
 }
 
 /// Where a page of users starts: just after this user in registration order.
@@ -118,7 +122,7 @@ impl UserChanges {
 
     /// Whether nothing would change.
     pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+        Self { sessions_end_at: None, ..self.clone() } == Self::default()
     }
 }
 

@@ -1856,3 +1856,58 @@ mod wallet_bus {
         .await;
     }
 }
+
+mod simulation {
+    use super::*;
+
+    /// The shared virtual clock: "system" until first moved, then only forward, and only by the holder of its
+    /// lease; another holder takes the lease over only once it has run out.
+    #[tokio::test]
+    async fn the_virtual_clock_moves_only_forward_and_only_for_its_lease_holder() {
+        each_backend(|store| async move {
+            let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+            let wall = now();
+            let lease = |from: DateTime<Utc>| from + Duration::seconds(30);
+            let t = |days: i64| DateTime::from_timestamp(1_900_000_000, 0).expect("instant") + Duration::days(days);
+            assert_eq!(store.virtual_now().await.expect("read"), None, "a fresh database runs on the wall clock");
+            assert!(!store.move_clock(a, t(0), wall).await.expect("move"), "no lease, no move");
+
+            assert!(store.claim_clock(a, wall, lease(wall)).await.expect("claim"));
+            assert!(!store.claim_clock(b, wall, lease(wall)).await.expect("claim"), "a holds it");
+            assert!(store.claim_clock(a, wall, lease(wall)).await.expect("renew"), "its holder renews it");
+            assert!(store.move_clock(a, t(0), wall).await.expect("move"));
+            assert!(store.move_clock(a, t(0), wall).await.expect("move"), "to where it stands");
+            assert!(store.move_clock(a, t(30), wall).await.expect("move"));
+            assert!(!store.move_clock(a, t(29), wall).await.expect("move"), "never back");
+            assert!(!store.move_clock(b, t(31), wall).await.expect("move"), "only the holder moves it");
+            assert_eq!(store.virtual_now().await.expect("read"), Some(t(30)));
+
+            // a's lease runs out: b takes over, and a can no longer move the clock.
+            let later = lease(wall) + Duration::microseconds(1);
+            assert!(store.claim_clock(b, later, lease(later)).await.expect("take over"));
+            assert!(!store.move_clock(a, t(40), later).await.expect("move"));
+            assert!(store.move_clock(b, t(40), later).await.expect("move"));
+            store.release_clock(a).await.expect("a no-op for a non-holder");
+            assert!(!store.claim_clock(a, later, lease(later)).await.expect("claim"), "b still holds it");
+            store.release_clock(b).await.expect("release");
+            assert!(store.claim_clock(a, later, lease(later)).await.expect("claim"), "free again");
+            assert_eq!(store.virtual_now().await.expect("read"), Some(t(40)));
+        })
+        .await;
+    }
+
+    /// What an advance walks by: the earliest due schedule or pending hold, none on an empty database.
+    #[tokio::test]
+    async fn the_next_due_instant_is_none_without_schedules_or_holds() {
+        each_backend(|store| async move {
+            assert_eq!(store.next_due_instant().await.expect("due"), None);
+            let dump = store.dump_users(None, 10).await.expect("users");
+            assert!(dump.is_empty());
+            let hashed = banksim_store::state_hash(store.as_ref()).await.expect("hash");
+            // The hash of an empty bank is the SHA-256 of the header line alone (`printf 'banksim-state v1\n' | sha256sum`).
+            assert_eq!(hashed.hash, "c72661181a0a8115c27b5597ab815716db471c6779dc3c5bc584d7c8294271e3");
+            assert_eq!((hashed.users, hashed.wallets, hashed.transactions), (0, 0, 0));
+        })
+        .await;
+    }
+}

@@ -49,6 +49,14 @@ enum Command {
     },
     /// Check every ledger invariant of the configured database; exits non-zero, naming each violation, if one fails.
     Verify,
+    /// Print the state hash of the configured database: SHA-256 over a canonical dump of its users, wallets and
+    /// transactions (docs/simulation.md), as `GET /api/v1/admin/state-hash` answers it. With --json, the same JSON
+    /// object as the route.
+    Hash {
+        /// Print `{"hash", "users", "wallets", "transactions"}` instead of the hash alone.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rebuild every balance from the event log alone and compare it with the ledger; exits non-zero, naming each
     /// account that differs.
     Replay,
@@ -185,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify => verify(cli.config).await,
+        Command::Hash { json } => hash(cli.config, json).await,
         Command::Replay => replay(cli.config).await,
         Command::Rebuild { projection } => rebuild(cli.config, projection).await,
         Command::Simulate(args) => simulate::run(args).await,
@@ -219,6 +228,26 @@ async fn verify(config: Config) -> anyhow::Result<()> {
         println!("VIOLATION {violation}");
     }
     anyhow::bail!("{} ledger invariant violation(s)", report.violations.len())
+}
+
+/// Prints the state hash of the configured database (the hash alone, or the route's JSON object with --json).
+async fn hash(config: Config, json: bool) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    let hashed = banksim_store::state_hash(store.as_ref()).await;
+    store.close().await;
+    let hashed = hashed?;
+    if json {
+        let object = serde_json::json!({
+            "hash": hashed.hash,
+            "users": hashed.users,
+            "wallets": hashed.wallets,
+            "transactions": hashed.transactions,
+        });
+        println!("{object}");
+    } else {
+        println!("{}", hashed.hash);
+    }
+    Ok(())
 }
 
 /// Events read per page when replaying.

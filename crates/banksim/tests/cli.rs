@@ -12,13 +12,15 @@ use banksim_store::testing::{TestDatabase, backends};
 #[test]
 fn a_wrong_setting_stops_the_start_naming_its_variable() {
     let data = tempfile::tempdir().expect("tempdir");
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let strong = "x".repeat(40);
+    let cases: [(&[(&str, &str)], &str); 7] = [
         (&[("PORT", "not-a-port")], "PORT"),
         (&[("ENV", "staging")], "ENV"),
         (&[("ENV", "prod")], "JWT_SECRET"),
         (&[("ENV", "prod"), ("JWT_SECRET", "too-short")], "JWT_SECRET"),
         (&[("DATABASE_URL", "mysql://localhost/bank")], "DATABASE_URL"),
         (&[("ALLOWED_ORIGINS", "example.com")], "ALLOWED_ORIGINS"),
+        (&[("ENV", "prod"), ("JWT_SECRET", &strong), ("SIMULATION_MODE", "true")], "SIMULATION_MODE"),
     ];
     for (vars, named) in cases {
         let output = run(banksim(data.path()).envs(vars.iter().copied()).arg("migrate"));
@@ -331,4 +333,65 @@ async fn events_tail_prints_the_relayed_event_stream_in_order() {
     let unset = run(banksim(data.path()).args(["events", "tail"]));
     assert!(!unset.status.success());
     assert!(stderr(&unset).contains("NATS_URL"), "{}", stderr(&unset));
+}
+
+#[tokio::test]
+async fn banksim_hash_prints_what_the_state_hash_route_answers() {
+    for backend in backends() {
+        let db = database(backend).await;
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut command = banksim(data.path());
+        command
+            .env("DATABASE_URL", &db.url)
+            .env("SIMULATION_MODE", "true")
+            .env("BANKSIM_ADMIN_EMAIL", "root@example.com")
+            .env("BANKSIM_ADMIN_PASSWORD", "root-password");
+        let mut server = Server::start(command);
+        let client = reqwest::Client::new();
+        let login: serde_json::Value = client
+            .post(format!("{}/api/v1/auth/login", server.address))
+            .json(&serde_json::json!({"email": "root@example.com", "password": "root-password"}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        let token = login["access_token"].as_str().expect("token").to_owned();
+        let credit = client
+            .post(format!("{}/api/v1/transactions/credit", server.address))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"amount": "12.34", "currency": "EUR", "description": "café \"latte\""}))
+            .send()
+            .await
+            .expect("credit");
+        assert_eq!(credit.status(), 201);
+        let route: serde_json::Value = client
+            .get(format!("{}/api/v1/admin/state-hash", server.address))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("state hash")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(
+            (route["users"].as_u64(), route["wallets"].as_u64(), route["transactions"].as_u64()),
+            (Some(1), Some(1), Some(1))
+        );
+        assert!(server.terminate().success());
+
+        let printed = run(banksim(data.path()).env("DATABASE_URL", &db.url).arg("hash"));
+        assert!(printed.status.success(), "{}", stderr(&printed));
+        assert_eq!(
+            String::from_utf8_lossy(&printed.stdout).trim(),
+            route["hash"].as_str().expect("hash"),
+            "{backend:?}"
+        );
+        let json = run(banksim(data.path()).env("DATABASE_URL", &db.url).args(["hash", "--json"]));
+        assert!(json.status.success(), "{}", stderr(&json));
+        let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("one JSON object");
+        assert_eq!(json, route, "{backend:?}");
+        db.remove().await;
+    }
 }

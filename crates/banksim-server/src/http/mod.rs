@@ -19,5 +19,6 @@ pub mod rate_limit;
 pub mod refusals;
 pub mod schedules;
 pub mod service;
+pub mod simulation;
 pub mod transactions;
 pub mod users;

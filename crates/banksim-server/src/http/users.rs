@@ -194,6 +194,7 @@ impl UpdateUserRequest {
             email: self.email.and_then(|email| v.check("email", user::parse_email(&email))),
             role: self.role.and_then(|role| v.check("role", role.parse())),
             is_active: self.is_active,
+            sessions_end_at: None,
         };
         if changes.is_empty() && v.is_ok() {
             v.add("body", "at least one of username, email, role, is_active is required");

@@ -66,9 +66,10 @@ impl Scheduler {
     }
 }
 
-/// Claims the due schedules and runs their next occurrence, all at once (the writer batches them). A poll that
-/// claimed something is traced as a `scheduler.poll` span holding the runs (an idle poll, the common case, is not).
-async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
+/// Claims the due schedules and runs their next occurrence, all at once (the writer batches them); returns how many
+/// it claimed. A poll that claimed something is traced as a `scheduler.poll` span holding the runs (an idle poll, the
+/// common case, is not). An advance of the virtual clock calls it at each stop.
+pub(crate) async fn poll(state: &AppState) -> Result<usize, banksim_store::StoreError> {
     let started = std::time::Instant::now();
     let lease = Duration::from_secs(state.config.scheduler_lease_secs);
     let claimed = state.store.claim_due_schedules(state.clock.now(), lease, state.config.scheduler_batch_max).await?;
@@ -78,8 +79,9 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
     stats.last_claimed.store(claimed.len() as u64, Ordering::Relaxed);
     stats.last_claim_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     if claimed.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let count = claimed.len();
     let span = tracing::info_span!(
         "scheduler.poll",
         schedules.claimed = claimed.len(),
@@ -95,7 +97,7 @@ async fn poll(state: &AppState) -> Result<(), banksim_store::StoreError> {
         }
     });
     futures::future::join_all(runs).instrument(span).await;
-    Ok(())
+    Ok(count)
 }
 
 /// When the same attempt is made again after a writer or database error: one retry unit from now.

@@ -1,4 +1,6 @@
 //! Logging in and out, and refreshing tokens.
+//!
+//! Sessions live on the wall clock ([`wall_now`]), not on the server's clock: see that function.
 
 use banksim_core::user::User;
 use banksim_store::{AuditContext, NewRefreshToken, RefreshOutcome, RefusedAttempt};
@@ -6,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::RefreshToken;
+use crate::auth::{RefreshToken, wall_now};
 use crate::error::{ApiError, ErrorCode};
 
 /// The tokens handed to a client at login and refresh.
@@ -61,12 +63,12 @@ async fn open_session(state: &AppState, user: User, family_id: Uuid) -> Result<S
 }
 
 fn session(state: &AppState, user: User, refresh: RefreshToken) -> Result<Session, ApiError> {
-    let access_token = state.tokens.issue_access(&user, state.clock.now())?;
+    let access_token = state.tokens.issue_access(&user, wall_now())?;
     Ok(Session { user, access_token, refresh_token: refresh.token, expires_in: state.tokens.access_ttl_secs() })
 }
 
 fn new_refresh_token(state: &AppState, user: &User, family_id: Uuid, token: &RefreshToken) -> NewRefreshToken {
-    let issued_at = state.clock.now();
+    let issued_at = wall_now();
     NewRefreshToken {
         id: Uuid::new_v4(),
         family_id,
@@ -84,7 +86,7 @@ fn refresh_expiry(state: &AppState, issued_at: DateTime<Utc>) -> DateTime<Utc> {
 /// Spends a refresh token for a new pair. A token works once; presenting a spent one revokes its family.
 pub async fn refresh(state: &AppState, presented: &str) -> Result<Session, ApiError> {
     let next = RefreshToken::generate();
-    let now = state.clock.now();
+    let now = wall_now();
     let presented = RefreshToken::hash(presented);
     let outcome = state.store.rotate_refresh_token(&presented, &next.hash, now, refresh_expiry(state, now)).await?;
     match outcome {
@@ -107,7 +109,7 @@ pub async fn refresh(state: &AppState, presented: &str) -> Result<Session, ApiEr
 
 /// Ends the session of a refresh token of `user` (its whole family).
 pub async fn logout(state: &AppState, user: &User, presented: &str) -> Result<(), ApiError> {
-    let found = state.store.revoke_refresh_family(&RefreshToken::hash(presented), user.id, state.clock.now()).await?;
+    let found = state.store.revoke_refresh_family(&RefreshToken::hash(presented), user.id, wall_now()).await?;
     // Its access tokens end with it: at once on this instance, within the user cache's lifetime elsewhere.
     state.users.forget(user.id);
     if found { Ok(()) } else { Err(ErrorCode::InvalidRefreshToken.into()) }

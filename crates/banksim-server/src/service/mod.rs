@@ -5,5 +5,6 @@
 pub mod auth;
 pub mod ledger;
 pub mod schedules;
+pub mod simulation;
 pub mod statements;
 pub mod users;

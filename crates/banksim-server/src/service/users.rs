@@ -194,6 +194,8 @@ pub async fn get(state: &AppState, id: Uuid) -> Result<User, ApiError> {
 /// Applies an admin's changes to a user (the last active admin is protected by the store), with its event and
 /// audit entry.
 pub async fn update(state: &AppState, id: Uuid, changes: UserChanges, audit: &AuditContext) -> Result<User, ApiError> {
+    // A deactivation ends the sessions on the clock their tokens were issued on: the wall clock.
+    let changes = UserChanges { sessions_end_at: Some(crate::auth::wall_now()), ..changes };
     let user = state.store.update_user(id, changes, state.clock.now(), audit).await.map_err(not_found_is_user)?;
     state.users.forget(id);
     tracing::info!(user.id = %id, user.active = user.is_active, user.role = %user.role, "user updated");

@@ -108,9 +108,10 @@ impl TestApp {
         app
     }
 
-    /// Another server on the same database as `self` (as a second instance behind a load balancer would be).
+    /// Another server on the same database as `self` (as a second instance behind a load balancer would be). In
+    /// simulation mode it keeps a reading of the shared clock of its own, as a separate process would.
     pub async fn spawn_beside(&self, configure: impl FnOnce(&mut Config)) -> Self {
-        let clock = self.state.clock.clone();
+        let clock = self.state.simulation.as_ref().map_or_else(|| self.state.clock.clone(), |shared| shared.base());
         Self::start(self.backend, &self.state.config.database_url(), configure, Router::new(), clock).await
     }
 
@@ -132,6 +133,7 @@ impl TestApp {
         store.migrate().await.expect("migrate");
         let faults = FaultyStore::new(store);
         let state = AppState::new(config, faults.clone(), clock).expect("state");
+        banksim_server::service::simulation::load(&state).await.expect("read the shared clock");
         let jobs = banksim_server::app::BackgroundJobs::start(&state);
         banksim_server::service::users::bootstrap_admin(&state).await.expect("bootstrap admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

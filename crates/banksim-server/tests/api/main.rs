@@ -26,6 +26,7 @@ mod replica;
 mod resilience;
 mod schedules;
 mod service;
+mod simulation;
 mod statements;
 mod tokens;
 mod transactions;

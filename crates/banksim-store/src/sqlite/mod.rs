@@ -14,6 +14,7 @@ mod ledger;
 mod projection;
 mod relay;
 mod schedule;
+mod simulation;
 
 use async_trait::async_trait;
 use banksim_core::currency::Currency;
@@ -282,7 +283,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "UPDATE users SET username = COALESCE($2, username), email = COALESCE($3, email),
                  role = COALESCE($4, role), is_active = COALESCE($5, is_active), updated_at = $6,
-                 sessions_revoked_at = CASE WHEN $5 = 0 THEN $6 ELSE sessions_revoked_at END
+                 sessions_revoked_at = CASE WHEN $5 = 0 THEN $7 ELSE sessions_revoked_at END
              WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -292,6 +293,7 @@ impl Store for SqliteStore {
             .bind(changes.role.map(Role::as_str))
             .bind(changes.is_active)
             .bind(micros(now))
+            .bind(micros(changes.sessions_end_at.unwrap_or(now)))
             .fetch_one(&mut *tx)
             .await?;
         if changes.is_active == Some(false) {

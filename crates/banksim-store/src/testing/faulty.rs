@@ -19,6 +19,7 @@ use crate::{
     ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal, TransactionQuery,
     UserChanges, UserListQuery, UserPage, Wallet,
 };
+use crate::{DumpedTransaction, DumpedUser, DumpedWallet, SimulationStore};
 
 /// Wraps a real store and passes every call through, except those a test has asked to fail.
 pub struct FaultyStore {
@@ -453,5 +454,45 @@ impl Store for FaultyStore {
 
     async fn system_totals(&self) -> Result<Vec<SystemTotal>, StoreError> {
         self.run("system_totals", self.inner.system_totals()).await
+    }
+}
+
+#[async_trait]
+impl SimulationStore for FaultyStore {
+    async fn virtual_now(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.run("virtual_now", self.inner.virtual_now()).await
+    }
+
+    async fn claim_clock(
+        &self,
+        holder: Uuid,
+        wall_now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.run("claim_clock", self.inner.claim_clock(holder, wall_now, until)).await
+    }
+
+    async fn release_clock(&self, holder: Uuid) -> Result<(), StoreError> {
+        self.run("release_clock", self.inner.release_clock(holder)).await
+    }
+
+    async fn move_clock(&self, holder: Uuid, to: DateTime<Utc>, wall_now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.run("move_clock", self.inner.move_clock(holder, to, wall_now)).await
+    }
+
+    async fn next_due_instant(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.run("next_due_instant", self.inner.next_due_instant()).await
+    }
+
+    async fn dump_users(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<DumpedUser>, StoreError> {
+        self.run("dump_users", self.inner.dump_users(after, limit)).await
+    }
+
+    async fn dump_wallets(&self, after: Option<(Uuid, String)>, limit: u32) -> Result<Vec<DumpedWallet>, StoreError> {
+        self.run("dump_wallets", self.inner.dump_wallets(after, limit)).await
+    }
+
+    async fn dump_transactions(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<DumpedTransaction>, StoreError> {
+        self.run("dump_transactions", self.inner.dump_transactions(after, limit)).await
     }
 }
