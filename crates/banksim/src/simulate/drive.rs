@@ -6,15 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use banksim_client::{
+    AmountRequest, BatchItem, BatchRequest, Call, Error, PostTransferRequest, RetryPolicy, StatusCode, TransferRequest,
+};
 use banksim_core::currency::Currency;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use reqwest::{StatusCode, Url};
 use uuid::Uuid;
 
 use super::amount;
-use super::client::{self, Answer, Api, BACKPRESSURE_WAIT_DEFAULT, IDEMPOTENCY_KEY, MoneyRequest, SimUser, key_header};
+use serde::de::IgnoredAny;
+
+use super::client::{self, Answer, Api, BACKPRESSURE_WAIT_DEFAULT, Created, CreatedId, SimUser};
 use super::conservation::Tally;
 use super::scenario::{Operation, Plan, Planner};
 use super::stats::Stats;
@@ -26,6 +29,9 @@ const RECENT_MAX: usize = 256;
 /// attempt carries the same idempotency key, so the server applies it at most once and a later answer tells
 /// whether the money moved.
 const MONEY_ATTEMPTS_MAX: u32 = 4;
+
+/// The page of history the read traffic asks for.
+const HISTORY_PAGE: u32 = 20;
 
 /// How many transport errors are logged, so a dead server does not flood the log.
 const TRANSPORT_ERRORS_LOGGED_MAX: u32 = 5;
@@ -98,23 +104,6 @@ fn splitmix64(value: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The body of `POST /transactions/batch`.
-#[derive(serde::Serialize)]
-struct BatchBody {
-    atomic: bool,
-    transactions: Vec<BatchItem>,
-}
-
-/// One item of a batch.
-#[derive(serde::Serialize)]
-struct BatchItem {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    to_user_id: Uuid,
-    amount: String,
-    currency: &'static str,
-}
-
 /// A debit or transfer this connection made, kept to be rolled back by its payer.
 #[derive(Debug, Clone, Copy)]
 struct Recent {
@@ -140,23 +129,20 @@ impl Connection {
 
     async fn execute(&mut self, plan: Plan) {
         let shared = Arc::clone(&self.shared);
-        let api = &shared.api;
         match plan {
             Plan::Credit { user, amount } => {
-                if let Some((_, true)) = self.move_money(Operation::Credit, user, &api.credit_url, None, amount).await {
+                if let Some((_, true)) = self.move_money(Operation::Credit, user, None, amount).await {
                     self.tally.credited += i128::from(amount);
                 }
             }
             Plan::Debit { user, amount } => {
-                if let Some((answer, true)) =
-                    self.move_money(Operation::Debit, user, &api.debit_url, None, amount).await
-                {
+                if let Some((answer, true)) = self.move_money(Operation::Debit, user, None, amount).await {
                     self.tally.debited += i128::from(amount);
                     self.remember(user, answer.id, Some(amount));
                 }
             }
             Plan::Transfer { from, to, amount } => {
-                let moved = self.move_money(Operation::Transfer, from, &api.transfer_url, Some(to), amount).await;
+                let moved = self.move_money(Operation::Transfer, from, Some(to), amount).await;
                 if let Some((answer, true)) = moved {
                     self.remember(from, answer.id, None);
                 }
@@ -164,52 +150,51 @@ impl Connection {
             Plan::Rollback { pick } => {
                 let index = pick as usize % self.recent.len().max(1);
                 let Some(recent) = self.recent.swap_remove_back(index) else { return };
-                let url = api.rollback_url(recent.id);
-                let key = key_header(next_key(&mut self.keys));
-                let user = &shared.users[recent.payer as usize];
-                if let Some((_, true)) = self.post_money(Operation::Rollback, user, &url, None, key, false, 1).await
+                let key = next_key(&mut self.keys);
+                let client = shared.users[recent.payer as usize].client();
+                let call = client.rollback(recent.id).parse_as::<CreatedId>();
+                if let Some((_, true)) = self.post_money(Operation::Rollback, call, key, 1).await
                     && let Some(amount) = recent.debit
                 {
                     self.tally.debits_rolled_back += i128::from(amount);
                 }
             }
-            Plan::Balance { user } => self.read(Operation::Balance, user, &api.balance_url).await,
-            Plan::History { user } => self.read(Operation::History, user, &api.history_url).await,
+            Plan::Balance { user } => {
+                let client = shared.users[user as usize].client();
+                self.read(Operation::Balance, client.current_balance(shared.currency).parse_as()).await;
+            }
+            Plan::History { user } => {
+                let client = shared.users[user as usize].client();
+                let query = banksim_client::HistoryQuery { limit: Some(HISTORY_PAGE), ..Default::default() };
+                self.read(Operation::History, client.history(&query).parse_as()).await;
+            }
             Plan::HoldPost { from, to, amount } => {
                 let amount = amount::format(amount, shared.currency);
-                let body = MoneyRequest {
-                    to_user_id: Some(shared.users[to as usize].id),
-                    amount: &amount,
-                    currency: shared.currency.code(),
-                    pending: true,
-                };
-                let body = serde_json::to_vec(&body).expect("a money request serializes");
-                let key = key_header(next_key(&mut self.keys));
-                let user = &shared.users[from as usize];
+                let client = shared.users[from as usize].client();
+                let request = TransferRequest::new(shared.users[to as usize].id, amount, shared.currency).pending(None);
+                let key = next_key(&mut self.keys);
                 // The hold moves nothing between users yet: the post is the movement.
-                let held = self.post_money(Operation::Hold, user, &api.transfer_url, Some(body), key, true, 0).await;
+                let call = client.transfer(&request).parse_as::<CreatedId>();
+                let held = self.post_money(Operation::Hold, call, key, 0).await;
                 if let Some((Answer { id: Some(id), .. }, true)) = held {
-                    let key = key_header(next_key(&mut self.keys));
-                    self.post_money(Operation::Post, user, &api.post_hold_url(id), None, key, false, 1).await;
+                    let key = next_key(&mut self.keys);
+                    let call = client.post_transfer(id, &PostTransferRequest::default()).parse_as::<CreatedId>();
+                    self.post_money(Operation::Post, call, key, 1).await;
                 }
             }
             Plan::Batch { from, seed } => {
                 let items = shared.planner.batch_items(from, seed);
-                let transactions: Vec<BatchItem> = items
+                let transactions = items
                     .iter()
-                    .map(|&(to, amount)| BatchItem {
-                        kind: "transfer",
-                        to_user_id: shared.users[to as usize].id,
-                        amount: amount::format(amount, shared.currency),
-                        currency: shared.currency.code(),
+                    .map(|&(to, amount)| {
+                        let amount = amount::format(amount, shared.currency);
+                        BatchItem::transfer(shared.users[to as usize].id, amount, shared.currency)
                     })
                     .collect();
-                let body =
-                    serde_json::to_vec(&BatchBody { atomic: true, transactions }).expect("a batch request serializes");
-                let key = key_header(next_key(&mut self.keys));
-                let user = &shared.users[from as usize];
-                let movements = items.len() as u64;
-                self.post_money(Operation::Batch, user, &api.batch_url, Some(body), key, false, movements).await;
+                let key = next_key(&mut self.keys);
+                let client = shared.users[from as usize].client();
+                let call = client.batch(&BatchRequest { atomic: true, transactions }).parse_as::<IgnoredAny>();
+                self.post_money(Operation::Batch, call, key, items.len() as u64).await;
             }
         }
     }
@@ -228,49 +213,43 @@ impl Connection {
         &mut self,
         operation: Operation,
         user: u32,
-        url: &Url,
         to: Option<u32>,
         amount_minor: i64,
     ) -> Option<(Answer, bool)> {
         let shared = Arc::clone(&self.shared);
         let amount = amount::format(amount_minor, shared.currency);
-        let body = MoneyRequest {
-            to_user_id: to.map(|to| shared.users[to as usize].id),
-            amount: &amount,
-            currency: shared.currency.code(),
-            pending: false,
+        let key = next_key(&mut self.keys);
+        let client = shared.users[user as usize].client();
+        // The body is serialized once, here, and shared by every attempt.
+        let call = match to {
+            Some(to) => {
+                let request = TransferRequest::new(shared.users[to as usize].id, amount, shared.currency);
+                client.transfer(&request)
+            }
+            None => {
+                let request = AmountRequest::new(amount, shared.currency);
+                if operation == Operation::Credit { client.credit(&request) } else { client.debit(&request) }
+            }
         };
-        let body = serde_json::to_vec(&body).expect("a money request serializes");
-        let key = key_header(next_key(&mut self.keys));
-        let want_id = operation != Operation::Credit;
-        self.post_money(operation, &shared.users[user as usize], url, Some(body), key, want_id, 1).await
+        self.post_money(operation, call.parse_as::<CreatedId>(), key, 1).await
     }
 
-    /// Sends a money POST, retrying with the same idempotency key while its outcome is unknown; a 201 that
-    /// moved money now counts `movements` (a batch's items).
-    #[expect(clippy::too_many_arguments, reason = "each is one part of the request; a struct would only rename them")]
-    async fn post_money(
+    /// Sends a money POST, one measured attempt at a time, repeating it (with the same idempotency key) while
+    /// its outcome is unknown; a 201 that moved money now counts `movements` (a batch's items).
+    async fn post_money<T: Created>(
         &mut self,
         operation: Operation,
-        user: &SimUser,
-        url: &Url,
-        body: Option<Vec<u8>>,
-        key: HeaderValue,
-        want_id: bool,
+        call: Call<'_, T>,
+        key: Uuid,
         movements: u64,
     ) -> Option<(Answer, bool)> {
-        let shared = Arc::clone(&self.shared);
-        let api = &shared.api;
+        let mut call = call.idempotency_key(key).retry(RetryPolicy::none());
         // Whether an earlier attempt may have moved the money without us learning it.
         let mut unknown = false;
         for attempt in 1..=MONEY_ATTEMPTS_MAX {
-            let mut request =
-                api.post(url).header(AUTHORIZATION, authorization(user)).header(IDEMPOTENCY_KEY, key.clone());
-            if let Some(body) = &body {
-                request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body.clone());
-            }
-            match api.send(request, want_id).await {
-                Ok(answer) => {
+            match call.attempt().await {
+                Ok(attempt_answer) => {
+                    let answer = Answer::of_money(attempt_answer);
                     self.record(operation, &answer);
                     let status = answer.status;
                     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -309,12 +288,12 @@ impl Connection {
         None
     }
 
-    /// A GET by `user`; the body is read and dropped.
-    async fn read(&mut self, operation: Operation, user: u32, url: &Url) {
-        let shared = Arc::clone(&self.shared);
-        let request = shared.api.get(url).header(AUTHORIZATION, authorization(&shared.users[user as usize]));
-        match shared.api.send(request, false).await {
-            Ok(answer) => {
+    /// A GET, sent once; the body is checked to be JSON and dropped.
+    async fn read(&mut self, operation: Operation, call: Call<'_, serde::de::IgnoredAny>) {
+        let mut call = call.retry(RetryPolicy::none());
+        match call.attempt().await {
+            Ok(attempt) => {
+                let answer = Answer::of_read(attempt);
                 self.record(operation, &answer);
                 if answer.status == StatusCode::SERVICE_UNAVAILABLE {
                     self.stats.record_backpressure();
@@ -326,13 +305,14 @@ impl Connection {
     }
 
     fn record(&mut self, operation: Operation, answer: &Answer) {
-        self.stats.record_answer(operation, answer.status.as_u16(), answer.latency, answer.error_code.as_deref());
+        let error_code = answer.error_code.as_ref().map(banksim_client::ErrorCode::as_str);
+        self.stats.record_answer(operation, answer.status.as_u16(), answer.latency, error_code);
         if answer.replayed {
             self.stats.record_replayed();
         }
     }
 
-    fn transport_error(&mut self, operation: Operation, err: &reqwest::Error) {
+    fn transport_error(&mut self, operation: Operation, err: &Error) {
         self.stats.record_transport_error(operation);
         if self.shared.transport_errors_logged.fetch_add(1, Ordering::Relaxed) < TRANSPORT_ERRORS_LOGGED_MAX {
             tracing::warn!(operation = operation.as_str(), error = %err, "request got no answer");
@@ -347,10 +327,6 @@ impl Connection {
         };
         tokio::time::sleep(wait).await;
     }
-}
-
-fn authorization(user: &SimUser) -> HeaderValue {
-    user.authorization().expect("session locks are never poisoned: nothing panics while holding one")
 }
 
 #[cfg(test)]

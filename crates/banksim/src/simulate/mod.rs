@@ -55,7 +55,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("--fund {:?}: {err}", args.fund))?;
     // 53 bits, so that the id survives JSON parsers that read numbers as doubles.
     let run_id = args.run_id.unwrap_or_else(|| rand::random::<u64>() >> 11);
-    let api = Api::new(&args.url, args.connections, currency)?;
+    let api = Api::new(&args.url, args.connections)?;
     let setup_concurrency = SETUP_CONCURRENCY_MAX.min(args.connections as usize);
     api.check_reachable().await?;
 
