@@ -181,7 +181,8 @@ async fn permission_refusals_on_money_routes_are_audited_with_their_context() {
         let sefa = app.user("sefa").await;
         let kerem = app.user("kerem").await;
         let theirs = app.credit(&kerem, "7", "USD").await;
-        let theirs_id = theirs["id"].as_str().expect("id");
+        let theirs_id = theirs.id.to_string();
+        let theirs_id = theirs_id.as_str();
 
         let bearer = format!("Bearer {}", sefa.token);
         let headers = [
@@ -256,7 +257,7 @@ async fn a_refused_rollback_is_audited_once_by_the_ledger() {
         let sefa = app.user("sefa").await;
         let kerem = app.user("kerem").await;
         let credit = app.credit(&sefa, "5", "USD").await;
-        let path = format!("/api/v1/transactions/{}/rollback", credit["id"].as_str().expect("id"));
+        let path = format!("/api/v1/transactions/{}/rollback", credit.id);
         let refused = app.money(&path, &kerem, Some("undo-1"), &Value::Null).await;
         refused.assert_error(403, "insufficient_permissions");
         let replayed = app.money(&path, &kerem, Some("undo-1"), &Value::Null).await;
@@ -270,7 +271,7 @@ async fn a_refused_rollback_is_audited_once_by_the_ledger() {
             .map(|e| (e["action"].as_str().expect("action"), e["outcome"].as_str().expect("outcome")))
             .collect();
         assert_eq!(seen, [("transaction.rollback", "insufficient_permissions")], "one entry, the ledger's");
-        assert_eq!(entries[0]["entity_id"], credit["id"]);
+        assert_eq!(entries[0]["entity_id"], credit.id.to_string());
         assert_eq!(entries[0]["request_id"], refused.body["request_id"]);
         app.stop().await;
     }

@@ -5,6 +5,9 @@ use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use banksim_client::{AmountRequest, BalanceHistoryQuery, BalanceReason, ErrorCode, ExchangeRequest, TransferRequest};
+use banksim_core::currency::Currency;
+
 use crate::helpers::{TestApp, backends, raw_number};
 
 fn at(instant: DateTime<Utc>) -> String {
@@ -42,14 +45,14 @@ async fn every_wallet_is_listed_by_currency() {
         app.credit(&sefa, "12.30", "USD").await;
         app.credit(&sefa, "700", "JPY").await;
         app.credit(&sefa, "1", "EUR").await;
-        let all = app.get("/api/v1/balances", Some(&sefa.token)).await;
-        assert_eq!(all.status, StatusCode::OK);
-        let balances = all.body["balances"].as_array().expect("list");
-        let currencies: Vec<&str> = balances.iter().filter_map(|b| b["currency"].as_str()).collect();
-        assert_eq!(currencies, ["EUR", "JPY", "USD"]);
-        assert!(all.text.contains(r#""amount":12.30"#), "{}", all.text);
-        assert!(all.text.contains(r#""amount":700"#), "{}", all.text);
-        assert!(balances.iter().all(|b| b["last_updated_at"].is_string()));
+        let all = sefa.api.balances().await.expect("balances");
+        let wallets: Vec<(&str, &str)> = all.balances.iter().map(|b| (b.currency.code(), b.amount.as_str())).collect();
+        assert_eq!(
+            wallets,
+            [("EUR", "1.00"), ("JPY", "700"), ("USD", "12.30")],
+            "exact, with each currency's decimals"
+        );
+        assert!(all.balances.iter().all(|b| b.last_updated_at.is_some()));
         app.stop().await;
     }
 }
@@ -60,76 +63,41 @@ async fn the_history_shows_running_balances_changes_and_reasons() {
         let app = TestApp::spawn(backend).await;
         let sefa = app.user("sefa").await;
         let kerem = app.user("kerem").await;
+        let usd = |amount: &str| AmountRequest::new(amount, Currency::USD);
         app.credit(&sefa, "100", "USD").await;
-        app.money("/api/v1/transactions/debit", &sefa, None, &json!({"amount": "10", "currency": "USD"})).await;
-        let sent = app
-            .money(
-                "/api/v1/transactions/transfer",
-                &sefa,
-                None,
-                &json!({"to_user_id": kerem.id, "amount": "30", "currency": "USD"}),
-            )
-            .await;
-        app.money(
-            &format!("/api/v1/transactions/{}/rollback", sent.body["id"].as_str().expect("id")),
-            &sefa,
-            None,
-            &Value::Null,
-        )
-        .await;
-        app.money(
-            "/api/v1/transactions/exchange",
-            &sefa,
-            None,
-            &json!({"from_currency": "USD", "to_currency": "EUR", "amount": "10"}),
-        )
-        .await;
-        app.money(
-            "/api/v1/transactions/transfer",
-            &kerem,
-            None,
-            &json!({"to_user_id": sefa.id, "amount": "0", "currency": "USD"}),
-        )
-        .await;
+        sefa.api.debit(&usd("10")).await.expect("debit");
+        let sent = sefa.api.transfer(&TransferRequest::new(kerem.uuid(), "30", Currency::USD)).await.expect("transfer");
+        sefa.api.rollback(sent.id).await.expect("rollback");
+        let exchange =
+            ExchangeRequest { from_currency: Currency::USD, to_currency: Currency::EUR, amount: "10".into() };
+        sefa.api.exchange(&exchange).await.expect("exchange");
+        let refused = kerem.api.transfer(&TransferRequest::new(sefa.uuid(), "0", Currency::USD)).await;
+        assert_eq!(refused.expect_err("a zero amount").error_code(), Some(&ErrorCode::InvalidAmount));
 
-        let history = app.get("/api/v1/balances/historical?currency=USD", Some(&sefa.token)).await;
-        assert_eq!(history.status, StatusCode::OK, "{}", history.text);
-        let entries = history.body["history"].as_array().expect("history");
-        let seen: Vec<(&str, f64, f64)> = entries
-            .iter()
-            .map(|e| {
-                (
-                    e["reason"].as_str().expect("reason"),
-                    e["change"].as_f64().expect("change"),
-                    e["amount"].as_f64().expect("amount"),
-                )
-            })
-            .collect();
+        let query = BalanceHistoryQuery { currency: Some(Currency::USD), ..Default::default() };
+        let history = sefa.api.balance_history(&query).await.expect("history").history;
+        let seen: Vec<(BalanceReason, &str, &str)> =
+            history.iter().map(|e| (e.reason, e.change.as_str(), e.amount.as_str())).collect();
         assert_eq!(
             seen,
             [
-                ("exchange", -10.0, 80.0),
-                ("rollback", 30.0, 90.0),
-                ("transfer_sent", -30.0, 60.0),
-                ("debit", -10.0, 90.0),
-                ("credit", 100.0, 100.0)
+                (BalanceReason::Exchange, "-10.00", "80.00"),
+                (BalanceReason::Rollback, "30.00", "90.00"),
+                (BalanceReason::TransferSent, "-30.00", "60.00"),
+                (BalanceReason::Debit, "-10.00", "90.00"),
+                (BalanceReason::Credit, "100.00", "100.00"),
             ]
         );
-        assert!(entries.iter().all(|e| e["user_id"] == sefa.id.as_str() && e["currency"] == "USD"));
-        assert!(history.text.contains(r#""change":-10.00"#), "{}", history.text);
+        assert!(history.iter().all(|e| e.user_id == sefa.uuid() && e.currency == Currency::USD));
 
-        let kerem_history = app.get("/api/v1/balances/historical", Some(&kerem.token)).await;
-        let reasons: Vec<&str> = kerem_history.body["history"]
-            .as_array()
-            .expect("history")
-            .iter()
-            .filter_map(|e| e["reason"].as_str())
-            .collect();
-        assert_eq!(reasons, ["rollback", "transfer_received"]);
+        let kerem_history = kerem.api.balance_history(&BalanceHistoryQuery::default()).await.expect("history");
+        let reasons: Vec<BalanceReason> = kerem_history.history.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, [BalanceReason::Rollback, BalanceReason::TransferReceived]);
 
-        let limited = app.get("/api/v1/balances/historical?limit=2", Some(&sefa.token)).await;
-        assert_eq!(limited.body["history"].as_array().map(Vec::len), Some(2));
-        assert_eq!(limited.body["limit"], 2);
+        let limited = sefa.api.balance_history(&BalanceHistoryQuery { limit: Some(2), ..Default::default() });
+        let limited = limited.await.expect("a page");
+        assert_eq!((limited.history.len(), limited.limit), (2, 2));
+        // Parameters a typed client cannot get wrong are still checked by the server.
         app.get("/api/v1/balances/historical?limit=0", Some(&sefa.token)).await.assert_error(400, "invalid_parameter");
         app.get("/api/v1/balances/historical?since=nope", Some(&sefa.token))
             .await
@@ -168,15 +136,11 @@ async fn history_and_balance_at_time_agree_with_a_replay_of_the_postings() {
         for _ in 0..30 {
             let cents = rng.gen_range(1..3_000);
             let amount = format!("{}.{:02}", cents / 100, cents % 100);
-            let body = json!({"to_user_id": kerem.id, "amount": amount, "currency": "USD"});
-            match rng.gen_range(0..3) {
-                0 => app.credit(&sefa, &amount, "USD").await,
-                1 => {
-                    app.money("/api/v1/transactions/debit", &sefa, None, &json!({"amount": amount, "currency": "USD"}))
-                        .await
-                        .body
-                }
-                _ => app.money("/api/v1/transactions/transfer", &sefa, None, &body).await.body,
+            // Debits and transfers may be refused (insufficient funds): the history must follow either way.
+            let _refused_or_posted = match rng.gen_range(0..3) {
+                0 => sefa.api.credit(&AmountRequest::new(amount.as_str(), Currency::USD)).await,
+                1 => sefa.api.debit(&AmountRequest::new(amount.as_str(), Currency::USD)).await,
+                _ => sefa.api.transfer(&TransferRequest::new(kerem.uuid(), amount.as_str(), Currency::USD)).await,
             };
         }
         let end = Utc::now();

@@ -1,8 +1,17 @@
 //! The test harness: spawn the server, talk to it, and make users and tokens quickly.
+//!
+//! Tests talk to the server through `banksim-client`, the typed client that `banksim simulate` uses too, so one
+//! client is tested by everything: [`TestApp::api`] (no credentials) and each [`TestUser::api`] (with the user's
+//! token), and the helpers that make users, log in, credit and read balances go through it. Requests a typed
+//! client cannot send — malformed JSON, wrong types, unknown currencies, forged or missing tokens, odd headers,
+//! hostile input — and tests of the raw envelope (headers, exact body text) use [`TestApp::request`] and
+//! [`TestApp::raw`] instead, which send exactly what the test says.
 
 use std::sync::Arc;
 
 use axum::Router;
+use banksim_client::{AmountRequest, Client, RegisterRequest, Transaction};
+use banksim_core::currency::Currency;
 use banksim_core::{Clock, SystemClock};
 use banksim_server::config::LogFormat;
 use banksim_server::{AppState, Config, router};
@@ -10,7 +19,7 @@ use banksim_store::testing::{FaultyStore, TestDatabase};
 use banksim_store::{Backend, ConnectOptions};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -31,6 +40,8 @@ pub struct TestApp {
     pub state: AppState,
     /// The server's store, which fails on demand (every test server runs on one).
     pub faults: Arc<FaultyStore>,
+    /// The typed client of this server, without credentials ([`TestUser::api`] has a user's).
+    pub api: Client,
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
@@ -84,6 +95,15 @@ pub struct TestUser {
     pub token: String,
     /// Refresh token.
     pub refresh_token: String,
+    /// The typed client acting as this user.
+    pub api: Client,
+}
+
+impl TestUser {
+    /// The user's id as a UUID.
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.id.parse().expect("user ids are UUIDs")
+    }
 }
 
 impl TestApp {
@@ -138,6 +158,10 @@ impl TestApp {
         banksim_server::service::users::bootstrap_admin(&state).await.expect("bootstrap admin");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let client = reqwest::Client::new();
+        // Tests want to see every answer, so the typed client retries only what a test would otherwise flake on
+        // (a lost answer, a 503 from a busy writer); a test that wants no retry says so on the call.
+        let api = Client::builder(&address).http_client(client.clone()).build().expect("client");
         let (shutdown, stop) = oneshot::channel::<()>();
         let router = router::build_with(state.clone(), extra);
         let server = tokio::spawn(async move {
@@ -153,7 +177,8 @@ impl TestApp {
             backend,
             state,
             faults,
-            client: reqwest::Client::new(),
+            api,
+            client,
             shutdown: Some(shutdown),
             server: Some(server),
             jobs: Some(jobs),
@@ -268,9 +293,9 @@ impl TestApp {
     /// Registers `username` (`<username>@example.com`, [`PASSWORD`]) and logs in.
     pub async fn user(&self, username: &str) -> TestUser {
         let email = format!("{username}@example.com");
-        let body = json!({"username": username, "email": email, "password": PASSWORD});
-        let registered = self.post("/api/v1/auth/register", None, &body).await;
-        assert_eq!(registered.status, StatusCode::CREATED, "{}", registered.text);
+        let registration = RegisterRequest::new(username, email.as_str(), PASSWORD);
+        let user = self.api.register(&registration).await.unwrap_or_else(|e| panic!("registering {username}: {e}"));
+        assert_eq!(user.email, email);
         self.login(&email).await
     }
 
@@ -304,18 +329,15 @@ impl TestApp {
     }
 
     /// Credits `amount` (decimal text) of `currency` to `user` and asserts it was posted.
-    pub async fn credit(&self, user: &TestUser, amount: &str, currency: &str) -> Value {
-        let body = json!({"amount": amount, "currency": currency});
-        let response = self.money("/api/v1/transactions/credit", user, None, &body).await;
-        assert_eq!(response.status, StatusCode::CREATED, "{}", response.text);
-        response.body
+    pub async fn credit(&self, user: &TestUser, amount: &str, currency: &str) -> Transaction {
+        let request = AmountRequest::new(amount, currency_of(currency));
+        user.api.credit(&request).await.unwrap_or_else(|e| panic!("crediting {amount} {currency}: {e}"))
     }
 
     /// The user's balance in `currency`, as the exact decimal text of the JSON number.
     pub async fn balance(&self, user: &TestUser, currency: &str) -> String {
-        let response = self.get(&format!("/api/v1/balances/current?currency={currency}"), Some(&user.token)).await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
-        raw_number(&response.text, "amount")
+        let balance = user.api.current_balance(currency_of(currency)).await.expect("the current balance");
+        balance.amount.to_string()
     }
 
     /// The user's USD balance in minor units, read from the store behind the server (not through its API).
@@ -372,15 +394,42 @@ impl TestApp {
 
     /// Logs in with [`PASSWORD`].
     pub async fn login(&self, email: &str) -> TestUser {
-        let response = self.post("/api/v1/auth/login", None, &json!({"email": email, "password": PASSWORD})).await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.text);
+        let login = self.api.login(email, PASSWORD).await.unwrap_or_else(|e| panic!("logging in {email}: {e}"));
         TestUser {
-            id: response.body["user"]["id"].as_str().expect("id").to_owned(),
+            id: login.user.id.to_string(),
             email: email.to_owned(),
-            token: response.body["access_token"].as_str().expect("access token").to_owned(),
-            refresh_token: response.body["refresh_token"].as_str().expect("refresh token").to_owned(),
+            api: self.api.with_token(&login.access_token),
+            token: login.access_token,
+            refresh_token: login.refresh_token,
         }
     }
+
+    /// A [`TestUser`] for an access token issued some other way (no refresh token).
+    pub fn user_with_token(&self, id: impl ToString, email: &str, token: String) -> TestUser {
+        let api = self.api.with_token(&token);
+        TestUser { id: id.to_string(), email: email.to_owned(), token, refresh_token: String::new(), api }
+    }
+}
+
+/// Asserts that a typed call was refused with `status` and `error_code`, in API.md's envelope (a message and a
+/// request id), and gives the error.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, banksim_client::Error>,
+    status: u16,
+    error_code: &str,
+) -> banksim_client::ApiError {
+    let error = result.expect_err("the call should have been refused");
+    let banksim_client::Error::Api(api) = error else { panic!("an API error, not {error:?}") };
+    assert_eq!((api.status.as_u16(), api.error_code.as_str()), (status, error_code), "{api:?}");
+    assert!(!api.message.is_empty() && api.request_id.is_some(), "{api:?}");
+    *api
+}
+
+/// The currency of a code the tests spell out (`"USD"`).
+#[track_caller]
+pub fn currency_of(code: &str) -> Currency {
+    Currency::parse(code).unwrap_or_else(|e| panic!("{code}: {e}"))
 }
 
 impl Drop for TestApp {

@@ -2,39 +2,36 @@
 
 use std::sync::Arc;
 
+use banksim_client::{PostTransferRequest, Transaction, TransferRequest};
 use banksim_core::ManualClock;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionStatus;
 use chrono::Utc;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
+use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, backends, raw_number};
+use crate::helpers::{TestApp, TestUser, assert_refused, backends, raw_number};
 
 const TRANSFER: &str = "/api/v1/transactions/transfer";
 
-async fn hold(app: &TestApp, payer: &TestUser, payee: &TestUser, amount: &str, timeout_secs: Option<u64>) -> Value {
-    let mut body = json!({"to_user_id": payee.id, "amount": amount, "currency": "USD", "pending": true});
-    if let Some(secs) = timeout_secs {
-        body["timeout_secs"] = json!(secs);
-    }
-    let held = app.money(TRANSFER, payer, None, &body).await;
-    assert_eq!(held.status, StatusCode::CREATED, "{}", held.text);
+/// A hold of `amount` USD from `payer` to `payee`, through the typed client.
+async fn hold(payer: &TestUser, payee: &TestUser, amount: &str, timeout_secs: Option<u32>) -> Transaction {
+    let request = TransferRequest::new(payee.uuid(), amount, Currency::USD).pending(timeout_secs);
+    let held = payer.api.transfer(&request).reply().await.expect("a hold");
+    assert_eq!(held.status, StatusCode::CREATED);
     held.body
 }
 
-/// (posted, pending_out, available) of the user's USD wallet.
-async fn figures(app: &TestApp, user: &TestUser) -> (String, String, String) {
-    let current = app.get("/api/v1/balances/current?currency=USD", Some(&user.token)).await;
-    assert_eq!(current.status, StatusCode::OK, "{}", current.text);
-    assert_eq!(raw_number(&current.text, "amount"), raw_number(&current.text, "posted"));
-    (
-        raw_number(&current.text, "posted"),
-        raw_number(&current.text, "pending_out"),
-        raw_number(&current.text, "available"),
-    )
+/// (posted, pending_out, available) of the user's USD wallet, as the exact text of the answer.
+async fn figures(user: &TestUser) -> (String, String, String) {
+    let current = user.api.current_balance(Currency::USD).await.expect("the balance");
+    assert_eq!(current.amount, current.posted);
+    (current.posted.to_string(), current.pending_out.to_string(), current.available.to_string())
 }
 
-fn settle_path(hold: &Value, action: &str) -> String {
-    format!("/api/v1/transactions/{}/{action}", hold["id"].as_str().expect("id"))
+fn settle_path(id: Uuid, action: &str) -> String {
+    format!("/api/v1/transactions/{id}/{action}")
 }
 
 fn owned(posted: &str, pending: &str, available: &str) -> (String, String, String) {
@@ -48,37 +45,30 @@ async fn a_hold_lowers_available_and_a_post_pays_the_payee() {
         let sefa = app.user("sefa").await;
         let ayse = app.user("ayse").await;
         app.credit(&sefa, "100", "USD").await;
-        let held = hold(&app, &sefa, &ayse, "30", None).await;
-        assert_eq!(held["status"], "pending");
-        assert!(held["expires_at"].is_string(), "{held}");
-        assert_eq!(figures(&app, &sefa).await, owned("100.00", "30.00", "70.00"));
-        assert_eq!(figures(&app, &ayse).await, owned("0.00", "0.00", "0.00"), "the payee sees nothing yet");
-        let too_much = json!({"to_user_id": ayse.id, "amount": "70.01", "currency": "USD"});
-        app.money(TRANSFER, &sefa, None, &too_much).await.assert_error(400, "insufficient_funds");
+        let held = hold(&sefa, &ayse, "30", None).await;
+        assert_eq!(held.status, TransactionStatus::Pending);
+        assert!(held.expires_at.is_some(), "{held:?}");
+        assert_eq!(figures(&sefa).await, owned("100.00", "30.00", "70.00"));
+        assert_eq!(figures(&ayse).await, owned("0.00", "0.00", "0.00"), "the payee sees nothing yet");
+        let too_much = TransferRequest::new(ayse.uuid(), "70.01", Currency::USD);
+        assert_refused(sefa.api.transfer(&too_much).await, 400, "insufficient_funds");
 
-        app.post(&settle_path(&held, "post"), Some(&ayse.token), &json!({}))
-            .await
-            .assert_error(403, "insufficient_permissions");
-        let posted = app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!({})).await;
-        assert_eq!(posted.status, StatusCode::OK, "{}", posted.text);
-        assert_eq!(posted.body["status"], "success");
-        assert_eq!(raw_number(&posted.text, "amount"), "30.00");
-        assert_eq!(figures(&app, &sefa).await, owned("70.00", "0.00", "70.00"));
-        assert_eq!(figures(&app, &ayse).await, owned("30.00", "0.00", "30.00"));
+        let whole = PostTransferRequest::default();
+        assert_refused(ayse.api.post_transfer(held.id, &whole).await, 403, "insufficient_permissions");
+        let posted = sefa.api.post_transfer(held.id, &whole).reply().await.expect("posted");
+        assert_eq!(posted.status, StatusCode::OK);
+        assert_eq!((posted.body.status, posted.body.amount.as_str()), (TransactionStatus::Success, "30.00"));
+        assert_eq!(figures(&sefa).await, owned("70.00", "0.00", "70.00"));
+        assert_eq!(figures(&ayse).await, owned("30.00", "0.00", "30.00"));
 
-        app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!({}))
-            .await
-            .assert_error(409, "transfer_not_pending");
-        app.post(&settle_path(&held, "void"), Some(&sefa.token), &json!({}))
-            .await
-            .assert_error(409, "transfer_not_pending");
-        let read =
-            app.get(&format!("/api/v1/transactions/{}", held["id"].as_str().expect("id")), Some(&ayse.token)).await;
-        assert_eq!(read.body["status"], "success", "{}", read.text);
+        assert_refused(sefa.api.post_transfer(held.id, &whole).await, 409, "transfer_not_pending");
+        assert_refused(sefa.api.void_transfer(held.id).await, 409, "transfer_not_pending");
+        let read = ayse.api.transaction(held.id).await.expect("the payee reads it");
+        assert_eq!(read.status, TransactionStatus::Success);
         // A posted two-phase transfer rolls back like any transfer.
-        let rollback = app.post(&settle_path(&held, "rollback"), Some(&sefa.token), &json!({})).await;
-        assert_eq!(rollback.status, StatusCode::CREATED, "{}", rollback.text);
-        assert_eq!(figures(&app, &sefa).await, owned("100.00", "0.00", "100.00"));
+        let rollback = sefa.api.rollback(held.id).reply().await.expect("rolled back");
+        assert_eq!(rollback.status, StatusCode::CREATED);
+        assert_eq!(figures(&sefa).await, owned("100.00", "0.00", "100.00"));
         app.assert_ledger_sound().await;
         app.stop().await;
     }
@@ -91,26 +81,26 @@ async fn a_partial_post_releases_the_rest_and_more_than_the_hold_is_refused() {
         let sefa = app.user("sefa").await;
         let ayse = app.user("ayse").await;
         app.credit(&sefa, "100", "USD").await;
-        let held = hold(&app, &sefa, &ayse, "40", Some(60)).await;
-        app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!({"amount": "40.01"}))
+        let held = hold(&sefa, &ayse, "40", Some(60)).await;
+        app.post(&settle_path(held.id, "post"), Some(&sefa.token), &json!({"amount": "40.01"}))
             .await
             .assert_error(400, "invalid_amount");
-        app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!({"amount": "-1"}))
+        app.post(&settle_path(held.id, "post"), Some(&sefa.token), &json!({"amount": "-1"}))
             .await
             .assert_error(400, "invalid_amount");
         // A body of the wrong shape is answered as on every money route: a field-level message, never serde's.
-        let array = app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!(["40"])).await;
+        let array = app.post(&settle_path(held.id, "post"), Some(&sefa.token), &json!(["40"])).await;
         array.assert_error(400, "invalid_request");
         assert!(!array.text.contains("struct") && !array.text.contains("sequence"), "{}", array.text);
         let body = json!({"amount": "25.5"});
-        let first = app.money(&settle_path(&held, "post"), &sefa, Some("post-once"), &body).await;
+        let first = app.money(&settle_path(held.id, "post"), &sefa, Some("post-once"), &body).await;
         assert_eq!(first.status, StatusCode::OK, "{}", first.text);
         assert_eq!(raw_number(&first.text, "amount"), "25.50");
-        let again = app.money(&settle_path(&held, "post"), &sefa, Some("post-once"), &body).await;
+        let again = app.money(&settle_path(held.id, "post"), &sefa, Some("post-once"), &body).await;
         assert_eq!((again.status, again.text.clone()), (StatusCode::OK, first.text.clone()), "a replay, not a 409");
         assert_eq!(again.headers.get("idempotent-replayed").map(|v| v.to_str().unwrap_or_default()), Some("true"));
-        assert_eq!(figures(&app, &sefa).await, owned("74.50", "0.00", "74.50"));
-        assert_eq!(figures(&app, &ayse).await, owned("25.50", "0.00", "25.50"));
+        assert_eq!(figures(&sefa).await, owned("74.50", "0.00", "74.50"));
+        assert_eq!(figures(&ayse).await, owned("25.50", "0.00", "25.50"));
         app.assert_ledger_sound().await;
         app.stop().await;
     }
@@ -124,26 +114,24 @@ async fn voids_release_the_hold_and_bad_holds_are_refused() {
         let ayse = app.user("ayse").await;
         let kerem = app.user("kerem").await;
         app.credit(&sefa, "100", "USD").await;
-        let held = hold(&app, &sefa, &ayse, "60", None).await;
-        app.post(&settle_path(&held, "void"), Some(&kerem.token), &json!({}))
+        let held = hold(&sefa, &ayse, "60", None).await;
+        app.post(&settle_path(held.id, "void"), Some(&kerem.token), &json!({}))
             .await
             .assert_error(403, "insufficient_permissions");
-        let voided = app.post(&settle_path(&held, "void"), Some(&ayse.token), &json!({})).await;
-        assert_eq!(voided.status, StatusCode::OK, "{}", voided.text);
-        assert_eq!(voided.body["status"], "voided");
-        assert_eq!(figures(&app, &sefa).await, owned("100.00", "0.00", "100.00"));
-        app.post(&settle_path(&held, "post"), Some(&sefa.token), &json!({}))
+        let voided = ayse.api.void_transfer(held.id).await.expect("the payee may void");
+        assert_eq!(voided.status, TransactionStatus::Voided);
+        assert_eq!(figures(&sefa).await, owned("100.00", "0.00", "100.00"));
+        app.post(&settle_path(held.id, "post"), Some(&sefa.token), &json!({}))
             .await
             .assert_error(409, "transfer_not_pending");
-        app.post(&settle_path(&held, "rollback"), Some(&sefa.token), &json!({}))
-            .await
-            .assert_error(400, "not_reversible");
+        assert_refused(sefa.api.rollback(held.id).await, 400, "not_reversible");
         // A plain transfer is not a hold.
-        let plain =
-            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": ayse.id, "amount": "1", "currency": "USD"})).await;
-        app.post(&settle_path(&plain.body, "post"), Some(&sefa.token), &json!({}))
-            .await
-            .assert_error(409, "transfer_not_pending");
+        let plain = sefa.api.transfer(&TransferRequest::new(ayse.uuid(), "1", Currency::USD)).await.expect("plain");
+        assert_refused(
+            sefa.api.post_transfer(plain.id, &PostTransferRequest::default()).await,
+            409,
+            "transfer_not_pending",
+        );
         for body in [
             json!({"to_user_id": ayse.id, "amount": "1", "currency": "USD", "pending": true, "timeout_secs": 0}),
             json!({"to_user_id": ayse.id, "amount": "1", "currency": "USD", "pending": true, "timeout_secs": 2_592_001}),
@@ -151,8 +139,7 @@ async fn voids_release_the_hold_and_bad_holds_are_refused() {
         ] {
             app.money(TRANSFER, &sefa, None, &body).await.assert_error(400, "invalid_request");
         }
-        let unknown = format!("/api/v1/transactions/{}/void", uuid::Uuid::new_v4());
-        app.post(&unknown, Some(&sefa.token), &json!({})).await.assert_error(404, "transaction_not_found");
+        assert_refused(sefa.api.void_transfer(Uuid::new_v4()).await, 404, "transaction_not_found");
         app.assert_ledger_sound().await;
         app.stop().await;
     }
@@ -167,25 +154,22 @@ async fn holds_expire_by_the_clock_exactly_once_with_two_instances() {
         let sefa = app.user("sefa").await;
         let ayse = app.user("ayse").await;
         app.credit(&sefa, "100", "USD").await;
-        let held: Vec<Value> =
-            futures::future::join_all((0..5).map(|_| hold(&app, &sefa, &ayse, "10", Some(30)))).await;
-        assert_eq!(figures(&app, &sefa).await, owned("100.00", "50.00", "50.00"));
+        let held: Vec<Transaction> =
+            futures::future::join_all((0..5).map(|_| hold(&sefa, &ayse, "10", Some(30)))).await;
+        assert_eq!(figures(&sefa).await, owned("100.00", "50.00", "50.00"));
         clock.set(Utc::now() + chrono::Duration::seconds(31));
-        let id = held[0]["id"].as_str().expect("id").to_owned();
-        let mut status = Value::Null;
+        let mut status = held[0].status;
         for _ in 0..200 {
-            let read = app.get(&format!("/api/v1/transactions/{id}"), Some(&sefa.token)).await;
-            status = read.body["status"].clone();
-            if status == "expired" && figures(&app, &sefa).await.1 == "0.00" {
+            status = sefa.api.transaction(held[0].id).await.expect("the hold").status;
+            if status == TransactionStatus::Expired && figures(&sefa).await.1 == "0.00" {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
-        assert_eq!(status, "expired");
-        assert_eq!(figures(&app, &sefa).await, owned("100.00", "0.00", "100.00"));
-        app.post(&settle_path(&held[1], "post"), Some(&sefa.token), &json!({}))
-            .await
-            .assert_error(409, "transfer_not_pending");
+        assert_eq!(status, TransactionStatus::Expired);
+        assert_eq!(figures(&sefa).await, owned("100.00", "0.00", "100.00"));
+        let post = sefa.api.post_transfer(held[1].id, &PostTransferRequest::default()).await;
+        assert_refused(post, 409, "transfer_not_pending");
         let events = app.state.store.list_events(0, 1_000).await.expect("events");
         let expiries = events.iter().filter(|e| e.event_type == "TransferExpired").count();
         assert_eq!(expiries, 5, "each hold expires once");
@@ -205,35 +189,38 @@ async fn concurrent_holds_posts_voids_and_transfers_keep_the_ledger_sound() {
             app.credit(&user, "1000", "USD").await;
             users.push(user);
         }
-        let (users, shared) = (&users, &app);
+        let users = &users;
         let workers = (0..4usize).map(|me| async move {
-            let app = shared;
             let payer = &users[me];
             for step in 0..12usize {
                 let payee = &users[(me + 1 + step % 3) % 4];
-                let body =
-                    json!({"to_user_id": payee.id, "amount": "7.5", "currency": "USD", "pending": step % 2 == 0});
-                let held = app.money(TRANSFER, payer, None, &body).await;
-                assert!(held.status == StatusCode::CREATED || held.status == StatusCode::BAD_REQUEST, "{}", held.text);
-                if held.body["status"] == "pending" {
-                    let (action, who, body) = match step % 3 {
-                        0 => ("post", payer, json!({"amount": "5"})),
-                        1 => ("void", payee, json!({})),
-                        _ => ("post", payer, json!({})),
+                let mut request = TransferRequest::new(payee.uuid(), "7.5", Currency::USD);
+                request.pending = Some(step % 2 == 0);
+                let held = match payer.api.transfer(&request).await {
+                    Ok(held) => held,
+                    Err(err) => {
+                        assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST), "{err}");
+                        continue;
+                    }
+                };
+                if held.status == TransactionStatus::Pending {
+                    let settled = match step % 3 {
+                        0 => payer.api.post_transfer(held.id, &PostTransferRequest { amount: Some("5".into()) }).await,
+                        1 => payee.api.void_transfer(held.id).await,
+                        _ => payer.api.post_transfer(held.id, &PostTransferRequest::default()).await,
                     };
-                    let settled = app.post(&settle_path(&held.body, action), Some(&who.token), &body).await;
-                    assert_eq!(settled.status, StatusCode::OK, "{}", settled.text);
+                    settled.expect("settled");
                 }
             }
         });
         futures::future::join_all(workers).await;
-        let mut posted_total = 0.0;
+        let mut posted_total = 0;
         for user in users {
-            let (posted, pending, _) = figures(&app, user).await;
-            assert_eq!(pending, "0.00");
-            posted_total += posted.parse::<f64>().expect("number");
+            let current = user.api.current_balance(Currency::USD).await.expect("balance");
+            assert_eq!(current.pending_out, "0.00");
+            posted_total += current.posted.to_minor(Currency::USD).expect("exact");
         }
-        assert!((posted_total - 4000.0).abs() < 1e-9, "money is conserved: {posted_total}");
+        assert_eq!(posted_total, 400_000, "money is conserved, to the cent (4,000.00 USD)");
         app.assert_ledger_sound().await;
         app.stop().await;
     }

@@ -367,7 +367,7 @@ async fn every_parameter_and_field_of_every_route_survives_hostile_input() {
         assert_eq!(schedule.status, StatusCode::CREATED, "{}", schedule.text);
         let ids = Ids {
             kerem: kerem.id.clone(),
-            transaction: transaction["id"].as_str().expect("id").to_owned(),
+            transaction: transaction.id.to_string(),
             schedule: schedule.body["id"].as_str().expect("id").to_owned(),
             // Never the admin's own: a logout would end the sweep's session.
             refresh_token: sefa.refresh_token.clone(),

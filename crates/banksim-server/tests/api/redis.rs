@@ -58,7 +58,7 @@ async fn quiet_user(app: &TestApp, username: &str) -> TestUser {
         .await
         .expect("create user");
     let token = app.state.tokens.issue_access(&user, app.state.clock.now()).expect("token");
-    TestUser { id: user.id.to_string(), email, token, refresh_token: String::new() }
+    app.user_with_token(user.id, &email, token)
 }
 
 /// A login of `email` from the client `ip` (through the trusted proxy 127.0.0.1).

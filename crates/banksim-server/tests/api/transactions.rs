@@ -1,16 +1,20 @@
 //! `/api/v1/transactions`: every movement, every refusal, rollbacks, reads and history.
 
+use banksim_client::{AmountRequest, HistoryQuery, TransactionList, TransferRequest};
+use banksim_core::currency::Currency;
+use banksim_core::ledger::{TransactionKind, TransactionStatus};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, backends, raw_number};
+use crate::helpers::{TestApp, TestUser, assert_refused, backends, raw_number};
 
 const CREDIT: &str = "/api/v1/transactions/credit";
 const DEBIT: &str = "/api/v1/transactions/debit";
 const TRANSFER: &str = "/api/v1/transactions/transfer";
 
-fn rollback_path(id: &Value) -> String {
-    format!("/api/v1/transactions/{}/rollback", id.as_str().expect("id"))
+/// A USD credit or debit body.
+fn usd(amount: &str) -> AmountRequest {
+    AmountRequest::new(amount, Currency::USD)
 }
 
 #[tokio::test]
@@ -129,23 +133,19 @@ async fn wallets_never_go_negative() {
         let app = TestApp::spawn(backend).await;
         let sefa = app.user("sefa").await;
         let kerem = app.user("kerem").await;
-        app.money(DEBIT, &sefa, None, &json!({"amount": "0.01", "currency": "USD"}))
-            .await
-            .assert_error(400, "insufficient_funds");
+        assert_refused(sefa.api.debit(&usd("0.01")).await, 400, "insufficient_funds");
         app.credit(&sefa, "10.00", "USD").await;
-        app.money(DEBIT, &sefa, None, &json!({"amount": "10.01", "currency": "USD"}))
-            .await
-            .assert_error(400, "insufficient_funds");
-        let transfer = json!({"to_user_id": kerem.id, "amount": "10.01", "currency": "USD"});
-        app.money(TRANSFER, &sefa, None, &transfer).await.assert_error(400, "insufficient_funds");
-        let other_currency = json!({"to_user_id": kerem.id, "amount": "1", "currency": "EUR"});
-        app.money(TRANSFER, &sefa, None, &other_currency).await.assert_error(400, "insufficient_funds");
+        assert_refused(sefa.api.debit(&usd("10.01")).await, 400, "insufficient_funds");
+        let transfer = TransferRequest::new(kerem.uuid(), "10.01", Currency::USD);
+        assert_refused(sefa.api.transfer(&transfer).await, 400, "insufficient_funds");
+        let other_currency = TransferRequest::new(kerem.uuid(), "1", Currency::EUR);
+        assert_refused(sefa.api.transfer(&other_currency).await, 400, "insufficient_funds");
         assert_eq!(app.balance(&sefa, "USD").await, "10.00");
         assert_eq!(app.balance(&kerem, "USD").await, "0.00");
-        let kerem_wallets = app.get("/api/v1/balances", Some(&kerem.token)).await;
-        assert_eq!(kerem_wallets.body["balances"], json!([]), "a refused transfer opens no wallet");
-        let exact = app.money(DEBIT, &sefa, None, &json!({"amount": "10", "currency": "USD"})).await;
-        assert_eq!(exact.status, StatusCode::CREATED, "the whole balance may go");
+        let kerem_wallets = kerem.api.balances().await.expect("balances");
+        assert!(kerem_wallets.balances.is_empty(), "a refused transfer opens no wallet");
+        let exact = sefa.api.debit(&usd("10")).reply().await.expect("the whole balance may go");
+        assert_eq!(exact.status, StatusCode::CREATED);
         assert_eq!(app.balance(&sefa, "USD").await, "0.00");
         app.assert_ledger_sound().await;
         app.stop().await;
@@ -186,45 +186,32 @@ async fn rollbacks_reverse_once_for_the_payer_or_an_admin() {
         let kerem = app.user("kerem").await;
         let credit = app.credit(&sefa, "100", "USD").await;
         let transfer =
-            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": "40", "currency": "USD"})).await;
+            sefa.api.transfer(&TransferRequest::new(kerem.uuid(), "40", Currency::USD)).await.expect("transfer");
 
-        app.money(&rollback_path(&transfer.body["id"]), &kerem, None, &Value::Null)
-            .await
-            .assert_error(403, "insufficient_permissions");
-        app.money(&rollback_path(&credit["id"]), &sefa, None, &Value::Null)
-            .await
-            .assert_error(403, "insufficient_permissions");
+        assert_refused(kerem.api.rollback(transfer.id).await, 403, "insufficient_permissions");
+        assert_refused(sefa.api.rollback(credit.id).await, 403, "insufficient_permissions");
 
-        let reversed = app.money(&rollback_path(&transfer.body["id"]), &sefa, None, &Value::Null).await;
-        assert_eq!(reversed.status, StatusCode::CREATED, "{}", reversed.text);
-        assert_eq!(reversed.body["reversal_of"], transfer.body["id"]);
-        assert_eq!(reversed.body["from_user_id"], kerem.id.as_str());
-        assert_eq!(reversed.body["to_user_id"], sefa.id.as_str());
-        assert_eq!(reversed.body["status"], "success");
+        let reversed = sefa.api.rollback(transfer.id).reply().await.expect("the payer may roll back");
+        assert_eq!(reversed.status, StatusCode::CREATED);
+        let reversed = reversed.body;
+        assert_eq!(reversed.reversal_of, Some(transfer.id));
+        assert_eq!((reversed.from_user_id, reversed.to_user_id), (Some(kerem.uuid()), Some(sefa.uuid())));
+        assert_eq!(reversed.status, TransactionStatus::Success);
         assert_eq!(app.balance(&sefa, "USD").await, "100.00");
         assert_eq!(app.balance(&kerem, "USD").await, "0.00");
 
-        let original = app
-            .get(&format!("/api/v1/transactions/{}", transfer.body["id"].as_str().expect("id")), Some(&sefa.token))
-            .await;
-        assert_eq!(original.body["status"], "rolled_back");
-        assert_eq!(original.body["reversed_by"], reversed.body["id"]);
+        let original = sefa.api.transaction(transfer.id).await.expect("the original");
+        assert_eq!(original.status, TransactionStatus::RolledBack);
+        assert_eq!(original.reversed_by, Some(reversed.id));
 
-        app.money(&rollback_path(&transfer.body["id"]), &admin, None, &Value::Null)
-            .await
-            .assert_error(409, "already_rolled_back");
-        app.money(&rollback_path(&reversed.body["id"]), &admin, None, &Value::Null)
-            .await
-            .assert_error(400, "not_reversible");
+        assert_refused(admin.api.rollback(transfer.id).await, 409, "already_rolled_back");
+        assert_refused(admin.api.rollback(reversed.id).await, 400, "not_reversible");
 
-        let by_admin = app.money(&rollback_path(&credit["id"]), &admin, None, &Value::Null).await;
-        assert_eq!(by_admin.status, StatusCode::CREATED, "{}", by_admin.text);
+        admin.api.rollback(credit.id).await.expect("an admin may roll back a credit");
         assert_eq!(app.balance(&sefa, "USD").await, "0.00");
 
-        let unknown = json!(uuid::Uuid::new_v4().to_string());
-        app.money(&rollback_path(&unknown), &admin, None, &Value::Null)
-            .await
-            .assert_error(404, "transaction_not_found");
+        assert_refused(admin.api.rollback(uuid::Uuid::new_v4()).await, 404, "transaction_not_found");
+        // Not a UUID: only a raw request can send that.
         app.money("/api/v1/transactions/nope/rollback", &admin, None, &Value::Null)
             .await
             .assert_error(400, "invalid_parameter");
@@ -241,15 +228,12 @@ async fn a_rollback_needs_the_funds_to_return() {
         let kerem = app.user("kerem").await;
         app.credit(&sefa, "50", "USD").await;
         let transfer =
-            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": "50", "currency": "USD"})).await;
-        app.money(DEBIT, &kerem, None, &json!({"amount": "30", "currency": "USD"})).await;
-        let refused = app.money(&rollback_path(&transfer.body["id"]), &sefa, None, &Value::Null).await;
-        refused.assert_error(400, "insufficient_funds");
+            sefa.api.transfer(&TransferRequest::new(kerem.uuid(), "50", Currency::USD)).await.expect("transfer");
+        kerem.api.debit(&usd("30")).await.expect("debit");
+        assert_refused(sefa.api.rollback(transfer.id).await, 400, "insufficient_funds");
         assert_eq!(app.balance(&kerem, "USD").await, "20.00");
-        let original = app
-            .get(&format!("/api/v1/transactions/{}", transfer.body["id"].as_str().expect("id")), Some(&sefa.token))
-            .await;
-        assert_eq!(original.body["status"], "success", "a refused rollback changes nothing");
+        let original = sefa.api.transaction(transfer.id).await.expect("the original");
+        assert_eq!(original.status, TransactionStatus::Success, "a refused rollback changes nothing");
         app.stop().await;
     }
 }
@@ -264,17 +248,13 @@ async fn a_transaction_is_shown_to_its_parties_and_admins_only() {
         let stranger = app.user("stranger").await;
         app.credit(&sefa, "10", "USD").await;
         let transfer =
-            app.money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": "1", "currency": "USD"})).await;
-        let path = format!("/api/v1/transactions/{}", transfer.body["id"].as_str().expect("id"));
+            sefa.api.transfer(&TransferRequest::new(kerem.uuid(), "1", Currency::USD)).await.expect("transfer");
         for viewer in [&sefa, &kerem, &admin] {
-            let seen = app.get(&path, Some(&viewer.token)).await;
-            assert_eq!(seen.status, StatusCode::OK);
-            assert_eq!(seen.body["id"], transfer.body["id"]);
+            assert_eq!(viewer.api.transaction(transfer.id).await.expect("visible"), transfer);
         }
-        app.get(&path, Some(&stranger.token)).await.assert_error(403, "insufficient_permissions");
-        app.get(&path, None).await.assert_error(401, "unauthorized");
-        let unknown = format!("/api/v1/transactions/{}", uuid::Uuid::new_v4());
-        app.get(&unknown, Some(&admin.token)).await.assert_error(404, "transaction_not_found");
+        assert_refused(stranger.api.transaction(transfer.id).await, 403, "insufficient_permissions");
+        assert_refused(app.api.transaction(transfer.id).await, 401, "unauthorized");
+        assert_refused(admin.api.transaction(uuid::Uuid::new_v4()).await, 404, "transaction_not_found");
         app.get("/api/v1/transactions/not-a-uuid", Some(&admin.token)).await.assert_error(400, "invalid_parameter");
         app.stop().await;
     }
@@ -287,71 +267,53 @@ async fn history_filters_and_pages_newest_first() {
         let sefa = app.user("sefa").await;
         let kerem = app.user("kerem").await;
         let mut ids = Vec::new();
-        ids.push(app.credit(&sefa, "100", "USD").await["id"].clone());
+        ids.push(app.credit(&sefa, "100", "USD").await.id);
         let middle = chrono::Utc::now();
         for amount in ["1", "2", "3"] {
-            let sent = app
-                .money(TRANSFER, &sefa, None, &json!({"to_user_id": kerem.id, "amount": amount, "currency": "USD"}))
-                .await;
-            ids.push(sent.body["id"].clone());
+            let sent = sefa.api.transfer(&TransferRequest::new(kerem.uuid(), amount, Currency::USD)).await;
+            ids.push(sent.expect("transfer").id);
         }
-        ids.push(app.credit(&sefa, "5", "EUR").await["id"].clone());
+        ids.push(app.credit(&sefa, "5", "EUR").await.id);
         ids.reverse();
 
-        let all = app.get("/api/v1/transactions/history?limit=100", Some(&sefa.token)).await;
-        assert_eq!(all.status, StatusCode::OK, "{}", all.text);
-        let listed: Vec<Value> =
-            all.body["transactions"].as_array().expect("list").iter().map(|t| t["id"].clone()).collect();
-        assert_eq!(listed, ids, "newest first");
-        assert_eq!(all.body["next_cursor"], Value::Null);
-
-        let ids_of = |body: &Value| -> Vec<Value> {
-            body["transactions"].as_array().expect("list").iter().map(|t| t["id"].clone()).collect()
+        let history = |user: &TestUser, query: HistoryQuery| {
+            let api = user.api.clone();
+            async move { api.history(&query).await.expect("history") }
         };
-        let kerem_sees = app.get("/api/v1/transactions/history", Some(&kerem.token)).await;
-        assert_eq!(ids_of(&kerem_sees.body).len(), 3, "the payee sees incoming transfers");
-        let transfers = app.get("/api/v1/transactions/history?type=transfer", Some(&sefa.token)).await;
-        assert_eq!(ids_of(&transfers.body), ids[1..4]);
-        let euros = app.get("/api/v1/transactions/history?currency=EUR", Some(&sefa.token)).await;
-        assert_eq!(ids_of(&euros.body), ids[..1]);
-        let since = app
-            .get(
-                &format!(
-                    "/api/v1/transactions/history?since={}",
-                    middle.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                ),
-                Some(&sefa.token),
-            )
-            .await;
-        assert_eq!(ids_of(&since.body), ids[..4]);
-        let until = app
-            .get(
-                &format!(
-                    "/api/v1/transactions/history?until={}",
-                    middle.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                ),
-                Some(&sefa.token),
-            )
-            .await;
-        assert_eq!(ids_of(&until.body), ids[4..]);
-        let rolled = app.get("/api/v1/transactions/history?status=rolled_back", Some(&sefa.token)).await;
-        assert!(ids_of(&rolled.body).is_empty());
-        let offset = app.get("/api/v1/transactions/history?limit=2&offset=2", Some(&sefa.token)).await;
-        assert_eq!(ids_of(&offset.body), ids[2..4]);
-        assert_eq!((offset.body["limit"].as_u64(), offset.body["offset"].as_u64()), (Some(2), Some(2)));
+        let ids_of = |page: &TransactionList| page.transactions.iter().map(|t| t.id).collect::<Vec<_>>();
+        let all = history(&sefa, HistoryQuery { limit: Some(100), ..Default::default() }).await;
+        assert_eq!(ids_of(&all), ids, "newest first");
+        assert_eq!(all.next_cursor, None);
+
+        let kerem_sees = history(&kerem, HistoryQuery::default()).await;
+        assert_eq!(ids_of(&kerem_sees).len(), 3, "the payee sees incoming transfers");
+        let transfers = history(&sefa, HistoryQuery { kind: Some(TransactionKind::Transfer), ..Default::default() });
+        assert_eq!(ids_of(&transfers.await), ids[1..4]);
+        let euros = history(&sefa, HistoryQuery { currency: Some(Currency::EUR), ..Default::default() }).await;
+        assert_eq!(ids_of(&euros), ids[..1]);
+        let since = history(&sefa, HistoryQuery { since: Some(middle), ..Default::default() }).await;
+        assert_eq!(ids_of(&since), ids[..4]);
+        let until = history(&sefa, HistoryQuery { until: Some(middle), ..Default::default() }).await;
+        assert_eq!(ids_of(&until), ids[4..]);
+        let rolled = history(&sefa, HistoryQuery { status: Some(TransactionStatus::RolledBack), ..Default::default() });
+        assert!(ids_of(&rolled.await).is_empty());
+        let offset = history(&sefa, HistoryQuery { limit: Some(2), offset: Some(2), ..Default::default() }).await;
+        assert_eq!(ids_of(&offset), ids[2..4]);
+        assert_eq!((offset.limit, offset.offset), (2, 2));
 
         let mut seen = Vec::new();
-        let mut path = "/api/v1/transactions/history?limit=2".to_owned();
+        let mut query = HistoryQuery { limit: Some(2), ..Default::default() };
         loop {
-            let page = app.get(&path, Some(&sefa.token)).await;
-            seen.extend(ids_of(&page.body));
-            match page.body["next_cursor"].as_str() {
-                Some(cursor) => path = format!("/api/v1/transactions/history?limit=2&cursor={cursor}"),
+            let page = history(&sefa, query.clone()).await;
+            seen.extend(ids_of(&page));
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
                 None => break,
             }
         }
         assert_eq!(seen, ids, "the cursor visits every transaction once");
 
+        // What a typed client cannot send, the server refuses.
         for bad in ["type=gift", "status=done", "limit=0", "limit=101", "cursor=zzz", "offset=x", "bogus=1"] {
             app.get(&format!("/api/v1/transactions/history?{bad}"), Some(&sefa.token))
                 .await
