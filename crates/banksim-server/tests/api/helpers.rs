@@ -95,7 +95,8 @@ pub struct TestUser {
     pub token: String,
     /// Refresh token.
     pub refresh_token: String,
-    /// The typed client acting as this user.
+    /// The typed client acting as this user on the server they logged in on (for another server of the same
+    /// database, use [`TestApp::as_user`]).
     pub api: Client,
 }
 
@@ -328,15 +329,20 @@ impl TestApp {
         read(request.send().await.expect("request sent")).await
     }
 
-    /// Credits `amount` (decimal text) of `currency` to `user` and asserts it was posted.
-    pub async fn credit(&self, user: &TestUser, amount: &str, currency: &str) -> Transaction {
-        let request = AmountRequest::new(amount, currency_of(currency));
-        user.api.credit(&request).await.unwrap_or_else(|e| panic!("crediting {amount} {currency}: {e}"))
+    /// The typed client of this server acting as `user` (whichever server they logged in on).
+    pub fn as_user(&self, user: &TestUser) -> Client {
+        self.api.with_token(&user.token)
     }
 
-    /// The user's balance in `currency`, as the exact decimal text of the JSON number.
+    /// Credits `amount` (decimal text) of `currency` to `user` on this server and asserts it was posted.
+    pub async fn credit(&self, user: &TestUser, amount: &str, currency: &str) -> Transaction {
+        let request = AmountRequest::new(amount, currency_of(currency));
+        self.as_user(user).credit(&request).await.unwrap_or_else(|e| panic!("crediting {amount} {currency}: {e}"))
+    }
+
+    /// The user's balance in `currency` on this server, as the exact decimal text of the JSON number.
     pub async fn balance(&self, user: &TestUser, currency: &str) -> String {
-        let balance = user.api.current_balance(currency_of(currency)).await.expect("the current balance");
+        let balance = self.as_user(user).current_balance(currency_of(currency)).await.expect("the current balance");
         balance.amount.to_string()
     }
 
