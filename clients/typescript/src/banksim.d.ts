@@ -963,6 +963,8 @@ export interface components {
         };
         /** @description A JSON summary of the service's counters. */
         BasicMetrics: {
+            /** @description Live tokio tasks of this instance (the old service counted goroutines). */
+            active_tasks: number;
             /** @description The balance cache. */
             cache: components["schemas"]["CacheFigures"];
             /** @description The database connection pool. */
@@ -976,6 +978,8 @@ export interface components {
             };
             /** @description Money movements waiting for a writer. */
             queue_depth: number;
+            /** @description The rate limiter's decisions since start, over every group that is on. */
+            rate_limit: components["schemas"]["RateLimitFigures"];
             replica?: null | components["schemas"]["ReplicaSummary"];
             /** @description The scheduler of this instance. */
             scheduler: components["schemas"]["SchedulerMetrics"];
@@ -1362,6 +1366,21 @@ export interface components {
             backend: string;
             /**
              * Format: int32
+             * @description Open connections waiting for work.
+             */
+            idle: number;
+            /**
+             * Format: int32
+             * @description Open connections in use.
+             */
+            in_use: number;
+            /**
+             * Format: int32
+             * @description Connections open now.
+             */
+            open: number;
+            /**
+             * Format: int32
              * @description Most connections.
              */
             pool_size: number;
@@ -1667,6 +1686,19 @@ export interface components {
              * @example 0.92
              */
             rate: string | number;
+        };
+        /** @description The rate limiter's decisions. */
+        RateLimitFigures: {
+            /**
+             * Format: int64
+             * @description Requests let through.
+             */
+            allowed: number;
+            /**
+             * Format: int64
+             * @description Requests refused with 429.
+             */
+            rejected: number;
         };
         /** @description Readiness and the state of each dependency. */
         Readiness: {

@@ -247,6 +247,13 @@ impl RateLimits {
         self.budget(group).limit
     }
 
+    /// Requests let through and refused with 429 since start, over every group that is on.
+    pub fn decisions(&self) -> (u64, u64) {
+        self.budgets.iter().fold((0, 0), |(allowed, limited), budget| {
+            (allowed + budget.decisions.allowed.get(), limited + budget.decisions.limited.get())
+        })
+    }
+
     /// Counts one request of `subject` in `group` and says whether it may go ahead: Redis decides when it
     /// answers, this instance otherwise.
     pub async fn check(&self, group: Group, subject: Subject) -> Decision {

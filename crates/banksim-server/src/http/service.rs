@@ -139,6 +139,8 @@ pub struct BasicMetrics {
     uptime: String,
     /// Time since start, in seconds.
     uptime_seconds: u64,
+    /// Live tokio tasks of this instance (the old service counted goroutines).
+    active_tasks: usize,
     /// Money movements waiting for a writer.
     queue_depth: usize,
     /// Money movements committed or refused by the writers since start.
@@ -149,6 +151,8 @@ pub struct BasicMetrics {
     database: DatabasePool,
     /// The balance cache.
     cache: CacheFigures,
+    /// The rate limiter's decisions since start, over every group that is on.
+    rate_limit: RateLimitFigures,
     /// The scheduler of this instance.
     scheduler: SchedulerMetrics,
     /// Each projection's place in the event log, by name (`daily_statements`, `system_totals`); empty when the
@@ -239,6 +243,15 @@ pub struct CacheFigures {
     hit_ratio: f64,
 }
 
+/// The rate limiter's decisions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitFigures {
+    /// Requests let through.
+    allowed: u64,
+    /// Requests refused with 429.
+    rejected: u64,
+}
+
 /// Connection pool figures.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DatabasePool {
@@ -246,6 +259,12 @@ pub struct DatabasePool {
     backend: &'static str,
     /// Most connections.
     pool_size: u32,
+    /// Connections open now.
+    open: u32,
+    /// Open connections waiting for work.
+    idle: u32,
+    /// Open connections in use.
+    in_use: u32,
 }
 
 /// Every projection's lag; none if the database cannot be read (metrics never fail).
@@ -303,6 +322,7 @@ async fn basic_metrics_of(state: &AppState) -> BasicMetrics {
     BasicMetrics {
         uptime: format!("{}h{}m{}s", uptime / 3600, uptime / 60 % 60, uptime % 60),
         uptime_seconds: uptime,
+        active_tasks: tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         queue_depth: state.writer.queue_depth(),
         transactions_processed: stats.processed.get(),
         write_batches: WriteBatches {
@@ -311,7 +331,20 @@ async fn basic_metrics_of(state: &AppState) -> BasicMetrics {
             max_size: stats.max_batch_size.load(Relaxed),
             rejected_queue_full: stats.rejected_queue_full.get(),
         },
-        database: DatabasePool { backend: state.store.backend().name(), pool_size: state.config.database_pool_size },
+        database: {
+            let pool = state.store.pool_status();
+            DatabasePool {
+                backend: state.store.backend().name(),
+                pool_size: state.config.database_pool_size,
+                open: pool.size,
+                idle: pool.idle,
+                in_use: pool.size.saturating_sub(pool.idle),
+            }
+        },
+        rate_limit: {
+            let (allowed, rejected) = state.rate_limits.decisions();
+            RateLimitFigures { allowed, rejected }
+        },
         cache: {
             let counters = state.balances.counters();
             let (hits, misses, bypassed) = (counters.hits.get(), counters.misses.get(), counters.bypassed.get());

@@ -165,3 +165,28 @@ async fn with_a_metrics_address_the_metrics_leave_the_public_listener() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn the_json_summary_has_the_old_services_fields() {
+    for backend in backends() {
+        let app =
+            TestApp::spawn_with(backend, |config| config.auth_rate_limit_per_minute = 2, axum::Router::new()).await;
+        for _ in 0..3 {
+            app.post("/api/v1/auth/login", None, &json!({"email": "nobody@example.com", "password": "wrong-password"}))
+                .await;
+        }
+        let basic = app.get("/metrics/basic", None).await;
+        assert_eq!(basic.status, StatusCode::OK, "{}", basic.text);
+        let body = &basic.body;
+        assert!(body["active_tasks"].as_u64().is_some_and(|tasks| tasks > 0), "{body}");
+        assert_eq!(
+            (body["rate_limit"]["allowed"].as_u64(), body["rate_limit"]["rejected"].as_u64()),
+            (Some(2), Some(1))
+        );
+        let pool = &body["database"];
+        let (open, idle, in_use) = (pool["open"].as_u64(), pool["idle"].as_u64(), pool["in_use"].as_u64());
+        assert!(open.is_some() && idle.is_some() && in_use.is_some(), "{pool}");
+        assert_eq!(open, idle.zip(in_use).map(|(idle, in_use)| idle + in_use), "{pool}");
+        app.stop().await;
+    }
+}
