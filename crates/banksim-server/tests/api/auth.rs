@@ -3,12 +3,11 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, TestApp, backends};
+use crate::helpers::{PASSWORD, TestApp, assert_refused, backends};
 
 const REGISTER: &str = "/api/v1/auth/register";
 const LOGIN: &str = "/api/v1/auth/login";
 const REFRESH: &str = "/api/v1/auth/refresh";
-const LOGOUT: &str = "/api/v1/auth/logout";
 
 #[tokio::test]
 async fn registering_returns_the_user_object_with_a_lower_case_email() {
@@ -142,22 +141,17 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
         let app = TestApp::spawn(backend).await;
         let user = app.user("sefa").await;
 
-        let first = app.post(REFRESH, None, &json!({"refresh_token": user.refresh_token})).await;
-        assert_eq!(first.status, StatusCode::OK, "{}", first.text);
-        assert_eq!(first.body["token_type"], "Bearer");
-        let next_refresh = first.body["refresh_token"].as_str().expect("refresh").to_owned();
-        let next_access = first.body["access_token"].as_str().expect("access").to_owned();
-        assert_ne!(next_refresh, user.refresh_token);
-        assert_eq!(app.get("/api/v1/me", Some(&next_access)).await.status, StatusCode::OK);
+        let first = app.api.refresh(&user.refresh_token).await.expect("a new pair");
+        assert_eq!(first.token_type, "Bearer");
+        assert_ne!(first.refresh_token, user.refresh_token);
+        let me = app.api.with_token(&first.access_token).me().await.expect("the new access token works");
+        assert_eq!(me.id, user.uuid());
 
-        let reused = app.post(REFRESH, None, &json!({"refresh_token": user.refresh_token})).await;
-        reused.assert_error(401, "refresh_token_reused");
-        let successor = app.post(REFRESH, None, &json!({"refresh_token": next_refresh})).await;
-        successor.assert_error(401, "invalid_refresh_token");
+        assert_refused(app.api.refresh(&user.refresh_token).await, 401, "refresh_token_reused");
+        assert_refused(app.api.refresh(&first.refresh_token).await, 401, "invalid_refresh_token");
 
         let other_session = app.login(&user.email).await;
-        let still_fine = app.post(REFRESH, None, &json!({"refresh_token": other_session.refresh_token})).await;
-        assert_eq!(still_fine.status, StatusCode::OK, "other logins are other families");
+        app.api.refresh(&other_session.refresh_token).await.expect("other logins are other families");
         app.stop().await;
     }
 }
@@ -182,16 +176,14 @@ async fn logout_revokes_the_session_of_its_refresh_token() {
         let app = TestApp::spawn(backend).await;
         let user = app.user("sefa").await;
         let other = app.user("kerem").await;
-        let body = json!({"refresh_token": user.refresh_token});
 
-        app.post(LOGOUT, None, &body).await.assert_error(401, "unauthorized");
-        app.post(LOGOUT, Some(&other.token), &body).await.assert_error(401, "invalid_refresh_token");
+        assert_refused(app.api.logout(&user.refresh_token).await, 401, "unauthorized");
+        assert_refused(other.api.logout(&user.refresh_token).await, 401, "invalid_refresh_token");
 
-        let response = app.post(LOGOUT, Some(&user.token), &body).await;
-        assert_eq!(response.status, StatusCode::NO_CONTENT, "{}", response.text);
-        app.post(REFRESH, None, &body).await.assert_error(401, "invalid_refresh_token");
-        let other_refresh = app.post(REFRESH, None, &json!({"refresh_token": other.refresh_token})).await;
-        assert_eq!(other_refresh.status, StatusCode::OK);
+        let response = user.api.logout(&user.refresh_token).reply().await.expect("logged out");
+        assert_eq!(response.status, StatusCode::NO_CONTENT);
+        assert_refused(app.api.refresh(&user.refresh_token).await, 401, "invalid_refresh_token");
+        app.api.refresh(&other.refresh_token).await.expect("another user's session is untouched");
         app.stop().await;
     }
 }

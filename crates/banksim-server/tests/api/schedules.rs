@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use banksim_client::{CreateScheduleRequest, ExecutionStatus};
 use banksim_core::ManualClock;
+use banksim_core::currency::Currency;
+use banksim_core::ledger::TransactionKind;
+use banksim_core::schedule::{ScheduleKind, ScheduleStatus};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -55,37 +59,29 @@ async fn a_one_time_schedule_runs_once() {
         let sefa = app.user("sefa").await;
         app.credit(&sefa, "100", "USD").await;
         let due = Utc::now() + chrono::Duration::milliseconds(300);
-        let created = schedule(
-            &app,
-            &sefa,
-            json!({"transaction_type": "debit", "amount": "10.00", "currency": "USD", "schedule_type": "once",
-                   "execute_at": at(due), "description": "rent"}),
-        )
-        .await;
-        assert_eq!(created["status"], "active");
-        assert_eq!(created["is_active"], true);
-        assert_eq!(created["current_occurrence"], 0);
-        assert_eq!(created["schedule_type"], "once");
-        assert!(created["next_execution_at"].is_string());
+        let mut request = CreateScheduleRequest::once(TransactionKind::Debit, "10.00", Currency::USD, due);
+        request.description = Some("rent".to_owned());
+        let created = sefa.api.create_schedule(&request).reply().await.expect("created");
+        assert_eq!(created.status, StatusCode::CREATED);
+        let created = created.body;
+        assert_eq!((created.status, created.is_active, created.current_occurrence), (ScheduleStatus::Active, true, 0));
+        assert_eq!(created.schedule_type, ScheduleKind::Once);
+        assert_eq!(created.amount, "10.00");
+        assert!(created.next_execution_at.is_some());
 
-        let runs = wait_for_executions(&app, &sefa, &created["id"], 1).await;
-        assert_eq!(runs[0]["status"], "success");
-        assert_eq!(runs[0]["occurrence"], 1);
-        let transaction = app
-            .get(
-                &format!("/api/v1/transactions/{}", runs[0]["transaction_id"].as_str().expect("tx")),
-                Some(&sefa.token),
-            )
-            .await;
-        assert_eq!(transaction.body["type"], "debit");
-        assert_eq!(transaction.body["description"], "rent");
+        let id = json!(created.id);
+        wait_for_executions(&app, &sefa, &id, 1).await;
+        let runs = sefa.api.executions(created.id).await.expect("executions").executions;
+        assert_eq!((runs[0].status, runs[0].occurrence), (ExecutionStatus::Success, 1));
+        let transaction = sefa.api.transaction(runs[0].transaction_id.expect("a transaction")).await.expect("it");
+        assert_eq!((transaction.kind, transaction.description.as_deref()), (TransactionKind::Debit, Some("rent")));
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(executions(&app, &sefa, &created["id"]).await.len(), 1, "once means once");
+        assert_eq!(executions(&app, &sefa, &id).await.len(), 1, "once means once");
         assert_eq!(app.balance(&sefa, "USD").await, "90.00");
-        let finished = get_schedule(&app, &sefa, &created["id"]).await;
-        assert_eq!((finished["status"].as_str(), finished["is_active"].as_bool()), (Some("completed"), Some(false)));
-        assert_eq!(finished["next_execution_at"], Value::Null);
-        assert!(finished["last_executed_at"].is_string());
+        let finished = sefa.api.schedule(created.id).await.expect("the schedule");
+        assert_eq!((finished.status, finished.is_active), (ScheduleStatus::Completed, false));
+        assert_eq!(finished.next_execution_at, None);
+        assert!(finished.last_executed_at.is_some());
         app.assert_ledger_sound().await;
         app.stop().await;
     }
