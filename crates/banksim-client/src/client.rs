@@ -1,6 +1,7 @@
 //! [`Client`]: one shared keep-alive HTTP client, the API's URLs built once, and a [`Call`] per request that
 //! carries the idempotency key and the retry policy.
 
+use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -237,8 +238,9 @@ impl Client {
         &self.inner.urls
     }
 
-    /// A call of `method` on `url` without a body.
-    pub(crate) fn call<T>(&self, method: Method, url: Url, safety: Safety) -> Call<'_, T> {
+    /// A call of `method` on `url` without a body. Fixed routes lend their prebuilt URL, so a call of one
+    /// allocates no URL until it is sent.
+    pub(crate) fn call<'a, T>(&'a self, method: Method, url: Cow<'a, Url>, safety: Safety) -> Call<'a, T> {
         Call {
             client: self,
             method,
@@ -254,13 +256,13 @@ impl Client {
     }
 
     /// A call of `method` on `url` with `body` as JSON.
-    pub(crate) fn call_with<T, B: Serialize + ?Sized>(
-        &self,
+    pub(crate) fn call_with<'a, T, B: Serialize + ?Sized>(
+        &'a self,
         method: Method,
-        url: Url,
+        url: Cow<'a, Url>,
         safety: Safety,
         body: &B,
-    ) -> Call<'_, T> {
+    ) -> Call<'a, T> {
         let mut call = self.call(method, url, safety);
         match serde_json::to_vec(body) {
             Ok(json) => call.body = Some(Bytes::from(json)),
@@ -314,7 +316,7 @@ impl TryFrom<&str> for IdempotencyKey {
 pub struct Call<'a, T> {
     client: &'a Client,
     method: Method,
-    url: Url,
+    url: Cow<'a, Url>,
     body: Option<Bytes>,
     setup_error: Option<String>,
     safety: Safety,
@@ -331,8 +333,8 @@ pub struct Reply<T> {
     pub body: T,
     /// The answer's status.
     pub status: StatusCode,
-    /// The request id the server gave the last attempt (`X-Request-ID`).
-    pub request_id: Option<String>,
+    /// The request id the server gave the last attempt (`X-Request-ID`); see [`Reply::request_id`].
+    request_id: Option<HeaderValue>,
     /// Whether the server replayed a stored answer (`Idempotent-Replayed: true`): the request was already done,
     /// by an earlier attempt of this call or by an earlier call with the same key.
     pub replayed: bool,
@@ -355,8 +357,9 @@ pub struct Attempt<T> {
     pub status: StatusCode,
     /// From sending the request to the last byte of the answer.
     pub latency: Duration,
-    /// The `X-Request-ID` header.
-    pub request_id: Option<String>,
+    /// The `X-Request-ID` header; see [`Attempt::request_id`]. Kept as the header value, so that reading an
+    /// answer allocates nothing for it.
+    request_id: Option<HeaderValue>,
     /// `Idempotent-Replayed: true`.
     pub replayed: bool,
     /// The `Retry-After` header, in whole seconds as banksim sends it (an HTTP date is ignored).
@@ -418,7 +421,7 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
             return Err(Error::Setup(problem.clone()));
         }
         let key = self.key().cloned();
-        let mut request = self.client.inner.http.request(self.method.clone(), self.url.clone());
+        let mut request = self.client.inner.http.request(self.method.clone(), self.url.as_ref().clone());
         match &self.client.authorization {
             Authorization::None => {}
             Authorization::Bearer(value) => request = request.header(AUTHORIZATION, value.clone()),
@@ -439,7 +442,7 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
         let response = request.send().await.map_err(TransportError::new)?;
         let status = response.status();
         let headers = response.headers();
-        let request_id = headers.get(X_REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let request_id = headers.get(X_REQUEST_ID).cloned();
         let replayed = headers.get(IDEMPOTENT_REPLAYED).is_some_and(|value| value == "true");
         let retry_after = headers
             .get(RETRY_AFTER)
@@ -453,7 +456,8 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
             let json: &[u8] = if body.is_empty() { b"null" } else { &body };
             serde_json::from_slice(json).map_err(|source| Error::Decode { status, source, body: truncated(&body) })
         } else {
-            Err(ApiError::from_answer(status, request_id.clone(), retry_after, &body).into())
+            let header_id = request_id.as_ref().and_then(|id| id.to_str().ok()).map(str::to_owned);
+            Err(ApiError::from_answer(status, header_id, retry_after, &body).into())
         };
         Ok(Attempt { status, latency, request_id, replayed, retry_after, result })
     }
@@ -518,7 +522,19 @@ impl<'a, T: DeserializeOwned + Send + 'a> IntoFuture for Call<'a, T> {
     }
 }
 
+impl<T> Attempt<T> {
+    /// The request id the server gave the attempt (`X-Request-ID`).
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_ref().and_then(|id| id.to_str().ok())
+    }
+}
+
 impl<T> Reply<T> {
+    /// The request id the server gave the last attempt (`X-Request-ID`).
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_ref().and_then(|id| id.to_str().ok())
+    }
+
     /// Whether the effect of the request (money moved, a schedule made) is this call's own, rather than an
     /// earlier call's with the same key whose stored answer was replayed.
     pub fn took_effect_now(&self) -> bool {
@@ -547,12 +563,12 @@ mod tests {
     #[test]
     fn money_calls_draw_one_key_and_keep_it() {
         let client = Client::new("http://127.0.0.1:1").expect("client");
-        let url = client.urls().credit.clone();
-        let mut call = client.call::<()>(Method::POST, url.clone(), Safety::Keyed);
+        let url = &client.urls().credit;
+        let mut call = client.call::<()>(Method::POST, Cow::Borrowed(url), Safety::Keyed);
         let first = call.key().cloned().expect("a money call has a key");
         assert_eq!(call.key(), Some(&first));
         assert_eq!(Uuid::parse_str(first.as_str()).expect("a UUID").get_version_num(), 4);
-        let mut read = client.call::<()>(Method::GET, url, Safety::Repeatable);
+        let mut read = client.call::<()>(Method::GET, Cow::Borrowed(url), Safety::Repeatable);
         assert_eq!(read.key(), None);
     }
 }
