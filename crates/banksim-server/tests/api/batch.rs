@@ -4,7 +4,10 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, backends};
+use banksim_client::{BatchItem, BatchRequest, HistoryQuery};
+use banksim_core::currency::Currency;
+
+use crate::helpers::{TestApp, TestUser, assert_refused, backends};
 
 const BATCH: &str = "/api/v1/transactions/batch";
 
@@ -67,23 +70,22 @@ async fn one_refused_item_refuses_an_atomic_batch_whole() {
         let sefa = app.user("sefa").await;
         let ayse = app.user("ayse").await;
         app.credit(&sefa, "50", "USD").await;
-        let body = json!({"atomic": true, "transactions": [
-            transfer(&ayse, "30"),
-            transfer(&ayse, "30"),
-            {"type": "transfer", "to_user_id": sefa.id, "amount": "1", "currency": "USD"},
-            transfer(&ayse, "1"),
-        ]});
-        let refused = app.money(BATCH, &sefa, None, &body).await;
-        refused.assert_error(400, "batch_failed");
-        assert_eq!(statuses(&refused.body), ["failed"; 4]);
-        assert_eq!(error_codes(&refused.body), ["batch_failed", "insufficient_funds", "self_transfer", "batch_failed"]);
-        assert!(refused.body["results"][0].get("transaction").is_none(), "{}", refused.text);
-        assert!(refused.body["error"].as_str().is_some_and(|e| e.contains("item 1")), "{}", refused.text);
+        // Well formed, so sent by the typed client: the refusal's results come with its error.
+        let to = |user: &TestUser, amount: &str| BatchItem::transfer(user.uuid(), amount, Currency::USD);
+        let batch = BatchRequest {
+            atomic: true,
+            transactions: vec![to(&ayse, "30"), to(&ayse, "30"), to(&sefa, "1"), to(&ayse, "1")],
+        };
+        let refused = assert_refused(sefa.api.batch(&batch).await, 400, "batch_failed");
+        let results = &refused.batch_results;
+        assert!(results.iter().all(|r| r.status == "failed" && r.transaction.is_none()), "{results:?}");
+        let codes: Vec<&str> = results.iter().filter_map(|r| r.error.as_ref()).map(|e| e.error_code.as_str()).collect();
+        assert_eq!(codes, ["batch_failed", "insufficient_funds", "self_transfer", "batch_failed"]);
+        assert!(refused.message.contains("item 1"), "{refused:?}");
         assert_eq!(app.balance(&sefa, "USD").await, "50.00");
-        let ayse_wallets = app.get("/api/v1/balances", Some(&ayse.token)).await;
-        assert_eq!(ayse_wallets.body["balances"], json!([]), "no wallet opened: {}", ayse_wallets.text);
-        let history = app.get("/api/v1/transactions/history", Some(&sefa.token)).await;
-        assert_eq!(history.body["transactions"].as_array().map(Vec::len), Some(1), "{}", history.text);
+        assert!(ayse.api.balances().await.expect("balances").balances.is_empty(), "no wallet opened");
+        let history = sefa.api.history(&HistoryQuery::default()).await.expect("history");
+        assert_eq!(history.transactions.len(), 1, "{history:?}");
 
         // The refusal is audited once, naming the refused items; none of the items is.
         let audit = app.get("/api/v1/audit-logs?action=transaction.batch", Some(&admin.token)).await;
