@@ -344,13 +344,23 @@ admin = folder("Audit, events and ledger", "Admin only.", [
 
 # The contract servers run without SIMULATION_MODE (an advance would move the clock under every other request of
 # the run, and schemathesis would walk it to year 9999): these requests check that the simulation routes are then
-# absent. Their behaviour in simulation mode is tested black-box in crates/banksim-server/tests/api/simulation.rs.
-simulation = folder("Simulation mode (off)", "Without SIMULATION_MODE the simulation routes answer 404 to everyone.", [
+# absent. Their behaviour in simulation mode is tested black-box in crates/banksim-server/tests/api/simulation.rs
+# and simulated_faults.rs.
+simulation = folder("Simulation mode (off)", "Without SIMULATION_MODE the simulation routes answer 404 to everyone "
+                    "and X-Simulate-Fault is ignored.", [
     error("Clock without simulation mode", "GET", "/api/v1/admin/clock", 404, "not_found", token="adminToken"),
     error("Advance without simulation mode", "POST", "/api/v1/admin/clock", 404, "not_found", token="adminToken",
           body={"advance": "30d"}),
     error("State hash without simulation mode", "GET", "/api/v1/admin/state-hash", 404, "not_found",
           token="adminToken"),
+    error("Faults without simulation mode", "GET", "/api/v1/admin/faults", 404, "not_found", token="adminToken"),
+    error("Set faults without simulation mode", "PUT", "/api/v1/admin/faults", 404, "not_found", token="adminToken",
+          body={"rate": 0.1, "kinds": ["error_500"], "seed": 42}),
+    error("Stop faults without simulation mode", "DELETE", "/api/v1/admin/faults", 404, "not_found",
+          token="adminToken"),
+    request("Fault header ignored without simulation mode", "GET", "/api/v1/ping",
+            headers={"X-Simulate-Fault": "error=500"}, keys=["message"],
+            tests=["pm.test('pong', () => pm.expect(body.message).to.eql('pong'));"]),
 ])
 
 metrics = folder("Metrics", "Prometheus text and JSON summaries.", [

@@ -283,6 +283,9 @@ error_codes! {
     LastAdmin = "last_admin",
     /// The server gave up on the request (504).
     RequestTimeout = "request_timeout",
+    /// Simulation mode's `timeout_after_commit` fault: the request was handled, its answer lost (504). Retry with the
+    /// same `Idempotency-Key` to get it.
+    GatewayTimeout = "gateway_timeout",
     /// A dependency is unavailable: retry later.
     ServiceUnavailable = "service_unavailable",
     /// The commit was not confirmed: retry with the same `Idempotency-Key` to learn what happened.

@@ -58,6 +58,8 @@ pub struct AppState {
     pub replica: Option<crate::replica::Replica>,
     /// The shared virtual clock in simulation mode (`SIMULATION_MODE`); then also `clock`. `None`: mode off.
     pub simulation: Option<Arc<SimulationClock>>,
+    /// The random faults of this instance (simulation mode only; `None`: mode off, `X-Simulate-Fault` ignored).
+    pub faults: Option<Arc<crate::http::faults::FaultInjector>>,
 }
 
 impl AppState {
@@ -127,6 +129,7 @@ impl AppState {
             breakers,
             balances,
             replica,
+            faults: simulation.as_ref().map(|_| Arc::default()),
             simulation,
         };
         if state.config.test_breaker_routes {

@@ -55,6 +55,10 @@ pub enum ErrorCode {
     LastAdmin,
     /// The request took longer than the configured timeout.
     RequestTimeout,
+    /// The request was handled (a movement committed), but its answer timed out on the way back, as behind a gateway
+    /// (simulation mode's `timeout_after_commit` fault). A retry with the same `Idempotency-Key` gets the stored
+    /// answer.
+    GatewayTimeout,
     /// A dependency (the database) is unavailable: retry later.
     ServiceUnavailable,
     /// The database did not confirm a commit: the change may or may not have been made. A retry with the same
@@ -116,7 +120,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 46] = [
+    pub const ALL: [Self; 47] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -135,6 +139,7 @@ impl ErrorCode {
         Self::UsernameTaken,
         Self::LastAdmin,
         Self::RequestTimeout,
+        Self::GatewayTimeout,
         Self::ServiceUnavailable,
         Self::CommitOutcomeUnknown,
         Self::InvalidRequest,
@@ -181,7 +186,7 @@ impl ErrorCode {
             Self::NotFound | Self::UserNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::EmailTaken | Self::UsernameTaken | Self::LastAdmin => StatusCode::CONFLICT,
-            Self::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTimeout | Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::ServiceUnavailable | Self::CommitOutcomeUnknown => StatusCode::SERVICE_UNAVAILABLE,
             Self::InvalidRequest
             | Self::InvalidAmount
@@ -230,6 +235,7 @@ impl ErrorCode {
             Self::UsernameTaken => "username_taken",
             Self::LastAdmin => "last_admin",
             Self::RequestTimeout => "request_timeout",
+            Self::GatewayTimeout => "gateway_timeout",
             Self::ServiceUnavailable => "service_unavailable",
             Self::CommitOutcomeUnknown => "commit_outcome_unknown",
             Self::InvalidRequest => "invalid_request",
@@ -282,6 +288,10 @@ impl ErrorCode {
             Self::UsernameTaken => "username is already taken",
             Self::LastAdmin => "the last active admin cannot be demoted, deactivated or deleted",
             Self::RequestTimeout => "request timed out",
+            Self::GatewayTimeout => {
+                "the request was handled, but its answer timed out on the way back (simulated fault); retry with the \
+                 same Idempotency-Key to get it"
+            }
             Self::ServiceUnavailable => "service temporarily unavailable",
             Self::CommitOutcomeUnknown => {
                 "the database did not confirm the commit: the change may have been made; retry with the same \

@@ -96,6 +96,13 @@ pub struct GroupLabels {
     pub group: &'static str,
 }
 
+/// Labels of `banksim_simulated_faults_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    /// The fault's kind (`latency`, `error_500`, `error_503`, `timeout_after_commit`, `drop_after_commit`).
+    pub kind: &'static str,
+}
+
 /// The kinds of movement, for the pre-created series.
 pub const MOVEMENT_KINDS: [&str; 5] = ["credit", "debit", "transfer", "exchange", "rollback"];
 /// The outcomes of a movement.
@@ -123,6 +130,7 @@ struct Inner {
     rate_limit: Family<RateLimitLabels, Counter>,
     rate_limit_fallbacks: Family<GroupLabels, Counter>,
     relay: RelayMetrics,
+    simulated_faults: Family<FaultLabels, Counter>,
 }
 
 /// The write path's counters and histograms (also read by `/metrics/basic`).
@@ -329,6 +337,16 @@ impl Metrics {
             relay.failures.clone(),
         );
 
+        let simulated_faults = Family::<FaultLabels, Counter>::default();
+        for kind in crate::http::faults::FaultKind::ALL {
+            drop(simulated_faults.get_or_create(&FaultLabels { kind: kind.as_str() }));
+        }
+        registry.register(
+            "banksim_simulated_faults",
+            "Faults injected on purpose in simulation mode (X-Simulate-Fault and /admin/faults), by kind",
+            simulated_faults.clone(),
+        );
+
         let inner = Inner {
             registry,
             http_requests,
@@ -345,6 +363,7 @@ impl Metrics {
             rate_limit,
             rate_limit_fallbacks,
             relay,
+            simulated_faults,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -405,6 +424,11 @@ impl Metrics {
     pub fn record_login(&self, success: bool) {
         let outcome = if success { "success" } else { "failure" };
         self.inner.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts a simulated fault of `kind` (a [`crate::http::faults::FaultKind`] name).
+    pub fn record_simulated_fault(&self, kind: &'static str) {
+        self.inner.simulated_faults.get_or_create(&FaultLabels { kind }).inc();
     }
 
     /// Counts a reused refresh token.

@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
-    admin, audit, auth, balances, batch, breakers, fx, metrics, openapi, rate_limit, refusals, schedules, service,
-    simulation, transactions, users,
+    admin, audit, auth, balances, batch, breakers, faults, fx, metrics, openapi, rate_limit, refusals, schedules,
+    service, simulation, transactions, users,
 };
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
@@ -171,6 +171,9 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
                 .layer(cors(&config))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
         )
+        // Simulation mode's faults (`X-Simulate-Fault`, `/admin/faults`): inside the ids, metrics and rate limits, so a
+        // faulty answer is counted and enveloped like a real one; outside the timeout, so a latency adds to it.
+        .layer(middleware::from_fn_with_state(state.clone(), faults::inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit_requests))
         // Counts every answer, 429s and framework answers included, by route template.
         .layer(middleware::from_fn_with_state(state.clone(), metrics::track_requests))
@@ -222,6 +225,7 @@ fn cors(config: &Config) -> CorsLayer {
             header::CONTENT_TYPE,
             X_REQUEST_ID.clone(),
             HeaderName::from_static("idempotency-key"),
+            faults::X_SIMULATE_FAULT.clone(),
             crate::replica::MIN_LSN_HEADER,
         ])
         .expose_headers([

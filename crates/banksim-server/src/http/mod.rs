@@ -10,6 +10,7 @@ pub mod breakers;
 pub mod client;
 pub mod context;
 pub mod extract;
+pub mod faults;
 pub mod fx;
 pub mod metrics;
 pub mod money;

@@ -271,6 +271,30 @@ impl TestApp {
         read(request.send().await.expect("request sent")).await
     }
 
+    /// Sends a request with an optional bearer token, extra headers and an optional JSON body, on a connection of
+    /// its own; `Err` when no answer came (the connection closed first).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<TestResponse, reqwest::Error> {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+        let mut request = client.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        Ok(read(request.send().await?).await)
+    }
+
     /// GET.
     pub async fn get(&self, path: &str, token: Option<&str>) -> TestResponse {
         self.request(Method::GET, path, token, None).await

@@ -26,6 +26,7 @@ mod replica;
 mod resilience;
 mod schedules;
 mod service;
+mod simulated_faults;
 mod simulation;
 mod statements;
 mod tokens;
