@@ -27,6 +27,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/faults": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The random faults of this instance (simulation mode, admin). */
+        get: operations["get_faults"];
+        /**
+         * Injects faults at random into a share of this instance's `/api/v1` requests (simulation mode, admin): each
+         *     request draws once from a generator seeded with `seed`, in arrival order, so the same seed and requests give the
+         *     same faults. The simulation routes never get one. Replaces any earlier setting and restarts the generator.
+         */
+        put: operations["set_faults"];
+        post?: never;
+        /** Stops the random faults of this instance (simulation mode, admin); the header still works. */
+        delete: operations["stop_faults"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/ledger/verify": {
         parameters: {
             query?: never;
@@ -1411,7 +1434,7 @@ export interface components {
              * @example insufficient_permissions
              * @enum {string}
              */
-            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open" | "clock_backwards" | "clock_busy";
+            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "gateway_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open" | "clock_backwards" | "clock_busy";
             /** @description Every invalid field, for validation errors. */
             errors?: components["schemas"]["FieldErrorSchema"][];
             /** @description The request's id (also in `X-Request-ID`); quote it when reporting a problem. */
@@ -1507,6 +1530,47 @@ export interface components {
         Executions: {
             /** @description In order. */
             executions: components["schemas"]["ExecutionResponse"][];
+        };
+        /**
+         * @description The kinds of fault, as `/admin/faults` and the `banksim_simulated_faults_total` metric name them.
+         * @enum {string}
+         */
+        FaultKind: "latency" | "error_500" | "error_503" | "timeout_after_commit" | "drop_after_commit";
+        /** @description The random faults asked for. */
+        FaultSettingRequest: {
+            /** @description The kinds to choose from, each at most once (each equally likely). */
+            kinds?: components["schemas"]["FaultKind"][] | null;
+            /**
+             * @description A share of requests: more than 0, at most 1, at most six decimals; a number or a string
+             * @example 0.1
+             */
+            rate: string | number;
+            /**
+             * Format: int64
+             * @description The generator's seed (0 to 2^53 − 1): the same seed and the same requests give the same faults. A random
+             *     one when absent (the answer shows it).
+             * @example 42
+             */
+            seed?: number | null;
+        };
+        /** @description The random faults of this instance. */
+        FaultsView: {
+            /** @description Whether random faults are on. */
+            enabled: boolean;
+            /** @description The kinds drawn from (empty when off). */
+            kinds: components["schemas"]["FaultKind"][];
+            /**
+             * Format: double
+             * @description The share of `/api/v1` requests that get a fault (0 when off).
+             * @example 0.1
+             */
+            rate: number;
+            /**
+             * Format: int64
+             * @description The generator's seed (null when off).
+             * @example 42
+             */
+            seed?: number | null;
         };
         /** @description One invalid field. */
         FieldErrorSchema: {
@@ -2427,6 +2491,306 @@ export interface operations {
             };
             /** @description `unsupported_media_type`: the body is not `application/json` */
             415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_faults: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FaultsView"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: simulation mode is off */
+            404: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `rate_limited`: the read budget of this client is spent (see `Retry-After` and `retry_after`) */
+            429: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    set_faults: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FaultSettingRequest"];
+            };
+        };
+        responses: {
+            /** @description The setting now in force */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FaultsView"];
+                };
+            };
+            /** @description `invalid_request`: a rate outside (0, 1] or with more than six decimals, no or repeated kinds, an unknown kind, a seed above 2^53 − 1 */
+            400: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: simulation mode is off */
+            404: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body exceeds the configured limit */
+            413: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unsupported_media_type`: the body is not `application/json` */
+            415: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `service_unavailable` or `circuit_open`: the database is unavailable (see `Retry-After`) */
+            503: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `request_timeout`: the request outlasted the configured timeout */
+            504: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    stop_faults: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Random faults are off */
+            200: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FaultsView"];
+                };
+            };
+            /** @description No valid access token */
+            401: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions` */
+            403: {
+                headers: {
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`: simulation mode is off */
+            404: {
                 headers: {
                     "X-Request-ID": components["headers"]["X-Request-ID"];
                     "X-Trace-ID": components["headers"]["X-Trace-ID"];
