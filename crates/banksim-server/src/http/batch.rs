@@ -159,10 +159,9 @@ pub async fn create_batch(
     let idempotency_key = idempotency_key(&headers)?;
     let fingerprint = fingerprint("batch", &body);
     let request_id = client.request_id.clone().unwrap_or_default();
-    let atomic = body.atomic.ok_or_else(|| invalid_request("atomic", "is required"));
-    let items = match atomic {
-        Ok(_) => batch_items(&state, &caller, body.transactions).await,
-        Err(error) => Err(error),
+    let items = match body.atomic {
+        Some(_) => batch_items(&state, &caller, body.transactions).await,
+        None => Err(invalid_request("atomic", "is required")),
     };
     let request = BatchRequest {
         caller: &caller,
@@ -170,6 +169,7 @@ pub async fn create_batch(
         idempotency_key,
         fingerprint,
         items,
+        // Without `atomic` the request is refused before the ledger: this value is never used.
         atomic: body.atomic.unwrap_or(true),
     };
     Ok(match ledger_service::post_batch(&state, request).await? {

@@ -48,6 +48,13 @@ pub struct ValidMovement {
     pub description: Option<String>,
 }
 
+impl ValidMovement {
+    /// The ledger command that posts it, under a new transaction id.
+    fn into_command(self) -> Command {
+        Command { transaction_id: Uuid::now_v7(), movement: self.movement, description: self.description }
+    }
+}
+
 /// The fingerprint of a request: SHA-256 of its route and its body as parsed (amounts as the client wrote them,
 /// so `25` and `"25.00"` are different requests).
 pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
@@ -62,13 +69,7 @@ pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
 /// answer (409 `idempotency_key_reused` if the request differs).
 pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAnswer, ApiError> {
     let MoneyRequest { caller, audit, idempotency_key, fingerprint, movement } = request;
-    let work = movement.map(|movement| {
-        LedgerWork::One(Command {
-            transaction_id: Uuid::now_v7(),
-            movement: movement.movement,
-            description: movement.description,
-        })
-    });
+    let work = movement.map(|movement| LedgerWork::One(movement.into_command()));
     match submit(state, caller, audit, idempotency_key, fingerprint, work).await? {
         LedgerOutcome::Posted(record) => Ok(MoneyAnswer::Posted(record)),
         // The writer audited the refusal in the transaction that decided it (a non-payer's rollback included).
@@ -108,16 +109,7 @@ pub struct BatchRequest<'a> {
 pub async fn post_batch(state: &AppState, request: BatchRequest<'_>) -> Result<BatchAnswer, ApiError> {
     let BatchRequest { caller, audit, idempotency_key, fingerprint, items, atomic } = request;
     let work = items.map(|items| {
-        let items = items
-            .into_iter()
-            .map(|item| {
-                item.map(|movement| Command {
-                    transaction_id: Uuid::now_v7(),
-                    movement: movement.movement,
-                    description: movement.description,
-                })
-            })
-            .collect();
+        let items = items.into_iter().map(|item| item.map(ValidMovement::into_command)).collect();
         LedgerWork::Batch { items, atomic }
     });
     match submit(state, caller, audit, idempotency_key, fingerprint, work).await? {
