@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Error, TransportError, truncated};
+use crate::observe::{Exchange, ExchangeAnswer, Observer};
 use crate::retry::{RetryPolicy, Safety, may_retry_api, may_retry_transport};
 
 /// The header of a money request's idempotency key.
@@ -47,6 +48,7 @@ struct Inner {
     http: reqwest::Client,
     urls: Urls,
     retry: RetryPolicy,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     retry: RetryPolicy,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl ClientBuilder {
@@ -172,6 +175,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Shows every attempt of the client (and of its clones) to `observer`.
+    pub fn observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Result<Client, Error> {
         let urls = Urls::new(&self.base)?;
@@ -188,7 +197,8 @@ impl ClientBuilder {
                 .build()
                 .map_err(|err| Error::Setup(format!("building the HTTP client: {err}")))?,
         };
-        Ok(Client { inner: Arc::new(Inner { http, urls, retry: self.retry }), authorization: Authorization::None })
+        let inner = Inner { http, urls, retry: self.retry, observer: self.observer };
+        Ok(Client { inner: Arc::new(inner), authorization: Authorization::None })
     }
 }
 
@@ -207,6 +217,7 @@ impl Client {
             timeout: REQUEST_TIMEOUT_DEFAULT,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             retry: RetryPolicy::default(),
+            observer: None,
         }
     }
 
@@ -429,8 +440,8 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
                 return Err(Error::Setup("the access token cannot be sent as a header".to_owned()));
             }
         }
-        if let Some(key) = key {
-            request = request.header(IDEMPOTENCY_KEY, key.0);
+        if let Some(key) = &key {
+            request = request.header(IDEMPOTENCY_KEY, key.0.clone());
         }
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
@@ -439,7 +450,13 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
             request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")).body(body.clone());
         }
         let started = Instant::now();
-        let response = request.send().await.map_err(TransportError::new)?;
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => {
+                self.observe(key.as_ref(), None);
+                return Err(TransportError::new(err).into());
+            }
+        };
         let status = response.status();
         let headers = response.headers();
         let request_id = headers.get(X_REQUEST_ID).cloned();
@@ -449,8 +466,19 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = response.bytes().await.map_err(TransportError::new)?;
+        // Only an observer needs the headers once the body has been read.
+        let observed_headers = self.client.inner.observer.is_some().then(|| headers.clone());
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(err) => {
+                self.observe(key.as_ref(), None);
+                return Err(TransportError::new(err).into());
+            }
+        };
         let latency = started.elapsed();
+        if let Some(headers) = &observed_headers {
+            self.observe(key.as_ref(), Some(ExchangeAnswer { status, headers, body: &body }));
+        }
         let result = if status.is_success() {
             // An empty body (204) reads as JSON `null`, which is what `()` expects.
             let json: &[u8] = if body.is_empty() { b"null" } else { &body };
@@ -460,6 +488,24 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
             Err(ApiError::from_answer(status, header_id, retry_after, &body).into())
         };
         Ok(Attempt { status, latency, request_id, replayed, retry_after, result })
+    }
+
+    /// Shows the attempt to the client's observer, if it has one.
+    fn observe(&self, key: Option<&IdempotencyKey>, answer: Option<ExchangeAnswer<'_>>) {
+        let Some(observer) = &self.client.inner.observer else { return };
+        let authorization = match &self.client.authorization {
+            Authorization::Bearer(value) => Some(value),
+            Authorization::None | Authorization::Invalid => None,
+        };
+        observer.attempted(&Exchange {
+            method: &self.method,
+            url: self.url.as_ref(),
+            authorization,
+            idempotency_key: key.map(IdempotencyKey::as_str),
+            headers: &self.headers,
+            body: self.body.as_deref(),
+            answer,
+        });
     }
 
     /// Sends the call, retrying as its [`Safety`] and [`RetryPolicy`] allow (see [`crate::retry`]), and gives the

@@ -55,6 +55,7 @@ pub mod amount;
 mod client;
 pub mod error;
 pub mod model;
+pub mod observe;
 pub mod retry;
 mod routes;
 
@@ -64,6 +65,7 @@ pub use client::{
 };
 pub use error::{ApiError, Error, ErrorCode, FieldError, TransportError};
 pub use model::*;
+pub use observe::{Exchange, ExchangeAnswer, Observer};
 pub use retry::RetryPolicy;
 
 /// Re-exported so callers need no direct dependency to name statuses and headers.

@@ -60,6 +60,8 @@ pub struct AppState {
     pub simulation: Option<Arc<SimulationClock>>,
     /// The random faults of this instance (simulation mode only; `None`: mode off, `X-Simulate-Fault` ignored).
     pub faults: Option<Arc<crate::http::faults::FaultInjector>>,
+    /// Where the ids of new users, movements and schedules come from (derived from requests in simulation mode).
+    pub ids: crate::service::ids::Ids,
 }
 
 impl AppState {
@@ -130,6 +132,7 @@ impl AppState {
             balances,
             replica,
             faults: simulation.as_ref().map(|_| Arc::default()),
+            ids: crate::service::ids::Ids::new(simulation.is_some()),
             simulation,
         };
         if state.config.test_breaker_routes {

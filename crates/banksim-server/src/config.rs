@@ -336,6 +336,13 @@ pub struct Config {
     /// `ENV=prod`. Off: those routes answer 404 and the clock is the wall clock.
     #[arg(long, env = "SIMULATION_MODE", value_name = "SIMULATION_MODE", default_value_t = false, action = clap::ArgAction::Set)]
     pub simulation_mode: bool,
+
+    /// In simulation mode, where a database whose clock was never moved starts its virtual clock (an RFC 3339
+    /// instant, `2030-01-01T00:00:00Z`), before the first admin is created: every row, the admin's included, is
+    /// then stamped on the virtual clock, so two fresh databases started alike hash alike. Ignored once the
+    /// database's clock is virtual. Unset (the default): the clock is the wall clock until an admin moves it.
+    #[arg(long, env = "SIMULATION_START", value_name = "SIMULATION_START", value_parser = banksim_core::clock::parse_instant)]
+    pub simulation_start: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A trusted proxy: a CIDR range, or one address (a range of one).
@@ -436,6 +443,12 @@ impl Config {
                 "SIMULATION_MODE",
                 "must not be true when ENV=prod: simulation mode lets admins move the clock of every instance \
                  (schedules run, holds expire, timestamps jump); unset it, or run with ENV=dev",
+            ));
+        }
+        if self.simulation_start.is_some() && !self.simulation_mode {
+            return Err(ConfigError::new(
+                "SIMULATION_START",
+                "needs SIMULATION_MODE=true: only a simulation has a virtual clock to start",
             ));
         }
         if self.environment == Environment::Prod {
@@ -644,6 +657,10 @@ mod tests {
         let refused = Config { simulation_mode: true, ..prod }.validate().expect_err("simulation mode in prod");
         assert_eq!(refused.variable, "SIMULATION_MODE");
         assert!(refused.to_string().contains("ENV=prod"), "{refused}");
+        let start = banksim_core::clock::parse_instant("2030-01-01T00:00:00Z").ok();
+        Config { simulation_mode: true, simulation_start: start, ..config() }.validate().expect("a start instant");
+        let alone = Config { simulation_start: start, ..config() }.validate().expect_err("a start without the mode");
+        assert_eq!(alone.variable, "SIMULATION_START");
     }
 
     #[test]

@@ -69,7 +69,7 @@ enum Command {
     },
     /// Drive a running API with simulated users and report throughput, latency and errors, then check that
     /// money was conserved.
-    Simulate(simulate::SimulateArgs),
+    Simulate(Box<simulate::SimulateArgs>),
     /// Exit 0 when the server at --url is ready (`/readyz` answers `ok` or `degraded`), 1 otherwise: a container's health check
     /// that needs no curl in the image.
     Health {
@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Hash { json } => hash(cli.config, json).await,
         Command::Replay => replay(cli.config).await,
         Command::Rebuild { projection } => rebuild(cli.config, projection).await,
-        Command::Simulate(args) => simulate::run(args).await,
+        Command::Simulate(args) => simulate::run(*args).await,
     }
 }
 

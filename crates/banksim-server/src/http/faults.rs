@@ -209,13 +209,27 @@ impl FaultInjector {
     }
 }
 
-/// Injects the fault a request asks for (`X-Simulate-Fault`) or draws (random faults), in simulation mode only.
+/// The header on every `/api/v1` answer in simulation mode: the server's clock when it answered (RFC 3339, UTC,
+/// microseconds), so that a client sees the virtual instant its request was handled at and a recording keeps it.
+pub static X_SIMULATION_CLOCK: HeaderName = HeaderName::from_static("x-simulation-clock");
+
+/// Injects the fault a request asks for (`X-Simulate-Fault`) or draws (random faults), and shows the clock
+/// (`X-Simulation-Clock`) — in simulation mode only.
 pub async fn inject_faults(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(injector) = state.faults.clone() else { return next.run(request).await };
     let path = request.extensions().get::<OriginalUri>().map_or(request.uri().path(), |uri| uri.path());
     if !(path == "/api/v1" || path.starts_with("/api/v1/")) {
         return next.run(request).await;
     }
+    let mut response = with_fault(&state, &injector, request, next).await;
+    let now = state.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    if let Ok(value) = HeaderValue::from_str(&now) {
+        response.headers_mut().insert(X_SIMULATION_CLOCK.clone(), value);
+    }
+    response
+}
+
+async fn with_fault(state: &AppState, injector: &FaultInjector, request: Request, next: Next) -> Response {
     let fault = match request.headers().get(&X_SIMULATE_FAULT) {
         Some(value) => match parse_header(value) {
             Ok(fault) => Some(fault),

@@ -207,7 +207,7 @@ pub async fn create_schedule(
         recurrence_end_date: body.recurrence_end_date,
         max_occurrences: body.max_occurrences,
     };
-    let schedule = schedule_service::build(&state, &caller, request).await?;
+    let schedule = schedule_service::build(&state, &caller, key.as_deref(), request).await?;
     let claim = match key {
         Some(key) => {
             let body = serde_json::to_string(&ScheduleResponse::from(&schedule)).map_err(ApiError::internal)?;

@@ -8,7 +8,6 @@
 
 use banksim_core::ledger::{Command, Movement, Settlement};
 use banksim_store::{AuditContext, IdempotencyClaim, LedgerOutcome, LedgerRequest, LedgerWork, StoreError};
-use uuid::Uuid;
 
 use crate::app::AppState;
 
@@ -22,9 +21,10 @@ pub async fn expire_due_holds(state: &AppState) -> Result<usize, StoreError> {
         return Ok(0);
     }
     let expiries = due.into_iter().map(|hold| async move {
+        let key = format!("{EXPIRY_KEY_PREFIX}{}", hold.id);
         let request = LedgerRequest {
             work: LedgerWork::One(Command {
-                transaction_id: Uuid::now_v7(),
+                transaction_id: state.ids.system_movement(&key),
                 movement: Movement::Settle {
                     hold_id: hold.id,
                     payee_id: hold.to_user_id,
@@ -37,7 +37,7 @@ pub async fn expire_due_holds(state: &AppState) -> Result<usize, StoreError> {
             }),
             idempotency: Some(IdempotencyClaim {
                 user_id: hold.from_user_id,
-                key: format!("{EXPIRY_KEY_PREFIX}{}", hold.id),
+                key,
                 request_hash: hold.id.as_bytes().to_vec(),
             }),
             audit: AuditContext { request_id: Some(format!("hold-expiry-{}", hold.id)), ..AuditContext::default() },

@@ -215,7 +215,7 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
     };
     let request = LedgerRequest {
         work: LedgerWork::One(Command {
-            transaction_id: Uuid::now_v7(),
+            transaction_id: state.ids.system_movement(&key),
             movement,
             description: schedule.description.clone(),
         }),

@@ -49,9 +49,9 @@ pub struct ValidMovement {
 }
 
 impl ValidMovement {
-    /// The ledger command that posts it, under a new transaction id.
-    fn into_command(self) -> Command {
-        Command { transaction_id: Uuid::now_v7(), movement: self.movement, description: self.description }
+    /// The ledger command that posts it as transaction `transaction_id`.
+    fn into_command(self, transaction_id: Uuid) -> Command {
+        Command { transaction_id, movement: self.movement, description: self.description }
     }
 }
 
@@ -69,7 +69,8 @@ pub fn fingerprint(route: &str, body: &impl serde::Serialize) -> Vec<u8> {
 /// answer (409 `idempotency_key_reused` if the request differs).
 pub async fn post(state: &AppState, request: MoneyRequest<'_>) -> Result<MoneyAnswer, ApiError> {
     let MoneyRequest { caller, audit, idempotency_key, fingerprint, movement } = request;
-    let work = movement.map(|movement| LedgerWork::One(movement.into_command()));
+    let transaction_id = state.ids.movement(caller.id, idempotency_key, 0);
+    let work = movement.map(|movement| LedgerWork::One(movement.into_command(transaction_id)));
     match submit(state, caller, audit, idempotency_key, fingerprint, work).await? {
         LedgerOutcome::Posted(record) => Ok(MoneyAnswer::Posted(record)),
         // The writer audited the refusal in the transaction that decided it (a non-payer's rollback included).
@@ -109,7 +110,9 @@ pub struct BatchRequest<'a> {
 pub async fn post_batch(state: &AppState, request: BatchRequest<'_>) -> Result<BatchAnswer, ApiError> {
     let BatchRequest { caller, audit, idempotency_key, fingerprint, items, atomic } = request;
     let work = items.map(|items| {
-        let items = items.into_iter().map(|item| item.map(ValidMovement::into_command)).collect();
+        let id = |index| state.ids.movement(caller.id, idempotency_key, index);
+        let items =
+            items.into_iter().enumerate().map(|(index, item)| item.map(|m| m.into_command(id(index)))).collect();
         LedgerWork::Batch { items, atomic }
     });
     match submit(state, caller, audit, idempotency_key, fingerprint, work).await? {

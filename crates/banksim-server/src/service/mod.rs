@@ -3,6 +3,7 @@
 //! Handlers parse and authorise, then call one of these; the CLI calls them too.
 
 pub mod auth;
+pub mod ids;
 pub mod ledger;
 pub mod schedules;
 pub mod simulation;

@@ -47,8 +47,14 @@ pub enum Created {
     Replayed(StoredResponse),
 }
 
-/// Checks a request and builds the schedule, reporting every invalid field (422 `validation_failed`).
-pub async fn build(state: &AppState, caller: &User, request: ScheduleRequest) -> Result<ScheduleRecord, ApiError> {
+/// Checks a request and builds the schedule, reporting every invalid field (422 `validation_failed`). `key` is
+/// the request's idempotency key, from which the schedule's id derives in simulation mode.
+pub async fn build(
+    state: &AppState,
+    caller: &User,
+    key: Option<&str>,
+    request: ScheduleRequest,
+) -> Result<ScheduleRecord, ApiError> {
     let now = state.clock.now();
     let mut v = Validation::new();
     let instant = |text: &Option<String>| text.as_deref().map(banksim_core::clock::parse_instant).transpose();
@@ -87,7 +93,7 @@ pub async fn build(state: &AppState, caller: &User, request: ScheduleRequest) ->
         return Err(CoreError::Validation(Vec::new()).into());
     };
     Ok(ScheduleRecord {
-        id: Uuid::now_v7(),
+        id: state.ids.schedule(caller.id, key),
         user_id: caller.id,
         transaction_type: new.transaction_type,
         amount,

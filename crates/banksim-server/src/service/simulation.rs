@@ -106,10 +106,19 @@ pub struct ClockReading {
     pub mode: ClockMode,
 }
 
-/// Reads the shared clock before the instance serves, so that its first answers already use it.
+/// Reads the shared clock before the instance serves, so that its first answers already use it; starts it at
+/// `SIMULATION_START` on a database whose clock was never moved.
 pub async fn load(state: &AppState) -> anyhow::Result<()> {
-    if let Some(clock) = &state.simulation {
-        clock.refresh(state.store.as_ref()).await.map_err(|e| anyhow::anyhow!("reading the virtual clock: {e}"))?;
+    let Some(clock) = &state.simulation else { return Ok(()) };
+    clock.refresh(state.store.as_ref()).await.map_err(|e| anyhow::anyhow!("reading the virtual clock: {e}"))?;
+    if let Some(start) = state.config.simulation_start
+        && clock.mode() == ClockMode::System
+    {
+        // Another instance starting alike may set the same instant first: setting it again changes nothing.
+        change(state, clock, ClockChange::Set(start))
+            .await
+            .map_err(|e| anyhow::anyhow!("SIMULATION_START: starting the virtual clock: {}", e.code().as_str()))?;
+        tracing::info!(clock.now = %start, "virtual clock started at SIMULATION_START");
     }
     Ok(())
 }

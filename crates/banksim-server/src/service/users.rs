@@ -153,7 +153,8 @@ pub(crate) fn required(value: Option<&str>) -> Result<&str, String> {
 /// Creates a user (hashing the password), with its event and audit entry. The caller decides whether the role is
 /// allowed.
 pub async fn create(state: &AppState, registration: Registration, audit: &AuditContext) -> Result<User, ApiError> {
-    create_with_id(state, Uuid::now_v7(), registration, audit).await
+    let id = state.ids.user(&registration.email);
+    create_with_id(state, id, registration, audit).await
 }
 
 async fn create_with_id(

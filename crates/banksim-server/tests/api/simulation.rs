@@ -398,3 +398,67 @@ async fn an_advance_outlasts_an_instance_that_died_holding_a_claim() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn in_simulation_mode_ids_derive_from_the_request_and_answers_show_the_clock() {
+    let name = |parts: &[&[u8]]| parts.concat();
+    let namespace = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://github.com/banksim/banksim");
+    for backend in backends() {
+        let app = simulating(backend).await;
+        let admin = app.admin("boss").await;
+        let set = app.post(CLOCK, Some(&admin.token), &json!({"set": "2030-01-01T00:00:00Z"})).await;
+        assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+        assert_eq!(set.headers["x-simulation-clock"], "2030-01-01T00:00:00.000000Z");
+        let sefa = app.user("sefa").await;
+        let kerem = app.user("kerem").await;
+        let sefa_id = Uuid::parse_str(&sefa.id).expect("an id");
+        assert_eq!(sefa_id, Uuid::new_v5(&namespace, &name(&[b"user\0", b"sefa@example.com"])));
+        app.credit(&sefa, "10", "USD").await;
+
+        let paid = app
+            .money(
+                "/api/v1/transactions/transfer",
+                &sefa,
+                Some("pay-1"),
+                &json!({"to_user_id": kerem.id, "amount": "1", "currency": "USD"}),
+            )
+            .await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.text);
+        assert_eq!(paid.headers["x-simulation-clock"], "2030-01-01T00:00:00.000000Z");
+        let expected =
+            Uuid::new_v5(&namespace, &name(&[b"movement\0", sefa_id.as_bytes(), &0u64.to_be_bytes(), b"pay-1"]));
+        assert_eq!(paid.body["id"], expected.to_string());
+
+        let batch = json!({"atomic": true, "transactions": [
+            {"type": "transfer", "to_user_id": kerem.id, "amount": "1", "currency": "USD"},
+            {"type": "transfer", "to_user_id": kerem.id, "amount": "2", "currency": "USD"}]});
+        let batched = app.money("/api/v1/transactions/batch", &sefa, Some("pay-2"), &batch).await;
+        assert_eq!(batched.status, StatusCode::CREATED, "{}", batched.text);
+        let second =
+            Uuid::new_v5(&namespace, &name(&[b"movement\0", sefa_id.as_bytes(), &1u64.to_be_bytes(), b"pay-2"]));
+        assert_eq!(batched.body["results"][1]["transaction"]["id"], second.to_string(), "{}", batched.text);
+
+        // Without a key there is nothing to derive from: a random id, and two alike requests make two ids.
+        let body = json!({"to_user_id": kerem.id, "amount": "1", "currency": "USD"});
+        let first = app.money("/api/v1/transactions/transfer", &sefa, None, &body).await;
+        let again = app.money("/api/v1/transactions/transfer", &sefa, None, &body).await;
+        assert_eq!((first.status, again.status), (StatusCode::CREATED, StatusCode::CREATED));
+        assert_ne!(first.body["id"], again.body["id"]);
+        app.assert_ledger_sound().await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn without_simulation_mode_ids_are_random_and_no_clock_is_shown() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let sefa = app.user("sefa").await;
+    let namespace = Uuid::new_v5(&Uuid::NAMESPACE_URL, b"https://github.com/banksim/banksim");
+    let sefa_id = Uuid::parse_str(&sefa.id).expect("an id");
+    assert_ne!(sefa_id, Uuid::new_v5(&namespace, b"user\0sefa@example.com"));
+    assert_eq!(sefa_id.get_version_num(), 7);
+    let balance = app.get("/api/v1/balances", Some(&sefa.token)).await;
+    assert!(balance.headers.get("x-simulation-clock").is_none());
+    app.assert_ledger_sound().await;
+    app.stop().await;
+}

@@ -1,6 +1,7 @@
 //! The command line of `banksim simulate`, and the parsing of the values clap cannot parse alone: run lengths
 //! such as `30s` or `2m`, and currency codes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use banksim_core::currency::Currency;
@@ -9,7 +10,6 @@ use clap::{Args, ValueEnum};
 /// Generates traffic against a running banksim API, reports throughput and latency, and checks that money was
 /// conserved.
 #[derive(Debug, Clone, Args)]
-#[command(group = clap::ArgGroup::new("length").required(true).multiple(true).args(["duration", "requests"]))]
 pub struct SimulateArgs {
     /// Base URL of the API to drive (plain HTTP).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
@@ -28,12 +28,12 @@ pub struct SimulateArgs {
     pub connections: u32,
 
     /// How long to drive traffic: `500ms`, `30s`, `2m`, `1h`, or a sum such as `1m30s`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, required_unless_present_any = ["requests", "replay"])]
     pub duration: Option<Duration>,
 
     /// How many requests to send in all, shared evenly between the connections (a money request whose outcome
     /// was unknown is asked again on top). With `--duration` too, the run stops at whichever comes first.
-    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..), required_unless_present_any = ["duration", "replay"])]
     pub requests: Option<u64>,
 
     /// The traffic to send.
@@ -70,6 +70,41 @@ pub struct SimulateArgs {
     /// pass the run id of an earlier report to send exactly its keys again.
     #[arg(long, value_name = "ID")]
     pub run_id: Option<u64>,
+
+    /// A fault drill: the server (in simulation mode) injects random faults of every kind — 1 s latency, 500,
+    /// 503, answers lost after the commit (504 or a dropped connection) — into this share of the traffic phase's
+    /// requests, a decimal such as `0.1`, drawn from `--seed`. Needs `--admin-email`. Money requests are retried
+    /// with their idempotency key until they get a definite answer; lost answers and 5xx do not fail the run,
+    /// conservation and a definite answer for every money request do.
+    #[arg(long, value_name = "RATE", requires = "admin_email", conflicts_with = "replay")]
+    pub faults: Option<String>,
+
+    /// Write every request the run sends to FILE (which must not exist), one JSON object per line, with the user
+    /// that sent it and the virtual instant it was answered at, for `--replay` (docs/simulation.md). For a
+    /// replay that reaches the same state, record with `--connections 1`.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+
+    /// Instead of generating traffic, send the requests recorded in FILE again, one at a time and in order, and
+    /// report every answer whose status differs from the recorded one (the run fails if any does).
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+
+    /// An admin of the server: with `--faults`, whose session turns the random faults on and off; with
+    /// `--replay`, whose session sets the virtual clock to each request's recorded instant and reads the state
+    /// hash at the end.
+    #[arg(long, value_name = "EMAIL", requires = "admin_password")]
+    pub admin_email: Option<String>,
+
+    /// The password of `--admin-email`.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "BANKSIM_REPLAY_ADMIN_PASSWORD",
+        hide_env_values = true,
+        requires = "admin_email"
+    )]
+    pub admin_password: Option<String>,
 }
 
 /// The traffic a simulation sends.
@@ -190,5 +225,12 @@ mod tests {
         assert!(parse(&["--duration", "30s", "--currency", "usd"]).is_err());
         assert!(parse(&["--duration", "30s", "--users", "1"]).is_err());
         assert!(parse(&["--requests", "0"]).is_err());
+        let replay = parse(&["--replay", "run.jsonl"]).expect("a replay needs no length").args;
+        assert_eq!(replay.replay.as_deref(), Some(std::path::Path::new("run.jsonl")));
+        assert!(parse(&["--replay", "a", "--record", "b"]).is_err(), "a replay records nothing");
+        assert!(parse(&["--requests", "3", "--faults", "0.1"]).is_err(), "faults are set by an admin");
+        let drill = parse(&["--requests", "3", "--faults", "0.1", "--admin-email", "a@b.c", "--admin-password", "x"]);
+        assert_eq!(drill.expect("a drill").args.faults.as_deref(), Some("0.1"));
+        assert!(parse(&["--replay", "a", "--admin-email", "a@b.c"]).is_err(), "the admin needs a password");
     }
 }

@@ -41,8 +41,13 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for the API at `base` (`http://host:port`), keeping up to `connections` idle connections.
-    pub fn new(base: &str, connections: u32) -> anyhow::Result<Self> {
+    /// A client for the API at `base` (`http://host:port`), keeping up to `connections` idle connections, and
+    /// showing every attempt to `observer` (the recorder of `--record`), if given.
+    pub fn new(
+        base: &str,
+        connections: u32,
+        observer: Option<std::sync::Arc<dyn banksim_client::Observer>>,
+    ) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/');
         let parsed = Url::parse(base).with_context(|| format!("--url {base:?} is not a URL"))?;
         if parsed.scheme() != "http" {
@@ -54,13 +59,15 @@ impl Api {
             retry_after_max: RETRY_AFTER_MAX,
             ..RetryPolicy::default()
         };
-        let client = Client::builder(base)
+        let mut builder = Client::builder(base)
             .pool_max_idle_per_host(connections as usize)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
-            .retry(setup_retries)
-            .build()
-            .map_err(|err| anyhow::anyhow!("--url {base:?}: {err}"))?;
+            .retry(setup_retries);
+        if let Some(observer) = observer {
+            builder = builder.observer(observer);
+        }
+        let client = builder.build().map_err(|err| anyhow::anyhow!("--url {base:?}: {err}"))?;
         Ok(Self { client })
     }
 
@@ -297,10 +304,10 @@ mod tests {
 
     #[test]
     fn only_plain_http_urls_are_accepted() {
-        assert!(Api::new("http://127.0.0.1:8080/", 4).is_ok());
-        assert!(Api::new("https://bank.example.com", 4).is_err());
-        assert!(Api::new("not a url", 4).is_err());
-        assert!(Api::new("http://127.0.0.1:8080/?x=1", 4).is_err());
-        assert!(Api::new("http://127.0.0.1:8080/bank", 4).is_ok(), "a base URL with a path");
+        assert!(Api::new("http://127.0.0.1:8080/", 4, None).is_ok());
+        assert!(Api::new("https://bank.example.com", 4, None).is_err());
+        assert!(Api::new("not a url", 4, None).is_err());
+        assert!(Api::new("http://127.0.0.1:8080/?x=1", 4, None).is_err());
+        assert!(Api::new("http://127.0.0.1:8080/bank", 4, None).is_ok(), "a base URL with a path");
     }
 }

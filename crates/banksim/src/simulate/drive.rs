@@ -28,7 +28,11 @@ const RECENT_MAX: usize = 256;
 /// How often a money request is sent when its outcome is unknown (no answer, or a 5xx other than 503). Every
 /// attempt carries the same idempotency key, so the server applies it at most once and a later answer tells
 /// whether the money moved.
-const MONEY_ATTEMPTS_MAX: u32 = 4;
+pub const MONEY_ATTEMPTS_MAX: u32 = 4;
+
+/// The same under injected faults (`--faults`): enough attempts that every request ends with a definite answer
+/// (at a 10 % fault rate, the chance that all of them fail is 10⁻¹²).
+pub const MONEY_ATTEMPTS_UNDER_FAULTS: u32 = 12;
 
 /// The page of history the read traffic asks for.
 const HISTORY_PAGE: u32 = 20;
@@ -55,6 +59,8 @@ pub struct Shared {
     pub run_id: u64,
     /// Transport errors logged so far.
     pub transport_errors_logged: AtomicU32,
+    /// How often a money request whose outcome is unknown is sent.
+    pub money_attempts_max: u32,
 }
 
 /// What a connection measured and saw move.
@@ -246,7 +252,7 @@ impl Connection {
         let mut call = call.idempotency_key(key).retry(RetryPolicy::none());
         // Whether an earlier attempt may have moved the money without us learning it.
         let mut unknown = false;
-        for attempt in 1..=MONEY_ATTEMPTS_MAX {
+        for attempt in 1..=self.shared.money_attempts_max {
             match call.attempt().await {
                 Ok(attempt_answer) => {
                     let answer = Answer::of_money(attempt_answer);

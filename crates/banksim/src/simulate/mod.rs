@@ -16,11 +16,14 @@
 //! client, URLs and headers built once, small request structs instead of JSON trees, and only the fields it
 //! uses parsed from answers.
 
+mod admin;
 mod amount;
 mod args;
 mod client;
 mod conservation;
 mod drive;
+mod record;
+mod replay;
 mod scenario;
 mod stats;
 
@@ -48,14 +51,23 @@ const SETUP_CONCURRENCY_MAX: usize = 8;
 /// The key stream of the funding credits (connections use their index).
 const FUNDING_KEY_STREAM: u64 = u64::MAX;
 
-/// Runs a simulation and prints its report. Fails (after printing the report) if the run did not pass.
+/// Runs a simulation (or replays a recording) and prints its report. Fails (after printing the report) if the
+/// run did not pass.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.replay {
+        return replay_recording(&args, file).await;
+    }
     let currency = args.currency;
     let fund_minor = money::parse_amount(&args.fund, currency, money::DEFAULT_AMOUNT_MAX_MAJOR)
         .map_err(|err| anyhow::anyhow!("--fund {:?}: {err}", args.fund))?;
     // 53 bits, so that the id survives JSON parsers that read numbers as doubles.
     let run_id = args.run_id.unwrap_or_else(|| rand::random::<u64>() >> 11);
-    let api = Api::new(&args.url, args.connections)?;
+    let recorder = match &args.record {
+        Some(path) => Some(Arc::new(record::Recorder::create(path, &args.url)?)),
+        None => None,
+    };
+    let observer = recorder.clone().map(|recorder| recorder as Arc<dyn banksim_client::Observer>);
+    let api = Api::new(&args.url, args.connections, observer)?;
     let setup_concurrency = SETUP_CONCURRENCY_MAX.min(args.connections as usize);
     api.check_reachable().await?;
 
@@ -83,6 +95,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let setup = setup_started.elapsed();
     tracing::info!(amount = %fund_text, currency = %currency, setup_ms = setup.as_millis() as u64, "users funded");
 
+    let drill = start_faults(&args).await?;
     let started = Instant::now();
     let shared = Arc::new(Shared {
         api,
@@ -93,6 +106,11 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
         run_id,
         transport_errors_logged: AtomicU32::new(0),
+        money_attempts_max: if drill.is_some() {
+            drive::MONEY_ATTEMPTS_UNDER_FAULTS
+        } else {
+            drive::MONEY_ATTEMPTS_MAX
+        },
     });
     let refresher = tokio::spawn(keep_sessions_fresh(Arc::clone(&shared), args.password.clone()));
     let connections: Vec<_> = (0..args.connections)
@@ -110,6 +128,9 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     tracing::info!(requests = stats.requests(), elapsed_ms = elapsed.as_millis() as u64, "traffic done");
 
+    if let Some(admin) = &drill {
+        admin.stop_faults().await.context("stopping the faults")?;
+    }
     let after = sum_balances(&shared.api, &shared.users, currency, setup_concurrency).await.context("after the run");
     refresher.abort();
     let after = after?;
@@ -124,7 +145,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         setup,
         elapsed,
         allow_errors: args.allow_errors,
+        faults: args.faults.clone(),
     };
+    if let (Some(recorder), Some(path)) = (&recorder, &args.record) {
+        let lines = recorder.finish()?;
+        tracing::info!(requests = lines, file = %path.display(), "run recorded");
+    }
     let report = Report::new(&info, &stats, &conservation);
     if args.json {
         println!("{}", serde_json::to_string(&report).context("writing the report")?);
@@ -133,6 +159,35 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     }
     if !report.passed {
         bail!("simulation failed: {}", report.failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Turns the server's random faults on for `--faults` (as the admin, whose session turns them off again).
+async fn start_faults(args: &SimulateArgs) -> anyhow::Result<Option<admin::AdminSession>> {
+    let (Some(rate), Some(login)) = (&args.faults, admin_login(args)) else { return Ok(None) };
+    let http = reqwest::Client::builder().no_proxy().build().context("building the HTTP client")?;
+    let session = admin::AdminSession::open(&http, args.url.trim_end_matches('/'), &login).await?;
+    session.start_faults(rate, args.seed).await.context("--faults: turning the random faults on")?;
+    tracing::info!(rate = %rate, seed = args.seed, "random faults on");
+    Ok(Some(session))
+}
+
+fn admin_login(args: &SimulateArgs) -> Option<admin::AdminLogin> {
+    let (email, password) = args.admin_email.clone().zip(args.admin_password.clone())?;
+    Some(admin::AdminLogin { email, password })
+}
+
+/// Sends a recording again and prints what differed; fails if any answer's status did.
+async fn replay_recording(args: &SimulateArgs, file: &std::path::Path) -> anyhow::Result<()> {
+    let report = replay::replay(&args.url, file, admin_login(args)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("writing the report")?);
+    } else {
+        print!("{report}");
+    }
+    if report.mismatches > 0 {
+        bail!("the replay diverged: {} answers differ from the recording", report.mismatches);
     }
     Ok(())
 }
