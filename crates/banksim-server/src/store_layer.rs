@@ -21,11 +21,11 @@ use banksim_core::ledger::TransactionRecord;
 use banksim_core::schedule::ScheduleStatus;
 use banksim_core::user::User;
 use banksim_store::{
-    AuditContext, AuditQuery, AuditRecord, Backend, Credentials, EventRecord, ExecutionRecord, FxRate, HistoryEntry,
-    HistoryQuery, IdempotencyClaim, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun, OccurrenceUpdate,
-    Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt, ResponseRenderer, ScheduleClaim,
-    ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal, TransactionQuery,
-    UserChanges, UserListQuery, UserPage, Wallet,
+    AuditContext, AuditQuery, AuditRecord, AuditedAction, Backend, Credentials, EventRecord, ExecutionRecord, FxRate,
+    HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun,
+    OccurrenceUpdate, Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, ResponseRenderer,
+    ScheduleClaim, ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal,
+    TransactionQuery, UserChanges, UserListQuery, UserPage, Wallet,
 };
 use banksim_store::{DumpedTransaction, DumpedUser, DumpedWallet, SimulationStore};
 use chrono::{DateTime, Utc};
@@ -167,8 +167,8 @@ impl Store for StoreLayer {
         self.call("update_user", self.inner.update_user(id, changes, now, audit)).await
     }
 
-    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.call("record_refusal", self.inner.record_refusal(attempt, now)).await
+    async fn record_action(&self, action: &AuditedAction, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.call("record_action", self.inner.record_action(action, now)).await
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {

@@ -40,7 +40,7 @@ pub use ledger::{
     TransactionQuery, Wallet, WalletChange, WalletChangeFeed, WalletState, WalletVersion,
 };
 pub use model::{
-    Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserCursor, UserListQuery,
+    AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserCursor, UserListQuery,
     UserPage,
 };
 pub use projection::{Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements};
@@ -133,9 +133,9 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
         audit: &AuditContext,
     ) -> Result<User, StoreError>;
 
-    /// Writes the audit entry of a refused attempt (a failed login, a permission refused on a money route) on its
-    /// own.
-    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Writes an audit entry on its own: a refused attempt (a failed login, a permission refused on a money route)
+    /// or an admin action that changes no row of its own (a move of the virtual clock).
+    async fn record_action(&self, action: &AuditedAction, now: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Stores a new refresh token (its hash).
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError>;

@@ -146,16 +146,17 @@ pub(crate) fn offset_i64(offset: u64) -> i64 {
     i64::try_from(offset).unwrap_or(i64::MAX)
 }
 
-/// An audit entry for something refused outside a ledger batch (a failed login, say), written on its own.
+/// An audit entry written on its own, outside a ledger batch: an attempt refused (a failed login, say) or an
+/// admin action that is no row of its own (a move of the virtual clock).
 #[derive(Debug, Clone)]
-pub struct RefusedAttempt {
-    /// What was attempted (`auth.login`).
+pub struct AuditedAction {
+    /// What was done or attempted (`auth.login`, `simulation.clock`).
     pub action: String,
     /// On what kind of entity.
     pub entity_type: &'static str,
     /// On which entity, if known.
     pub entity_id: Option<String>,
-    /// Why it was refused (`invalid_credentials`).
+    /// `success`, or why it was refused (`invalid_credentials`).
     pub outcome: String,
     /// Details, without secrets.
     pub details: serde_json::Value,

@@ -13,7 +13,7 @@ use banksim_store::testing::{TestDatabase, backends};
 fn a_wrong_setting_stops_the_start_naming_its_variable() {
     let data = tempfile::tempdir().expect("tempdir");
     let strong = "x".repeat(40);
-    let cases: [(&[(&str, &str)], &str); 7] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (&[("PORT", "not-a-port")], "PORT"),
         (&[("ENV", "staging")], "ENV"),
         (&[("ENV", "prod")], "JWT_SECRET"),
@@ -21,6 +21,8 @@ fn a_wrong_setting_stops_the_start_naming_its_variable() {
         (&[("DATABASE_URL", "mysql://localhost/bank")], "DATABASE_URL"),
         (&[("ALLOWED_ORIGINS", "example.com")], "ALLOWED_ORIGINS"),
         (&[("ENV", "prod"), ("JWT_SECRET", &strong), ("SIMULATION_MODE", "true")], "SIMULATION_MODE"),
+        (&[("SIMULATION_START", "2030-01-01T00:00:00Z")], "SIMULATION_START"),
+        (&[("SIMULATION_MODE", "true"), ("SIMULATION_START", "soon")], "SIMULATION_START"),
     ];
     for (vars, named) in cases {
         let output = run(banksim(data.path()).envs(vars.iter().copied()).arg("migrate"));

@@ -15,7 +15,7 @@ use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
-use banksim_store::{AuditContext, RefusedAttempt};
+use banksim_store::{AuditContext, AuditedAction};
 
 use crate::app::AppState;
 use crate::auth::CallerSlot;
@@ -67,7 +67,7 @@ pub async fn audit_permission_refusals(State(state): State<AppState>, request: R
         return response;
     }
     let code = response.extensions().get::<ErrorCode>().copied().unwrap_or(ErrorCode::for_status(response.status()));
-    let attempt = RefusedAttempt {
+    let attempt = AuditedAction {
         action: PERMISSION_DENIED.to_owned(),
         entity_type,
         entity_id,
@@ -75,7 +75,7 @@ pub async fn audit_permission_refusals(State(state): State<AppState>, request: R
         details: serde_json::json!({"method": method.as_str(), "route": route}),
         context: AuditContext { actor_id: caller.get(), ..client.into() },
     };
-    if let Err(error) = state.store.record_refusal(&attempt, state.clock.now()).await {
+    if let Err(error) = state.store.record_action(&attempt, state.clock.now()).await {
         tracing::error!(error.cause = ?error, "the audit entry of a refused permission was not written");
     }
     response

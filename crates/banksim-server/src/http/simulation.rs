@@ -18,6 +18,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::http::client::ClientContext;
 use crate::http::money::MoneyJson;
 use crate::service::simulation::{self, ClockReading, SimulationClock};
 
@@ -145,10 +146,12 @@ pub async fn change_clock(
     State(state): State<AppState>,
     SimulationMode(clock): SimulationMode,
     AdminUser(admin): AdminUser,
+    client: ClientContext,
     MoneyJson(body): MoneyJson<ClockChangeRequest>,
 ) -> Result<Json<ClockView>, ApiError> {
     let change = body.parse()?;
-    let reading = simulation::change(&state, &clock, change).await?;
+    let audit = banksim_store::AuditContext { actor_id: Some(admin.id), ..client.into() };
+    let reading = simulation::change(&state, &clock, change, audit).await?;
     tracing::info!(user.id = %admin.id, clock.now = %reading.now, "virtual clock changed");
     Ok(Json(reading.into()))
 }

@@ -3,7 +3,7 @@
 //! Sessions live on the wall clock ([`wall_now`]), not on the server's clock: see that function.
 
 use banksim_core::user::User;
-use banksim_store::{AuditContext, NewRefreshToken, RefreshOutcome, RefusedAttempt};
+use banksim_store::{AuditContext, AuditedAction, NewRefreshToken, RefreshOutcome};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -41,7 +41,7 @@ pub async fn login(state: &AppState, email: &str, password: String, audit: Audit
             state.metrics.record_login(false);
             tracing::info!("login refused");
             // The trail names the account when there is one, never the password or the email typed.
-            let attempt = RefusedAttempt {
+            let attempt = AuditedAction {
                 action: "auth.login".to_owned(),
                 entity_type: "user",
                 entity_id: refused.map(|c| c.user.id.to_string()),
@@ -49,7 +49,7 @@ pub async fn login(state: &AppState, email: &str, password: String, audit: Audit
                 details: serde_json::json!({}),
                 context: audit,
             };
-            state.store.record_refusal(&attempt, state.clock.now()).await?;
+            state.store.record_action(&attempt, state.clock.now()).await?;
             Err(ErrorCode::InvalidCredentials.into())
         }
     }

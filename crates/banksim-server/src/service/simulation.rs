@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use banksim_core::clock::next_stop;
 use banksim_core::{Clock, ClockChange, ClockError, ClockMode, SystemClock};
-use banksim_store::{SimulationStore, StoreError};
+use banksim_store::{AuditContext, AuditedAction, SimulationStore, StoreError};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -115,7 +115,11 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
         && clock.mode() == ClockMode::System
     {
         // Another instance starting alike may set the same instant first: setting it again changes nothing.
-        change(state, clock, ClockChange::Set(start))
+        let audit = banksim_store::AuditContext {
+            request_id: Some("simulation-start".to_owned()),
+            ..banksim_store::AuditContext::default()
+        };
+        change(state, clock, ClockChange::Set(start), audit)
             .await
             .map_err(|e| anyhow::anyhow!("SIMULATION_START: starting the virtual clock: {}", e.code().as_str()))?;
         tracing::info!(clock.now = %start, "virtual clock started at SIMULATION_START");
@@ -129,25 +133,55 @@ pub async fn read(state: &AppState, clock: &SimulationClock) -> Result<ClockRead
     Ok(ClockReading { now: clock.now(), mode: clock.mode() })
 }
 
-/// Sets or advances the shared clock, running everything that falls due on the way (see the module's notes).
-/// Returns the clock where it ends.
+/// Sets or advances the shared clock, running everything that falls due on the way (see the module's notes), and
+/// audits the move (`simulation.clock`, from where to where) as `audit`'s actor. Returns the clock where it ends.
 pub async fn change(
     state: &AppState,
     clock: &Arc<SimulationClock>,
     change: ClockChange,
+    audit: AuditContext,
 ) -> Result<ClockReading, ApiError> {
     let (state, clock) = (state.clone(), clock.clone());
     // In a task of its own: a walk is never left half-way because its client went away.
     let walk = tokio::spawn(async move {
         let holder = Uuid::now_v7();
         take_lease(&state, holder).await?;
+        let from = read(&state, &clock).await.map(|reading| reading.now);
         let walked = walk(&state, &clock, holder, change).await;
         if let Err(error) = state.store.release_clock(holder).await {
             tracing::warn!(error = %error, "could not give the clock's lease back; it ends by itself");
         }
-        walked
+        let reading = walked?;
+        record_move(&state, from.ok(), &reading, change, audit).await;
+        Ok(reading)
     });
     walk.await.map_err(ApiError::internal)?
+}
+
+/// The audit entry of a clock move. The clock has moved whatever happens here: were the entry lost, a retried
+/// `advance` would move it twice, so a failure is logged rather than answered.
+async fn record_move(
+    state: &AppState,
+    from: Option<DateTime<Utc>>,
+    reading: &ClockReading,
+    change: ClockChange,
+    audit: AuditContext,
+) {
+    let asked = match change {
+        ClockChange::Advance(step) => serde_json::json!({ "advance_secs": step.num_seconds() }),
+        ClockChange::Set(at) => serde_json::json!({ "set": at }),
+    };
+    let action = AuditedAction {
+        action: "simulation.clock".to_owned(),
+        entity_type: "clock",
+        entity_id: None,
+        outcome: "success".to_owned(),
+        details: serde_json::json!({ "from": from, "to": reading.now, "change": asked }),
+        context: audit,
+    };
+    if let Err(error) = state.store.record_action(&action, reading.now).await {
+        tracing::error!(error.cause = ?error, "the audit entry of a clock move was not written");
+    }
 }
 
 fn wall_now() -> DateTime<Utc> {

@@ -154,6 +154,19 @@ async fn the_clock_never_goes_backwards_and_explains_a_malformed_change() {
         assert_eq!(parsed(&same.body["now"]), instant(2030, 1, 31, 9), "setting where it stands changes nothing");
         let advanced = app.post(CLOCK, Some(&admin.token), &json!({"advance": "1d12h"})).await;
         assert_eq!(parsed(&advanced.body["now"]), instant(2030, 2, 1, 21));
+        // Each move is in the audit trail, with its admin, from where to where; the refused one is not.
+        let moves = app.get("/api/v1/audit-logs?action=simulation.clock", Some(&admin.token)).await;
+        let entries = moves.body["audit_logs"].as_array().unwrap_or_else(|| panic!("entries: {}", moves.text));
+        assert_eq!(entries.len(), 3, "set, set where it stands, advance: {}", moves.text);
+        let newest = &entries[0];
+        assert_eq!(
+            (newest["actor_id"].as_str(), newest["outcome"].as_str()),
+            (Some(admin.id.as_str()), Some("success"))
+        );
+        assert_eq!(newest["request_id"], advanced.headers["x-request-id"].to_str().expect("ascii"));
+        assert_eq!(parsed(&newest["details"]["from"]), instant(2030, 1, 31, 9), "{newest}");
+        assert_eq!(parsed(&newest["details"]["to"]), instant(2030, 2, 1, 21), "{newest}");
+        assert_eq!(newest["details"]["change"], json!({"advance_secs": 129_600}), "{newest}");
 
         for (body, field) in [
             (json!({"advance": "30"}), "advance"),

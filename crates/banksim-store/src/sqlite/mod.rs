@@ -32,7 +32,7 @@ use crate::ledger::{
     FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery, Wallet,
 };
 use crate::model::{
-    Credentials, NewRefreshToken, NewUser, RefreshOutcome, RefusedAttempt, UserChanges, UserListQuery, UserPage,
+    AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage,
     offset_i64, parse_role, user_audit_row, user_change_names, user_json,
 };
 use crate::projection::{
@@ -495,19 +495,19 @@ impl Store for SqliteStore {
         journal::account_balances(&self.reader).await
     }
 
-    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_action(&self, action: &AuditedAction, now: DateTime<Utc>) -> Result<(), StoreError> {
         let row = crate::ledger::AuditRow {
             entry_id: Uuid::now_v7(),
-            actor_id: attempt.context.actor_id,
-            action: attempt.action.clone(),
-            entity_type: attempt.entity_type,
-            entity_id: attempt.entity_id.clone(),
-            outcome: attempt.outcome.clone(),
-            details: attempt.details.clone(),
-            ip: attempt.context.ip.clone(),
-            user_agent: attempt.context.user_agent.clone(),
-            request_id: attempt.context.request_id.clone(),
-            trace_id: attempt.context.trace_id.clone(),
+            actor_id: action.context.actor_id,
+            action: action.action.clone(),
+            entity_type: action.entity_type,
+            entity_id: action.entity_id.clone(),
+            outcome: action.outcome.clone(),
+            details: action.details.clone(),
+            ip: action.context.ip.clone(),
+            user_agent: action.context.user_agent.clone(),
+            request_id: action.context.request_id.clone(),
+            trace_id: action.context.trace_id.clone(),
         };
         let mut tx = begin_write(&self.writer).await?;
         journal::append_audit(&mut tx, std::slice::from_ref(&row), now).await?;

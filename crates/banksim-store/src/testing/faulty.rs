@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
-    AuditContext, AuditQuery, AuditRecord, Backend, Credentials, EventRecord, ExecutionRecord, FxRate, HistoryEntry,
-    HistoryQuery, IdempotencyClaim, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun, OccurrenceUpdate,
-    Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, RefusedAttempt, ResponseRenderer, ScheduleClaim,
-    ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal, TransactionQuery,
-    UserChanges, UserListQuery, UserPage, Wallet,
+    AuditContext, AuditQuery, AuditRecord, AuditedAction, Backend, Credentials, EventRecord, ExecutionRecord, FxRate,
+    HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerReport, LedgerRequest, NewRefreshToken, NewUser, NextRun,
+    OccurrenceUpdate, Projection, ProjectionProgress, ProjectionStatus, RefreshOutcome, ResponseRenderer,
+    ScheduleClaim, ScheduleQuery, ScheduleRecord, StatementQuery, Store, StoreError, StoredResponse, SystemTotal,
+    TransactionQuery, UserChanges, UserListQuery, UserPage, Wallet,
 };
 use crate::{DumpedTransaction, DumpedUser, DumpedWallet, SimulationStore};
 
@@ -217,8 +217,8 @@ impl Store for FaultyStore {
         self.run("update_user", self.inner.update_user(id, changes, now, audit)).await
     }
 
-    async fn record_refusal(&self, attempt: &RefusedAttempt, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.run("record_refusal", self.inner.record_refusal(attempt, now)).await
+    async fn record_action(&self, action: &AuditedAction, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.run("record_action", self.inner.record_action(action, now)).await
     }
 
     async fn insert_refresh_token(&self, token: NewRefreshToken) -> Result<(), StoreError> {
