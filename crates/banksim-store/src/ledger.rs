@@ -421,6 +421,25 @@ pub(crate) struct AuditRow {
     pub trace_id: Option<String>,
 }
 
+impl AuditRow {
+    /// The row of an entry written on its own.
+    pub(crate) fn of_action(action: &crate::AuditedAction) -> Self {
+        Self {
+            entry_id: Uuid::now_v7(),
+            actor_id: action.context.actor_id,
+            action: action.action.clone(),
+            entity_type: action.entity_type,
+            entity_id: action.entity_id.clone(),
+            outcome: action.outcome.clone(),
+            details: action.details.clone(),
+            ip: action.context.ip.clone(),
+            user_agent: action.context.user_agent.clone(),
+            request_id: action.context.request_id.clone(),
+            trace_id: action.context.trace_id.clone(),
+        }
+    }
+}
+
 /// An idempotency row to insert.
 #[derive(Debug, Clone)]
 pub(crate) struct IdempotencyRow {

@@ -488,19 +488,7 @@ impl Store for PgStore {
     }
 
     async fn record_action(&self, action: &AuditedAction, now: DateTime<Utc>) -> Result<(), StoreError> {
-        let row = crate::ledger::AuditRow {
-            entry_id: Uuid::now_v7(),
-            actor_id: action.context.actor_id,
-            action: action.action.clone(),
-            entity_type: action.entity_type,
-            entity_id: action.entity_id.clone(),
-            outcome: action.outcome.clone(),
-            details: action.details.clone(),
-            ip: action.context.ip.clone(),
-            user_agent: action.context.user_agent.clone(),
-            request_id: action.context.request_id.clone(),
-            trace_id: action.context.trace_id.clone(),
-        };
+        let row = crate::ledger::AuditRow::of_action(action);
         let mut tx = self.pool.begin().await?;
         journal::append_audit(&mut tx, std::slice::from_ref(&row), now).await?;
         tx.commit().await?;

@@ -180,10 +180,12 @@ impl WriteLock {
     }
 }
 
+mod child;
 mod cluster;
 mod faulty;
 mod nats;
 
+pub use child::{ChildServer, Readiness, ServerKind};
 pub use cluster::{PgServer, free_port};
 pub use faulty::{FaultyStore, Pause, PauseAt};
 pub use nats::NatsServer;
