@@ -62,6 +62,9 @@ pub struct AppState {
     pub faults: Option<Arc<crate::http::faults::FaultInjector>>,
     /// Where the ids of new users, movements and schedules come from (derived from requests in simulation mode).
     pub ids: crate::service::ids::Ids,
+    /// The scenario runner of simulation mode, when one is installed ([`AppState::with_scenario_runner`]); `None`:
+    /// the scenario routes answer 503 `scenario_runner_unavailable`.
+    pub scenarios: Option<Arc<crate::service::scenarios::Scenarios>>,
 }
 
 impl AppState {
@@ -134,11 +137,21 @@ impl AppState {
             faults: simulation.as_ref().map(|_| Arc::default()),
             ids: crate::service::ids::Ids::new(simulation.is_some()),
             simulation,
+            scenarios: None,
         };
         if state.config.test_breaker_routes {
             crate::http::breakers::register_test_breakers(&state);
         }
         Ok(state)
+    }
+}
+
+impl AppState {
+    /// The same state with `runner` behind the scenario routes (simulation mode only: without it they answer 404
+    /// whatever is installed).
+    pub fn with_scenario_runner(mut self, runner: Arc<dyn crate::service::scenarios::ScenarioRunner>) -> Self {
+        self.scenarios = Some(Arc::new(crate::service::scenarios::Scenarios::new(runner)));
+        self
     }
 }
 

@@ -116,11 +116,15 @@ pub enum ErrorCode {
     ClockBackwards,
     /// Another advance of the virtual clock is under way (on this or another instance): retry when it is done.
     ClockBusy,
+    /// A scenario run is under way on this instance: stop it (or let it end) before starting another.
+    ScenarioRunning,
+    /// This server has no scenario runner (only `banksim serve` installs one): the scenario routes cannot work here.
+    ScenarioRunnerUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 47] = [
+    pub const ALL: [Self; 49] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -168,6 +172,8 @@ impl ErrorCode {
         Self::CircuitOpen,
         Self::ClockBackwards,
         Self::ClockBusy,
+        Self::ScenarioRunning,
+        Self::ScenarioRunnerUnavailable,
     ];
 
     /// The HTTP status that goes with the code.
@@ -210,7 +216,8 @@ impl ErrorCode {
             Self::InternalError | Self::SimulatedFailure => StatusCode::INTERNAL_SERVER_ERROR,
             Self::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             Self::ClockBackwards => StatusCode::BAD_REQUEST,
-            Self::ClockBusy => StatusCode::CONFLICT,
+            Self::ClockBusy | Self::ScenarioRunning => StatusCode::CONFLICT,
+            Self::ScenarioRunnerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -264,6 +271,8 @@ impl ErrorCode {
             Self::CircuitOpen => "circuit_open",
             Self::ClockBackwards => "clock_backwards",
             Self::ClockBusy => "clock_busy",
+            Self::ScenarioRunning => "scenario_running",
+            Self::ScenarioRunnerUnavailable => "scenario_runner_unavailable",
         }
     }
 
@@ -323,6 +332,10 @@ impl ErrorCode {
             Self::CircuitOpen => "Service temporarily unavailable",
             Self::ClockBackwards => "the clock never goes backwards",
             Self::ClockBusy => "another advance of the clock is under way; retry when it is done",
+            Self::ScenarioRunning => "a scenario run is under way; stop it before starting another",
+            Self::ScenarioRunnerUnavailable => {
+                "this server has no scenario runner; start it with `banksim serve` to run scenarios"
+            }
         }
     }
 

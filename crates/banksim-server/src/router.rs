@@ -24,8 +24,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::context::{self, X_REQUEST_ID, X_TRACE_ID};
 use crate::http::{
-    admin, audit, auth, balances, batch, breakers, faults, fx, metrics, openapi, rate_limit, refusals, schedules,
-    service, simulation, transactions, users,
+    admin, audit, auth, balances, batch, breakers, console, faults, fx, metrics, openapi, rate_limit, refusals,
+    schedules, service, simulation, transactions, users,
 };
 
 /// The OpenAPI document's fixed parts; the paths come from the routes themselves.
@@ -114,6 +114,8 @@ pub fn build_with(state: AppState, extra: Router<AppState>) -> Router {
         api.paths.paths.retain(|path, _| !simulation::PATHS.contains(&path.as_str()));
     }
     let router = if config.test_breaker_routes { router.merge(demo_routes) } else { router };
+    // The simulation console's page and assets (404 without simulation mode, like the simulation routes).
+    let router = router.merge(console::routes());
     // With METRICS_ADDR the metrics have a listener of their own (`build_metrics`); here they are then unknown.
     let router = match config.metrics_addr {
         Some(_) => router,

@@ -15,9 +15,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AdminUser, AuthUser};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::http::extract::ApiQuery;
+use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::money::{amount_json, parse_currency};
 use crate::http::pagination::page_limit;
 use crate::http::transactions::parse_instant;
@@ -28,6 +28,7 @@ use crate::service::statements::{daily_statements, statement_range};
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_balances))
+        .routes(routes!(list_user_balances))
         .routes(routes!(get_current_balance))
         .routes(routes!(get_balance_history))
         .routes(routes!(get_balance_at_time))
@@ -150,8 +151,32 @@ pub async fn list_balances(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
 ) -> Result<Json<Balances>, ApiError> {
-    let wallets = state.store.wallets(caller.id, None).await?;
-    Ok(Json(Balances {
+    Ok(Json(balances_of(&state, caller.id).await?))
+}
+
+/// Every wallet of one user (admin): what `GET /balances` shows that user.
+#[utoipa::path(get, path = "/users/{id}/balances", tag = "users", params(("id" = Uuid, Path, description = "User id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Balances),
+        (status = 400, description = "`invalid_parameter`: not a UUID", body = ErrorBody),
+        (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`", body = ErrorBody),
+        (status = 404, description = "`user_not_found`", body = ErrorBody),
+    ))]
+pub async fn list_user_balances(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Balances>, ApiError> {
+    crate::service::users::get(&state, id).await?;
+    Ok(Json(balances_of(&state, id).await?))
+}
+
+/// Every wallet of `user_id`, by currency.
+async fn balances_of(state: &AppState, user_id: Uuid) -> Result<Balances, ApiError> {
+    let wallets = state.store.wallets(user_id, None).await?;
+    Ok(Balances {
         balances: wallets
             .into_iter()
             .map(|w| WalletBalance {
@@ -161,7 +186,7 @@ pub async fn list_balances(
                 last_updated_at: w.updated_at,
             })
             .collect(),
-    }))
+    })
 }
 
 /// Which part of a wallet's history.

@@ -1,5 +1,5 @@
 //! `/api/v1/admin/clock` and `/api/v1/admin/state-hash`: simulation mode's routes (with `/api/v1/admin/faults`, in
-//! [`crate::http::faults`]). Admin only; without
+//! [`crate::http::faults`], and `/api/v1/admin/scenarios`, in [`crate::http::scenarios`]). Admin only; without
 //! `SIMULATION_MODE` they answer 404, as if they did not exist (before any token is looked at).
 
 use std::sync::Arc;
@@ -24,7 +24,8 @@ use crate::service::simulation::{self, ClockReading, SimulationClock};
 
 /// The paths of this module, as the OpenAPI document names them: a server without simulation mode leaves them out of
 /// the `/openapi.json` it serves.
-pub const PATHS: [&str; 3] = ["/api/v1/admin/clock", "/api/v1/admin/faults", "/api/v1/admin/state-hash"];
+pub const PATHS: [&str; 4] =
+    ["/api/v1/admin/clock", "/api/v1/admin/faults", "/api/v1/admin/scenarios", "/api/v1/admin/state-hash"];
 
 /// The routes of this module.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -32,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_clock, change_clock))
         .routes(routes!(state_hash))
         .merge(crate::http::faults::routes())
+        .merge(crate::http::scenarios::routes())
 }
 
 /// Simulation mode is on: the extractor of this module's routes, placed before the admin check so that a server

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod ids;
 pub mod ledger;
+pub mod scenarios;
 pub mod schedules;
 pub mod simulation;
 pub mod statements;
