@@ -12,6 +12,7 @@ use banksim_store::Projection;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
+mod console_runner;
 mod events;
 mod simulate;
 
@@ -205,6 +206,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let state = app::build(config).await?;
     let listener =
         tokio::net::TcpListener::bind(address).await.with_context(|| format!("PORT: cannot listen on {address}"))?;
+    // Simulation mode's console runs `simulate` scenarios against this server, through the address it listens on.
+    let state = if state.config.simulation_mode {
+        let runner = console_runner::ConsoleRunner::new(listener.local_addr()?);
+        state.with_scenario_runner(std::sync::Arc::new(runner))
+    } else {
+        state
+    };
     app::serve(state, listener, app::shutdown_signal()).await
 }
 

@@ -61,6 +61,8 @@ pub struct Shared {
     pub transport_errors_logged: AtomicU32,
     /// How often a money request whose outcome is unknown is sent.
     pub money_attempts_max: u32,
+    /// Turns true when the run is asked to stop early (the console's stop).
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// What a connection measured and saw move.
@@ -130,7 +132,7 @@ struct Connection {
 
 impl Connection {
     fn past_deadline(&self) -> bool {
-        self.shared.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+        *self.shared.stop.borrow() || self.shared.deadline.is_some_and(|deadline| Instant::now() >= deadline)
     }
 
     async fn execute(&mut self, plan: Plan) {

@@ -36,13 +36,15 @@ use banksim_core::money;
 use futures::{StreamExt, TryStreamExt, stream};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use tokio::sync::watch;
 
-pub use args::SimulateArgs;
+pub use args::{Scenario, SimulateArgs};
 use client::{Api, SimUser};
 use conservation::{Conservation, Tally};
 use drive::Shared;
 use scenario::Planner;
-use stats::{Report, RunInfo, Stats};
+pub use stats::Report;
+use stats::{RunInfo, Stats};
 
 /// Most setup requests in flight at once. Registration and login hash passwords, which is deliberately slow;
 /// more in flight would only queue on the server's cores.
@@ -57,6 +59,24 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.replay {
         return replay_recording(&args, file).await;
     }
+    // The command line stops a run with Ctrl-C, which ends the process: it needs no stop signal.
+    let (_never, stop) = watch::channel(false);
+    let report = run_with(&args, stop).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("writing the report")?);
+    } else {
+        println!("{report}");
+    }
+    if !report.passed {
+        bail!("simulation failed: {}", report.failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Runs a simulation until its length is reached or `stop` turns true, and returns its report (whether it passed
+/// or not). A stop ends the setup or the traffic early; the balances are still read back and checked. Fails only
+/// when the run could not be made (the server unreachable, a user that cannot register, …).
+pub async fn run_with(args: &SimulateArgs, mut stop: watch::Receiver<bool>) -> anyhow::Result<Report> {
     let currency = args.currency;
     let fund_minor = money::parse_amount(&args.fund, currency, money::DEFAULT_AMOUNT_MAX_MAJOR)
         .map_err(|err| anyhow::anyhow!("--fund {:?}: {err}", args.fund))?;
@@ -72,30 +92,30 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     api.check_reachable().await?;
 
     let setup_started = Instant::now();
-    let users: Vec<SimUser> = stream::iter(0..args.users)
+    let users = stream::iter(0..args.users)
         .map(|index| {
             let (username, email) = client::user_identity(args.seed, index);
             api.register_or_login(username, email, &args.password)
         })
         .buffered(setup_concurrency)
-        .try_collect()
-        .await?;
+        .try_collect::<Vec<SimUser>>();
+    let users = unless_stopped(&mut stop, users).await?;
     tracing::info!(users = users.len(), url = %args.url, "simulated users registered and logged in");
     let before = sum_balances(&api, &users, currency, setup_concurrency).await.context("before the run")?;
     let mut tally = Tally::default();
     let mut funding_keys = StdRng::seed_from_u64(drive::key_seed(args.seed, run_id, FUNDING_KEY_STREAM));
     let keys: Vec<uuid::Uuid> = users.iter().map(|_| drive::next_key(&mut funding_keys)).collect();
     let fund_text = amount::format(fund_minor, currency);
-    let funded: Vec<bool> = stream::iter(users.iter().zip(keys))
+    let funded = stream::iter(users.iter().zip(keys))
         .map(|(user, key)| api.fund(user, &fund_text, currency, key))
         .buffered(setup_concurrency)
-        .try_collect()
-        .await?;
+        .try_collect::<Vec<bool>>();
+    let funded = unless_stopped(&mut stop, funded).await?;
     tally.funded = i128::from(fund_minor) * funded.iter().filter(|moved| **moved).count() as i128;
     let setup = setup_started.elapsed();
     tracing::info!(amount = %fund_text, currency = %currency, setup_ms = setup.as_millis() as u64, "users funded");
 
-    let drill = start_faults(&args).await?;
+    let drill = start_faults(args).await?;
     let started = Instant::now();
     let shared = Arc::new(Shared {
         api,
@@ -111,6 +131,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         } else {
             drive::MONEY_ATTEMPTS_MAX
         },
+        stop,
     });
     let refresher = tokio::spawn(keep_sessions_fresh(Arc::clone(&shared), args.password.clone()));
     let connections: Vec<_> = (0..args.connections)
@@ -151,16 +172,7 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         let lines = recorder.finish()?;
         tracing::info!(requests = lines, file = %path.display(), "run recorded");
     }
-    let report = Report::new(&info, &stats, &conservation);
-    if args.json {
-        println!("{}", serde_json::to_string(&report).context("writing the report")?);
-    } else {
-        println!("{report}");
-    }
-    if !report.passed {
-        bail!("simulation failed: {}", report.failures.join("; "));
-    }
-    Ok(())
+    Ok(Report::new(&info, &stats, &conservation))
 }
 
 /// Turns the server's random faults on for `--faults` (as the admin, whose session turns them off again).
@@ -190,6 +202,17 @@ async fn replay_recording(args: &SimulateArgs, file: &std::path::Path) -> anyhow
         bail!("the replay diverged: {} answers differ from the recording", report.mismatches);
     }
     Ok(())
+}
+
+/// `work`, unless `stop` turns true first: then the run ends without traffic (and so without a report).
+async fn unless_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        Ok(_) = stop.wait_for(|stopped| *stopped) => bail!("stopped during the setup, before any traffic"),
+    }
 }
 
 /// Connection `index`'s share of `total` requests: an equal split, the first connections taking one more each
