@@ -195,6 +195,7 @@ async function faultsOff() {
   try {
     showFaults(await api('DELETE', '/api/v1/admin/faults'));
     say('faults-message', 'random faults off');
+    await refreshUsers().catch(() => {});
   } catch (error) {
     say('faults-message', describe(error), true);
   }
@@ -286,6 +287,7 @@ async function stopScenario() {
   try {
     showScenario(await api('DELETE', '/api/v1/admin/scenarios'));
     say('scenario-message', 'stopped');
+    await Promise.allSettled([refreshUsers(), verifyLedger()]);
   } catch (error) {
     say('scenario-message', describe(error), true);
   }
@@ -330,10 +332,15 @@ async function refreshEvents() {
   }
   events.schedules = events.schedules.slice(-SCHEDULE_EVENTS_SHOWN);
   fill($('schedule-events'), events.schedules.slice().reverse().map((event) => {
-    const tr = row([event.sequence, event.event_type, event.aggregate_id.slice(0, 8), event.created_at]);
+    const tr = row([event.sequence, event.event_type, event.aggregate_id.slice(0, 8), shortInstant(event.created_at)]);
     tr.dataset.eventType = event.event_type;
     return tr;
   }));
+}
+
+/** `2030-01-31T09:00:00.123456Z` as `2030-01-31 09:00:00Z`. */
+function shortInstant(instant) {
+  return instant.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
 // ---- Users and balances ------------------------------------------------------------------------------------
@@ -491,8 +498,14 @@ function drawChart(canvas, lines) {
       }
       const x = pad.left + (plotWidth * (index + CHART_POINTS - points.length)) / (CHART_POINTS - 1);
       const y = pad.top + plotHeight * (1 - value / top);
-      if (drawing) context.lineTo(x, y);
-      else context.moveTo(x, y);
+      if (drawing) {
+        context.lineTo(x, y);
+      } else {
+        // A point alone (the first reading, or one between gaps) shows as a dot.
+        context.moveTo(x, y);
+        context.arc(x, y, 1, 0, 2 * Math.PI);
+        context.moveTo(x, y);
+      }
       drawing = true;
     });
     context.stroke();
@@ -507,6 +520,8 @@ function every(period, refresh, messageId) {
     if (!session.accessToken) return;
     try {
       await refresh();
+      // A failure shown by an earlier round is over; a message of an action stays.
+      if (messageId && $(messageId).classList.contains('failed')) say(messageId, '');
     } catch (error) {
       if (messageId) say(messageId, describe(error), true);
     }
