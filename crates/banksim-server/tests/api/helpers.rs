@@ -136,12 +136,37 @@ impl TestApp {
         Self::start(self.backend, &self.state.config.database_url(), configure, Router::new(), clock).await
     }
 
+    /// A simulation-mode server with `runner` behind its scenario routes, on a fresh database of `backend`.
+    pub async fn spawn_with_runner(
+        backend: Backend,
+        runner: Arc<dyn banksim_server::service::scenarios::ScenarioRunner>,
+    ) -> Self {
+        let database = TestDatabase::create(backend).await;
+        let simulating = |config: &mut Config| config.simulation_mode = true;
+        let clock = Arc::new(SystemClock);
+        let mut app =
+            Self::start_with_runner(backend, &database.url, simulating, Router::new(), clock, Some(runner)).await;
+        app.database = Some(database);
+        app
+    }
+
     async fn start(
         backend: Backend,
         url: &str,
         configure: impl FnOnce(&mut Config),
         extra: Router<AppState>,
         clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self::start_with_runner(backend, url, configure, extra, clock, None).await
+    }
+
+    async fn start_with_runner(
+        backend: Backend,
+        url: &str,
+        configure: impl FnOnce(&mut Config),
+        extra: Router<AppState>,
+        clock: Arc<dyn Clock>,
+        runner: Option<Arc<dyn banksim_server::service::scenarios::ScenarioRunner>>,
     ) -> Self {
         if std::env::var_os("TEST_LOG").is_some() {
             let _ = banksim_server::telemetry::init(LogFormat::Text);
@@ -154,6 +179,10 @@ impl TestApp {
         store.migrate().await.expect("migrate");
         let faults = FaultyStore::new(store);
         let state = AppState::new(config, faults.clone(), clock).expect("state");
+        let state = match runner {
+            Some(runner) => state.with_scenario_runner(runner),
+            None => state,
+        };
         banksim_server::service::simulation::load(&state).await.expect("read the shared clock");
         let jobs = banksim_server::app::BackgroundJobs::start(&state);
         banksim_server::service::users::bootstrap_admin(&state).await.expect("bootstrap admin");
@@ -482,8 +511,9 @@ async fn read(response: reqwest::Response) -> TestResponse {
     let headers = response.headers().clone();
     let text = response.text().await.expect("body");
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    // Every body of ours is JSON, except the Prometheus exposition of /metrics.
-    let body = if text.is_empty() || content_type.starts_with("application/openmetrics-text") {
+    // Every body of ours is JSON, except the Prometheus exposition of /metrics and the simulation console's page.
+    let not_json = ["application/openmetrics-text", "text/", "image/"];
+    let body = if text.is_empty() || not_json.iter().any(|kind| content_type.starts_with(kind)) {
         Value::Null
     } else {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text:?}"))

@@ -24,6 +24,7 @@ mod redis_server;
 mod relay;
 mod replica;
 mod resilience;
+mod scenarios;
 mod schedules;
 mod service;
 mod simulated_faults;
