@@ -342,6 +342,10 @@ error_codes! {
     ClockBackwards = "clock_backwards",
     /// Simulation mode: another advance of the virtual clock is under way; retry when it is done.
     ClockBusy = "clock_busy",
+    /// Simulation mode: a scenario run is under way on this instance; stop it before starting another.
+    ScenarioRunning = "scenario_running",
+    /// Simulation mode: this server has no scenario runner (only `banksim serve` installs one).
+    ScenarioRunnerUnavailable = "scenario_runner_unavailable",
 }
 
 impl fmt::Display for ErrorCode {
