@@ -11,8 +11,8 @@
 //! instance behind a load balancer has its own (set each, or run one instance for a reproducible drill). The
 //! generator draws exactly once per `/api/v1` request in the order requests reach the middleware, so the same
 //! seed and the same request sequence (sent one at a time) meet the same faults. The simulation routes themselves
-//! (`/admin/faults`, `/admin/clock`, `/admin/state-hash`) never get a random fault, so the operator can always
-//! switch them off.
+//! (`/admin/faults`, `/admin/clock`, `/admin/scenarios`, `/admin/state-hash`) never get a random fault, so the
+//! operator can always switch them off.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
