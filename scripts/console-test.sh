@@ -2,7 +2,7 @@
 # The simulation console in headless Chromium: scripts/console-test.sh <path-to-banksim-binary>
 #
 # Starts a banksim of its own (SQLite in a temporary folder, a free port, SIMULATION_MODE=true, the auth rate limit
-# off for the scenario's users, a first admin from BANKSIM_ADMIN_EMAIL), installs the pinned playwright-core of
+# off for the test's own logins, a first admin from BANKSIM_ADMIN_EMAIL), installs the pinned playwright-core of
 # clients/console-test with `npm ci`, and runs clients/console-test/console.spec.mjs with node's test runner against
 # Debian's /usr/bin/chromium (no browser is downloaded). Screenshots go to clients/console-test/artifacts/
 # (CONSOLE_ARTIFACTS to change it). Cleans up on exit.

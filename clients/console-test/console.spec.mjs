@@ -1,6 +1,6 @@
 // The simulation console in a real browser: Debian's headless Chromium driven by playwright-core (no browser is
 // downloaded). scripts/console-test.sh starts the banksim this test drives and sets:
-//   BASE_URL        the server (SIMULATION_MODE=true, auth rate limit off)
+//   BASE_URL        the server (SIMULATION_MODE=true, auth rate limit off for the test's own logins)
 //   ADMIN_EMAIL     an admin it created from BANKSIM_ADMIN_EMAIL / BANKSIM_ADMIN_PASSWORD
 //   ADMIN_PASSWORD
 //   ARTIFACTS       where the screenshots go

@@ -1919,7 +1919,7 @@ export interface components {
             /**
              * Format: int32
              * @description Simulated users (default 10). They register themselves (or log in, when an earlier run with the same seed
-             *     registered them), so the auth rate limit must allow it: `AUTH_RATE_LIMIT_PER_MINUTE=0` for big runs.
+             *     registered them) from the server's own address, past the per-address auth limit (docs/simulation.md).
              * @example 10
              */
             users?: number | null;

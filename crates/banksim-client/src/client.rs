@@ -49,6 +49,8 @@ struct Inner {
     urls: Urls,
     retry: RetryPolicy,
     observer: Option<Arc<dyn Observer>>,
+    /// Sent with every request.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +144,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retry: RetryPolicy,
     observer: Option<Arc<dyn Observer>>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ClientBuilder {
@@ -181,6 +184,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends this header with every request of the client (and of its clones).
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// The client.
     pub fn build(self) -> Result<Client, Error> {
         let urls = Urls::new(&self.base)?;
@@ -197,7 +206,7 @@ impl ClientBuilder {
                 .build()
                 .map_err(|err| Error::Setup(format!("building the HTTP client: {err}")))?,
         };
-        let inner = Inner { http, urls, retry: self.retry, observer: self.observer };
+        let inner = Inner { http, urls, retry: self.retry, observer: self.observer, headers: self.headers };
         Ok(Client { inner: Arc::new(inner), authorization: Authorization::None })
     }
 }
@@ -218,6 +227,7 @@ impl Client {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             retry: RetryPolicy::default(),
             observer: None,
+            headers: Vec::new(),
         }
     }
 
@@ -443,7 +453,7 @@ impl<'a, T: DeserializeOwned> Call<'a, T> {
         if let Some(key) = &key {
             request = request.header(IDEMPOTENCY_KEY, key.0.clone());
         }
-        for (name, value) in &self.headers {
+        for (name, value) in self.client.inner.headers.iter().chain(&self.headers) {
             request = request.header(name.clone(), value.clone());
         }
         if let Some(body) = &self.body {

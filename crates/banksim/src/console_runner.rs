@@ -1,6 +1,7 @@
 //! The console's scenario runner: the `simulate` engine behind `/api/v1/admin/scenarios`, driving this very
 //! server through its own listening address, exactly as `banksim simulate --url` would from outside (its users
-//! register and log in over HTTP, with the usual rate limits).
+//! register and log in over HTTP; only the per-address auth limit lets them by, since they all come from the
+//! server's own address: their requests carry the process's secret `RunnerPass`).
 //!
 //! The server crate only knows the [`ScenarioRunner`] trait; `banksim serve` installs this implementation in
 //! simulation mode, so the server never depends on this binary.
@@ -8,8 +9,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use async_trait::async_trait;
-use banksim_server::service::scenarios::{ScenarioRun, ScenarioRunner, StopSignal};
+use banksim_server::service::scenarios::{RUNNER_PASS_HEADER, RunnerPass, ScenarioRun, ScenarioRunner, StopSignal};
 use clap::{Parser, ValueEnum};
+use reqwest::header::{HeaderName, HeaderValue};
 
 use crate::simulate::{self, Scenario, SimulateArgs};
 
@@ -64,8 +66,11 @@ impl ScenarioRunner for ConsoleRunner {
         Scenario::value_variants().iter().map(|scenario| scenario.as_str()).collect()
     }
 
-    async fn run(&self, run: ScenarioRun, stop: StopSignal) -> Result<serde_json::Value, String> {
-        let args = self.arguments(&run)?;
+    async fn run(&self, run: ScenarioRun, stop: StopSignal, pass: RunnerPass) -> Result<serde_json::Value, String> {
+        let mut args = self.arguments(&run)?;
+        // Its users all log in from this server's own address: the pass lets them by the per-address auth limit.
+        let pass = HeaderValue::from_str(pass.as_str()).map_err(|err| format!("the runner's pass: {err}"))?;
+        args.headers.push((HeaderName::from_static(RUNNER_PASS_HEADER), pass));
         let (done, outcome) = tokio::sync::oneshot::channel();
         // The generator runs on a thread and runtime of its own: its future is not `Send` (its request streams
         // borrow the run's users), and the server's runtime keeps its workers for the server.

@@ -19,7 +19,9 @@ fn simulating(data_dir: &std::path::Path) -> Server {
         .env("SIMULATION_MODE", "true")
         .env("BANKSIM_ADMIN_EMAIL", ADMIN_EMAIL)
         .env("BANKSIM_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        .env("HOST", "127.0.0.1");
+        .env("HOST", "127.0.0.1")
+        // The default auth limit: the runner's users, all logging in from the server's own address, pass it.
+        .env("AUTH_RATE_LIMIT_PER_MINUTE", "5");
     Server::start(command)
 }
 
@@ -78,7 +80,8 @@ async fn the_console_runs_a_scenario_to_its_end_and_stops_a_long_one() {
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-security-policy"].to_str().is_ok_and(|csp| csp.contains("default-src 'none'")));
 
-    let short = json!({"scenario": "transfer", "users": 3, "connections": 2, "requests": 30, "seed": 5});
+    // Twelve users register and log in: 24 auth requests from one address, far past the limit of 5 a minute.
+    let short = json!({"scenario": "transfer", "users": 12, "connections": 2, "requests": 30, "seed": 5});
     let (status, started) =
         call(&client, reqwest::Method::POST, format!("{address}{SCENARIOS}"), &token, Some(short)).await;
     assert_eq!(status, 202, "{started}");
@@ -100,4 +103,18 @@ async fn the_console_runs_a_scenario_to_its_end_and_stops_a_long_one() {
     assert_eq!(stopped["stop_requested"], true);
     assert_eq!(stopped["report"]["conservation"]["ok"], true, "{stopped}");
     assert!(stopped["report"]["duration_secs"].as_f64().is_some_and(|secs| secs < 60.0), "{stopped}");
+
+    // Anyone else on that address is held to the limit, a wrong pass changing nothing.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let login = client
+            .post(format!("{address}/api/v1/auth/login"))
+            .header("x-banksim-runner-pass", "0".repeat(64))
+            .json(&json!({"email": ADMIN_EMAIL, "password": "wrong-password"}))
+            .send()
+            .await
+            .expect("an answer");
+        statuses.push(login.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "the limit still holds for other clients: {statuses:?}");
 }

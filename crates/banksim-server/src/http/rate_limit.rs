@@ -35,6 +35,7 @@ use crate::coordination::{Redis, SharedLimiter};
 use crate::error::ApiError;
 use crate::http::client::client_ip;
 use crate::metrics::{Metrics, RateLimitCounters};
+use crate::service::scenarios::RUNNER_PASS_HEADER;
 
 /// The routes that share the auth budget.
 const AUTH_PREFIX: &str = "/api/v1/auth/";
@@ -283,10 +284,20 @@ impl RateLimits {
     }
 }
 
+/// Whether the request comes from this process's scenario runner (simulation mode's console), whose simulated
+/// users all log in from the server's own address.
+fn from_scenario_runner(state: &AppState, request: &Request) -> bool {
+    let (Some(scenarios), Some(sent)) = (&state.scenarios, request.headers().get(RUNNER_PASS_HEADER)) else {
+        return false;
+    };
+    scenarios.pass().admits(sent.as_bytes())
+}
+
 /// Whose budget `request` of `group` spends: the client IP for auth, the token's user for the others (none for a
 /// request without a valid access token).
 fn subject(state: &AppState, group: Group, request: &Request) -> Option<Subject> {
     match group {
+        Group::Auth if from_scenario_runner(state, request) => None,
         Group::Auth => {
             client_ip(request.extensions(), request.headers(), &state.config.trusted_proxies).map(Subject::Client)
         }

@@ -44,7 +44,7 @@ pub struct ScenarioRunRequest {
     #[schema(example = "transfer")]
     scenario: String,
     /// Simulated users (default 10). They register themselves (or log in, when an earlier run with the same seed
-    /// registered them), so the auth rate limit must allow it: `AUTH_RATE_LIMIT_PER_MINUTE=0` for big runs.
+    /// registered them) from the server's own address, past the per-address auth limit (docs/simulation.md).
     #[schema(minimum = 2, maximum = 10_000, example = 10)]
     users: Option<u32>,
     /// Concurrent connections (default 4).

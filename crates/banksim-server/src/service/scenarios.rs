@@ -41,6 +41,40 @@ pub struct ScenarioRun {
     pub seed: u64,
 }
 
+/// The header by which the runner's requests pass the per-address auth rate limit: its simulated users all
+/// register and log in from the server's own address, where the limit (5 a minute by default) would stop the
+/// third of them. Its value is [`RunnerPass`], a secret of this process that only the runner is given.
+pub const RUNNER_PASS_HEADER: &str = "x-banksim-runner-pass";
+
+/// A random secret of this process (256 bits, hex), handed to the scenario runner to send as
+/// [`RUNNER_PASS_HEADER`]. Never logged or shown.
+#[derive(Clone)]
+pub struct RunnerPass(Arc<str>);
+
+impl RunnerPass {
+    fn random() -> Self {
+        let bytes: [u8; 32] = rand::random();
+        Self(bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>().into())
+    }
+
+    /// The secret, to send.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `sent` is the secret, compared in time that does not depend on where they differ.
+    pub fn admits(&self, sent: &[u8]) -> bool {
+        let expected = self.0.as_bytes();
+        sent.len() == expected.len() && sent.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    }
+}
+
+impl std::fmt::Debug for RunnerPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunnerPass(..)")
+    }
+}
+
 /// Runs scenarios against this server. Implemented by the `banksim` binary with its traffic generator.
 #[async_trait]
 pub trait ScenarioRunner: Send + Sync {
@@ -48,8 +82,9 @@ pub trait ScenarioRunner: Send + Sync {
     fn scenarios(&self) -> Vec<&'static str>;
 
     /// Runs `run` to its end, or until `stop` turns true, and returns its report (the JSON object that
-    /// `banksim simulate --json` prints), or why the run could not be made at all.
-    async fn run(&self, run: ScenarioRun, stop: StopSignal) -> Result<serde_json::Value, String>;
+    /// `banksim simulate --json` prints), or why the run could not be made at all. Its requests send `pass` as
+    /// [`RUNNER_PASS_HEADER`].
+    async fn run(&self, run: ScenarioRun, stop: StopSignal, pass: RunnerPass) -> Result<serde_json::Value, String>;
 }
 
 /// Where a run stands.
@@ -92,6 +127,7 @@ pub enum ScenarioRefusal {
 /// The slot of this instance's run, and the runner that makes runs.
 pub struct Scenarios {
     runner: Arc<dyn ScenarioRunner>,
+    pass: RunnerPass,
     slot: Arc<Mutex<Slot>>,
 }
 
@@ -127,7 +163,12 @@ impl Scenarios {
             error: None,
             ended: watch::channel(0).0,
         };
-        Self { runner, slot: Arc::new(Mutex::new(slot)) }
+        Self { runner, pass: RunnerPass::random(), slot: Arc::new(Mutex::new(slot)) }
+    }
+
+    /// The secret the runner's requests carry.
+    pub fn pass(&self) -> &RunnerPass {
+        &self.pass
     }
 
     /// The names of the scenarios the runner knows.
@@ -163,8 +204,9 @@ impl Scenarios {
         };
         let runner = Arc::clone(&self.runner);
         let slot = Arc::clone(&self.slot);
+        let pass = self.pass.clone();
         tokio::spawn(async move {
-            let outcome = runner.run(run, stopped).await;
+            let outcome = runner.run(run, stopped, pass).await;
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             slot.finish(outcome);
         });
@@ -222,6 +264,17 @@ impl Slot {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_pass_admits_only_itself_and_never_shows() {
+        let pass = RunnerPass::random();
+        assert_eq!(pass.as_str().len(), 64);
+        assert!(pass.admits(pass.as_str().as_bytes()));
+        assert!(!pass.admits(RunnerPass::random().as_str().as_bytes()), "each process has its own");
+        assert!(!pass.admits(&pass.as_str().as_bytes()[..63]));
+        assert!(!pass.admits(b""));
+        assert_eq!(format!("{pass:?}"), "RunnerPass(..)");
+    }
+
     /// Runs until stopped, then reports whether it was.
     struct UntilStopped;
 
@@ -231,7 +284,12 @@ mod tests {
             vec!["transfer"]
         }
 
-        async fn run(&self, _run: ScenarioRun, mut stop: StopSignal) -> Result<serde_json::Value, String> {
+        async fn run(
+            &self,
+            _run: ScenarioRun,
+            mut stop: StopSignal,
+            _pass: RunnerPass,
+        ) -> Result<serde_json::Value, String> {
             let _ = stop.wait_for(|stopped| *stopped).await;
             Ok(serde_json::json!({"stopped": true}))
         }

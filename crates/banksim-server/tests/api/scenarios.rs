@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use banksim_server::service::scenarios::{ScenarioRun, ScenarioRunner, StopSignal};
+use banksim_server::service::scenarios::{RunnerPass, ScenarioRun, ScenarioRunner, StopSignal};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ impl ScenarioRunner for UntilStopped {
         vec!["transfer", "hot"]
     }
 
-    async fn run(&self, run: ScenarioRun, mut stop: StopSignal) -> Result<Value, String> {
+    async fn run(&self, run: ScenarioRun, mut stop: StopSignal, _pass: RunnerPass) -> Result<Value, String> {
         if run.scenario == "hot" {
             return Err("the server is unreachable".to_owned());
         }

@@ -96,6 +96,10 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "EMAIL", requires = "admin_password")]
     pub admin_email: Option<String>,
 
+    /// Headers sent with every request (not on the command line: the console's runner passes its pass).
+    #[arg(skip)]
+    pub headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+
     /// The password of `--admin-email`.
     #[arg(
         long,

@@ -41,11 +41,12 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client for the API at `base` (`http://host:port`), keeping up to `connections` idle connections, and
-    /// showing every attempt to `observer` (the recorder of `--record`), if given.
+    /// A client for the API at `base` (`http://host:port`), keeping up to `connections` idle connections, sending
+    /// `headers` with every request, and showing every attempt to `observer` (the recorder of `--record`), if given.
     pub fn new(
         base: &str,
         connections: u32,
+        headers: &[(reqwest::header::HeaderName, HeaderValue)],
         observer: Option<std::sync::Arc<dyn banksim_client::Observer>>,
     ) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/');
@@ -66,6 +67,9 @@ impl Api {
             .retry(setup_retries);
         if let Some(observer) = observer {
             builder = builder.observer(observer);
+        }
+        for (name, value) in headers {
+            builder = builder.header(name.clone(), value.clone());
         }
         let client = builder.build().map_err(|err| anyhow::anyhow!("--url {base:?}: {err}"))?;
         Ok(Self { client })
@@ -304,10 +308,10 @@ mod tests {
 
     #[test]
     fn only_plain_http_urls_are_accepted() {
-        assert!(Api::new("http://127.0.0.1:8080/", 4, None).is_ok());
-        assert!(Api::new("https://bank.example.com", 4, None).is_err());
-        assert!(Api::new("not a url", 4, None).is_err());
-        assert!(Api::new("http://127.0.0.1:8080/?x=1", 4, None).is_err());
-        assert!(Api::new("http://127.0.0.1:8080/bank", 4, None).is_ok(), "a base URL with a path");
+        assert!(Api::new("http://127.0.0.1:8080/", 4, &[], None).is_ok());
+        assert!(Api::new("https://bank.example.com", 4, &[], None).is_err());
+        assert!(Api::new("not a url", 4, &[], None).is_err());
+        assert!(Api::new("http://127.0.0.1:8080/?x=1", 4, &[], None).is_err());
+        assert!(Api::new("http://127.0.0.1:8080/bank", 4, &[], None).is_ok(), "a base URL with a path");
     }
 }

@@ -87,7 +87,7 @@ pub async fn run_with(args: &SimulateArgs, mut stop: watch::Receiver<bool>) -> a
         None => None,
     };
     let observer = recorder.clone().map(|recorder| recorder as Arc<dyn banksim_client::Observer>);
-    let api = Api::new(&args.url, args.connections, observer)?;
+    let api = Api::new(&args.url, args.connections, &args.headers, observer)?;
     let setup_concurrency = SETUP_CONCURRENCY_MAX.min(args.connections as usize);
     api.check_reachable().await?;
 
