@@ -5,7 +5,7 @@
 //! Everything that can refuse is checked before the first write, so a refusal leaves the database untouched.
 
 use std::io::IsTerminal as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use banksim_core::user::Role;
@@ -43,6 +43,10 @@ pub struct Seeded {
     pub start: DateTime<Utc>,
     /// Where the timeline (and the virtual clock) ends.
     pub until: DateTime<Utc>,
+    /// How long registering the users took.
+    pub users_elapsed: Duration,
+    /// How long posting the history took.
+    pub history_elapsed: Duration,
 }
 
 /// Seeds the population `args` describes into the store of `state`; see `docs/simulation.md`, "A population".
@@ -66,10 +70,14 @@ pub async fn seed(state: &AppState, args: &PopulationArgs, users: u32) -> anyhow
     let password_hash =
         state.passwords.hash(password).await.map_err(|e| anyhow::anyhow!("hashing the password: {e:?}"))?;
     let clock = ManualClock::new(population.spec().start());
+    let started = Instant::now();
     register_users(store, &population, &password_hash, &clock).await?;
+    let users_elapsed = started.elapsed();
     let transactions = post_history(store, &mut population, &clock).await?;
+    let history_elapsed = started.elapsed() - users_elapsed;
     move_clock_to(store, until).await?;
-    Ok(Seeded { users: population.users().len(), transactions, start: population.spec().start(), until })
+    let start = population.spec().start();
+    Ok(Seeded { users: population.users().len(), transactions, start, until, users_elapsed, history_elapsed })
 }
 
 /// The end of the timeline: `--until`, else the virtual clock's instant, else [`DEFAULT_UNTIL`]. Never before the
