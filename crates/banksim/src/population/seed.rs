@@ -13,7 +13,8 @@ use banksim_core::{Clock, ManualClock};
 use banksim_server::AppState;
 use banksim_server::config::Environment;
 use banksim_store::{
-    AuditContext, LedgerOutcome, LedgerRequest, LedgerWork, NewUser, ResponseRenderer, Store, UserListQuery,
+    AuditContext, AuditedAction, LedgerOutcome, LedgerRequest, LedgerWork, NewUser, ResponseRenderer, Store,
+    UserListQuery,
 };
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -208,9 +209,11 @@ async fn post_step(store: &dyn Store, step: Step, clock: &ManualClock) -> anyhow
     Ok(posted)
 }
 
-/// Leaves the database's virtual clock at `until`, so that a server in simulation mode continues from there.
+/// Leaves the database's virtual clock at `until`, so that a server in simulation mode continues from there, and
+/// audits the move (`simulation.clock`) as the server audits its own.
 async fn move_clock_to(store: &dyn Store, until: DateTime<Utc>) -> anyhow::Result<()> {
-    if store.virtual_now().await? == Some(until) {
+    let from = store.virtual_now().await?;
+    if from == Some(until) {
         return Ok(());
     }
     // The lease is on the wall clock (it guards against two walkers, a real-time matter), like the server's.
@@ -225,6 +228,15 @@ async fn move_clock_to(store: &dyn Store, until: DateTime<Utc>) -> anyhow::Resul
     let moved = store.move_clock(holder, until, wall_now).await;
     store.release_clock(holder).await?;
     anyhow::ensure!(moved?, "the virtual clock moved past {until} meanwhile");
+    let action = AuditedAction {
+        action: "simulation.clock".to_owned(),
+        entity_type: "clock",
+        entity_id: None,
+        outcome: "success".to_owned(),
+        details: serde_json::json!({"from": from, "to": until, "change": {"set": until}}),
+        context: audit(),
+    };
+    store.record_action(&action, until).await?;
     Ok(())
 }
 
