@@ -141,6 +141,10 @@ impl Store for StoreLayer {
         self.call("create_user", self.inner.create_user(user, audit)).await
     }
 
+    async fn create_users(&self, users: &[NewUser], audit: &AuditContext) -> Result<(), StoreError> {
+        self.call("create_users", self.inner.create_users(users, audit)).await
+    }
+
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         self.read("find_user", || self.inner.find_user(id)).await
     }

@@ -194,6 +194,38 @@ pub(crate) fn user_audit_row(
     }
 }
 
+impl NewUser {
+    /// The user as the row will read back: active, created and updated at `now`, no session ended yet.
+    pub(crate) fn as_user(&self) -> User {
+        User {
+            id: self.id,
+            username: self.username.clone(),
+            email: self.email.clone(),
+            role: self.role,
+            is_active: true,
+            created_at: self.now,
+            updated_at: self.now,
+            sessions_revoked_at: None,
+        }
+    }
+}
+
+/// The `UserRegistered` event data (also the audit details) of each user of a bulk registration, and their audit
+/// entries, in the users' order: the same rows that [`crate::Store::create_user`] writes one at a time.
+pub(crate) fn registration_rows(
+    users: &[NewUser],
+    audit: &crate::AuditContext,
+) -> (Vec<serde_json::Value>, Vec<crate::ledger::AuditRow>) {
+    users
+        .iter()
+        .map(|user| {
+            let details = serde_json::json!({"before": null, "after": user_json(&user.as_user())});
+            let row = user_audit_row(user.id, "user.register", details.clone(), audit);
+            (details, row)
+        })
+        .unzip()
+}
+
 /// The event type and audit action of an update: a deactivation is told apart from other changes.
 pub(crate) fn user_change_names(changes: &UserChanges) -> (&'static str, &'static str) {
     if changes.is_active == Some(false) {

@@ -117,6 +117,44 @@ async fn created_users_can_be_found_by_id_and_email() {
 }
 
 #[tokio::test]
+async fn users_created_in_bulk_are_registered_in_order_with_events_and_a_sound_audit_chain() {
+    each_backend(|store| async move {
+        store.create_user(new_user("first", Role::Admin), &AUDIT).await.expect("create");
+        let users: Vec<NewUser> = (0..2_500).map(|i| new_user(&format!("bulk_{i:05}"), Role::User)).collect();
+        store.create_users(&users, &AUDIT).await.expect("create in bulk");
+        store.create_user(new_user("last", Role::User), &AUDIT).await.expect("create after");
+        for user in [&users[0], &users[2_499]] {
+            let found = store.find_user(user.id).await.expect("find").expect("some");
+            assert_eq!((found.created_at, found.updated_at, found.is_active), (user.now, user.now, true));
+            let credentials = store.find_credentials(&user.email).await.expect("find").expect("some");
+            assert_eq!(credentials.password_hash, "$argon2id$fake");
+        }
+        let events = store.list_events(0, 3_000).await.expect("events");
+        let registered: Vec<Uuid> =
+            events.iter().filter(|e| e.event_type == "UserRegistered").map(|e| e.aggregate_id).collect();
+        assert_eq!(registered.len(), 2_502);
+        assert_eq!(registered[1..2_501], users.iter().map(|u| u.id).collect::<Vec<_>>()[..]);
+        assert!(events.iter().all(|e| e.version == 1));
+        let report = store.verify_ledger().await.expect("verify");
+        assert!(report.is_sound(), "{:?}", report.violations);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bulk_registration_with_a_taken_email_writes_nothing() {
+    each_backend(|store| async move {
+        store.create_user(new_user("sefa", Role::User), &AUDIT).await.expect("create");
+        let clash = NewUser { username: "other".into(), ..new_user("sefa", Role::User) };
+        let users = vec![new_user("kerem", Role::User), clash];
+        assert!(matches!(store.create_users(&users, &AUDIT).await, Err(StoreError::Conflict("email_taken"))));
+        assert!(store.find_user(users[0].id).await.expect("find").is_none());
+        store.create_users(&[], &AUDIT).await.expect("nothing to create");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn emails_and_usernames_are_unique_case_insensitively() {
     each_backend(|store| async move {
         store.create_user(new_user("sefa", Role::User), &AuditContext::default()).await.expect("create");

@@ -14,6 +14,7 @@ use secrecy::SecretString;
 
 mod console_runner;
 mod events;
+mod population;
 mod simulate;
 
 /// mimalloc returns freed memory to the system: with the default allocator, the 19 MiB that each Argon2 hash
@@ -42,11 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
-    /// Create sample data.
+    /// Create sample data: the demo users (--demo), or a reproducible population (--population N --seed S).
     Seed {
         /// Create the demo users sefa, kerem and admin (password `password123`). Refused when ENV=prod.
         #[arg(long)]
         demo: bool,
+        #[command(flatten)]
+        population: population::PopulationArgs,
     },
     /// Check every ledger invariant of the configured database; exits non-zero, naming each violation, if one fails.
     Verify,
@@ -185,8 +188,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             state.store.close().await;
             Ok(())
         }
-        Command::Seed { demo } => {
-            anyhow::ensure!(demo, "nothing to seed: pass --demo");
+        Command::Seed { demo: false, population: args } => {
+            let users = args.population.context("nothing to seed: pass --demo or --population N")?;
+            let state = tool_state(cli.config).await?;
+            let seeded = population::seed(&state, &args, users).await;
+            state.store.close().await;
+            let seeded = seeded?;
+            let instant = |at: chrono::DateTime<chrono::Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            println!(
+                "population ready: {} users, {} transactions from {} to {} (virtual clock at {}); users in {:.1} s, \
+                 history in {:.1} s",
+                seeded.users,
+                seeded.transactions,
+                instant(seeded.start),
+                instant(seeded.until),
+                instant(seeded.until),
+                seeded.users_elapsed.as_secs_f64(),
+                seeded.history_elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Seed { demo: true, .. } => {
             let state = tool_state(cli.config).await?;
             let created = users::seed_demo(&state).await?;
             println!("demo users ready ({created} created): sefa, kerem, admin — password {}", users::DEMO_PASSWORD);

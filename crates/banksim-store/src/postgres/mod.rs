@@ -25,7 +25,7 @@ use crate::ledger::{
 };
 use crate::model::{
     AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage,
-    offset_i64, parse_role, user_audit_row, user_change_names, user_json,
+    offset_i64, parse_role, registration_rows, user_audit_row, user_change_names, user_json,
 };
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
@@ -190,6 +190,16 @@ impl Store for PgStore {
         record_user_change(&mut tx, &created, "UserRegistered", "user.register", None, audit, user.now).await?;
         tx.commit().await?;
         Ok(created)
+    }
+
+    async fn create_users(&self, users: &[NewUser], audit: &AuditContext) -> Result<(), StoreError> {
+        let Some(now) = users.iter().map(|u| u.now).max() else { return Ok(()) };
+        let mut tx = self.pool.begin().await?;
+        for chunk in users.chunks(USERS_PER_STATEMENT) {
+            insert_registrations(&mut tx, chunk, audit, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
@@ -677,6 +687,67 @@ async fn record_user_change(
     // commit in sequence order and a reader of "events after N" never misses one that commits late.
     journal::append_audit(tx, &[user_audit_row(user.id, action, details.clone(), audit)], now).await?;
     journal::append_event(tx, "user", user.id, event, &details, now).await
+}
+
+/// Users inserted per statement by [`Store::create_users`]: bounds the arrays sent at once (a statement has no
+/// parameter limit here, but a huge one holds its memory until it ends).
+const USERS_PER_STATEMENT: usize = 10_000;
+
+/// Inserts `users`, their audit entries (chained after the head, in order) and their `UserRegistered` events (each
+/// the first of its aggregate) in one statement. The audit entries take the chain's head first, as
+/// `record_user_change` does, so events commit in sequence order.
+async fn insert_registrations(
+    tx: &mut Transaction<'_, Postgres>,
+    users: &[NewUser],
+    audit: &AuditContext,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (details, audits) = registration_rows(users, audit);
+    let links = ledger::link_audit(tx, &audits, now).await?;
+    sqlx::query(
+        "WITH new_users AS (
+             INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)
+             SELECT id, username, email, password_hash, role, true, created_at, created_at
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+                 AS t(id, username, email, password_hash, role, created_at)
+         ),
+         chain_head AS (
+             UPDATE audit_chain_head SET last_hash = $12[cardinality($12)] WHERE cardinality($12) > 0
+         ),
+         new_audit AS (
+             INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
+                 user_agent, request_id, prev_hash, hash, trace_id, created_at)
+             SELECT a.entry_id, $13, 'user.register', 'user', a.id::text, 'success', a.details, $14, $15, $16,
+                 a.prev_hash, a.hash, $17, $7
+             FROM unnest($8::uuid[], $1::uuid[], $9::jsonb[], $11::bytea[], $12::bytea[])
+                 WITH ORDINALITY AS a(entry_id, id, details, prev_hash, hash, n)
+             ORDER BY a.n
+         )
+         INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
+         SELECT e.id, 'user', e.user_id, 1, 'UserRegistered', e.data, $7
+         FROM unnest($10::uuid[], $1::uuid[], $9::jsonb[]) WITH ORDINALITY AS e(id, user_id, data, n)
+         ORDER BY e.n",
+    )
+    .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
+    .bind(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>())
+    .bind(users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>())
+    .bind(users.iter().map(|u| u.password_hash.as_str()).collect::<Vec<_>>())
+    .bind(users.iter().map(|u| u.role.as_str()).collect::<Vec<_>>())
+    .bind(users.iter().map(|u| u.now).collect::<Vec<_>>())
+    .bind(now)
+    .bind(audits.iter().map(|a| a.entry_id).collect::<Vec<_>>())
+    .bind(&details)
+    .bind(users.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
+    .bind(links.iter().map(|(prev, _)| prev.clone()).collect::<Vec<_>>())
+    .bind(links.iter().map(|(_, hash)| hash.clone()).collect::<Vec<_>>())
+    .bind(audit.actor_id)
+    .bind(&audit.ip)
+    .bind(&audit.user_agent)
+    .bind(&audit.request_id)
+    .bind(&audit.trace_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn find_user_in(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option<User>, StoreError> {

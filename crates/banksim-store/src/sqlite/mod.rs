@@ -33,7 +33,7 @@ use crate::ledger::{
 };
 use crate::model::{
     AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage,
-    offset_i64, parse_role, user_audit_row, user_change_names, user_json,
+    offset_i64, parse_role, registration_rows, user_audit_row, user_change_names, user_json,
 };
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
@@ -214,6 +214,48 @@ impl Store for SqliteStore {
         record_user_change(&mut tx, &created, "UserRegistered", "user.register", None, audit, user.now).await?;
         tx.commit().await?;
         Ok(created)
+    }
+
+    async fn create_users(&self, users: &[NewUser], audit: &AuditContext) -> Result<(), StoreError> {
+        let Some(now) = users.iter().map(|u| u.now).max() else { return Ok(()) };
+        let (details, audits) = registration_rows(users, audit);
+        let mut tx = begin_write(&self.writer).await?;
+        for chunk in users.chunks(USERS_PER_STATEMENT) {
+            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at) ",
+            );
+            query.push_values(chunk, |mut row, user| {
+                row.push_bind(user.id)
+                    .push_bind(user.username.as_str())
+                    .push_bind(user.email.as_str())
+                    .push_bind(user.password_hash.as_str())
+                    .push_bind(user.role.as_str())
+                    .push_bind(true)
+                    .push_bind(micros(user.now))
+                    .push_bind(micros(user.now));
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        // The audit entries first, as `record_user_change` writes them, then the events (each the first of its user).
+        journal::append_audit(&mut tx, &audits, now).await?;
+        let events: Vec<_> = users.iter().zip(&details).collect();
+        for chunk in events.chunks(USERS_PER_STATEMENT) {
+            let mut query = sqlx::QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) ",
+            );
+            query.push_values(chunk, |mut row, (user, data)| {
+                row.push_bind(Uuid::now_v7())
+                    .push_bind("user")
+                    .push_bind(user.id)
+                    .push_bind(1_i64)
+                    .push_bind("UserRegistered")
+                    .push_bind(data.to_string())
+                    .push_bind(micros(now));
+            });
+            query.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
@@ -704,6 +746,10 @@ fn user_from_row(row: &SqliteRow) -> Result<User, sqlx::Error> {
         sessions_revoked_at: row.try_get::<Option<i64>, _>("sessions_revoked_at")?.map(instant).transpose()?,
     })
 }
+
+/// Users (and their events) inserted per statement by [`Store::create_users`]: SQLite binds at most 32,766
+/// parameters, and a user row has 8.
+const USERS_PER_STATEMENT: usize = 2_000;
 
 /// A write transaction that takes SQLite's write lock at once (`BEGIN IMMEDIATE`): when another process (a second
 /// instance on the same file) is writing, it waits for the busy timeout, where a deferred transaction that read

@@ -191,6 +191,10 @@ impl Store for FaultyStore {
         self.run("create_user", self.inner.create_user(user, audit)).await
     }
 
+    async fn create_users(&self, users: &[NewUser], audit: &AuditContext) -> Result<(), StoreError> {
+        self.run("create_users", self.inner.create_users(users, audit)).await
+    }
+
     async fn find_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         self.run("find_user", self.inner.find_user(id)).await
     }

@@ -1,0 +1,146 @@
+//! `banksim seed --population`: reproducible to the byte on every backend, sound for `verify` and `replay`, and
+//! usable — its users log in with the shared password, and the virtual clock waits at the end of its timeline.
+
+mod common;
+
+use common::{Server, banksim, run, stderr};
+
+use banksim_store::testing::{TestDatabase, backends};
+use banksim_store::{Backend, ConnectOptions, UserListQuery};
+
+/// A small population: the suite stays fast; the 100,000-user figure is a benchmark (docs/benchmarks.md).
+const POPULATION: &str = "60";
+
+/// Seeds a population into a fresh database of `backend` with `seed` and `extra` options; returns the database and
+/// the command's standard output.
+async fn seeded(backend: Backend, seed: &str, extra: &[&str]) -> (TestDatabase, String) {
+    let db = TestDatabase::create(backend).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let output = run(banksim(data.path())
+        .env("DATABASE_URL", &db.url)
+        .args([
+            "seed",
+            "--population",
+            POPULATION,
+            "--seed",
+            seed,
+            "--currencies",
+            "USD,EUR,JPY",
+            "--history-days",
+            "10",
+        ])
+        .args(extra));
+    assert!(output.status.success(), "{backend:?}: {}", stderr(&output));
+    (db, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `banksim <args>` on the database at `url`; asserts success and returns standard output.
+fn banksim_on(url: &str, args: &[&str]) -> String {
+    let data = tempfile::tempdir().expect("data dir");
+    let output = run(banksim(data.path()).env("DATABASE_URL", url).args(args));
+    assert!(
+        output.status.success(),
+        "banksim {args:?}: {}\n{}",
+        stderr(&output),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_same_seed_gives_the_same_state_hash_on_every_backend_and_another_seed_another() {
+    let mut hashes = Vec::new();
+    for backend in backends() {
+        let (first, said) = seeded(backend, "42", &[]).await;
+        assert!(said.contains("population ready: 60 users"), "{said}");
+        let (second, _) = seeded(backend, "42", &[]).await;
+        let hash = banksim_on(&first.url, &["hash", "--json"]);
+        assert_eq!(hash, banksim_on(&second.url, &["hash", "--json"]), "{backend:?}: two runs, one hash");
+        let counts: serde_json::Value = serde_json::from_str(&hash).expect("json");
+        assert_eq!(counts["users"], 60);
+        assert!(counts["transactions"].as_u64().expect("count") > 300, "{counts}");
+        hashes.push((backend, hash));
+        // Every invariant of the ledger holds, and the event log rebuilds every balance.
+        assert!(banksim_on(&first.url, &["verify"]).contains("ledger ok"));
+        assert!(banksim_on(&first.url, &["replay"]).contains("replay ok"));
+        first.remove().await;
+        second.remove().await;
+    }
+    assert!(hashes.windows(2).all(|pair| pair[0].1 == pair[1].1), "SQLite and PostgreSQL agree: {hashes:?}");
+    let (other, _) = seeded(Backend::Sqlite, "43", &[]).await;
+    assert_ne!(banksim_on(&other.url, &["hash", "--json"]), hashes[0].1, "another seed, another population");
+}
+
+#[tokio::test]
+async fn the_users_log_in_with_the_shared_password_and_the_clock_waits_at_the_end_of_the_timeline() {
+    let backend = *backends().last().expect("a backend");
+    let (db, _) = seeded(backend, "7", &["--password", "shared-secret-1", "--until", "2031-06-15T12:00:00Z"]).await;
+    let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
+    let page = UserListQuery { limit: 3, offset: 0, after: None, include_inactive: false };
+    let users = store.list_users(page).await.expect("users").users;
+    let first_day: chrono::DateTime<chrono::Utc> = "2031-06-05T00:00:00Z".parse().expect("instant");
+    assert!(users.iter().all(|u| u.created_at == first_day), "registered when the history starts");
+    let until = "2031-06-15T12:00:00Z".parse().expect("instant");
+    assert_eq!(store.virtual_now().await.expect("clock"), Some(until));
+    let balances = store.wallets(users[0].id, None).await.expect("wallets");
+    store.close().await;
+
+    let data = tempfile::tempdir().expect("data dir");
+    let mut command = banksim(data.path());
+    command.env("DATABASE_URL", &db.url).env("SIMULATION_MODE", "true");
+    let server = Server::start(command);
+    let client = reqwest::Client::new();
+    let login = |password: &'static str| {
+        let body = serde_json::json!({"email": users[0].email, "password": password});
+        client.post(format!("{}/api/v1/auth/login", server.address)).json(&body).send()
+    };
+    assert_eq!(login("wrong-password").await.expect("login").status(), 401);
+    let answer = login("shared-secret-1").await.expect("login");
+    assert_eq!(answer.status(), 200);
+    let token =
+        answer.json::<serde_json::Value>().await.expect("json")["access_token"].as_str().expect("token").to_owned();
+    let mine: serde_json::Value = client
+        .get(format!("{}/api/v1/balances", server.address))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("balances")
+        .json()
+        .await
+        .expect("json");
+    let shown = mine.to_string();
+    for wallet in &balances {
+        assert!(shown.contains(wallet.currency.code()), "{shown} lacks {:?}", wallet.currency);
+    }
+}
+
+#[tokio::test]
+async fn a_population_is_refused_in_production_and_on_a_database_with_users() {
+    let db = TestDatabase::create(Backend::Sqlite).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let prod = run(banksim(data.path())
+        .env("DATABASE_URL", &db.url)
+        .env("ENV", "prod")
+        .env("JWT_SECRET", "x".repeat(40))
+        .args(["seed", "--population", "5"]));
+    assert!(!prod.status.success());
+    assert!(stderr(&prod).contains("ENV=prod"), "{}", stderr(&prod));
+
+    banksim_on(&db.url, &["seed", "--demo"]);
+    let before = banksim_on(&db.url, &["hash"]);
+    let refused = run(banksim(data.path()).env("DATABASE_URL", &db.url).args(["seed", "--population", "5"]));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("nothing was written"), "{}", stderr(&refused));
+    assert_eq!(banksim_on(&db.url, &["hash"]), before, "nothing was written");
+
+    let nothing = run(banksim(data.path()).env("DATABASE_URL", &db.url).args(["seed"]));
+    assert!(stderr(&nothing).contains("--population"), "{}", stderr(&nothing));
+    let bad = run(banksim(data.path()).env("DATABASE_URL", &db.url).args([
+        "seed",
+        "--population",
+        "5",
+        "--currencies",
+        "VND",
+    ]));
+    assert!(stderr(&bad).contains("VND"), "{}", stderr(&bad));
+}
