@@ -123,6 +123,17 @@ fn report_of(output: &Output) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).expect("the report is one JSON object")
 }
 
+/// A small population (`banksim seed --population`) on the fresh database at `database_url`; it leaves the virtual
+/// clock at 2030-01-01, where the servers above go on.
+fn seed_population(data_dir: &std::path::Path, database_url: &str) {
+    let output = banksim(data_dir)
+        .env("DATABASE_URL", database_url)
+        .args(["seed", "--population", "20", "--seed", "3", "--history-days", "3"])
+        .output()
+        .expect("banksim seed");
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
 fn state_hash(data_dir: &std::path::Path, database_url: &str) -> String {
     let output = banksim(data_dir).env("DATABASE_URL", database_url).arg("hash").output().expect("banksim hash");
     assert!(output.status.success(), "{}", stderr(&output));
@@ -133,7 +144,9 @@ fn state_hash(data_dir: &std::path::Path, database_url: &str) -> String {
 async fn a_recorded_run_replays_to_the_same_state_hash_on_every_backend() {
     let data = tempfile::tempdir().expect("tempdir");
     let recording = data.path().join("run.jsonl");
+    // Population seed + recorded scenario + virtual clock, on a fresh database each time.
     let original = TestDatabase::create(Backend::Sqlite).await;
+    seed_population(data.path(), &original.url);
     let mut server = simulation_server(data.path(), &original.url);
     let recorded = banksim(data.path())
         .args(["simulate", "--url", &server.address, "--users", "6", "--connections", "1", "--requests", "150"])
@@ -152,6 +165,7 @@ async fn a_recorded_run_replays_to_the_same_state_hash_on_every_backend() {
 
     for backend in backends() {
         let db = TestDatabase::create(backend).await;
+        seed_population(data.path(), &db.url);
         let mut server = simulation_server(data.path(), &db.url);
         let replayed = banksim(data.path())
             .args(["simulate", "--url", &server.address, "--replay"])
