@@ -156,7 +156,8 @@ async function advanceClock(event) {
     const clock = await api('POST', '/api/v1/admin/clock', { advance });
     showClock(clock);
     say('clock-message', `advanced by ${advance}: what fell due has run`);
-    await Promise.allSettled([refreshEvents(), refreshUsers()]);
+    // What fell due moved money: the balances and the ledger's figures changed with it.
+    await Promise.allSettled([refreshEvents(), refreshUsers(), verifyLedger()]);
   } catch (error) {
     say('clock-message', describe(error), true);
   } finally {
