@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use banksim_core::FieldError;
+use banksim_store::{AuditContext, AuditedAction};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,6 +17,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::http::client::ClientContext;
 use crate::http::money::MoneyJson;
 use crate::http::simulation::SimulationMode;
 use crate::service::scenarios::{RunState, RunStatus, ScenarioRefusal, ScenarioRun, Scenarios};
@@ -234,6 +236,7 @@ pub async fn start_scenario_run(
     State(state): State<AppState>,
     _mode: SimulationMode,
     AdminUser(admin): AdminUser,
+    client: ClientContext,
     MoneyJson(body): MoneyJson<ScenarioRunRequest>,
 ) -> Result<(axum::http::StatusCode, Json<ScenarioStatus>), ApiError> {
     let scenarios = runner(&state)?;
@@ -243,7 +246,10 @@ pub async fn start_scenario_run(
     let status = scenarios.start(run).map_err(|refusal| match refusal {
         ScenarioRefusal::Running => ApiError::new(ErrorCode::ScenarioRunning),
     })?;
-    Ok((axum::http::StatusCode::ACCEPTED, Json(ScenarioStatus::of(&scenarios, status))))
+    let status = ScenarioStatus::of(&scenarios, status);
+    let context = AuditContext { actor_id: Some(admin.id), ..client.into() };
+    record(&state, "simulation.scenario.start", serde_json::json!({ "run": status.run }), context).await;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(status)))
 }
 
 /// Stops the scenario run under way (simulation mode, admin) and waits up to 10 s for its report (the balances are
@@ -259,11 +265,34 @@ pub async fn stop_scenario_run(
     State(state): State<AppState>,
     _mode: SimulationMode,
     AdminUser(admin): AdminUser,
+    client: ClientContext,
 ) -> Result<Json<ScenarioStatus>, ApiError> {
     let scenarios = runner(&state)?;
-    let status = scenarios.stop().await;
+    let was_running = scenarios.status().state == RunState::Running;
+    let status = ScenarioStatus::of(&scenarios, scenarios.stop().await);
     tracing::info!(user.id = %admin.id, "scenario run stop asked");
-    Ok(Json(ScenarioStatus::of(&scenarios, status)))
+    if was_running {
+        let context = AuditContext { actor_id: Some(admin.id), ..client.into() };
+        let details = serde_json::json!({ "run": status.run, "state": status.state });
+        record(&state, "simulation.scenario.stop", details, context).await;
+    }
+    Ok(Json(status))
+}
+
+/// The audit entry of a start or a stop: a run moves real money on the ledger, so who started and stopped it
+/// belongs in the trail. The run has started (or stopped) whatever happens here, so a failure is logged.
+async fn record(state: &AppState, action: &str, details: serde_json::Value, context: AuditContext) {
+    let entry = AuditedAction {
+        action: action.to_owned(),
+        entity_type: "scenario",
+        entity_id: None,
+        outcome: "success".to_owned(),
+        details,
+        context,
+    };
+    if let Err(error) = state.store.record_action(&entry, state.clock.now()).await {
+        tracing::error!(error.cause = ?error, action, "the audit entry of a scenario run was not written");
+    }
 }
 
 #[cfg(test)]

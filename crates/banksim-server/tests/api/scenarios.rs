@@ -59,6 +59,14 @@ async fn a_run_starts_once_is_followed_and_stops_with_its_report() {
         assert_eq!(stopped.body["report"], json!({"scenario": "transfer", "users": 5, "passed": true}));
         let again = app.delete(SCENARIOS, Some(&admin.token)).await;
         assert_eq!((again.status, &again.body["state"]), (StatusCode::OK, &json!("finished")), "nothing to stop");
+        // The start and the stop that stopped something are in the audit trail, with their admin and run.
+        let trail = app.get("/api/v1/audit-logs?entity_type=scenario", Some(&admin.token)).await;
+        let entries = trail.body["audit_logs"].as_array().unwrap_or_else(|| panic!("entries: {}", trail.text));
+        let actions: Vec<&str> = entries.iter().filter_map(|entry| entry["action"].as_str()).collect();
+        assert_eq!(actions, ["simulation.scenario.stop", "simulation.scenario.start"], "newest first: {}", trail.text);
+        assert!(entries.iter().all(|entry| entry["actor_id"] == admin.id.as_str()), "{}", trail.text);
+        assert_eq!(entries[1]["details"]["run"], started.body["run"], "{}", trail.text);
+        assert_eq!(entries[0]["details"]["state"], "finished", "{}", trail.text);
 
         // A run that cannot be made finishes with its reason instead of a report.
         let failing = app.post(SCENARIOS, Some(&admin.token), &json!({"scenario": "hot", "requests": 10})).await;
