@@ -144,9 +144,7 @@ impl AppState {
         }
         Ok(state)
     }
-}
 
-impl AppState {
     /// The same state with `runner` behind the scenario routes (simulation mode only: without it they answer 404
     /// whatever is installed).
     pub fn with_scenario_runner(mut self, runner: Arc<dyn crate::service::scenarios::ScenarioRunner>) -> Self {

@@ -164,6 +164,25 @@ pub struct AuditedAction {
     pub context: crate::AuditContext,
 }
 
+impl AuditedAction {
+    /// An action that was carried out (`outcome: success`) on an entity without an id of its own.
+    pub fn succeeded(
+        action: &str,
+        entity_type: &'static str,
+        details: serde_json::Value,
+        context: crate::AuditContext,
+    ) -> Self {
+        Self {
+            action: action.to_owned(),
+            entity_type,
+            entity_id: None,
+            outcome: "success".to_owned(),
+            details,
+            context,
+        }
+    }
+}
+
 /// A user as events and audit details show it (never the password hash).
 pub(crate) fn user_json(user: &User) -> serde_json::Value {
     serde_json::json!({

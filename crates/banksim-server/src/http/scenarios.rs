@@ -282,14 +282,7 @@ pub async fn stop_scenario_run(
 /// The audit entry of a start or a stop: a run moves real money on the ledger, so who started and stopped it
 /// belongs in the trail. The run has started (or stopped) whatever happens here, so a failure is logged.
 async fn record(state: &AppState, action: &str, details: serde_json::Value, context: AuditContext) {
-    let entry = AuditedAction {
-        action: action.to_owned(),
-        entity_type: "scenario",
-        entity_id: None,
-        outcome: "success".to_owned(),
-        details,
-        context,
-    };
+    let entry = AuditedAction::succeeded(action, "scenario", details, context);
     if let Err(error) = state.store.record_action(&entry, state.clock.now()).await {
         tracing::error!(error.cause = ?error, action, "the audit entry of a scenario run was not written");
     }

@@ -146,42 +146,36 @@ pub async fn change(
     let walk = tokio::spawn(async move {
         let holder = Uuid::now_v7();
         take_lease(&state, holder).await?;
-        let from = read(&state, &clock).await.map(|reading| reading.now);
         let walked = walk(&state, &clock, holder, change).await;
         if let Err(error) = state.store.release_clock(holder).await {
             tracing::warn!(error = %error, "could not give the clock's lease back; it ends by itself");
         }
-        let reading = walked?;
-        record_move(&state, from.ok(), &reading, change, audit).await;
+        let (from, reading) = walked?;
+        let entry = clock_move_entry(Some(from), reading.now, change, audit);
+        // The clock has moved whatever happens here: were the request failed for a lost entry, a retried
+        // `advance` would move it twice, so a failure is logged rather than answered.
+        if let Err(error) = state.store.record_action(&entry, reading.now).await {
+            tracing::error!(error.cause = ?error, "the audit entry of a clock move was not written");
+        }
         Ok(reading)
     });
     walk.await.map_err(ApiError::internal)?
 }
 
-/// The audit entry of a clock move. The clock has moved whatever happens here: were the entry lost, a retried
-/// `advance` would move it twice, so a failure is logged rather than answered.
-async fn record_move(
-    state: &AppState,
+/// The audit entry of a move of the virtual clock from `from` (`None`: the wall clock) to `to`, as `change` asked
+/// (`simulation.clock`; docs/simulation.md).
+pub fn clock_move_entry(
     from: Option<DateTime<Utc>>,
-    reading: &ClockReading,
+    to: DateTime<Utc>,
     change: ClockChange,
-    audit: AuditContext,
-) {
+    context: AuditContext,
+) -> AuditedAction {
     let asked = match change {
         ClockChange::Advance(step) => serde_json::json!({ "advance_secs": step.num_seconds() }),
         ClockChange::Set(at) => serde_json::json!({ "set": at }),
     };
-    let action = AuditedAction {
-        action: "simulation.clock".to_owned(),
-        entity_type: "clock",
-        entity_id: None,
-        outcome: "success".to_owned(),
-        details: serde_json::json!({ "from": from, "to": reading.now, "change": asked }),
-        context: audit,
-    };
-    if let Err(error) = state.store.record_action(&action, reading.now).await {
-        tracing::error!(error.cause = ?error, "the audit entry of a clock move was not written");
-    }
+    let details = serde_json::json!({ "from": from, "to": to, "change": asked });
+    AuditedAction::succeeded("simulation.clock", "clock", details, context)
 }
 
 fn wall_now() -> DateTime<Utc> {
@@ -206,12 +200,13 @@ async fn take_lease(state: &AppState, holder: Uuid) -> Result<(), ApiError> {
     }
 }
 
+/// Walks the clock to where `change` asks (see the module's notes); answers where it started and where it ends.
 async fn walk(
     state: &AppState,
     clock: &SimulationClock,
     holder: Uuid,
     change: ClockChange,
-) -> Result<ClockReading, ApiError> {
+) -> Result<(DateTime<Utc>, ClockReading), ApiError> {
     clock.refresh(state.store.as_ref()).await?;
     let start = clock.now();
     let target = change.target(start).map_err(|error| refusal(change, error))?;
@@ -243,7 +238,7 @@ async fn walk(
         }
     }
     tracing::info!(clock.from = %start, clock.to = %target, clock.stops = stops, "virtual clock moved");
-    Ok(ClockReading { now: target, mode: ClockMode::Virtual })
+    Ok((start, ClockReading { now: target, mode: ClockMode::Virtual }))
 }
 
 /// Moves the shared clock to `at` (renewing the walker's lease) and this instance's reading with it.

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use banksim_core::user::Role;
-use banksim_core::{Clock, ManualClock};
+use banksim_core::{Clock, ClockChange, ManualClock};
 use banksim_server::AppState;
 use banksim_server::config::Environment;
 use banksim_store::{
-    AuditContext, AuditedAction, LedgerOutcome, LedgerRequest, LedgerWork, NewUser, ResponseRenderer, Store,
-    UserListQuery,
+    AuditContext, LedgerOutcome, LedgerRequest, LedgerWork, NewUser, ResponseRenderer, Store, UserListQuery,
 };
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -228,15 +227,8 @@ async fn move_clock_to(store: &dyn Store, until: DateTime<Utc>) -> anyhow::Resul
     let moved = store.move_clock(holder, until, wall_now).await;
     store.release_clock(holder).await?;
     anyhow::ensure!(moved?, "the virtual clock moved past {until} meanwhile");
-    let action = AuditedAction {
-        action: "simulation.clock".to_owned(),
-        entity_type: "clock",
-        entity_id: None,
-        outcome: "success".to_owned(),
-        details: serde_json::json!({"from": from, "to": until, "change": {"set": until}}),
-        context: audit(),
-    };
-    store.record_action(&action, until).await?;
+    let entry = banksim_server::service::simulation::clock_move_entry(from, until, ClockChange::Set(until), audit());
+    store.record_action(&entry, until).await?;
     Ok(())
 }
 
