@@ -247,7 +247,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The exact balance after every movement at or before an instant. */
+        /** The exact balance after every movement that takes effect at or before an instant. */
         get: operations["get_balance_at_time"];
         put?: never;
         post?: never;
@@ -281,7 +281,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A wallet's running balance, newest first: each entry is the balance after a movement and the signed change. */
+        /**
+         * A wallet's running balance, newest first in effective time (a back-dated movement is listed when it takes
+         *     effect): each entry is the balance in effect after a movement and the signed change.
+         */
         get: operations["get_balance_history"];
         put?: never;
         post?: never;
@@ -915,6 +918,13 @@ export interface components {
              * @example Groceries
              */
             description?: string | null;
+            /**
+             * Format: date-time
+             * @description Admins only: when the movement takes effect, if earlier than now (RFC 3339; at most
+             *     `EFFECTIVE_AT_MAX_AGE_DAYS` ago, never in the future).
+             * @example 2026-01-31T09:00:00Z
+             */
+            effective_at?: string | null;
         };
         /** @description One audit entry. */
         AuditEntry: {
@@ -972,7 +982,7 @@ export interface components {
         BalanceAtTime: {
             /**
              * Format: double
-             * @description Exact balance after every movement at or before `timestamp`.
+             * @description Exact balance after every movement that takes effect at or before `timestamp` (back-dated ones included).
              */
             amount: number;
             /** @description ISO 4217 code. */
@@ -1103,6 +1113,13 @@ export interface components {
              * @example Salary
              */
             description?: string | null;
+            /**
+             * Format: date-time
+             * @description Admins only: when the movement takes effect, if earlier than now (RFC 3339; at most
+             *     `EFFECTIVE_AT_MAX_AGE_DAYS` ago, never in the future).
+             * @example 2026-01-31T09:00:00Z
+             */
+            effective_at?: string | null;
             /**
              * Format: uuid
              * @description Admins only: the payer of a debit or transfer (default: the caller).
@@ -1477,7 +1494,7 @@ export interface components {
              * @example insufficient_permissions
              * @enum {string}
              */
-            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "gateway_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open" | "clock_backwards" | "clock_busy" | "scenario_running" | "scenario_runner_unavailable";
+            error_code: "validation_failed" | "malformed_json" | "invalid_parameter" | "unsupported_media_type" | "payload_too_large" | "unauthorized" | "token_expired" | "invalid_credentials" | "invalid_refresh_token" | "refresh_token_reused" | "insufficient_permissions" | "not_found" | "user_not_found" | "method_not_allowed" | "email_taken" | "username_taken" | "last_admin" | "request_timeout" | "gateway_timeout" | "service_unavailable" | "commit_outcome_unknown" | "invalid_request" | "invalid_amount" | "unsupported_currency" | "insufficient_funds" | "balance_limit_exceeded" | "self_transfer" | "same_currency" | "recipient_not_found" | "rate_not_found" | "invalid_timestamp" | "invalid_effective_at" | "invalid_idempotency_key" | "not_reversible" | "transaction_not_found" | "already_rolled_back" | "transfer_not_pending" | "batch_failed" | "idempotency_key_reused" | "write_queue_full" | "rate_limited" | "schedule_not_found" | "schedule_state_conflict" | "internal_error" | "simulated_failure" | "circuit_open" | "clock_backwards" | "clock_busy" | "scenario_running" | "scenario_runner_unavailable";
             /** @description Every invalid field, for validation errors. */
             errors?: components["schemas"]["FieldErrorSchema"][];
             /** @description The request's id (also in `X-Request-ID`); quote it when reporting a problem. */
@@ -1663,7 +1680,7 @@ export interface components {
         HistoryItem: {
             /**
              * Format: double
-             * @description Balance right after this movement.
+             * @description The balance in effect right after this movement.
              */
             amount: number;
             /**
@@ -1680,7 +1697,12 @@ export interface components {
             reason: string;
             /**
              * Format: date-time
-             * @description When.
+             * @description A back-dated movement only: when it was recorded.
+             */
+            recorded_at?: string | null;
+            /**
+             * Format: date-time
+             * @description When it takes effect (the history's order): when it was recorded, or earlier for a back-dated movement.
              */
             timestamp: string;
             /**
@@ -2194,6 +2216,12 @@ export interface components {
             description?: string | null;
             /**
              * Format: date-time
+             * @description When it takes effect: `created_at`, or earlier for a back-dated movement (balances at a time, the history and
+             *     statements follow it).
+             */
+            effective_at: string;
+            /**
+             * Format: date-time
              * @description Two-phase transfers only: when the hold expires if it is not settled.
              */
             expires_at?: string | null;
@@ -2263,6 +2291,13 @@ export interface components {
              * @example Groceries
              */
             description?: string | null;
+            /**
+             * Format: date-time
+             * @description Admins only, not with `pending: true`: when the transfer takes effect, if earlier than now (RFC 3339; at
+             *     most `EFFECTIVE_AT_MAX_AGE_DAYS` ago, never in the future).
+             * @example 2026-01-31T09:00:00Z
+             */
+            effective_at?: string | null;
             /** @description `true` holds the amount (a two-phase transfer) until it is posted, voided or expires. */
             pending?: boolean | null;
             /**

@@ -310,6 +310,8 @@ error_codes! {
     RateNotFound = "rate_not_found",
     /// A timestamp is missing or not RFC 3339.
     InvalidTimestamp = "invalid_timestamp",
+    /// A back-dated movement's `effective_at` is out of range or would take an earlier balance beyond its limits.
+    InvalidEffectiveAt = "invalid_effective_at",
     /// The `Idempotency-Key` is empty, too long or reserved.
     InvalidIdempotencyKey = "invalid_idempotency_key",
     /// A compensating transaction cannot be rolled back.

@@ -150,12 +150,21 @@ pub struct AmountRequest {
     /// Free text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Admins only: when the movement takes effect, if earlier than now (back-dated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<DateTime<Utc>>,
 }
 
 impl AmountRequest {
     /// `amount` of `currency`, without a description.
     pub fn new(amount: impl Into<Amount>, currency: Currency) -> Self {
-        Self { amount: amount.into(), currency, description: None }
+        Self { amount: amount.into(), currency, description: None, effective_at: None }
+    }
+
+    /// The same movement, back-dated to `at` (admins only).
+    pub fn effective_at(mut self, at: DateTime<Utc>) -> Self {
+        self.effective_at = Some(at);
+        self
     }
 }
 
@@ -177,12 +186,23 @@ pub struct TransferRequest {
     /// How long a hold lives (1..2592000, default 3600).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u32>,
+    /// Admins only, not for a hold: when the transfer takes effect, if earlier than now (back-dated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<DateTime<Utc>>,
 }
 
 impl TransferRequest {
     /// A transfer of `amount` of `currency` to `to_user_id`, posted at once.
     pub fn new(to_user_id: Uuid, amount: impl Into<Amount>, currency: Currency) -> Self {
-        Self { to_user_id, amount: amount.into(), currency, description: None, pending: None, timeout_secs: None }
+        Self {
+            to_user_id,
+            amount: amount.into(),
+            currency,
+            description: None,
+            pending: None,
+            timeout_secs: None,
+            effective_at: None,
+        }
     }
 
     /// The same transfer as a hold (`pending: true`), expiring after `timeout_secs` if given.
@@ -238,6 +258,10 @@ pub struct Transaction {
     pub reversed_by: Option<Uuid>,
     /// When it was recorded.
     pub created_at: DateTime<Utc>,
+    /// When it takes effect: `created_at`, or earlier for a back-dated movement (`None` only in an answer stored
+    /// under an idempotency key by a server older than effective time, replayed now).
+    #[serde(default)]
+    pub effective_at: Option<DateTime<Utc>>,
     /// When a pending hold expires.
     pub expires_at: Option<DateTime<Utc>>,
     /// An exchange's converted amount.
@@ -279,6 +303,9 @@ pub struct BatchItem {
     /// Free text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Admins only: when the movement takes effect, if earlier than now (back-dated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_at: Option<DateTime<Utc>>,
 }
 
 impl BatchItem {
@@ -291,6 +318,7 @@ impl BatchItem {
             to_user_id: Some(to_user_id),
             from_user_id: None,
             description: None,
+            effective_at: None,
         }
     }
 }
@@ -472,8 +500,11 @@ pub struct BalanceChange {
     pub change: Amount,
     /// The currency.
     pub currency: Currency,
-    /// When it took effect.
+    /// When it took effect (the history's order).
     pub timestamp: DateTime<Utc>,
+    /// A back-dated movement only: when it was recorded.
+    #[serde(default)]
+    pub recorded_at: Option<DateTime<Utc>>,
     /// Why.
     pub reason: BalanceReason,
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::currency::Currency;
+use crate::effective::EffectiveHistory;
 use crate::money::{Money, Rate, convert};
 
 /// The kind of a transaction, as the API names it.
@@ -344,6 +345,9 @@ pub struct Command {
     pub movement: Movement,
     /// Free text from the client.
     pub description: Option<String>,
+    /// When the movement takes effect, if earlier than when it is posted (back-dated: credits, debits and transfers
+    /// only; see [`crate::effective`]). An instant not before the posting's is the posting's.
+    pub effective_at: Option<DateTime<Utc>>,
 }
 
 /// A posted transaction, as the API shows it.
@@ -373,6 +377,8 @@ pub struct TransactionRecord {
     pub reversed_by: Option<Uuid>,
     /// When it was posted.
     pub created_at: DateTime<Utc>,
+    /// When it takes effect: `created_at`, or earlier for a back-dated movement.
+    pub effective_at: DateTime<Utc>,
     /// A hold's expiry (two-phase transfers only).
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -390,6 +396,8 @@ pub struct Posting {
     pub balance_after_minor: i64,
     /// 1 for the account's first posting, then 2, 3, …
     pub account_version: i64,
+    /// When it takes effect, if earlier than when it is posted (a back-dated movement's postings).
+    pub effective_at: Option<DateTime<Utc>>,
 }
 
 /// An earlier transaction with its legs, loaded so that it can be rolled back.
@@ -446,6 +454,10 @@ pub enum LedgerError {
     /// The payee is not an active user (decided by the server before the ledger, for a batch's item).
     #[error("recipient not found")]
     RecipientNotFound,
+    /// A back-dated movement that would take an earlier balance of a wallet beyond its limits, or a movement that
+    /// cannot be back-dated.
+    #[error("the effective time would take an earlier balance of the wallet beyond its limits")]
+    InvalidEffectiveAt,
 }
 
 impl LedgerError {
@@ -466,6 +478,7 @@ impl LedgerError {
             Self::SettleForbidden => "insufficient_permissions",
             Self::Overflow => "invalid_amount",
             Self::RecipientNotFound => "recipient_not_found",
+            Self::InvalidEffectiveAt => "invalid_effective_at",
         }
     }
 }
@@ -475,6 +488,8 @@ impl LedgerError {
 pub struct Book {
     accounts: HashMap<AccountKey, AccountState>,
     originals: HashMap<Uuid, Original>,
+    /// The effective-time histories of the wallets that back-dated movements touch.
+    histories: HashMap<AccountKey, EffectiveHistory>,
 }
 
 /// What applying one command produced.
@@ -502,7 +517,16 @@ impl Book {
         Self {
             accounts: accounts.into_iter().map(|a| (a.key, a)).collect(),
             originals: originals.into_iter().map(|o| (o.record.id, o)).collect(),
+            histories: HashMap::new(),
         }
+    }
+
+    /// The book with the effective-time histories of the wallets that back-dated movements touch (see
+    /// [`backdated_wallets`]), each from the earliest instant a movement of the batch takes effect on it.
+    #[must_use]
+    pub fn with_histories(mut self, histories: impl IntoIterator<Item = (AccountKey, EffectiveHistory)>) -> Self {
+        self.histories.extend(histories);
+        self
     }
 
     /// The accounts as they are now, after every movement applied so far.
@@ -524,11 +548,14 @@ impl Book {
     ///
     /// # Panics
     /// When an account the command needs is missing from the book: the store must load every account that
-    /// [`accounts_needed`] names (a bug, not an operating error).
+    /// [`accounts_needed`] names, and the history of every wallet that [`backdated_wallets`] names (a bug, not an
+    /// operating error).
     pub fn apply(&mut self, command: &Command, now: DateTime<Utc>) -> Result<Applied, LedgerError> {
         let (transaction, legs, reversed) = self.plan(command, now)?;
         assert_balanced(&legs);
-        let postings = self.post(&legs)?;
+        // A settlement's record keeps its hold's instants; its postings take effect now.
+        let backdated = command.effective_at.filter(|at| *at < now);
+        let postings = self.post(&legs, now, backdated)?;
         let mut event_version = 1;
         if let Some(original) = reversed.and_then(|id| self.originals.get_mut(&id)) {
             event_version = if original.record.expires_at.is_some() { 3 } else { 2 };
@@ -563,6 +590,12 @@ impl Book {
         command: &Command,
         now: DateTime<Utc>,
     ) -> Result<(TransactionRecord, Vec<Leg>, Option<Uuid>), LedgerError> {
+        let backdated = command.effective_at.filter(|at| *at < now);
+        if backdated.is_some()
+            && !matches!(command.movement, Movement::Credit { .. } | Movement::Debit { .. } | Movement::Transfer { .. })
+        {
+            return Err(LedgerError::InvalidEffectiveAt);
+        }
         let record = |kind, from_user_id, to_user_id, amount| TransactionRecord {
             id: command.transaction_id,
             kind,
@@ -576,6 +609,7 @@ impl Book {
             reversal_of: None,
             reversed_by: None,
             created_at: now,
+            effective_at: backdated.unwrap_or(now),
             expires_at: None,
         };
         match command.movement {
@@ -642,8 +676,13 @@ impl Book {
         }
     }
 
-    /// Posts legs in order, all or nothing.
-    fn post(&mut self, legs: &[Leg]) -> Result<Vec<Posting>, LedgerError> {
+    /// Posts legs in order, all or nothing; back-dated legs are held to the wallet's limits in the past too.
+    fn post(
+        &mut self,
+        legs: &[Leg],
+        now: DateTime<Utc>,
+        backdated: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Posting>, LedgerError> {
         let mut next: Vec<AccountState> = Vec::with_capacity(legs.len());
         for leg in legs {
             let known = next.iter().rev().find(|a| a.key == leg.account).or_else(|| self.accounts.get(&leg.account));
@@ -668,6 +707,17 @@ impl Book {
             }
             next.push(AccountState { balance_minor, version: current.version + 1, ..current });
         }
+        if let Some(at) = backdated {
+            for (leg, state) in legs.iter().zip(&next).filter(|(leg, _)| leg.account.user_id().is_some()) {
+                let history = self.histories.get(&leg.account).expect("a back-dated movement's wallets have histories");
+                history.admits(at, leg.amount_minor, state.limits)?;
+            }
+        }
+        for leg in legs {
+            if let Some(history) = self.histories.get_mut(&leg.account) {
+                history.record(backdated.unwrap_or(now), leg.amount_minor);
+            }
+        }
         let postings = legs
             .iter()
             .zip(&next)
@@ -677,6 +727,7 @@ impl Book {
                 amount_minor: leg.amount_minor,
                 balance_after_minor: state.balance_minor,
                 account_version: state.version,
+                effective_at: backdated,
             })
             .collect();
         for state in next {
@@ -839,6 +890,13 @@ pub fn accounts_needed(command: &Command) -> Vec<AccountKey> {
     }
 }
 
+/// The wallets whose effective-time history a command needs (see [`Book::with_histories`]), with the instant it
+/// takes effect on them: the user wallets of a movement back-dated before `now`; none for any other.
+pub fn backdated_wallets(command: &Command, now: DateTime<Utc>) -> Vec<(AccountKey, DateTime<Utc>)> {
+    let Some(at) = command.effective_at.filter(|at| *at < now) else { return Vec::new() };
+    accounts_needed(command).into_iter().filter(|key| key.user_id().is_some()).map(|key| (key, at)).collect()
+}
+
 /// The wallets a movement may open: the receiving ones. A wallet "opens on its first credit or incoming
 /// transfer"; wallets that are only debited must already exist.
 pub fn accounts_opened(command: &Command) -> Vec<AccountKey> {
@@ -872,7 +930,7 @@ mod tests {
     }
 
     fn command(movement: Movement) -> Command {
-        Command { transaction_id: Uuid::new_v4(), movement, description: None }
+        Command { transaction_id: Uuid::new_v4(), movement, description: None, effective_at: None }
     }
 
     fn book(users: &[Uuid], balance: i64) -> Book {
@@ -975,7 +1033,8 @@ mod tests {
                 description: None,
                 reversal_of: None,
                 reversed_by: None,
-                created_at: Utc::now(),
+                created_at: days(0),
+                effective_at: days(0),
                 expires_at: None,
             },
             legs: pair(user(payer), user(payee), usd(amount)),
@@ -1180,6 +1239,96 @@ mod tests {
     #[should_panic(expected = "unbalanced")]
     fn unbalanced_legs_never_pass() {
         assert_balanced(&[Leg { account: AccountKey::World { currency: USD }, amount_minor: 1 }]);
+    }
+
+    fn days(n: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + chrono::TimeDelta::days(20_000 + n)
+    }
+
+    fn backdated(movement: Movement, at: DateTime<Utc>) -> Command {
+        Command { effective_at: Some(at), ..command(movement) }
+    }
+
+    #[test]
+    fn a_back_dated_movement_is_checked_against_the_wallets_past_balances() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        // a received 100 on day 3 and had nothing before; b has 1,000 since day 0.
+        let mut book = book(&[a, b], 0).with_histories([
+            (user(a), EffectiveHistory::from_postings(days(0), 0, [(days(3), 100)])),
+            (user(b), EffectiveHistory::from_postings(days(0), 1_000, [])),
+        ]);
+        limited(&mut book, user(a), Limits::default());
+        book.accounts.get_mut(&user(a)).expect("a").balance_minor = 100;
+        book.accounts.get_mut(&user(b)).expect("b").balance_minor = 1_000;
+        let now = days(10);
+        let debit = |amount, at| backdated(Movement::Debit { user_id: a, amount: usd(amount) }, at);
+        assert_eq!(book.apply(&debit(50, days(1)), now), Err(LedgerError::InvalidEffectiveAt), "a had 0 on day 1");
+        assert_eq!(book.apply(&debit(150, days(4)), now), Err(LedgerError::InsufficientFunds), "now is checked too");
+        let applied = book.apply(&debit(50, days(4)), now).expect("a had 100 from day 3");
+        assert_eq!(applied.transaction.effective_at, days(4));
+        assert_eq!(applied.transaction.created_at, now);
+        assert!(applied.postings.iter().all(|p| p.effective_at == Some(days(4))));
+        // The debit on day 4 counts in a's past, and a credit now does not: a had 50 from day 4 until now.
+        book.apply(&command(Movement::Credit { user_id: a, amount: usd(1_000) }), now).expect("credit");
+        assert_eq!(book.apply(&debit(51, days(3)), now), Err(LedgerError::InvalidEffectiveAt));
+        assert!(book.apply(&debit(50, days(3)), now).is_ok());
+        // A back-dated transfer checks the payer's past; the payee's past may rise freely without a ceiling.
+        let transfer = Movement::Transfer { from_user_id: b, to_user_id: a, amount: usd(400) };
+        assert!(book.apply(&backdated(transfer, days(1)), now).is_ok());
+        assert!(book.apply(&debit(400, days(1)), now).is_ok(), "the transfer funded a from day 1");
+        assert_eq!(book.apply(&debit(1, days(1)), now), Err(LedgerError::InvalidEffectiveAt));
+        // An instant not before now is no back-dating; holds and exchanges cannot be back-dated.
+        let credit = book.apply(&backdated(Movement::Credit { user_id: a, amount: usd(1) }, days(11)), now);
+        assert_eq!(credit.expect("credit").postings[0].effective_at, None);
+        let hold = Movement::Hold { from_user_id: b, to_user_id: a, amount: usd(1), expires_at: days(12) };
+        assert_eq!(book.apply(&backdated(hold, days(2)), now), Err(LedgerError::InvalidEffectiveAt));
+    }
+
+    proptest! {
+        /// Movements back-dated at random, mixed with ordinary ones, keep every wallet's balance within its limits
+        /// at every instant of effective time, recomputed from the postings alone.
+        #[test]
+        fn back_dated_postings_keep_every_historical_balance_within_the_limits(
+            overdrafts in proptest::collection::vec(proptest::option::of(0i64..300), 3),
+            steps in proptest::collection::vec((0usize..3, 0usize..3, 0u8..3, 1i64..700, proptest::option::of(0i64..30)), 1..120)
+        ) {
+            let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+            let mut book = book(&users, 500).with_histories(
+                users.iter().map(|u| (user(*u), EffectiveHistory::from_postings(days(0), 500, []))),
+            );
+            for (user_id, overdraft_minor) in users.iter().zip(&overdrafts) {
+                limited(&mut book, user(*user_id), Limits { overdraft_minor: *overdraft_minor, max_balance_minor: Some(2_000) });
+            }
+            let mut effective: Vec<(AccountKey, DateTime<Utc>, i64)> = Vec::new();
+            for (step, (from, to, kind, amount, back)) in steps.into_iter().enumerate() {
+                let now = days(30) + chrono::TimeDelta::minutes(i64::try_from(step).expect("step"));
+                let movement = match kind {
+                    0 => Movement::Credit { user_id: users[to], amount: usd(amount) },
+                    1 => Movement::Debit { user_id: users[from], amount: usd(amount) },
+                    _ => Movement::Transfer { from_user_id: users[from], to_user_id: users[to], amount: usd(amount) },
+                };
+                let command = Command { effective_at: back.map(days), ..command(movement) };
+                if let Ok(applied) = book.apply(&command, now) {
+                    let at = applied.transaction.effective_at;
+                    effective.extend(applied.postings.iter().map(|p| (p.account, at, p.amount_minor)));
+                }
+            }
+            for (user_id, overdraft_minor) in users.iter().zip(&overdrafts) {
+                let limits = Limits { overdraft_minor: *overdraft_minor, max_balance_minor: Some(2_000) };
+                let mut moves: Vec<(DateTime<Utc>, i64)> =
+                    effective.iter().filter(|(k, _, _)| *k == user(*user_id)).map(|(_, at, a)| (*at, *a)).collect();
+                moves.sort_by_key(|(at, _)| *at);
+                let mut balance = 500;
+                for (index, (at, amount)) in moves.iter().enumerate() {
+                    balance += amount;
+                    // Judge the balance once every movement effective at the same instant is in.
+                    if moves.get(index + 1).is_none_or(|(next, _)| next != at) {
+                        prop_assert!(limits.admit(balance).is_ok(), "{} at {}: {:?}", balance, at, limits);
+                    }
+                }
+                prop_assert_eq!(balance, book.account(user(*user_id)).expect("wallet").balance_minor);
+            }
+        }
     }
 
     proptest! {

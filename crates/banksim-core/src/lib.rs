@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod currency;
+pub mod effective;
 pub mod error;
 pub mod fx;
 pub mod ledger;

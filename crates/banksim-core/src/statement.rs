@@ -1,8 +1,9 @@
 //! Daily statements: per wallet and day, the opening balance, the credits, the debits and the closing balance.
 //!
-//! A projection keeps one stored day per wallet and day with a movement ([`add_movements`]); a reader fills in the
-//! quiet days between them ([`every_day`]), so that the stored rows stay few and every day still has a statement.
-//! Days are UTC calendar days. Amounts are minor units.
+//! A projection keeps one stored day per wallet and day with a movement ([`add_movements`], which also revises the
+//! days after a back-dated movement); a reader fills in the quiet days between them ([`every_day`]), so that the
+//! stored rows stay few and every day still has a statement. Days are the UTC calendar days on which movements
+//! take effect. Amounts are minor units.
 
 use chrono::NaiveDate;
 
@@ -24,15 +25,6 @@ pub struct DayStatement {
 /// Why movements cannot be added to a wallet's statements.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatementError {
-    /// A movement is dated before the wallet's last statement day (a wallet's postings never go back in time, so
-    /// this means the events arrived out of order).
-    #[error("a movement on {movement} precedes the wallet's latest statement day, {latest}")]
-    OutOfOrder {
-        /// The movement's day.
-        movement: NaiveDate,
-        /// The wallet's last statement day.
-        latest: NaiveDate,
-    },
     /// A total no longer fits in 64 bits.
     #[error("statement totals overflow")]
     Overflow,
@@ -55,37 +47,46 @@ impl DayStatement {
     }
 }
 
-/// Adds a wallet's movements `(day, signed amount)`, in log order, to its statements: `latest` is its last stored
-/// day, if any. Returns every day that changed or opened, oldest first (`latest` first if it changed). A new day
-/// opens at the previous day's closing balance.
+/// Adds a wallet's movements `(day, signed amount)`, in log order, to its statements. A movement may be dated
+/// before days already stored (a back-dated one): its day changes, and every later day opens and closes that much
+/// higher or lower. `stored` is the wallet's stored days from the last one on or before the earliest movement's day
+/// on, oldest first (empty for a wallet with none). Returns every day that changed or opened, oldest first; a new
+/// day opens at the previous day's closing balance.
 pub fn add_movements(
-    latest: Option<DayStatement>,
+    stored: &[DayStatement],
     movements: impl IntoIterator<Item = (NaiveDate, i64)>,
 ) -> Result<Vec<DayStatement>, StatementError> {
-    let mut days: Vec<DayStatement> = Vec::new();
-    let mut current = latest;
-    let mut current_changed = false;
-    for (date, amount_minor) in movements {
-        match current {
-            Some(day) if date < day.date => {
-                return Err(StatementError::OutOfOrder { movement: date, latest: day.date });
-            }
-            Some(day) if date == day.date => {}
-            Some(day) => {
-                if current_changed {
-                    days.push(day);
-                }
-                current = Some(DayStatement::quiet(date, day.closing_minor));
-            }
-            None => current = Some(DayStatement::quiet(date, 0)),
-        }
-        if let Some(day) = current.as_mut() {
+    let mut movements: Vec<(NaiveDate, i64)> = movements.into_iter().collect();
+    // Stable: a day's movements keep their log order (which only matters for overflow).
+    movements.sort_by_key(|(date, _)| *date);
+    let Some(&(first_moved, _)) = movements.first() else { return Ok(Vec::new()) };
+    let mut balance = stored.first().filter(|day| day.date <= first_moved).map_or(0, |day| day.opening_minor);
+    let mut stored = stored.iter().peekable();
+    let mut moves = movements.into_iter().peekable();
+    let mut days = Vec::new();
+    loop {
+        let next_stored = stored.peek().map(|day| day.date);
+        let next_move = moves.peek().map(|(date, _)| *date);
+        let date = match (next_stored, next_move) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => break,
+        };
+        let before = stored.next_if(|day| day.date == date).copied();
+        let mut day = before.unwrap_or_else(|| DayStatement::quiet(date, balance));
+        day.opening_minor = balance;
+        day.closing_minor = balance
+            .checked_add(day.credits_minor)
+            .and_then(|b| b.checked_sub(day.debits_minor))
+            .ok_or(StatementError::Overflow)?;
+        while let Some((_, amount_minor)) = moves.next_if(|(d, _)| *d == date) {
             day.record(amount_minor)?;
-            current_changed = true;
         }
-    }
-    if let (Some(day), true) = (current, current_changed) {
-        days.push(day);
+        if before != Some(day) {
+            days.push(day);
+        }
+        balance = day.closing_minor;
     }
     Ok(days)
 }
@@ -137,37 +138,46 @@ mod tests {
 
     #[test]
     fn a_new_wallet_opens_at_zero_and_sums_its_first_day() {
-        let days = add_movements(None, [(day(1), 500), (day(1), -200), (day(1), 50)]).expect("add");
+        let days = add_movements(&[], [(day(1), 500), (day(1), -200), (day(1), 50)]).expect("add");
         assert_eq!(days, vec![stored(1, 0, 550, 200)]);
     }
 
     #[test]
     fn the_next_day_opens_at_the_previous_closing() {
-        let days = add_movements(Some(stored(1, 0, 500, 0)), [(day(3), -100), (day(4), 20)]).expect("add");
+        let days = add_movements(&[stored(1, 0, 500, 0)], [(day(3), -100), (day(4), 20)]).expect("add");
         assert_eq!(days, vec![stored(3, 500, 0, 100), stored(4, 400, 20, 0)]);
     }
 
     #[test]
     fn movements_on_the_latest_day_update_it() {
-        let days = add_movements(Some(stored(2, 100, 10, 0)), [(day(2), -30)]).expect("add");
+        let days = add_movements(&[stored(2, 100, 10, 0)], [(day(2), -30)]).expect("add");
         assert_eq!(days, vec![stored(2, 100, 10, 30)]);
     }
 
     #[test]
     fn an_unchanged_latest_day_is_not_returned() {
-        assert_eq!(add_movements(Some(stored(2, 100, 10, 0)), []).expect("add"), vec![]);
+        assert_eq!(add_movements(&[stored(2, 100, 10, 0)], []).expect("add"), vec![]);
     }
 
     #[test]
-    fn a_movement_before_the_latest_day_is_out_of_order() {
-        let err = add_movements(Some(stored(5, 0, 1, 0)), [(day(4), 1)]).expect_err("out of order");
-        assert_eq!(err, StatementError::OutOfOrder { movement: day(4), latest: day(5) });
+    fn a_back_dated_movement_revises_its_day_and_every_later_one() {
+        let stored_days = [stored(2, 0, 100, 0), stored(5, 100, 0, 40), stored(7, 60, 10, 0)];
+        // On a stored day: that day and the later ones move.
+        let days = add_movements(&stored_days, [(day(5), -20)]).expect("add");
+        assert_eq!(days, vec![stored(5, 100, 0, 60), stored(7, 40, 10, 0)]);
+        // On a quiet day: it opens, and the later ones move.
+        let days = add_movements(&stored_days, [(day(9), 1), (day(3), 25)]).expect("add");
+        assert_eq!(days, vec![stored(3, 100, 25, 0), stored(5, 125, 0, 40), stored(7, 85, 10, 0), stored(9, 95, 1, 0)]);
+        // Before the wallet's first day: it opens at zero.
+        let days = add_movements(&stored_days, [(day(1), 5)]).expect("add");
+        assert_eq!(days[0], stored(1, 0, 5, 0));
+        assert_eq!(days.last(), Some(&stored(7, 65, 10, 0)));
     }
 
     #[test]
     fn totals_that_overflow_are_refused() {
-        let full = DayStatement { closing_minor: i64::MAX, ..stored(1, 0, 0, 0) };
-        assert_eq!(add_movements(Some(full), [(day(1), 1)]), Err(StatementError::Overflow));
+        let full = DayStatement { opening_minor: i64::MAX, closing_minor: i64::MAX, ..stored(1, 0, 0, 0) };
+        assert_eq!(add_movements(&[full], [(day(1), 1)]), Err(StatementError::Overflow));
     }
 
     #[test]
@@ -196,24 +206,36 @@ mod tests {
         assert!(every_day(None, &[], day(1), day(9)).is_empty());
     }
 
+    /// What a projection does with one delivery: hand over the days from the last one on or before the earliest
+    /// movement's day on, and store what comes back.
+    fn deliver(store: &mut std::collections::BTreeMap<NaiveDate, DayStatement>, delivery: &[(NaiveDate, i64)]) {
+        let Some(earliest) = delivery.iter().map(|(d, _)| *d).min() else { return };
+        let from = store.range(..=earliest).next_back().map_or(earliest, |(d, _)| *d);
+        let tail: Vec<DayStatement> = store.range(from..).map(|(_, day)| *day).collect();
+        for day in add_movements(&tail, delivery.iter().copied()).expect("add") {
+            store.insert(day.date, day);
+        }
+    }
+
     proptest! {
-        /// However the movements are split into deliveries, the days come out the same, each closing where the
-        /// next opens.
+        /// However the movements are ordered (back-dated ones among them) and split into deliveries, the stored
+        /// days come out as if every movement had arrived in date order at once, each day closing where the next
+        /// opens.
         #[test]
-        fn splitting_the_movements_changes_nothing(
-            moves in proptest::collection::vec((0u32..5, -1_000i64..1_000), 1..40),
+        fn order_and_splitting_change_nothing(
+            moves in proptest::collection::vec((0u32..8, -1_000i64..1_000), 1..40),
             split in 0usize..40,
         ) {
-            let mut sorted = moves.clone();
+            let movements: Vec<(NaiveDate, i64)> = moves.iter().map(|(d, a)| (day(d + 1), *a)).collect();
+            let mut sorted = movements.clone();
             sorted.sort_by_key(|(d, _)| *d);
-            let movements: Vec<(NaiveDate, i64)> = sorted.iter().map(|(d, a)| (day(d + 1), *a)).collect();
-            let whole = add_movements(None, movements.clone()).expect("whole");
+            let whole = add_movements(&[], sorted).expect("whole");
             let split = split.min(movements.len());
-            let first = add_movements(None, movements[..split].to_vec()).expect("first part");
-            let second = add_movements(first.last().copied(), movements[split..].to_vec()).expect("second part");
-            let mut merged: Vec<DayStatement> = first.into_iter().filter(|d| second.iter().all(|s| s.date != d.date)).collect();
-            merged.extend(second);
-            prop_assert_eq!(&merged, &whole);
+            let mut store = std::collections::BTreeMap::new();
+            for delivery in [&movements[..split], &movements[split..]] {
+                deliver(&mut store, delivery);
+            }
+            prop_assert_eq!(store.into_values().collect::<Vec<_>>(), whole.clone());
             for pair in whole.windows(2) {
                 prop_assert_eq!(pair[0].closing_minor, pair[1].opening_minor);
             }

@@ -204,6 +204,10 @@ pub struct Config {
     #[arg(long, env = "BATCH_MAX", value_name = "BATCH_MAX", default_value_t = 1_000)]
     pub batch_max: usize,
 
+    /// How far back, in days, an admin may date a movement with `effective_at`.
+    #[arg(long, env = "EFFECTIVE_AT_MAX_AGE_DAYS", value_name = "EFFECTIVE_AT_MAX_AGE_DAYS", default_value_t = 30)]
+    pub effective_at_max_age_days: u32,
+
     /// Whether this instance runs the scheduler (any number of instances may: they never run an occurrence twice).
     #[arg(long, env = "SCHEDULER_ENABLED", value_name = "SCHEDULER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub scheduler_enabled: bool,
@@ -483,6 +487,7 @@ impl Config {
             ("WRITE_WORKERS", self.write_workers as u64),
             ("WRITE_BATCH_MAX", self.write_batch_max as u64),
             ("BATCH_MAX", self.batch_max as u64),
+            ("EFFECTIVE_AT_MAX_AGE_DAYS", u64::from(self.effective_at_max_age_days)),
             ("SCHEDULER_POLL_INTERVAL_MS", self.scheduler_poll_interval_ms),
             ("SCHEDULER_LEASE_SECS", self.scheduler_lease_secs),
             ("SCHEDULER_BATCH_MAX", u64::from(self.scheduler_batch_max)),

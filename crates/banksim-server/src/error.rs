@@ -84,6 +84,9 @@ pub enum ErrorCode {
     RateNotFound,
     /// A timestamp is missing or not RFC 3339.
     InvalidTimestamp,
+    /// A back-dated movement's `effective_at` is unreadable, in the future, older than `EFFECTIVE_AT_MAX_AGE_DAYS`,
+    /// or would take an earlier balance of a wallet beyond its limits.
+    InvalidEffectiveAt,
     /// The Idempotency-Key header is empty or longer than 255 characters.
     InvalidIdempotencyKey,
     /// A rollback cannot itself be rolled back.
@@ -124,7 +127,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for the catalogue in the OpenAPI spec and for tests.
-    pub const ALL: [Self; 49] = [
+    pub const ALL: [Self; 50] = [
         Self::ValidationFailed,
         Self::MalformedJson,
         Self::InvalidParameter,
@@ -156,6 +159,7 @@ impl ErrorCode {
         Self::RecipientNotFound,
         Self::RateNotFound,
         Self::InvalidTimestamp,
+        Self::InvalidEffectiveAt,
         Self::InvalidIdempotencyKey,
         Self::NotReversible,
         Self::TransactionNotFound,
@@ -205,6 +209,7 @@ impl ErrorCode {
             | Self::BatchFailed
             | Self::RateNotFound
             | Self::InvalidTimestamp
+            | Self::InvalidEffectiveAt
             | Self::InvalidIdempotencyKey
             | Self::NotReversible => StatusCode::BAD_REQUEST,
             Self::TransactionNotFound => StatusCode::NOT_FOUND,
@@ -255,6 +260,7 @@ impl ErrorCode {
             Self::RecipientNotFound => "recipient_not_found",
             Self::RateNotFound => "rate_not_found",
             Self::InvalidTimestamp => "invalid_timestamp",
+            Self::InvalidEffectiveAt => "invalid_effective_at",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::NotReversible => "not_reversible",
             Self::TransactionNotFound => "transaction_not_found",
@@ -316,6 +322,7 @@ impl ErrorCode {
             Self::RecipientNotFound => "recipient not found",
             Self::RateNotFound => "no exchange rate for this currency pair",
             Self::InvalidTimestamp => "timestamp must be RFC 3339, e.g. 2024-01-31T12:00:00Z",
+            Self::InvalidEffectiveAt => "invalid effective_at",
             Self::InvalidIdempotencyKey => "Idempotency-Key must be 1 to 255 characters",
             Self::NotReversible => "a rollback cannot be rolled back",
             Self::TransactionNotFound => "transaction not found",
@@ -637,6 +644,8 @@ mod tests {
             PostExceedsHold,
             SettleForbidden,
             Overflow,
+            RecipientNotFound,
+            InvalidEffectiveAt,
         ] {
             let code = ApiError::from(refusal).code();
             assert_ne!(code, ErrorCode::InternalError, "{refusal:?}");

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use banksim_core::currency::Currency;
 use banksim_core::ledger::{
     AccountKey, AccountState, Applied, Book, Command, LedgerError, Limits, Movement, Original, TransactionRecord,
+    backdated_wallets,
 };
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -103,8 +104,8 @@ pub struct StoredResponse {
 /// What became of one request of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LedgerOutcome {
-    /// Posted and committed.
-    Posted(TransactionRecord),
+    /// Posted and committed (boxed: the other outcomes are much smaller).
+    Posted(Box<TransactionRecord>),
     /// Refused by a ledger rule; nothing moved (the refusal is audited, and stored under its idempotency key).
     Refused(LedgerError),
     /// Its idempotency key was used before: this is the stored answer (the caller compares fingerprints).
@@ -306,24 +307,27 @@ pub(crate) fn parse_wallet_notice(payload: &str) -> WalletChange {
     WalletChange::Changed(changes)
 }
 
-/// One entry of a wallet's history: a posting with its transaction.
+/// One entry of a wallet's history: a posting with its transaction, in effective time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
     /// The transaction.
     pub transaction_id: Uuid,
     /// Signed change of the balance.
     pub change_minor: i64,
-    /// Balance right after.
+    /// The balance in effect right after it (every posting effective before it, or at the same instant and
+    /// recorded before it, counted).
     pub balance_after_minor: i64,
-    /// When.
+    /// When it was recorded.
     pub created_at: DateTime<Utc>,
+    /// When it takes effect (`created_at` unless back-dated): the history's order.
+    pub effective_at: DateTime<Utc>,
     /// Kind of the transaction.
     pub kind: banksim_core::ledger::TransactionKind,
     /// Whether the transaction is a rollback.
     pub is_reversal: bool,
 }
 
-/// Which postings of a wallet to list, newest first.
+/// Which postings of a wallet to list, newest first in effective time.
 #[derive(Debug, Clone, Copy)]
 pub struct HistoryQuery {
     /// Owner.
@@ -332,10 +336,23 @@ pub struct HistoryQuery {
     pub currency: Currency,
     /// Most entries.
     pub limit: u32,
-    /// Only at or after.
+    /// Only those effective at or after.
     pub since: Option<DateTime<Utc>>,
-    /// Only at or before.
+    /// Only those effective at or before.
     pub until: Option<DateTime<Utc>>,
+}
+
+/// Fills in the balances of a page of history, newest first in effective time, given the balance in effect at the
+/// newest entry's instant. The page is a run of consecutive entries (no posting falls between two of them in
+/// effective order), and none effective at that instant comes after the newest, so each balance before is the
+/// balance after minus the change.
+pub(crate) fn with_effective_balances(mut page: Vec<HistoryEntry>, newest_minor: i64) -> Vec<HistoryEntry> {
+    let mut balance = newest_minor;
+    for entry in &mut page {
+        entry.balance_after_minor = balance;
+        balance = balance.saturating_sub(entry.change_minor);
+    }
+    page
 }
 
 /// Which transactions of a user to list, newest first.
@@ -526,6 +543,18 @@ pub(crate) fn accounts_touched(requests: &[&LedgerRequest], originals: &[Origina
     ids
 }
 
+/// The wallets whose effective-time history a batch needs, each from the earliest instant one of its movements is
+/// back-dated to on it, sorted by account id.
+pub(crate) fn history_starts(requests: &[&LedgerRequest], now: DateTime<Utc>) -> Vec<(AccountKey, DateTime<Utc>)> {
+    let mut starts: HashMap<AccountKey, DateTime<Utc>> = HashMap::new();
+    for (key, at) in requests.iter().flat_map(|r| r.work.commands()).flat_map(|c| backdated_wallets(c, now)) {
+        starts.entry(key).and_modify(|since| *since = (*since).min(at)).or_insert(at);
+    }
+    let mut starts: Vec<_> = starts.into_iter().collect();
+    starts.sort_by_key(|(key, _)| key.id());
+    starts
+}
+
 /// The requests of a batch that carry an idempotency key, deduplicated, sorted by (user, key).
 pub(crate) fn claimed_keys(requests: &[LedgerRequest]) -> Vec<(Uuid, String)> {
     let mut keys: Vec<(Uuid, String)> =
@@ -555,7 +584,7 @@ pub(crate) fn plan_batch(
         }
         let outcome = match &request.work {
             LedgerWork::One(command) => match apply_one(&mut book, request, command, now, &mut rows) {
-                Ok(record) => LedgerOutcome::Posted(record),
+                Ok(record) => LedgerOutcome::Posted(Box::new(record)),
                 Err(refusal) => LedgerOutcome::Refused(refusal),
             },
             LedgerWork::Batch { items, atomic } => {
@@ -673,14 +702,18 @@ fn add_posted(rows: &mut BatchRows, applied: Applied) {
         Some(original) => (original, "TransactionRolledBack"),
         None => (transaction.id, event_type(&transaction, settles)),
     };
-    let version = event_version;
+    let mut data = json!({"transaction": transaction, "legs": legs});
+    // Only a back-dated movement's event says when it takes effect (the projections date it by that).
+    if let Some(at) = postings.first().and_then(|p| p.effective_at) {
+        data["effective_at"] = json!(at);
+    }
     rows.events.push(EventRow {
         id: Uuid::now_v7(),
         aggregate_type: "transaction",
         aggregate_id,
-        version,
+        version: event_version,
         event_type,
-        data: json!({"transaction": transaction, "legs": legs}),
+        data,
     });
     rows.postings.extend(postings.into_iter().map(|p| (transaction.id, p)));
     if !settles {

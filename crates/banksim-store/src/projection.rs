@@ -176,29 +176,50 @@ pub(crate) fn continues_log(
 /// A wallet: owner and currency.
 pub(crate) type WalletKey = (Uuid, Currency);
 
-/// The wallet movements of the money events, per wallet, in log order: (UTC day, signed amount).
+/// The wallet movements of the money events, per wallet, in log order: (UTC day it takes effect, signed amount).
 pub(crate) fn wallet_movements(
     events: &[EventRecord],
 ) -> Result<BTreeMap<WalletKey, Vec<(NaiveDate, i64)>>, StoreError> {
     let mut movements: BTreeMap<WalletKey, Vec<(NaiveDate, i64)>> = BTreeMap::new();
     for event in events {
+        let day = effective_at(event)?.date_naive();
         for (account, amount) in money_legs(event)? {
             if let AccountKey::User { user_id, currency } = account {
-                movements.entry((user_id, currency)).or_default().push((event.created_at.date_naive(), amount));
+                movements.entry((user_id, currency)).or_default().push((day, amount));
             }
         }
     }
     Ok(movements)
 }
 
-/// The statement days that a batch's movements change or open, given each touched wallet's latest stored day.
+/// When a money event's postings take effect: when it was recorded, unless it carries an earlier `effective_at`.
+fn effective_at(event: &EventRecord) -> Result<DateTime<Utc>, StoreError> {
+    match event.data.get("effective_at") {
+        None => Ok(event.created_at),
+        Some(at) => serde_json::from_value(at.clone()).map_err(|_| {
+            StoreError::Corrupt(format!("event {} ({}): an unreadable effective_at", event.sequence, event.event_type))
+        }),
+    }
+}
+
+/// Per wallet, the earliest day its movements take effect on: its stored days from the last one on or before it are
+/// what [`statement_changes`] needs.
+pub(crate) fn earliest_days(movements: &BTreeMap<WalletKey, Vec<(NaiveDate, i64)>>) -> Vec<(WalletKey, NaiveDate)> {
+    movements
+        .iter()
+        .filter_map(|(wallet, moves)| moves.iter().map(|(day, _)| *day).min().map(|day| (*wallet, day)))
+        .collect()
+}
+
+/// The statement days that a batch's movements change or open, given each touched wallet's stored days from the
+/// last one on or before its [`earliest_days`] on (oldest first).
 pub(crate) fn statement_changes(
     movements: BTreeMap<WalletKey, Vec<(NaiveDate, i64)>>,
-    latest: &HashMap<WalletKey, DayStatement>,
+    stored: &HashMap<WalletKey, Vec<DayStatement>>,
 ) -> Result<Vec<(WalletKey, DayStatement)>, StoreError> {
     let mut changes = Vec::new();
     for (wallet, moves) in movements {
-        let days = add_movements(latest.get(&wallet).copied(), moves)
+        let days = add_movements(stored.get(&wallet).map_or(&[][..], Vec::as_slice), moves)
             .map_err(|e| StoreError::Corrupt(format!("statements of wallet {} {}: {e}", wallet.0, wallet.1)))?;
         changes.extend(days.into_iter().map(|day| (wallet, day)));
     }
@@ -363,6 +384,21 @@ mod tests {
         let day = |d| NaiveDate::from_ymd_opt(2026, 5, d).expect("day");
         assert_eq!(moves[&(alice, usd())], vec![(day(1), 500), (day(2), -200)]);
         assert_eq!(moves[&(bob, usd())], vec![(day(2), 200)]);
+    }
+
+    #[test]
+    fn back_dated_movements_are_dated_by_when_they_take_effect() {
+        let alice = Uuid::new_v4();
+        let mut late = event(3, 9, json!([world_leg(-70), user_leg(alice, 70)]));
+        late.data["effective_at"] = json!("2026-05-02T10:00:00Z");
+        let events = [event(1, 4, json!([world_leg(-500), user_leg(alice, 500)])), late];
+        let moves = wallet_movements(&events).expect("readable");
+        let day = |d| NaiveDate::from_ymd_opt(2026, 5, d).expect("day");
+        assert_eq!(moves[&(alice, usd())], vec![(day(4), 500), (day(2), 70)]);
+        assert_eq!(earliest_days(&moves), vec![((alice, usd()), day(2))]);
+        let mut garbled = event(4, 9, json!([]));
+        garbled.data["effective_at"] = json!("yesterday");
+        assert!(matches!(wallet_movements(&[garbled]), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! backends spell differently; everything else is SQL that PostgreSQL and SQLite both accept.
 
 /// (query, what it checks) pairs.
-pub(crate) const CHECKS: [(&str, &str); 10] = [
+pub(crate) const CHECKS: [(&str, &str); 11] = [
     (
         "SELECT ID(p.transaction_id) || ' ' || a.currency || ' sums to ' || CAST(sum(p.amount_minor) AS TEXT)
          FROM postings p JOIN accounts a ON a.id = p.account_id
@@ -81,6 +81,14 @@ pub(crate) const CHECKS: [(&str, &str); 10] = [
                FROM postings) chain
          WHERE balance_after_minor <> before + amount_minor OR account_version <> n",
         "a posting's balance-after does not follow from the one before",
+    ),
+    (
+        "SELECT DISTINCT ID(t.id)
+         FROM transactions t JOIN postings p ON p.transaction_id = t.id
+         WHERE t.effective_at > t.created_at
+            OR ((p.effective_at IS NOT NULL OR t.effective_at < t.created_at)
+                AND (p.effective_at IS NULL OR p.effective_at <> t.effective_at))",
+        "a back-dated transaction's postings do not take effect when it does",
     ),
 ];
 

@@ -374,7 +374,12 @@ mod ledger {
 
     fn request(movement: Movement, key: Option<(&User, &str, &[u8])>) -> LedgerRequest {
         LedgerRequest {
-            work: LedgerWork::One(Command { transaction_id: Uuid::now_v7(), movement, description: None }),
+            work: LedgerWork::One(Command {
+                transaction_id: Uuid::now_v7(),
+                movement,
+                description: None,
+                effective_at: None,
+            }),
             idempotency: key.map(|(user, key, hash)| IdempotencyClaim {
                 user_id: user.id,
                 key: key.to_owned(),
@@ -430,7 +435,14 @@ mod ledger {
     fn client_batch(items: Vec<Result<Movement, LedgerError>>, atomic: bool) -> LedgerRequest {
         let items = items
             .into_iter()
-            .map(|item| item.map(|movement| Command { transaction_id: Uuid::now_v7(), movement, description: None }))
+            .map(|item| {
+                item.map(|movement| Command {
+                    transaction_id: Uuid::now_v7(),
+                    movement,
+                    description: None,
+                    effective_at: None,
+                })
+            })
             .collect();
         LedgerRequest {
             work: LedgerWork::Batch { items, atomic },
@@ -1103,6 +1115,7 @@ async fn verify_names_each_kind_of_tampering() {
                     transaction_id: Uuid::now_v7(),
                     movement,
                     description: None,
+                    effective_at: None,
                 }),
                 idempotency: None,
                 // The user's entry has no trace id (as entries written before trace ids were kept), these have one.
@@ -1114,6 +1127,7 @@ async fn verify_names_each_kind_of_tampering() {
                     transaction_id: original_id,
                     movement: Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) },
                     description: None,
+                    effective_at: None,
                 }),
                 ..request(Movement::Credit { user_id: a.id, amount: Money::new(0, Currency::USD) })
             };
@@ -1232,6 +1246,7 @@ mod schedules {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Credit { user_id: user.id, amount: Money::new(1_000, Currency::USD) },
                 description: None,
+                effective_at: None,
             }),
             idempotency: None,
             audit: AuditContext::default(),
@@ -1733,6 +1748,7 @@ mod clamp {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Credit { user_id: bob.id, amount: Money::new(100, Currency::USD) },
                 description: None,
+                effective_at: None,
             }),
             idempotency: None,
             audit: AuditContext::default(),
@@ -1827,6 +1843,7 @@ mod wallet_bus {
                 transaction_id: Uuid::now_v7(),
                 movement: Movement::Credit { user_id: user.id, amount: Money::new(minor, Currency::USD) },
                 description: None,
+                effective_at: None,
             }),
             idempotency: None,
             audit: AuditContext::default(),

@@ -223,6 +223,7 @@ async fn alice_with_500_usd(url: &str) -> (std::sync::Arc<dyn banksim_store::Sto
                 amount: banksim_core::money::Money::new(500, banksim_core::currency::Currency::USD),
             },
             description: None,
+            effective_at: None,
         }),
         idempotency: None,
         audit: Default::default(),

@@ -215,7 +215,7 @@ pub struct HistoryItem {
     transaction_id: Uuid,
     /// The caller.
     user_id: Uuid,
-    /// Balance right after this movement.
+    /// The balance in effect right after this movement.
     #[schema(value_type = f64)]
     amount: Box<RawValue>,
     /// Signed change.
@@ -223,8 +223,11 @@ pub struct HistoryItem {
     change: Box<RawValue>,
     /// ISO 4217 code.
     currency: String,
-    /// When.
+    /// When it takes effect (the history's order): when it was recorded, or earlier for a back-dated movement.
     timestamp: DateTime<Utc>,
+    /// A back-dated movement only: when it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recorded_at: Option<DateTime<Utc>>,
     /// `credit`, `debit`, `transfer_sent`, `transfer_received`, `rollback` or `exchange`.
     #[schema(example = "transfer_sent")]
     reason: &'static str,
@@ -239,7 +242,8 @@ pub struct BalanceHistory {
     limit: u32,
 }
 
-/// A wallet's running balance, newest first: each entry is the balance after a movement and the signed change.
+/// A wallet's running balance, newest first in effective time (a back-dated movement is listed when it takes
+/// effect): each entry is the balance in effect after a movement and the signed change.
 #[utoipa::path(get, path = "/balances/historical", tag = "balances", params(HistoryParams, MinLsn),
     security(("bearer" = [])),
     responses(
@@ -271,7 +275,8 @@ pub async fn get_balance_history(
             amount: amount_json(Money::new(e.balance_after_minor, currency)),
             change: amount_json(Money::new(e.change_minor, currency)),
             currency: currency.to_string(),
-            timestamp: e.created_at,
+            timestamp: e.effective_at,
+            recorded_at: (e.created_at != e.effective_at).then_some(e.created_at),
             reason: match (e.is_reversal, e.kind) {
                 (true, _) => "rollback",
                 (false, TransactionKind::Credit) => "credit",
@@ -303,7 +308,7 @@ pub struct AtTimeParams {
 pub struct BalanceAtTime {
     /// The caller.
     user_id: Uuid,
-    /// Exact balance after every movement at or before `timestamp`.
+    /// Exact balance after every movement that takes effect at or before `timestamp` (back-dated ones included).
     #[schema(value_type = f64)]
     amount: Box<RawValue>,
     /// ISO 4217 code.
@@ -312,7 +317,7 @@ pub struct BalanceAtTime {
     timestamp: DateTime<Utc>,
 }
 
-/// The exact balance after every movement at or before an instant.
+/// The exact balance after every movement that takes effect at or before an instant.
 #[utoipa::path(get, path = "/balances/at-time", tag = "balances", params(AtTimeParams, MinLsn), security(("bearer" = [])),
     responses(
         (status = 200, body = BalanceAtTime),

@@ -86,6 +86,11 @@ pub struct BatchItem {
     /// Free text, at most 500 characters.
     #[schema(max_length = 500, example = "Salary")]
     description: Option<String>,
+    /// Admins only: when the movement takes effect, if earlier than now (RFC 3339; at most
+    /// `EFFECTIVE_AT_MAX_AGE_DAYS` ago, never in the future).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, example = "2026-01-31T09:00:00Z")]
+    effective_at: Option<String>,
 }
 
 /// The answer of a batch that went through: each item's result, in order.
@@ -215,6 +220,8 @@ async fn item_movement(
     let amount = Money::parse(&amount_text(raw)?, currency, state.config.amount_max)
         .map_err(|e| invalid_amount(&format!("{}: {e}", field("amount"))))?;
     let description = description(&field("description"), item.description)?;
+    let effective_at =
+        ledger_service::effective_at(state, caller, &field("effective_at"), item.effective_at.as_deref())?;
     let is_admin = caller.role == Role::Admin;
     let named = |user_id: Option<Uuid>, name: &str| -> Result<Uuid, ApiError> {
         match user_id {
@@ -250,7 +257,7 @@ async fn item_movement(
     {
         return Ok(Err(LedgerError::RecipientNotFound));
     }
-    Ok(Ok(ValidMovement { movement, description }))
+    Ok(Ok(ValidMovement { movement, description, effective_at }))
 }
 
 fn kind_name(kind: BatchItemKind) -> &'static str {

@@ -76,6 +76,9 @@ pub struct TransactionResponse {
     reversed_by: Option<Uuid>,
     /// When it was posted.
     created_at: DateTime<Utc>,
+    /// When it takes effect: `created_at`, or earlier for a back-dated movement (balances at a time, the history and
+    /// statements follow it).
+    effective_at: DateTime<Utc>,
     /// Two-phase transfers only: when the hold expires if it is not settled.
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<DateTime<Utc>>,
@@ -106,6 +109,7 @@ impl From<&TransactionRecord> for TransactionResponse {
             reversal_of: r.reversal_of,
             reversed_by: r.reversed_by,
             created_at: r.created_at,
+            effective_at: r.effective_at,
             expires_at: r.expires_at,
             to_amount: r.to_amount.map(amount_json),
             to_currency: r.to_amount.map(|m| m.currency().to_string()),
@@ -120,7 +124,9 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// The HTTP answer of a money request: 201 with the transaction, or a stored answer sent again as it was.
 fn respond(answer: MoneyAnswer) -> Response {
     match answer {
-        MoneyAnswer::Posted(record) => (StatusCode::CREATED, Json(TransactionResponse::from(&record))).into_response(),
+        MoneyAnswer::Posted(record) => {
+            (StatusCode::CREATED, Json(TransactionResponse::from(record.as_ref()))).into_response()
+        }
         MoneyAnswer::Replayed(stored) => replayed(stored),
     }
 }
@@ -147,7 +153,7 @@ impl ResponseRenderer for TransactionRenderer {
                 // Settling a hold answers 200 with the hold; every other movement creates a transaction (201).
                 let settles = request.work.commands().any(|c| matches!(c.movement, Movement::Settle { .. }));
                 let status = if settles { 200 } else { 201 };
-                (status, serde_json::to_string(&TransactionResponse::from(record)))
+                (status, serde_json::to_string(&TransactionResponse::from(record.as_ref())))
             }
             LedgerOutcome::Refused(refusal) => {
                 let error = ApiError::from(*refusal);
@@ -174,6 +180,11 @@ pub struct AmountRequest {
     /// Free text, at most 500 characters.
     #[schema(max_length = 500, example = "Groceries")]
     description: Option<String>,
+    /// Admins only: when the movement takes effect, if earlier than now (RFC 3339; at most
+    /// `EFFECTIVE_AT_MAX_AGE_DAYS` ago, never in the future).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, example = "2026-01-31T09:00:00Z")]
+    effective_at: Option<String>,
 }
 
 /// A transfer.
@@ -198,6 +209,11 @@ pub struct TransferRequest {
     /// A hold's lifetime in seconds, 1..2592000 (default 3600); only with `pending: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     timeout_secs: Option<u64>,
+    /// Admins only, not with `pending: true`: when the transfer takes effect, if earlier than now (RFC 3339; at
+    /// most `EFFECTIVE_AT_MAX_AGE_DAYS` ago, never in the future).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime, example = "2026-01-31T09:00:00Z")]
+    effective_at: Option<String>,
 }
 
 /// Default lifetime of a hold, in seconds.
@@ -351,7 +367,11 @@ fn amount_movement(
 ) -> Result<ValidMovement, ApiError> {
     let currency = parse_currency(body.currency.as_deref(), "currency", &state.config.enabled_currencies)?;
     let amount = parse_amount(body.amount.as_deref(), currency, state.config.amount_max)?;
-    Ok(ValidMovement { movement: make(caller.id, amount), description: description("description", body.description)? })
+    Ok(ValidMovement {
+        movement: make(caller.id, amount),
+        description: description("description", body.description)?,
+        effective_at: ledger_service::effective_at(state, caller, "effective_at", body.effective_at.as_deref())?,
+    })
 }
 
 /// A transfer's movement, or why it cannot be made (the recipient must be another, active user).
@@ -370,6 +390,10 @@ async fn transfer_movement(state: &AppState, caller: &User, body: TransferReques
     if timeout_secs.is_some_and(|secs| !(1..=HOLD_TIMEOUT_SECS_MAX).contains(&secs)) {
         return Err(invalid_request("timeout_secs", "must be between 1 and 2592000"));
     }
+    if timeout_secs.is_some() && body.effective_at.is_some() {
+        return Err(invalid_request("effective_at", "is not allowed with pending: true (a hold takes effect now)"));
+    }
+    let effective_at = ledger_service::effective_at(state, caller, "effective_at", body.effective_at.as_deref())?;
     ledger_service::check_recipient(state, to_user_id).await?;
     let movement = match timeout_secs {
         Some(secs) => {
@@ -378,7 +402,7 @@ async fn transfer_movement(state: &AppState, caller: &User, body: TransferReques
         }
         None => Movement::Transfer { from_user_id: caller.id, to_user_id, amount },
     };
-    Ok(ValidMovement { movement, description: description("description", body.description)? })
+    Ok(ValidMovement { movement, description: description("description", body.description)?, effective_at })
 }
 
 /// An exchange's movement at the current rate, or why it cannot be made.
@@ -392,7 +416,7 @@ async fn exchange_movement(state: &AppState, caller: &User, body: ExchangeReques
     }
     let rate = state.store.fx_rate(from, to).await?.ok_or(ErrorCode::RateNotFound)?.rate;
     let movement = Movement::Exchange { user_id: caller.id, amount, to_currency: to, rate };
-    Ok(ValidMovement { movement, description: None })
+    Ok(ValidMovement { movement, description: None, effective_at: None })
 }
 
 /// Reverses a transaction with a compensating one (admins: any; users: their own debits and transfers). Once
@@ -425,7 +449,7 @@ pub async fn rollback_transaction(
         audit: client.into(),
         idempotency_key: idempotency_key(&headers)?,
         fingerprint: fingerprint("rollback", &id),
-        movement: Ok(ValidMovement { movement, description: None }),
+        movement: Ok(ValidMovement { movement, description: None, effective_at: None }),
     };
     ledger_service::post(&state, request).await.map(respond)
 }
@@ -474,10 +498,12 @@ async fn settle_hold(
         audit: client.into(),
         idempotency_key: idempotency_key(headers)?,
         fingerprint: fingerprint(route, &(id, amount.map(RawValue::get))),
-        movement: Ok(ValidMovement { movement, description: None }),
+        movement: Ok(ValidMovement { movement, description: None, effective_at: None }),
     };
     Ok(match ledger_service::post(state, request).await? {
-        MoneyAnswer::Posted(record) => (StatusCode::OK, Json(TransactionResponse::from(&record))).into_response(),
+        MoneyAnswer::Posted(record) => {
+            (StatusCode::OK, Json(TransactionResponse::from(record.as_ref()))).into_response()
+        }
         MoneyAnswer::Replayed(stored) => replayed(stored),
     })
 }

@@ -34,6 +34,7 @@ pub async fn expire_due_holds(state: &AppState) -> Result<usize, StoreError> {
                     actor_is_admin: false,
                 },
                 description: None,
+                effective_at: None,
             }),
             idempotency: Some(IdempotencyClaim {
                 user_id: hold.from_user_id,

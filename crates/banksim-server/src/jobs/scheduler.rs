@@ -218,6 +218,7 @@ async fn attempt(state: &AppState, schedule: &ScheduleRecord, occurrence: u32) -
             transaction_id: state.ids.system_movement(&key),
             movement,
             description: schedule.description.clone(),
+            effective_at: None,
         }),
         idempotency: Some(IdempotencyClaim { user_id: schedule.user_id, request_hash: request_hash.clone(), key }),
         audit: AuditContext {

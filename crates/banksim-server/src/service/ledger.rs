@@ -1,11 +1,13 @@
 //! Moving money: checks that need the database or the configuration, idempotency, and the hand-off to the
 //! writer pool. The ledger's rules themselves live in `banksim_core::ledger`.
 
+use banksim_core::clock::parse_instant;
 use banksim_core::ledger::{Command, LedgerError, Movement, TransactionRecord};
 use banksim_core::user::{Role, User};
 use banksim_store::{
     AuditContext, BatchOutcome, IdempotencyClaim, LedgerOutcome, LedgerRequest, LedgerWork, StoredResponse,
 };
+use chrono::{DateTime, TimeDelta, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -19,7 +21,7 @@ pub const IDEMPOTENCY_KEY_CHARS_MAX: usize = 255;
 #[derive(Debug)]
 pub enum MoneyAnswer {
     /// The movement was posted.
-    Posted(TransactionRecord),
+    Posted(Box<TransactionRecord>),
     /// The key was used before with the same request: its stored answer, to send again as it was.
     Replayed(StoredResponse),
 }
@@ -46,12 +48,19 @@ pub struct ValidMovement {
     pub movement: Movement,
     /// Free text.
     pub description: Option<String>,
+    /// When it takes effect, if back-dated (admins only; checked against `EFFECTIVE_AT_MAX_AGE_DAYS`).
+    pub effective_at: Option<DateTime<Utc>>,
 }
 
 impl ValidMovement {
     /// The ledger command that posts it as transaction `transaction_id`.
     fn into_command(self, transaction_id: Uuid) -> Command {
-        Command { transaction_id, movement: self.movement, description: self.description }
+        Command {
+            transaction_id,
+            movement: self.movement,
+            description: self.description,
+            effective_at: self.effective_at,
+        }
     }
 }
 
@@ -196,6 +205,34 @@ pub async fn find(state: &AppState, caller: &User, id: Uuid) -> Result<Transacti
         return Err(ErrorCode::InsufficientPermissions.into());
     }
     Ok(record)
+}
+
+/// Reads the `effective_at` of a movement (sent in `field`): only an admin may back-date one, to an RFC 3339 instant
+/// not in the future and at most `EFFECTIVE_AT_MAX_AGE_DAYS` old (kept to the microsecond, as stored). Whether it
+/// keeps the wallets' past balances within their limits is the ledger's to say.
+pub fn effective_at(
+    state: &AppState,
+    caller: &User,
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    if caller.role != Role::Admin {
+        return Err(ApiError::new(ErrorCode::InsufficientPermissions)
+            .with_message(format!("{field}: only an admin may back-date a movement")));
+    }
+    let invalid = |why: &str| ApiError::new(ErrorCode::InvalidEffectiveAt).with_message(format!("{field} {why}"));
+    let at = parse_instant(text).map_err(|why| invalid(&why))?;
+    let at = DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at);
+    let now = state.clock.now();
+    let max_age_days = state.config.effective_at_max_age_days;
+    if at > now {
+        return Err(invalid("must not be in the future"));
+    }
+    if at < now - TimeDelta::days(i64::from(max_age_days)) {
+        return Err(invalid(&format!("must be at most {max_age_days} days ago (EFFECTIVE_AT_MAX_AGE_DAYS)")));
+    }
+    Ok(Some(at))
 }
 
 /// Checks that a transfer's recipient exists and is active.

@@ -179,16 +179,48 @@ async fn holds_expire_by_the_clock_exactly_once_with_two_instances() {
     }
 }
 
+/// An admin's non-atomic batches of credits and debits on every wallet, back-dated to `at`, racing the other
+/// movements: returns what the posted ones added to the users' money, in minor units.
+async fn back_dated_batches(app: &TestApp, admin: &TestUser, users: &[TestUser], at: chrono::DateTime<Utc>) -> i64 {
+    let mut net = 0;
+    for round in 0..6 {
+        let items: Vec<serde_json::Value> = users
+            .iter()
+            .map(|user| {
+                let (kind, party) = if round % 2 == 0 { ("debit", "from_user_id") } else { ("credit", "to_user_id") };
+                json!({"type": kind, "amount": "3", "currency": "USD", party: user.id, "effective_at": at.to_rfc3339()})
+            })
+            .collect();
+        let batch = app
+            .post("/api/v1/transactions/batch", Some(&admin.token), &json!({"atomic": false, "transactions": items}))
+            .await;
+        assert_eq!(batch.status, StatusCode::CREATED, "{}", batch.text);
+        for result in batch.body["results"].as_array().expect("results") {
+            match result["status"].as_str() {
+                Some("success") => net += if round % 2 == 0 { -300 } else { 300 },
+                _ => assert!(
+                    ["invalid_effective_at", "insufficient_funds"]
+                        .contains(&result["error"]["error_code"].as_str().unwrap_or("")),
+                    "{result}"
+                ),
+            }
+        }
+    }
+    net
+}
+
 #[tokio::test]
-async fn concurrent_holds_posts_voids_and_transfers_keep_the_ledger_sound() {
+async fn concurrent_holds_posts_voids_transfers_and_back_dated_batches_keep_the_ledger_sound() {
     for backend in backends() {
         let app = TestApp::spawn(backend).await;
+        let admin = app.admin("boss").await;
         let mut users = Vec::new();
         for n in 0..4 {
             let user = app.user_named(n).await;
             app.credit(&user, "1000", "USD").await;
             users.push(user);
         }
+        let start = Utc::now();
         let users = &users;
         let workers = (0..4usize).map(|me| async move {
             let payer = &users[me];
@@ -213,14 +245,26 @@ async fn concurrent_holds_posts_voids_and_transfers_keep_the_ledger_sound() {
                 }
             }
         });
-        futures::future::join_all(workers).await;
+        let (_, back_dated) =
+            futures::future::join(futures::future::join_all(workers), back_dated_batches(&app, &admin, users, start))
+                .await;
         let mut posted_total = 0;
         for user in users {
             let current = user.api.current_balance(Currency::USD).await.expect("balance");
             assert_eq!(current.pending_out, "0.00");
             posted_total += current.posted.to_minor(Currency::USD).expect("exact");
         }
-        assert_eq!(posted_total, 400_000, "money is conserved, to the cent (4,000.00 USD)");
+        assert_eq!(
+            posted_total,
+            400_000 + back_dated,
+            "money is conserved, to the cent (4,000.00 USD and the batches)"
+        );
+        // Every balance each wallet had, in effective time, stayed within its limits (none: never below zero).
+        for user in users {
+            let history = app.get("/api/v1/balances/historical?currency=USD&limit=100", Some(&user.token)).await;
+            let entries = history.body["history"].as_array().expect("history");
+            assert!(entries.iter().all(|e| e["amount"].as_f64().is_some_and(|a| a >= 0.0)), "{}", history.text);
+        }
         app.assert_ledger_sound().await;
         app.stop().await;
     }

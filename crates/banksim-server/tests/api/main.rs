@@ -9,6 +9,7 @@ mod balances;
 mod batch;
 mod cache;
 mod concurrency;
+mod effective;
 mod failover;
 mod faults;
 mod fx;

@@ -305,6 +305,7 @@ async fn same_state_hash(backend: Backend) -> banksim_store::StateHash {
                 transaction_id: Uuid::from_u128(0x2000 + n as u128),
                 movement,
                 description: (n % 2 == 0).then(|| format!("line {n}\twith a tab, \"quotes\" and ü")),
+                effective_at: None,
             }),
             idempotency: None,
             audit: AuditContext::default(),

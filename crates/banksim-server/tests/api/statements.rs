@@ -333,9 +333,13 @@ async fn a_projection_stuck_on_an_event_holds_neither_the_others_nor_the_stateme
         let alice = app.user("alice").await;
         app.credit(&alice, "10", "USD").await;
         wait_until_projected(&app).await;
-        // A statement row moved behind the projection's back: the next movement of that wallet is now dated before
-        // the wallet's latest statement day, which the statements projection refuses to apply.
-        app.tamper("UPDATE daily_statements SET day = '2999-01-01'").await;
+        // A statement row changed behind the projection's back: the next movement of that wallet would take its
+        // totals past 64 bits, which the statements projection refuses to apply.
+        app.tamper(
+            "UPDATE daily_statements SET opening_minor = 9223372036854775807 - credits_minor + debits_minor,
+                 closing_minor = 9223372036854775807",
+        )
+        .await;
         app.credit(&alice, "5", "USD").await;
 
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

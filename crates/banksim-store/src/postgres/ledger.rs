@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
+use banksim_core::effective::EffectiveHistory;
 use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
@@ -20,15 +21,16 @@ use crate::chain::link;
 use crate::ledger::{
     AuditContext, AuditRow, BatchRows, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest,
     LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key,
-    accounts_to_open, accounts_touched, check_new_limits, claimed_keys, limits_rows, parse_currency, parse_stored,
-    plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices, wallet_states,
+    accounts_to_open, accounts_touched, check_new_limits, claimed_keys, history_starts, limits_rows, parse_currency,
+    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices, wallet_states,
+    with_effective_balances,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
 const BATCH_ATTEMPTS: u32 = 3;
 
 pub(crate) const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
-    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at";
+    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at, expires_at";
 
 pub(crate) async fn post_batch(
     pool: &PgPool,
@@ -90,8 +92,10 @@ async fn try_post_batch(
     // A batch that waited for locks may carry an older clock reading than a batch that posted before it: never let
     // an account's postings go back in time, so history and balance-at-time order agree with posting order.
     let now = last_posted.map_or(now, |last| last.max(now));
+    let histories = load_histories(&mut tx, &history_starts(&live, now)).await?;
     let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
-    let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
+    let book = Book::new(accounts, originals).with_histories(histories);
+    let (outcomes, mut rows) = plan_batch(requests, stored, book, render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
     // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
     let unused: Vec<Uuid> = created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)).collect();
@@ -210,6 +214,37 @@ async fn open_accounts(
     Ok(created)
 }
 
+/// The effective-time history of each wallet from its start, read under the batch's lock on the wallet.
+async fn load_histories(
+    tx: &mut Transaction<'_, Postgres>,
+    starts: &[(AccountKey, DateTime<Utc>)],
+) -> Result<Vec<(AccountKey, EffectiveHistory)>, StoreError> {
+    let mut histories = Vec::with_capacity(starts.len());
+    for &(key, since) in starts {
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
+             ORDER BY created_at DESC, account_version DESC LIMIT 1",
+        )
+        .bind(key.id())
+        .bind(since)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let later = sqlx::query(
+            "SELECT COALESCE(effective_at, created_at) AS at, amount_minor FROM postings
+             WHERE account_id = $1 AND created_at > $2 ORDER BY account_version",
+        )
+        .bind(key.id())
+        .bind(since)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("at")?, row.try_get("amount_minor")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        histories.push((key, EffectiveHistory::from_postings(since, recorded.unwrap_or(0), later)));
+    }
+    Ok(histories)
+}
+
 /// Locks accounts in id order; returns them and the latest instant any of them was posted to.
 async fn lock_accounts(
     tx: &mut Transaction<'_, Postgres>,
@@ -325,6 +360,9 @@ async fn write_rows(
         .bind(t.iter().map(|r| r.expires_at).collect::<Vec<_>>())
         // accounts' pending amounts: $54
         .bind(a.iter().map(|a| a.pending_minor).collect::<Vec<_>>())
+        // back-dated postings' and transactions' effective instants: $55, $56
+        .bind(p.iter().map(|(_, p)| p.effective_at).collect::<Vec<_>>())
+        .bind(t.iter().map(|r| r.effective_at).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -334,11 +372,11 @@ const WRITE_BATCH_SQL: &str = "
 WITH new_transactions AS (
     INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency, to_amount_minor,
         to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at, effective_at)
-    SELECT *, created_at FROM unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::bigint[],
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[], $7::bigint[],
         $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::uuid[], $14::uuid[],
-        $15::timestamptz[], $53::timestamptz[])
+        $15::timestamptz[], $53::timestamptz[], $56::timestamptz[])
         AS t(id, kind, status, from_user_id, to_user_id, amount_minor, currency, to_amount_minor, to_currency, rate,
-             description, reversal_of, reversed_by, created_at, expires_at)
+             description, reversal_of, reversed_by, created_at, expires_at, effective_at)
 ),
 changed AS (
     UPDATE transactions SET status = r.status, amount_minor = r.amount, reversed_by = r.by
@@ -346,8 +384,10 @@ changed AS (
     WHERE transactions.id = r.id
 ),
 new_postings AS (
-    INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version, created_at)
-    SELECT *, $1 FROM unnest($18::uuid[], $19::uuid[], $20::bigint[], $21::bigint[], $22::bigint[])
+    INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version,
+        effective_at, created_at)
+    SELECT *, $1 FROM unnest($18::uuid[], $19::uuid[], $20::bigint[], $21::bigint[], $22::bigint[],
+        $55::timestamptz[])
 ),
 balances AS (
     UPDATE accounts SET balance_minor = n.balance, version = n.version, pending_minor = n.pending, updated_at = $1
@@ -417,6 +457,7 @@ pub(crate) fn transaction_from_row(row: &PgRow) -> Result<TransactionRecord, sql
         reversal_of: row.try_get("reversal_of")?,
         reversed_by: row.try_get("reversed_by")?,
         created_at: row.try_get("created_at")?,
+        effective_at: row.try_get("effective_at")?,
         expires_at: row.try_get("expires_at")?,
     })
 }
@@ -574,53 +615,79 @@ pub(crate) async fn set_wallet_limits(
     Ok(change.limits)
 }
 
-pub(crate) async fn balance_history(pool: &PgPool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
-    let account = banksim_core::ledger::AccountKey::User { user_id: q.user_id, currency: q.currency }.id();
-    let rows = sqlx::query(
-        "SELECT p.transaction_id, p.amount_minor, p.balance_after_minor, p.created_at, t.kind,
-                t.reversal_of IS NOT NULL AS is_reversal
-         FROM postings p JOIN transactions t ON t.id = p.transaction_id
-         WHERE p.account_id = $1 AND ($2::timestamptz IS NULL OR p.created_at >= $2)
-           AND ($3::timestamptz IS NULL OR p.created_at <= $3)
-         ORDER BY p.created_at DESC, p.account_version DESC LIMIT $4",
+/// The balance of wallet `$1` in effect at `{at}` (an SQL expression): the balance after its last posting recorded
+/// by then, plus its postings recorded later but back-dated to it (on the partial index of back-dated postings).
+fn balance_in_effect(at: &str) -> String {
+    format!(
+        "(COALESCE((SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= {at}
+                    ORDER BY created_at DESC, account_version DESC LIMIT 1), 0)
+          + COALESCE((SELECT sum(amount_minor) FROM postings WHERE account_id = $1 AND effective_at IS NOT NULL
+                      AND created_at > {at} AND effective_at <= {at}), 0)::bigint)"
     )
-    .bind(account)
-    .bind(q.since)
-    .bind(q.until)
-    .bind(i64::from(q.limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
+}
+
+/// A wallet's postings newest first in effective time: the ordinary ones (effective when recorded) and the
+/// back-dated ones each walk their own index, merged; the balance in effect at the newest one comes with the page,
+/// read in the same snapshot.
+pub(crate) async fn balance_history(pool: &PgPool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
+    let account = AccountKey::User { user_id: q.user_id, currency: q.currency }.id();
+    let sql = format!(
+        "WITH page AS (
+             SELECT * FROM (
+                 (SELECT transaction_id, amount_minor, created_at, created_at AS effective_at, account_version
+                  FROM postings WHERE account_id = $1 AND effective_at IS NULL
+                    AND ($2::timestamptz IS NULL OR created_at >= $2) AND ($3::timestamptz IS NULL OR created_at <= $3)
+                  ORDER BY created_at DESC, account_version DESC LIMIT $4)
+                 UNION ALL
+                 (SELECT transaction_id, amount_minor, created_at, effective_at, account_version
+                  FROM postings WHERE account_id = $1 AND effective_at IS NOT NULL
+                    AND ($2::timestamptz IS NULL OR created_at >= $2)
+                    AND ($2::timestamptz IS NULL OR effective_at >= $2) AND ($3::timestamptz IS NULL OR effective_at <= $3)
+                  ORDER BY effective_at DESC, created_at DESC, account_version DESC LIMIT $4)
+             ) AS merged ORDER BY effective_at DESC, created_at DESC, account_version DESC LIMIT $4
+         ),
+         newest AS (SELECT effective_at FROM page ORDER BY effective_at DESC, created_at DESC, account_version DESC
+                    LIMIT 1)
+         SELECT p.transaction_id, p.amount_minor, p.created_at, p.effective_at, t.kind,
+                t.reversal_of IS NOT NULL AS is_reversal, (SELECT {} FROM newest n) AS newest_balance_minor
+         FROM page p JOIN transactions t ON t.id = p.transaction_id
+         ORDER BY p.effective_at DESC, p.created_at DESC, p.account_version DESC",
+        balance_in_effect("n.effective_at")
+    );
+    let rows =
+        sqlx::query(&sql).bind(account).bind(q.since).bind(q.until).bind(i64::from(q.limit)).fetch_all(pool).await?;
+    let newest: i64 = rows.first().map(|row| row.try_get("newest_balance_minor")).transpose()?.unwrap_or(0);
+    let page = rows
+        .iter()
         .map(|row| {
             Ok(HistoryEntry {
                 transaction_id: row.try_get("transaction_id")?,
                 change_minor: row.try_get("amount_minor")?,
-                balance_after_minor: row.try_get("balance_after_minor")?,
+                balance_after_minor: 0,
                 created_at: row.try_get("created_at")?,
+                effective_at: row.try_get("effective_at")?,
                 kind: parse_stored(row.try_get("kind")?)?,
                 is_reversal: row.try_get("is_reversal")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(with_effective_balances(page, newest))
 }
 
+/// The balance in effect at `at`: every posting effective at or before it.
 pub(crate) async fn balance_at(
     pool: &PgPool,
     user_id: Uuid,
     currency: Currency,
     at: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
-    let account = banksim_core::ledger::AccountKey::User { user_id, currency }.id();
-    let balance: Option<i64> = sqlx::query_scalar(
-        "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
-         ORDER BY created_at DESC, account_version DESC LIMIT 1",
-    )
-    .bind(account)
-    .bind(at)
-    .fetch_optional(pool)
-    .await?;
-    Ok(balance.unwrap_or(0))
+    let account = AccountKey::User { user_id, currency }.id();
+    let balance: i64 = sqlx::query_scalar(&format!("SELECT {}", balance_in_effect("$2")))
+        .bind(account)
+        .bind(at)
+        .fetch_one(pool)
+        .await?;
+    Ok(balance)
 }
 
 pub(crate) async fn find_idempotent(

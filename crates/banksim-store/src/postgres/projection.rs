@@ -10,8 +10,8 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 use crate::ledger::parse_currency;
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletKey, WalletStatements,
-    continues_log, day_from_row, events_after, group_statements, statement_changes, total_changes, total_from_row,
-    wallet_movements,
+    continues_log, day_from_row, earliest_days, events_after, group_statements, statement_changes, total_changes,
+    total_from_row, wallet_movements,
 };
 use crate::{EventRecord, StoreError};
 
@@ -109,23 +109,32 @@ async fn apply_statements(tx: &mut Transaction<'_, Postgres>, events: &[EventRec
     if movements.is_empty() {
         return Ok(());
     }
-    let (users, currencies): (Vec<_>, Vec<_>) = movements.keys().map(|(u, c)| (*u, c.to_string())).unzip();
+    let earliest = earliest_days(&movements);
+    let users: Vec<uuid::Uuid> = earliest.iter().map(|((user, _), _)| *user).collect();
+    let currencies: Vec<String> = earliest.iter().map(|((_, currency), _)| currency.to_string()).collect();
+    let days: Vec<NaiveDate> = earliest.iter().map(|(_, day)| *day).collect();
+    // Each wallet's days from the last one on or before its earliest movement on: usually just its latest day, more
+    // when a back-dated movement revises the days after it.
     let rows = sqlx::query(
-        "SELECT DISTINCT ON (s.user_id, s.currency) s.user_id, s.currency, s.day, s.opening_minor, s.credits_minor,
-                s.debits_minor, s.closing_minor
-         FROM daily_statements s JOIN unnest($1::uuid[], $2::text[]) AS w (user_id, currency)
-           ON s.user_id = w.user_id AND s.currency = w.currency
-         ORDER BY s.user_id, s.currency, s.day DESC",
+        "SELECT s.user_id, s.currency, s.day, s.opening_minor, s.credits_minor, s.debits_minor, s.closing_minor
+         FROM unnest($1::uuid[], $2::text[], $3::date[]) AS w (user_id, currency, earliest)
+         JOIN daily_statements s ON s.user_id = w.user_id AND s.currency = w.currency
+           AND s.day >= COALESCE((SELECT max(p.day) FROM daily_statements p
+                                  WHERE p.user_id = w.user_id AND p.currency = w.currency AND p.day <= w.earliest),
+                                 w.earliest)
+         ORDER BY s.user_id, s.currency, s.day",
     )
     .bind(&users)
     .bind(&currencies)
+    .bind(&days)
     .fetch_all(&mut **tx)
     .await?;
-    let latest: HashMap<WalletKey, DayStatement> = rows
-        .iter()
-        .map(|row| Ok(((row.try_get("user_id")?, parse_currency(row.try_get("currency")?)?), day_from_row(row)?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-    let changes = statement_changes(movements, &latest)?;
+    let mut stored: HashMap<WalletKey, Vec<DayStatement>> = HashMap::new();
+    for row in &rows {
+        let wallet = (row.try_get("user_id")?, parse_currency(row.try_get("currency")?)?);
+        stored.entry(wallet).or_default().push(day_from_row(row)?);
+    }
+    let changes = statement_changes(movements, &stored)?;
     let mut columns = StatementColumns::default();
     for ((user_id, currency), day) in changes {
         columns.push(user_id, currency.to_string(), day);

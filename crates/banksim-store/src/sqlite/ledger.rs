@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use banksim_core::currency::Currency;
+use banksim_core::effective::EffectiveHistory;
 use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
@@ -18,12 +19,12 @@ use crate::StoreError;
 use crate::ledger::{
     AuditContext, BatchRows, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, LimitsChange,
     PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open,
-    accounts_touched, check_new_limits, limits_rows, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle,
-    rollback_originals, wallet_states,
+    accounts_touched, check_new_limits, history_starts, limits_rows, parse_currency, parse_stored, plan_batch,
+    refuse_gaining_cycle, rollback_originals, wallet_states, with_effective_balances,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
-    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at";
+    to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at, expires_at";
 
 pub(crate) async fn post_batch(
     writer: &SqlitePool,
@@ -67,8 +68,10 @@ pub(crate) async fn post_batch(
             });
         }
     }
+    let histories = load_histories(&mut tx, &history_starts(&live, now)).await?;
     let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
-    let (outcomes, mut rows) = plan_batch(requests, stored, Book::new(accounts, originals), render, now);
+    let book = Book::new(accounts, originals).with_histories(histories);
+    let (outcomes, mut rows) = plan_batch(requests, stored, book, render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
     // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
     let unused: Vec<Uuid> = created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)).collect();
@@ -84,6 +87,37 @@ pub(crate) async fn post_batch(
     write_rows(&mut tx, &rows, now).await?;
     tx.commit().await.map_err(StoreError::CommitFailed)?;
     Ok(PostedBatch { outcomes, wallets: wallet_states(&rows.accounts, now) })
+}
+
+/// The effective-time history of each wallet from its start (the writer connection serialises batches).
+async fn load_histories(
+    tx: &mut Transaction<'_, Sqlite>,
+    starts: &[(AccountKey, DateTime<Utc>)],
+) -> Result<Vec<(AccountKey, EffectiveHistory)>, StoreError> {
+    let mut histories = Vec::with_capacity(starts.len());
+    for &(key, since) in starts {
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
+             ORDER BY created_at DESC, account_version DESC LIMIT 1",
+        )
+        .bind(key.id())
+        .bind(micros(since))
+        .fetch_optional(&mut **tx)
+        .await?;
+        let later = sqlx::query(
+            "SELECT COALESCE(effective_at, created_at) AS at, amount_minor FROM postings
+             WHERE account_id = $1 AND created_at > $2 ORDER BY account_version",
+        )
+        .bind(key.id())
+        .bind(micros(since))
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(|row| Ok((instant(row.try_get("at")?)?, row.try_get("amount_minor")?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        histories.push((key, EffectiveHistory::from_postings(since, recorded.unwrap_or(0), later)));
+    }
+    Ok(histories)
 }
 
 async fn load_originals(tx: &mut Transaction<'_, Sqlite>, ids: &[Uuid]) -> Result<Vec<Original>, StoreError> {
@@ -189,7 +223,7 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
                 .push_bind(r.reversal_of)
                 .push_bind(r.reversed_by)
                 .push_bind(micros(r.created_at))
-                .push_bind(micros(r.created_at))
+                .push_bind(micros(r.effective_at))
                 .push_bind(r.expires_at.map(micros));
         });
         query.build().execute(&mut **tx).await?;
@@ -211,7 +245,7 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
     for chunk in rows.postings.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version,
-                 created_at) ",
+                 effective_at, created_at) ",
         );
         query.push_values(chunk, |mut row, (transaction_id, p)| {
             row.push_bind(*transaction_id)
@@ -219,6 +253,7 @@ async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: Dat
                 .push_bind(p.amount_minor)
                 .push_bind(p.balance_after_minor)
                 .push_bind(p.account_version)
+                .push_bind(p.effective_at.map(micros))
                 .push_bind(now);
         });
         query.build().execute(&mut **tx).await?;
@@ -290,6 +325,7 @@ fn transaction_from_row(row: &SqliteRow) -> Result<TransactionRecord, sqlx::Erro
         reversal_of: row.try_get("reversal_of")?,
         reversed_by: row.try_get("reversed_by")?,
         created_at: instant(row.try_get("created_at")?)?,
+        effective_at: instant(row.try_get("effective_at")?)?,
         expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(instant).transpose()?,
     })
 }
@@ -448,36 +484,71 @@ pub(crate) async fn set_wallet_limits(
     Ok(change.limits)
 }
 
+/// The balance of wallet `$1` in effect at `{at}` (an SQL expression; see the PostgreSQL store).
+fn balance_in_effect(at: &str) -> String {
+    format!(
+        "(COALESCE((SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= {at}
+                    ORDER BY created_at DESC, account_version DESC LIMIT 1), 0)
+          + COALESCE((SELECT sum(amount_minor) FROM postings WHERE account_id = $1 AND effective_at IS NOT NULL
+                      AND created_at > {at} AND effective_at <= {at}), 0))"
+    )
+}
+
+/// A wallet's postings newest first in effective time, with the balance in effect at the newest one, in one
+/// statement (one snapshot); the same shape as the PostgreSQL store's.
 pub(crate) async fn balance_history(pool: &SqlitePool, q: &HistoryQuery) -> Result<Vec<HistoryEntry>, StoreError> {
     let account = AccountKey::User { user_id: q.user_id, currency: q.currency }.id();
-    let rows = sqlx::query(
-        "SELECT p.transaction_id, p.amount_minor, p.balance_after_minor, p.created_at, t.kind,
-                t.reversal_of IS NOT NULL AS is_reversal
-         FROM postings p JOIN transactions t ON t.id = p.transaction_id
-         WHERE p.account_id = $1 AND ($2 IS NULL OR p.created_at >= $2) AND ($3 IS NULL OR p.created_at <= $3)
-         ORDER BY p.created_at DESC, p.account_version DESC LIMIT $4",
-    )
-    .bind(account)
-    .bind(q.since.map(micros))
-    .bind(q.until.map(micros))
-    .bind(i64::from(q.limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
+    let sql = format!(
+        "WITH page AS (
+             SELECT * FROM (
+                 SELECT * FROM (
+                     SELECT transaction_id, amount_minor, created_at, created_at AS effective_at, account_version
+                     FROM postings WHERE account_id = $1 AND effective_at IS NULL
+                       AND ($2 IS NULL OR created_at >= $2) AND ($3 IS NULL OR created_at <= $3)
+                     ORDER BY created_at DESC, account_version DESC LIMIT $4)
+                 UNION ALL
+                 SELECT * FROM (
+                     SELECT transaction_id, amount_minor, created_at, effective_at, account_version
+                     FROM postings WHERE account_id = $1 AND effective_at IS NOT NULL
+                       AND ($2 IS NULL OR created_at >= $2)
+                       AND ($2 IS NULL OR effective_at >= $2) AND ($3 IS NULL OR effective_at <= $3)
+                     ORDER BY effective_at DESC, created_at DESC, account_version DESC LIMIT $4)
+             ) ORDER BY effective_at DESC, created_at DESC, account_version DESC LIMIT $4
+         ),
+         newest AS (SELECT effective_at FROM page ORDER BY effective_at DESC, created_at DESC, account_version DESC
+                    LIMIT 1)
+         SELECT p.transaction_id, p.amount_minor, p.created_at, p.effective_at, t.kind,
+                t.reversal_of IS NOT NULL AS is_reversal, (SELECT {} FROM newest n) AS newest_balance_minor
+         FROM page p JOIN transactions t ON t.id = p.transaction_id
+         ORDER BY p.effective_at DESC, p.created_at DESC, p.account_version DESC",
+        balance_in_effect("n.effective_at")
+    );
+    let rows = sqlx::query(&sql)
+        .bind(account)
+        .bind(q.since.map(micros))
+        .bind(q.until.map(micros))
+        .bind(i64::from(q.limit))
+        .fetch_all(pool)
+        .await?;
+    let newest: i64 = rows.first().map(|row| row.try_get("newest_balance_minor")).transpose()?.unwrap_or(0);
+    let page = rows
+        .iter()
         .map(|row| {
             Ok(HistoryEntry {
                 transaction_id: row.try_get("transaction_id")?,
                 change_minor: row.try_get("amount_minor")?,
-                balance_after_minor: row.try_get("balance_after_minor")?,
+                balance_after_minor: 0,
                 created_at: instant(row.try_get("created_at")?)?,
+                effective_at: instant(row.try_get("effective_at")?)?,
                 kind: parse_stored(row.try_get("kind")?)?,
                 is_reversal: row.try_get("is_reversal")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(with_effective_balances(page, newest))
 }
 
+/// The balance in effect at `at`: every posting effective at or before it.
 pub(crate) async fn balance_at(
     pool: &SqlitePool,
     user_id: Uuid,
@@ -485,15 +556,12 @@ pub(crate) async fn balance_at(
     at: DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     let account = AccountKey::User { user_id, currency }.id();
-    let balance: Option<i64> = sqlx::query_scalar(
-        "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
-         ORDER BY created_at DESC, account_version DESC LIMIT 1",
-    )
-    .bind(account)
-    .bind(micros(at))
-    .fetch_optional(pool)
-    .await?;
-    Ok(balance.unwrap_or(0))
+    let balance: i64 = sqlx::query_scalar(&format!("SELECT {}", balance_in_effect("$2")))
+        .bind(account)
+        .bind(micros(at))
+        .fetch_one(pool)
+        .await?;
+    Ok(balance)
 }
 
 /// The stored answer for a user's idempotency key, read with any executor (the pool, or a batch's transaction).

@@ -10,7 +10,8 @@ use super::{instant, micros};
 use crate::ledger::parse_currency;
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements, continues_log,
-    day_from_row, events_after, group_statements, statement_changes, total_changes, total_from_row, wallet_movements,
+    day_from_row, earliest_days, events_after, group_statements, statement_changes, total_changes, total_from_row,
+    wallet_movements,
 };
 use crate::{EventRecord, StoreError};
 
@@ -100,21 +101,26 @@ pub(crate) async fn reset(writer: &SqlitePool, projection: Projection, now: Date
 
 async fn apply_statements(tx: &mut Transaction<'_, Sqlite>, events: &[EventRecord]) -> Result<(), StoreError> {
     let movements = wallet_movements(events)?;
-    let mut latest = HashMap::new();
-    for &(user_id, currency) in movements.keys() {
-        let row = sqlx::query(
+    // Each wallet's days from the last one on or before its earliest movement on: usually just its latest day, more
+    // when a back-dated movement revises the days after it.
+    let mut stored = HashMap::new();
+    for ((user_id, currency), earliest) in earliest_days(&movements) {
+        let rows = sqlx::query(
             "SELECT day, opening_minor, credits_minor, debits_minor, closing_minor FROM daily_statements
-             WHERE user_id = $1 AND currency = $2 ORDER BY day DESC LIMIT 1",
+             WHERE user_id = $1 AND currency = $2
+               AND day >= COALESCE((SELECT max(day) FROM daily_statements
+                                    WHERE user_id = $1 AND currency = $2 AND day <= $3), $3)
+             ORDER BY day",
         )
         .bind(user_id)
         .bind(currency.to_string())
-        .fetch_optional(&mut **tx)
+        .bind(earliest)
+        .fetch_all(&mut **tx)
         .await?;
-        if let Some(row) = row {
-            latest.insert((user_id, currency), day_from_row(&row)?);
-        }
+        let days = rows.iter().map(day_from_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
+        stored.insert((user_id, currency), days);
     }
-    for ((user_id, currency), day) in statement_changes(movements, &latest)? {
+    for ((user_id, currency), day) in statement_changes(movements, &stored)? {
         sqlx::query(
             "INSERT INTO daily_statements (user_id, currency, day, opening_minor, credits_minor, debits_minor,
                  closing_minor)

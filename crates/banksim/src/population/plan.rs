@@ -374,7 +374,12 @@ impl Population {
                 (Movement::Transfer { from_user_id: user_id, to_user_id, amount }, "transfer to a friend")
             }
         };
-        Some(Command { transaction_id: wish.id, movement, description: Some(description.to_owned()) })
+        Some(Command {
+            transaction_id: wish.id,
+            movement,
+            description: Some(description.to_owned()),
+            effective_at: None,
+        })
     }
 
     /// Takes `amount_minor` out of the user's wallet in slot `wallet`, if it holds that much; returns the wallet's
@@ -481,7 +486,7 @@ fn random_id(rng: &mut StdRng) -> Uuid {
 }
 
 fn command(rng: &mut StdRng, movement: Movement, description: &str) -> Command {
-    Command { transaction_id: random_id(rng), movement, description: Some(description.to_owned()) }
+    Command { transaction_id: random_id(rng), movement, description: Some(description.to_owned()), effective_at: None }
 }
 
 #[cfg(test)]
