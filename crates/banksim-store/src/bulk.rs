@@ -6,7 +6,7 @@
 //! audit chain [`link`] — but keeps the accounts and the chain's head in memory between batches instead of reading
 //! them back from the database. A backend then only chooses how to write the rows (PostgreSQL: `COPY`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use banksim_core::ledger::{AccountKey, AccountState, Book, Limits};
 use chrono::{DateTime, Utc};
@@ -124,8 +124,8 @@ pub(crate) struct PlannedBatch {
     pub rows: BatchRows,
     /// (prev_hash, hash) of each audit row.
     pub links: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Accounts it opened (their rows are created empty, at `opened_at`).
-    pub opened: Vec<AccountKey>,
+    /// Accounts it opened, with their ids (their rows are created empty, at `opened_at`).
+    pub opened: Vec<(AccountKey, Uuid)>,
     /// The `now` the batch was given: when the accounts it opened were created.
     pub opened_at: DateTime<Utc>,
 }
@@ -157,11 +157,15 @@ impl Planner {
                 states.push(account.state);
             }
         }
-        let missing: Vec<AccountKey> =
-            accounts_to_open(&live).into_iter().filter(|key| !self.accounts.contains_key(&key.id())).collect();
-        for key in &missing {
+        // An account's id is a hash of its key (UUID v5, SHA-1): worked out once per key here, not per comparison.
+        let missing: Vec<(AccountKey, Uuid)> = accounts_to_open(&live)
+            .into_iter()
+            .map(|key| (key, key.id()))
+            .filter(|(_, id)| !self.accounts.contains_key(id))
+            .collect();
+        for (key, id) in &missing {
             last_posted = Some(last_posted.map_or(batch.now, |last| last.max(batch.now)));
-            states.push(empty_account(*key));
+            states.push(empty_account(*key, *id));
         }
         // The clock rule of `post_batch`: an account's postings never go back in time.
         let now = last_posted.map_or(batch.now, |last| last.max(batch.now));
@@ -172,11 +176,11 @@ impl Planner {
         }
         rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
         // A wallet opens with its first movement: only the opened accounts that were posted to are created.
-        let opened: Vec<AccountKey> =
-            missing.into_iter().filter(|key| rows.accounts.iter().any(|a| a.id == key.id())).collect();
-        for key in &opened {
-            let account = TrackedAccount { state: empty_account(*key), updated_at: batch.now, changed: true };
-            self.accounts.insert(key.id(), account);
+        let changed: HashSet<Uuid> = rows.accounts.iter().map(|a| a.id).collect();
+        let opened: Vec<(AccountKey, Uuid)> = missing.into_iter().filter(|(_, id)| changed.contains(id)).collect();
+        for (key, id) in &opened {
+            let account = TrackedAccount { state: empty_account(*key, *id), updated_at: batch.now, changed: true };
+            self.accounts.insert(*id, account);
         }
         for state in &rows.accounts {
             let account = self.accounts.get_mut(&state.id).expect("a changed account was locked or opened");
@@ -203,6 +207,6 @@ impl Planner {
 }
 
 /// An account as `post_batch` opens it: empty, no limits.
-fn empty_account(key: AccountKey) -> AccountState {
-    AccountState { id: key.id(), key, balance_minor: 0, version: 0, limits: Limits::default(), pending_minor: 0 }
+fn empty_account(key: AccountKey, id: Uuid) -> AccountState {
+    AccountState { id, key, balance_minor: 0, version: 0, limits: Limits::default(), pending_minor: 0 }
 }
