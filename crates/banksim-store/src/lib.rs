@@ -197,7 +197,8 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
     /// The default posts each batch with [`Store::post_batch`] (one commit a batch; after a refusal the batches
     /// before it stay committed); SQLite uses it, its single writer gains nothing from another path. PostgreSQL
     /// writes the rows with `COPY` in one database transaction holding exclusive locks on the ledger's tables
-    /// (readers go on): all or nothing, a refusal included.
+    /// (readers go on, except on an empty ledger, whose secondary indexes are dropped and built again at the end):
+    /// all or nothing, a refusal included.
     async fn bulk_post(
         &self,
         batches: &mut (dyn Iterator<Item = BulkBatch> + Send),

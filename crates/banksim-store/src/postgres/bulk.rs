@@ -1,7 +1,8 @@
 //! Bulk posting on PostgreSQL: the rows [`crate::bulk::Planner`] plans, written with `COPY … FROM STDIN` in the
 //! binary format instead of the batch path's `INSERT … SELECT unnest(…)`, all in one database transaction.
 //!
-//! The ledger's tables are locked (`EXCLUSIVE`: readers go on, no other writer) for the whole posting, so the
+//! The ledger's tables are locked (`EXCLUSIVE`: readers go on, no other writer; on an empty ledger `ACCESS
+//! EXCLUSIVE` once its secondary indexes are set aside, see [`set_aside_checks`]) for the whole posting, so the
 //! accounts and the audit chain's head, read once at the start, stay what the planner holds in memory. Rows go out
 //! a group of batches at a time: the accounts the group opened (empty), its transactions, postings, events and
 //! audit entries, one `COPY` per table, in that order (each row's foreign keys point to rows already written). The
