@@ -207,6 +207,13 @@ impl Store for StoreLayer {
         self.call("post_batch", self.inner.post_batch(requests, render, now)).await
     }
 
+    async fn bulk_post(
+        &self,
+        batches: &mut (dyn Iterator<Item = banksim_store::BulkBatch> + Send),
+    ) -> Result<banksim_store::BulkOutcome, StoreError> {
+        self.call("bulk_post", self.inner.bulk_post(batches)).await
+    }
+
     async fn wallet_changes(&self) -> Result<Option<Box<dyn banksim_store::WalletChangeFeed>>, StoreError> {
         self.call("wallet_changes", self.inner.wallet_changes()).await
     }

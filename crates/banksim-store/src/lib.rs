@@ -6,6 +6,7 @@
 //! Each backend carries its own versioned migrations (`migrations/<backend>/`), applied by [`Store::migrate`].
 //! Every backend passes the same conformance suite (`tests/conformance.rs`).
 
+pub mod bulk;
 mod chain;
 pub mod error;
 pub mod journal;
@@ -32,6 +33,7 @@ use banksim_core::user::User;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use bulk::{BulkBatch, BulkOutcome};
 pub use error::StoreError;
 pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
@@ -182,6 +184,27 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
     ) -> Result<PostedBatch, StoreError>;
+
+    /// Posts a whole history of batches into a ledger that nobody else writes to meanwhile (`banksim seed
+    /// --population` on a fresh database), writing exactly the rows that one [`Store::post_batch`] call per batch,
+    /// at the batch's `now`, would write — ids, balances, postings, events, audit entries and their hash chain —
+    /// but without their change-bus notices. Batches are taken from `batches` in order until it ends, or until a
+    /// batch has a request that is not posted whole: then the posting stops and returns that batch's outcomes.
+    ///
+    /// The requests carry no idempotency key, rollback or settlement of a hold (asserted: a caller that sends one
+    /// has a bug).
+    ///
+    /// The default posts each batch with [`Store::post_batch`] (one commit a batch; after a refusal the batches
+    /// before it stay committed); SQLite uses it, its single writer gains nothing from another path. PostgreSQL
+    /// writes the rows with `COPY` in one database transaction holding exclusive locks on the ledger's tables
+    /// (readers go on, except on an empty ledger, whose secondary indexes are dropped and built again at the end):
+    /// all or nothing, a refusal included.
+    async fn bulk_post(
+        &self,
+        batches: &mut (dyn Iterator<Item = BulkBatch> + Send),
+    ) -> Result<BulkOutcome, StoreError> {
+        bulk::post_one_by_one(self, batches).await
+    }
 
     /// Subscribes to the wallet changes every instance commits, in commit order (PostgreSQL `LISTEN`). `None` where
     /// the backend has no such bus (SQLite: see [`Store::foreign_change_marker`]).

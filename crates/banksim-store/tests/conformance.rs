@@ -431,6 +431,50 @@ mod ledger {
         .await;
     }
 
+    #[tokio::test]
+    async fn a_bulk_posting_posts_batch_after_batch_and_stops_at_a_refused_one() {
+        use banksim_store::{Backend, BulkBatch, BulkOutcome};
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            let batch = |movements: Vec<Movement>| BulkBatch {
+                requests: movements.into_iter().map(|movement| request(movement, None)).collect(),
+                now: now(),
+            };
+            let mut batches = vec![
+                batch(vec![Movement::Credit { user_id: a.id, amount: usd(1_000) }]),
+                batch(vec![
+                    Movement::Transfer { from_user_id: a.id, to_user_id: b.id, amount: usd(400) },
+                    Movement::Debit { user_id: b.id, amount: usd(100) },
+                ]),
+            ]
+            .into_iter();
+            let outcome = store.bulk_post(&mut batches).await.expect("bulk");
+            assert_eq!(outcome, BulkOutcome::Posted { batches: 2, transactions: 3 });
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (600, 300));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+
+            // On a ledger that is no longer empty, a refused movement stops the posting at its batch.
+            let mut batches = vec![
+                batch(vec![Movement::Credit { user_id: b.id, amount: usd(5) }]),
+                batch(vec![Movement::Debit { user_id: a.id, amount: usd(10_000) }]),
+                batch(vec![Movement::Credit { user_id: a.id, amount: usd(7) }]),
+            ]
+            .into_iter();
+            let outcome = store.bulk_post(&mut batches).await.expect("bulk");
+            let BulkOutcome::Refused { batch: 1, outcomes } = outcome else { panic!("{outcome:?}") };
+            assert_eq!(outcomes, vec![LedgerOutcome::Refused(LedgerError::InsufficientFunds)]);
+            // PostgreSQL writes a bulk posting in one transaction: nothing of it is kept. Elsewhere each batch
+            // before the refused one is committed.
+            let kept = if store.backend() == Backend::Postgres { 300 } else { 305 };
+            assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (600, kept));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
+        })
+        .await;
+    }
+
     /// A client's batch as the writer hands it over: `items` in order, all or nothing when `atomic`.
     fn client_batch(items: Vec<Result<Movement, LedgerError>>, atomic: bool) -> LedgerRequest {
         let items = items

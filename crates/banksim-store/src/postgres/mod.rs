@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 
+mod bulk;
 mod failover;
 mod journal;
 mod ledger;
@@ -407,6 +408,13 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<crate::PostedBatch, StoreError> {
         ledger::post_batch(&self.pool, requests, render, now).await
+    }
+
+    async fn bulk_post(
+        &self,
+        batches: &mut (dyn Iterator<Item = crate::BulkBatch> + Send),
+    ) -> Result<crate::BulkOutcome, StoreError> {
+        bulk::bulk_post(&self.pool, batches).await
     }
 
     async fn wallet_changes(&self) -> Result<Option<Box<dyn crate::WalletChangeFeed>>, StoreError> {

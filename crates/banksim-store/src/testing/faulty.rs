@@ -261,6 +261,13 @@ impl Store for FaultyStore {
         Ok(posted)
     }
 
+    async fn bulk_post(
+        &self,
+        batches: &mut (dyn Iterator<Item = crate::BulkBatch> + Send),
+    ) -> Result<crate::BulkOutcome, StoreError> {
+        self.run("bulk_post", self.inner.bulk_post(batches)).await
+    }
+
     async fn wallet_changes(&self) -> Result<Option<Box<dyn crate::WalletChangeFeed>>, StoreError> {
         self.run("wallet_changes", self.inner.wallet_changes()).await
     }

@@ -41,6 +41,10 @@ pub struct PopulationArgs {
     /// clock if a simulation has set it, else 2030-01-01T00:00:00Z.
     #[arg(long, value_parser = banksim_core::clock::parse_instant, requires = "population")]
     pub until: Option<DateTime<Utc>>,
+    /// Post the history through the ledger's batch path, one commit per 4,000 movements, instead of the bulk path
+    /// (`Store::bulk_post`: `COPY` on PostgreSQL). Much slower; kept to check that both write the same rows.
+    #[arg(long, hide = true, requires = "population")]
+    pub via_batches: bool,
     /// The password every user of the population logs in with (8–128 characters), hashed once.
     #[arg(long, env = "BANKSIM_POPULATION_PASSWORD", hide_env_values = true, requires = "population",
           default_value = DEFAULT_PASSWORD)]

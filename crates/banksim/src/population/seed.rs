@@ -1,6 +1,10 @@
-//! Writes a planned population through the store: the users in bulk, then every step of the history through the
-//! ledger's batch path (`LedgerWork::Batch`, as `POST /transactions/batch` posts), each on the instant of a clock
-//! this command steps, and last the virtual clock to the end of the timeline.
+//! Writes a planned population through the store: the users in bulk, then every step of the history as atomic
+//! ledger batches (`LedgerWork::Batch`, as `POST /transactions/batch` posts), each at the step's instant, and last the
+//! virtual clock to the end of the timeline.
+//!
+//! The history goes through `Store::bulk_post` (on PostgreSQL: the same rows, written with `COPY` in one
+//! transaction), or with `--via-batches` through `Store::post_batch`, one commit a batch, on a clock this command
+//! steps: the reference the bulk path is compared with.
 //!
 //! Everything that can refuse is checked before the first write, so a refusal leaves the database untouched.
 
@@ -13,7 +17,8 @@ use banksim_core::{Clock, ClockChange, ManualClock};
 use banksim_server::AppState;
 use banksim_server::config::Environment;
 use banksim_store::{
-    AuditContext, LedgerOutcome, LedgerRequest, LedgerWork, NewUser, ResponseRenderer, Store, UserListQuery,
+    AuditContext, BulkBatch, BulkOutcome, LedgerOutcome, LedgerRequest, LedgerWork, NewUser, ResponseRenderer, Store,
+    UserListQuery,
 };
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -73,7 +78,11 @@ pub async fn seed(state: &AppState, args: &PopulationArgs, users: u32) -> anyhow
     let started = Instant::now();
     register_users(store, &population, &password_hash, &clock).await?;
     let users_elapsed = started.elapsed();
-    let transactions = post_history(store, &mut population, &clock).await?;
+    let transactions = if args.via_batches {
+        post_history(store, &mut population, &clock).await?
+    } else {
+        bulk_post_history(store, &mut population).await?
+    };
     let history_elapsed = started.elapsed() - users_elapsed;
     move_clock_to(store, until).await?;
     let start = population.spec().start();
@@ -156,6 +165,53 @@ async fn register_users(
     }
     bar.finish();
     Ok(())
+}
+
+/// Posts the openings, then each day's steps, in time order, in one bulk posting; returns how many transactions
+/// were posted. The batches are those [`post_history`] posts, planned as the store takes them.
+async fn bulk_post_history(store: &dyn Store, population: &mut Population) -> anyhow::Result<usize> {
+    let days = population.spec().history_days;
+    let bar = progress(u64::from(days) + 1, "days");
+    let openings = population.openings();
+    let ticks = bar.clone();
+    let days = (0..days).flat_map(|day| {
+        ticks.inc(1);
+        population.day(day)
+    });
+    let mut batches = std::iter::once(openings).chain(days).flat_map(step_batches);
+    let outcome = store.bulk_post(&mut batches).await?;
+    drop(batches);
+    bar.finish();
+    match outcome {
+        BulkOutcome::Posted { transactions, .. } => Ok(transactions),
+        BulkOutcome::Refused { batch, outcomes } => {
+            let refusal = outcomes
+                .iter()
+                .find_map(|outcome| match outcome {
+                    LedgerOutcome::Batch(outcome) => outcome.items.iter().find_map(|item| item.as_ref().err()),
+                    LedgerOutcome::Refused(refusal) => Some(refusal),
+                    _ => None,
+                })
+                .map_or("unknown", |refusal| refusal.code());
+            anyhow::bail!(
+                "the ledger refused a movement of batch {batch} ({refusal}): on PostgreSQL nothing of the history                  was written, on SQLite the batches before it were; seed a fresh database"
+            )
+        }
+    }
+}
+
+/// One step's movements as atomic batches of [`MOVEMENTS_PER_BATCH`], at its instant.
+fn step_batches(step: Step) -> Vec<BulkBatch> {
+    let at = step.at;
+    let mut commands = step.commands.into_iter().peekable();
+    let mut batches = Vec::new();
+    while commands.peek().is_some() {
+        let items: Vec<_> = commands.by_ref().take(MOVEMENTS_PER_BATCH).map(Ok).collect();
+        let request =
+            LedgerRequest { work: LedgerWork::Batch { items, atomic: true }, idempotency: None, audit: audit() };
+        batches.push(BulkBatch { requests: vec![request], now: at });
+    }
+    batches
 }
 
 /// Posts the openings, then each day's steps, in time order; returns how many transactions were posted.

@@ -1,0 +1,413 @@
+//! Bulk posting on PostgreSQL: the rows [`crate::bulk::Planner`] plans, written with `COPY … FROM STDIN` in the
+//! binary format instead of the batch path's `INSERT … SELECT unnest(…)`, all in one database transaction.
+//!
+//! The ledger's tables are locked (`EXCLUSIVE`: readers go on, no other writer; on an empty ledger `ACCESS
+//! EXCLUSIVE` once its secondary indexes are set aside, see [`set_aside_checks`]) for the whole posting, so the
+//! accounts and the audit chain's head, read once at the start, stay what the planner holds in memory. Rows go out
+//! a group of batches at a time: the accounts the group opened (empty), its transactions, postings, events and
+//! audit entries, one `COPY` per table, in that order (each row's foreign keys point to rows already written). The
+//! accounts' balances and versions, and the chain's head, are set once at the end.
+//!
+//! The caller's task plans and encodes; a writer task owns the transaction and streams the groups, so that both
+//! cores work: one planning the next group while PostgreSQL writes the last.
+
+use banksim_core::ledger::{AccountState, Limits, TransactionRecord};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::bulk::{BulkBatch, BulkOutcome, PlannedBatch, Planner, TrackedAccount};
+use crate::ledger::account_key;
+
+/// Movements planned before their rows are sent: large enough that a `COPY`'s round trips are shared by many
+/// rows, small enough that the buffers stay some tens of megabytes (about 2.5 KB a movement).
+const MOVEMENTS_PER_COPY: usize = 20_000;
+
+/// Bytes handed to the connection at a time.
+const SEND_BYTES: usize = 1 << 20;
+
+/// Groups encoded and waiting for the writer: the planner runs ahead of PostgreSQL by this much, no more.
+const GROUPS_IN_FLIGHT: usize = 2;
+
+pub(crate) async fn bulk_post(
+    pool: &PgPool,
+    batches: &mut (dyn Iterator<Item = BulkBatch> + Send),
+) -> Result<BulkOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE accounts, transactions, postings, events, audit_log IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let head: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT last_hash FROM audit_chain_head FOR UPDATE").fetch_one(&mut *tx).await?;
+    let rows = sqlx::query(
+        "SELECT id, kind, user_id, currency, balance_minor, version, overdraft_minor, max_balance_minor,
+                pending_minor, updated_at
+         FROM accounts",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let stored = rows.iter().map(stored_account).collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM transactions)").fetch_one(&mut *tx).await?;
+    let rebuild = if empty { set_aside_checks(&mut tx).await? } else { Vec::new() };
+    // Planning and encoding (this task) and PostgreSQL's writing (fed by the writer task) go on at the same time.
+    let (sender, receiver) = tokio::sync::mpsc::channel(GROUPS_IN_FLIGHT);
+    let writer = tokio::spawn(write_groups(tx, receiver, rebuild));
+    let planned = plan_groups(Planner::new(stored, head), batches, &sender).await;
+    let outcome = match planned {
+        Some(Planned::Refused(outcome)) => Some(outcome),
+        Some(Planned::Done(outcome, finish)) => sender.send(Message::Finish(finish)).await.ok().map(|()| outcome),
+        // The writer stopped (an error, reported below).
+        None => None,
+    };
+    drop(sender);
+    writer.await.map_err(|_| StoreError::Panicked)??;
+    Ok(outcome.expect("the writer reports why it stopped early"))
+}
+
+/// Drops the secondary (non-unique) indexes of the tables the posting fills and the foreign keys of transactions
+/// and postings, and returns the statements that create them again, as the catalog defines them, to run before the
+/// commit. Only on an empty ledger: building an index or checking a foreign key over the whole table once is cheaper
+/// than maintaining it row by row, but not when the table already holds more than the posting adds. The unique
+/// indexes stay, and so do their checks; the transaction keeps the tables to itself (`ACCESS EXCLUSIVE` now) and
+/// gives everything back if it fails.
+async fn set_aside_checks(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+         FROM pg_index i
+         WHERE i.indrelid IN ('transactions'::regclass, 'postings'::regclass, 'events'::regclass,
+                              'audit_log'::regclass)
+           AND NOT i.indisunique
+         UNION ALL
+         SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+                format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+                       pg_get_constraintdef(c.oid))
+         FROM pg_constraint c
+         WHERE c.contype = 'f' AND c.conrelid IN ('transactions'::regclass, 'postings'::regclass)",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut rebuild = Vec::with_capacity(rows.len());
+    for (drop, create) in rows {
+        sqlx::query(&drop).execute(&mut **tx).await?;
+        rebuild.push(create);
+    }
+    Ok(rebuild)
+}
+
+/// What the writer is sent.
+enum Message {
+    /// A group's rows.
+    Rows(Group),
+    /// The end: the accounts' last states and the chain's head to write before the commit.
+    Finish(Finish),
+}
+
+/// What is written last.
+struct Finish {
+    accounts: Vec<TrackedAccount>,
+    head: Option<Vec<u8>>,
+}
+
+/// How planning ended, when the writer did not stop it first.
+enum Planned {
+    /// Every batch is planned and sent.
+    Done(BulkOutcome, Finish),
+    /// A batch was refused: nothing is to be committed.
+    Refused(BulkOutcome),
+}
+
+/// Plans the batches and sends their rows to the writer, a group at a time; `None` when the writer stopped.
+async fn plan_groups(
+    mut planner: Planner,
+    batches: &mut (dyn Iterator<Item = BulkBatch> + Send),
+    sender: &tokio::sync::mpsc::Sender<Message>,
+) -> Option<Planned> {
+    let mut group = Group::default();
+    let (mut count, mut transactions) = (0, 0);
+    for (index, batch) in batches.enumerate() {
+        match planner.plan(&batch) {
+            Ok(planned) => {
+                transactions += planned.rows.transactions.len();
+                group.add(&planned);
+            }
+            Err(outcomes) => return Some(Planned::Refused(BulkOutcome::Refused { batch: index, outcomes })),
+        }
+        count += 1;
+        if group.movements >= MOVEMENTS_PER_COPY {
+            sender.send(Message::Rows(std::mem::take(&mut group))).await.ok()?;
+        }
+    }
+    sender.send(Message::Rows(group)).await.ok()?;
+    let finish =
+        Finish { accounts: planner.changed_accounts().copied().collect(), head: planner.head().map(<[u8]>::to_vec) };
+    Some(Planned::Done(BulkOutcome::Posted { batches: count, transactions }, finish))
+}
+
+/// Writes what it is sent in the bulk posting's transaction, and commits it once told to finish. When the planner
+/// stops without saying so (a refused batch), rolls back: nothing of the posting is kept.
+async fn write_groups(
+    mut tx: Transaction<'static, Postgres>,
+    mut receiver: tokio::sync::mpsc::Receiver<Message>,
+    rebuild: Vec<String>,
+) -> Result<(), StoreError> {
+    while let Some(message) = receiver.recv().await {
+        match message {
+            Message::Rows(group) => group.send(&mut tx).await?,
+            Message::Finish(finish) => {
+                if !rebuild.is_empty() {
+                    // Sorting whole tables into their indexes wants more than the default 64 MB.
+                    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
+                }
+                for statement in &rebuild {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+                finish.write(&mut tx).await?;
+                tx.commit().await.map_err(StoreError::CommitFailed)?;
+                return Ok(());
+            }
+        }
+    }
+    tx.rollback().await?;
+    Ok(())
+}
+
+impl Finish {
+    /// Sets every changed account's balance, version and last posting, and the audit chain's head.
+    async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        let accounts = &self.accounts;
+        // The accounts were created in this transaction: without statistics the planner takes the table for a few
+        // pages and joins by scanning it once per account (quadratic: 4 s for 4,000 accounts).
+        sqlx::query("ANALYZE accounts").execute(&mut **tx).await?;
+        sqlx::query(
+            "UPDATE accounts SET balance_minor = n.balance, version = n.version, pending_minor = n.pending,
+                 updated_at = n.updated_at
+             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[])
+                 AS n(id, balance, version, pending, updated_at)
+             WHERE accounts.id = n.id",
+        )
+        .bind(accounts.iter().map(|a| a.state.id).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.state.balance_minor).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.state.version).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.state.pending_minor).collect::<Vec<_>>())
+        .bind(accounts.iter().map(|a| a.updated_at).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(self.head).execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
+fn stored_account(row: &PgRow) -> Result<TrackedAccount, sqlx::Error> {
+    let state = AccountState {
+        id: row.try_get("id")?,
+        key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
+        balance_minor: row.try_get("balance_minor")?,
+        version: row.try_get("version")?,
+        limits: Limits {
+            overdraft_minor: row.try_get("overdraft_minor")?,
+            max_balance_minor: row.try_get("max_balance_minor")?,
+        },
+        pending_minor: row.try_get("pending_minor")?,
+    };
+    Ok(TrackedAccount { state, updated_at: row.try_get("updated_at")?, changed: false })
+}
+
+/// The rows of a group of batches, encoded for `COPY`, one buffer per table.
+#[derive(Default)]
+struct Group {
+    accounts: CopyRows,
+    transactions: CopyRows,
+    postings: CopyRows,
+    events: CopyRows,
+    audits: CopyRows,
+    movements: usize,
+}
+
+const COPY_ACCOUNTS: &str = "COPY accounts (id, kind, user_id, currency, created_at, updated_at) FROM STDIN BINARY";
+const COPY_TRANSACTIONS: &str = "COPY transactions (id, kind, status, from_user_id, to_user_id, amount_minor, \
+    currency, to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at, \
+    effective_at) FROM STDIN BINARY";
+const COPY_POSTINGS: &str = "COPY postings (transaction_id, account_id, amount_minor, balance_after_minor, \
+    account_version, created_at) FROM STDIN BINARY";
+const COPY_EVENTS: &str =
+    "COPY events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) FROM STDIN BINARY";
+const COPY_AUDITS: &str = "COPY audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, \
+    user_agent, request_id, prev_hash, hash, trace_id, created_at) FROM STDIN BINARY";
+
+impl Group {
+    /// Encodes a planned batch's rows, as the batch path's statement writes them.
+    fn add(&mut self, planned: &PlannedBatch) {
+        let PlannedBatch { now, rows, links, opened, opened_at } = planned;
+        debug_assert!(rows.updated.is_empty() && rows.idempotency.is_empty(), "not a bulk batch");
+        for (key, id) in opened {
+            let row = self.accounts.row(6);
+            row.uuid(*id).text(key.kind()).opt_uuid(key.user_id()).text(key.currency().code());
+            row.timestamp(*opened_at).timestamp(*opened_at);
+        }
+        for t in &rows.transactions {
+            self.transactions.transaction(t);
+        }
+        for (transaction_id, p) in &rows.postings {
+            let row = self.postings.row(6);
+            row.uuid(*transaction_id).uuid(p.account_id).int8(p.amount_minor).int8(p.balance_after_minor);
+            row.int8(p.account_version).timestamp(*now);
+        }
+        for e in &rows.events {
+            let row = self.events.row(7);
+            row.uuid(e.id).text(e.aggregate_type).uuid(e.aggregate_id).int8(e.version).text(e.event_type);
+            row.jsonb(&e.data).timestamp(*now);
+        }
+        for (a, (prev, hash)) in rows.audits.iter().zip(links) {
+            let row = self.audits.row(14);
+            row.uuid(a.entry_id).opt_uuid(a.actor_id).text(&a.action).text(a.entity_type);
+            row.opt_text(a.entity_id.as_deref()).text(&a.outcome).jsonb(&a.details).opt_text(a.ip.as_deref());
+            row.opt_text(a.user_agent.as_deref()).opt_text(a.request_id.as_deref()).bytea(prev).bytea(hash);
+            row.opt_text(a.trace_id.as_deref()).timestamp(*now);
+        }
+        self.movements += rows.transactions.len();
+    }
+
+    /// Writes the group, each table with its own `COPY`, parents before children.
+    async fn send(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        copy(tx, COPY_ACCOUNTS, self.accounts).await?;
+        copy(tx, COPY_TRANSACTIONS, self.transactions).await?;
+        copy(tx, COPY_POSTINGS, self.postings).await?;
+        copy(tx, COPY_EVENTS, self.events).await?;
+        copy(tx, COPY_AUDITS, self.audits).await
+    }
+}
+
+async fn copy(tx: &mut Transaction<'_, Postgres>, statement: &str, rows: CopyRows) -> Result<(), StoreError> {
+    if rows.count == 0 {
+        return Ok(());
+    }
+    let count = rows.count;
+    let data = rows.finish();
+    let mut copy = tx.copy_in_raw(statement).await?;
+    for chunk in data.chunks(SEND_BYTES) {
+        copy.send(chunk).await?;
+    }
+    let written = copy.finish().await?;
+    debug_assert_eq!(written, count as u64, "{statement}");
+    Ok(())
+}
+
+/// PostgreSQL's epoch for timestamps: 2000-01-01T00:00:00Z.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Rows in `COPY`'s binary format: a header, then per row its field count and each field as a length (−1 for
+/// NULL) and its bytes in the type's binary send format.
+#[derive(Default)]
+struct CopyRows {
+    data: Vec<u8>,
+    count: usize,
+}
+
+impl CopyRows {
+    /// Starts a row of `fields` fields.
+    fn row(&mut self, fields: i16) -> &mut Self {
+        if self.data.is_empty() {
+            self.data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+            self.data.extend_from_slice(&0_i32.to_be_bytes()); // flags
+            self.data.extend_from_slice(&0_i32.to_be_bytes()); // header extension length
+        }
+        self.count += 1;
+        self.data.extend_from_slice(&fields.to_be_bytes());
+        self
+    }
+
+    /// The buffer with its trailer.
+    fn finish(mut self) -> Vec<u8> {
+        self.data.extend_from_slice(&(-1_i16).to_be_bytes());
+        self.data
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        let length = i32::try_from(bytes.len()).expect("a field under 2 GiB");
+        self.data.extend_from_slice(&length.to_be_bytes());
+        self.data.extend_from_slice(bytes);
+        self
+    }
+
+    fn null(&mut self) -> &mut Self {
+        self.data.extend_from_slice(&(-1_i32).to_be_bytes());
+        self
+    }
+
+    fn uuid(&mut self, id: Uuid) -> &mut Self {
+        self.field(id.as_bytes())
+    }
+
+    fn opt_uuid(&mut self, id: Option<Uuid>) -> &mut Self {
+        match id {
+            Some(id) => self.uuid(id),
+            None => self.null(),
+        }
+    }
+
+    fn text(&mut self, text: &str) -> &mut Self {
+        self.field(text.as_bytes())
+    }
+
+    fn opt_text(&mut self, text: Option<&str>) -> &mut Self {
+        match text {
+            Some(text) => self.text(text),
+            None => self.null(),
+        }
+    }
+
+    fn bytea(&mut self, bytes: &[u8]) -> &mut Self {
+        self.field(bytes)
+    }
+
+    fn int8(&mut self, value: i64) -> &mut Self {
+        self.field(&value.to_be_bytes())
+    }
+
+    fn opt_int8(&mut self, value: Option<i64>) -> &mut Self {
+        match value {
+            Some(value) => self.int8(value),
+            None => self.null(),
+        }
+    }
+
+    /// A `timestamptz`: microseconds since PostgreSQL's epoch, truncated as sqlx truncates a bound instant.
+    fn timestamp(&mut self, at: DateTime<Utc>) -> &mut Self {
+        let micros = at.timestamp_micros() - PG_EPOCH_MICROS;
+        self.int8(micros)
+    }
+
+    fn opt_timestamp(&mut self, at: Option<DateTime<Utc>>) -> &mut Self {
+        match at {
+            Some(at) => self.timestamp(at),
+            None => self.null(),
+        }
+    }
+
+    /// A `jsonb`: its format version (1), then the JSON text.
+    fn jsonb(&mut self, value: &serde_json::Value) -> &mut Self {
+        let start = self.data.len();
+        self.data.extend_from_slice(&0_i32.to_be_bytes());
+        self.data.push(1);
+        serde_json::to_writer(&mut self.data, value).expect("a JSON value serialises");
+        let length = i32::try_from(self.data.len() - start - 4).expect("a field under 2 GiB");
+        self.data[start..start + 4].copy_from_slice(&length.to_be_bytes());
+        self
+    }
+
+    /// A transactions row (`effective_at` is `created_at`, as the batch path writes it).
+    fn transaction(&mut self, t: &TransactionRecord) {
+        let row = self.row(16);
+        row.uuid(t.id).text(t.kind.as_str()).text(t.status.as_str()).opt_uuid(t.from_user_id);
+        row.opt_uuid(t.to_user_id).int8(t.amount.amount_minor()).text(t.amount.currency().code());
+        row.opt_int8(t.to_amount.map(|m| m.amount_minor())).opt_text(t.to_amount.map(|m| m.currency().code()));
+        match &t.rate {
+            Some(rate) => row.text(&rate.to_string()),
+            None => row.null(),
+        };
+        row.opt_text(t.description.as_deref()).opt_uuid(t.reversal_of).opt_uuid(t.reversed_by);
+        row.timestamp(t.created_at).opt_timestamp(t.expires_at).timestamp(t.created_at);
+    }
+}
