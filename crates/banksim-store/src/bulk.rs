@@ -22,8 +22,9 @@ use crate::{Store, StoreError};
 /// One batch of a bulk posting: the requests one [`Store::post_batch`] call would post, and its `now`.
 #[derive(Debug, Clone)]
 pub struct BulkBatch {
-    /// The requests, in order. None carries an idempotency key, a rollback or a settlement of a hold (movements
-    /// that name earlier transactions, which a bulk posting does not read back).
+    /// The requests, in order. None carries an idempotency key, a back-dated movement (a bulk posting does not
+    /// read the wallets' histories), a rollback or a settlement of a hold (movements that name earlier
+    /// transactions, which a bulk posting does not read back).
     pub requests: Vec<LedgerRequest>,
     /// The instant of the batch, as `post_batch` takes it.
     pub now: DateTime<Utc>,
@@ -102,6 +103,10 @@ fn check_bulk_postable(batch: &BulkBatch) {
     assert!(batch.requests.iter().all(|r| r.idempotency.is_none()), "a bulk posting carries no idempotency key");
     let requests: Vec<&LedgerRequest> = batch.requests.iter().collect();
     assert!(rollback_originals(&requests).is_empty(), "a bulk posting carries no rollback or settlement");
+    assert!(
+        requests.iter().flat_map(|r| r.work.commands()).all(|c| c.effective_at.is_none()),
+        "a bulk posting carries no back-dated movement"
+    );
 }
 
 /// An account as the bulk posting has left it so far.

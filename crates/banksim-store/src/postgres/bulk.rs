@@ -230,7 +230,7 @@ const COPY_TRANSACTIONS: &str = "COPY transactions (id, kind, status, from_user_
     currency, to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, expires_at, \
     effective_at) FROM STDIN BINARY";
 const COPY_POSTINGS: &str = "COPY postings (transaction_id, account_id, amount_minor, balance_after_minor, \
-    account_version, created_at) FROM STDIN BINARY";
+    account_version, effective_at, created_at) FROM STDIN BINARY";
 const COPY_EVENTS: &str =
     "COPY events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) FROM STDIN BINARY";
 const COPY_AUDITS: &str = "COPY audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, \
@@ -250,9 +250,9 @@ impl Group {
             self.transactions.transaction(t);
         }
         for (transaction_id, p) in &rows.postings {
-            let row = self.postings.row(6);
+            let row = self.postings.row(7);
             row.uuid(*transaction_id).uuid(p.account_id).int8(p.amount_minor).int8(p.balance_after_minor);
-            row.int8(p.account_version).timestamp(*now);
+            row.int8(p.account_version).opt_timestamp(p.effective_at).timestamp(*now);
         }
         for e in &rows.events {
             let row = self.events.row(7);
@@ -397,7 +397,7 @@ impl CopyRows {
         self
     }
 
-    /// A transactions row (`effective_at` is `created_at`, as the batch path writes it).
+    /// A transactions row.
     fn transaction(&mut self, t: &TransactionRecord) {
         let row = self.row(16);
         row.uuid(t.id).text(t.kind.as_str()).text(t.status.as_str()).opt_uuid(t.from_user_id);
@@ -408,6 +408,6 @@ impl CopyRows {
             None => row.null(),
         };
         row.opt_text(t.description.as_deref()).opt_uuid(t.reversal_of).opt_uuid(t.reversed_by);
-        row.timestamp(t.created_at).opt_timestamp(t.expires_at).timestamp(t.created_at);
+        row.timestamp(t.created_at).opt_timestamp(t.expires_at).timestamp(t.effective_at);
     }
 }
