@@ -6524,7 +6524,7 @@ export interface operations {
                     "application/json": components["schemas"]["BatchResponse"];
                 };
             };
-            /** @description `batch_failed` (atomic, an item was refused: nothing applied; see `results`), `invalid_amount`, `unsupported_currency`, `invalid_request` */
+            /** @description `batch_failed` (atomic, an item was refused: nothing applied; see `results`), `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request` */
             400: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6552,7 +6552,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `insufficient_permissions`: a user named another payer, or credited another user */
+            /** @description `insufficient_permissions`: a user named another payer, credited another user or sent `effective_at` */
             403: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6684,7 +6684,7 @@ export interface operations {
                     "application/json": components["schemas"]["TransactionResponse"];
                 };
             };
-            /** @description `invalid_amount`, `unsupported_currency`, `invalid_request`, `malformed_json` */
+            /** @description `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request`, `malformed_json` */
             400: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6700,6 +6700,20 @@ export interface operations {
             };
             /** @description No valid access token */
             401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions`: `effective_at` from a user who is not an admin */
+            403: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
@@ -6830,7 +6844,7 @@ export interface operations {
                     "application/json": components["schemas"]["TransactionResponse"];
                 };
             };
-            /** @description `insufficient_funds`, `invalid_amount`, `unsupported_currency`, `invalid_request` */
+            /** @description `insufficient_funds`, `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request` */
             400: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -6846,6 +6860,20 @@ export interface operations {
             };
             /** @description No valid access token */
             401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions`: `effective_at` from a user who is not an admin */
+            403: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
@@ -7255,7 +7283,7 @@ export interface operations {
                     "application/json": components["schemas"]["TransactionResponse"];
                 };
             };
-            /** @description `insufficient_funds`, `self_transfer`, `recipient_not_found`, `invalid_amount`, `unsupported_currency`, `invalid_request` */
+            /** @description `insufficient_funds`, `self_transfer`, `recipient_not_found`, `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request` */
             400: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
@@ -7271,6 +7299,20 @@ export interface operations {
             };
             /** @description No valid access token */
             401: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "X-Request-ID": components["headers"]["X-Request-ID"];
+                    "X-Trace-ID": components["headers"]["X-Trace-ID"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `insufficient_permissions`: `effective_at` from a user who is not an admin */
+            403: {
                 headers: {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];

@@ -144,9 +144,9 @@ pub struct BatchErrorBody {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Applied: every item of an atomic batch posted, or each item's own outcome", body = BatchResponse),
-        (status = 400, description = "`batch_failed` (atomic, an item was refused: nothing applied; see `results`), `invalid_amount`, `unsupported_currency`, `invalid_request`", body = BatchErrorBody),
+        (status = 400, description = "`batch_failed` (atomic, an item was refused: nothing applied; see `results`), `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request`", body = BatchErrorBody),
         (status = 401, description = "No valid access token", body = ErrorBody),
-        (status = 403, description = "`insufficient_permissions`: a user named another payer, or credited another user", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: a user named another payer, credited another user or sent `effective_at`", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 503, description = "`write_queue_full` (see Retry-After)", body = ErrorBody),
     ))]

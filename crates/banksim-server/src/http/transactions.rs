@@ -263,8 +263,9 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiEr
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
-        (status = 400, description = "`invalid_amount`, `unsupported_currency`, `invalid_request`, `malformed_json`", body = ErrorBody),
+        (status = 400, description = "`invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request`, `malformed_json`", body = ErrorBody),
         (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: `effective_at` from a user who is not an admin", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 503, description = "`write_queue_full` (see Retry-After)", body = ErrorBody),
     ))]
@@ -288,8 +289,9 @@ pub async fn create_credit(
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
-        (status = 400, description = "`insufficient_funds`, `invalid_amount`, `unsupported_currency`, `invalid_request`", body = ErrorBody),
+        (status = 400, description = "`insufficient_funds`, `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request`", body = ErrorBody),
         (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: `effective_at` from a user who is not an admin", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 503, description = "`write_queue_full`", body = ErrorBody),
     ))]
@@ -314,8 +316,9 @@ pub async fn create_debit(
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Posted", body = TransactionResponse),
-        (status = 400, description = "`insufficient_funds`, `self_transfer`, `recipient_not_found`, `invalid_amount`, `unsupported_currency`, `invalid_request`", body = ErrorBody),
+        (status = 400, description = "`insufficient_funds`, `self_transfer`, `recipient_not_found`, `invalid_amount`, `unsupported_currency`, `invalid_effective_at`, `invalid_request`", body = ErrorBody),
         (status = 401, description = "No valid access token", body = ErrorBody),
+        (status = 403, description = "`insufficient_permissions`: `effective_at` from a user who is not an admin", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused`", body = ErrorBody),
         (status = 503, description = "`write_queue_full`", body = ErrorBody),
     ))]
