@@ -139,7 +139,13 @@ start() {
     return 0
   fi
   command -v psql >/dev/null 2>&1 || die "psql is needed"
-  pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" || die "no primary at $PRIMARY_HOST:$PRIMARY_PORT"
+  # A busy primary (a checkpoint, its connection slots taken for a moment) may answer a ping late: wait a little.
+  local tries=0
+  until pg_isready -q -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$PRIMARY_USER"; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 30 ] || die "no primary at $PRIMARY_HOST:$PRIMARY_PORT ($(pg_isready -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" 2>&1))"
+    sleep 1
+  done
   allow_replication
 
   # What a failed earlier start left: a stopped data folder, an unused slot of the same name.
