@@ -543,6 +543,14 @@ pub(crate) fn accounts_touched(requests: &[&LedgerRequest], originals: &[Origina
     ids
 }
 
+/// A wallet's balance after its last posting recorded at or before `$2` (both backends): a history's opening.
+pub(crate) const HISTORY_OPENING_SQL: &str = "SELECT balance_after_minor FROM postings
+    WHERE account_id = $1 AND created_at <= $2 ORDER BY created_at DESC, account_version DESC LIMIT 1";
+
+/// A wallet's postings recorded after `$2`, in posting order, each with when it takes effect (both backends).
+pub(crate) const HISTORY_LATER_SQL: &str = "SELECT COALESCE(effective_at, created_at) AS at, amount_minor
+    FROM postings WHERE account_id = $1 AND created_at > $2 ORDER BY account_version";
+
 /// The wallets whose effective-time history a batch needs, each from the earliest instant one of its movements is
 /// back-dated to on it, sorted by account id.
 pub(crate) fn history_starts(requests: &[&LedgerRequest], now: DateTime<Utc>) -> Vec<(AccountKey, DateTime<Utc>)> {

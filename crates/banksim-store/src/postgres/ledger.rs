@@ -19,11 +19,11 @@ use uuid::Uuid;
 use crate::StoreError;
 use crate::chain::link;
 use crate::ledger::{
-    AuditContext, AuditRow, BatchRows, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest,
-    LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key,
-    accounts_to_open, accounts_touched, check_new_limits, claimed_keys, history_starts, limits_rows, parse_currency,
-    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_notices, wallet_states,
-    with_effective_balances,
+    AuditContext, AuditRow, BatchRows, DueHold, FxRate, HISTORY_LATER_SQL, HISTORY_OPENING_SQL, HistoryEntry,
+    HistoryQuery, LedgerReport, LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse,
+    TransactionQuery, Wallet, account_key, accounts_to_open, accounts_touched, check_new_limits, claimed_keys,
+    history_starts, limits_rows, parse_currency, parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals,
+    wallet_notices, wallet_states, with_effective_balances,
 };
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
@@ -221,25 +221,16 @@ async fn load_histories(
 ) -> Result<Vec<(AccountKey, EffectiveHistory)>, StoreError> {
     let mut histories = Vec::with_capacity(starts.len());
     for &(key, since) in starts {
-        let recorded: Option<i64> = sqlx::query_scalar(
-            "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
-             ORDER BY created_at DESC, account_version DESC LIMIT 1",
-        )
-        .bind(key.id())
-        .bind(since)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let later = sqlx::query(
-            "SELECT COALESCE(effective_at, created_at) AS at, amount_minor FROM postings
-             WHERE account_id = $1 AND created_at > $2 ORDER BY account_version",
-        )
-        .bind(key.id())
-        .bind(since)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|row| Ok((row.try_get("at")?, row.try_get("amount_minor")?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let recorded: Option<i64> =
+            sqlx::query_scalar(HISTORY_OPENING_SQL).bind(key.id()).bind(since).fetch_optional(&mut **tx).await?;
+        let later = sqlx::query(HISTORY_LATER_SQL)
+            .bind(key.id())
+            .bind(since)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("at")?, row.try_get("amount_minor")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         histories.push((key, EffectiveHistory::from_postings(since, recorded.unwrap_or(0), later)));
     }
     Ok(histories)

@@ -17,10 +17,10 @@ use uuid::Uuid;
 use super::{instant, micros};
 use crate::StoreError;
 use crate::ledger::{
-    AuditContext, BatchRows, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, LimitsChange,
-    PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet, account_key, accounts_to_open,
-    accounts_touched, check_new_limits, history_starts, limits_rows, parse_currency, parse_stored, plan_batch,
-    refuse_gaining_cycle, rollback_originals, wallet_states, with_effective_balances,
+    AuditContext, BatchRows, DueHold, FxRate, HISTORY_LATER_SQL, HISTORY_OPENING_SQL, HistoryEntry, HistoryQuery,
+    LedgerReport, LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet,
+    account_key, accounts_to_open, accounts_touched, check_new_limits, history_starts, limits_rows, parse_currency,
+    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_states, with_effective_balances,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
@@ -96,25 +96,19 @@ async fn load_histories(
 ) -> Result<Vec<(AccountKey, EffectiveHistory)>, StoreError> {
     let mut histories = Vec::with_capacity(starts.len());
     for &(key, since) in starts {
-        let recorded: Option<i64> = sqlx::query_scalar(
-            "SELECT balance_after_minor FROM postings WHERE account_id = $1 AND created_at <= $2
-             ORDER BY created_at DESC, account_version DESC LIMIT 1",
-        )
-        .bind(key.id())
-        .bind(micros(since))
-        .fetch_optional(&mut **tx)
-        .await?;
-        let later = sqlx::query(
-            "SELECT COALESCE(effective_at, created_at) AS at, amount_minor FROM postings
-             WHERE account_id = $1 AND created_at > $2 ORDER BY account_version",
-        )
-        .bind(key.id())
-        .bind(micros(since))
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|row| Ok((instant(row.try_get("at")?)?, row.try_get("amount_minor")?)))
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let recorded: Option<i64> = sqlx::query_scalar(HISTORY_OPENING_SQL)
+            .bind(key.id())
+            .bind(micros(since))
+            .fetch_optional(&mut **tx)
+            .await?;
+        let later = sqlx::query(HISTORY_LATER_SQL)
+            .bind(key.id())
+            .bind(micros(since))
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((instant(row.try_get("at")?)?, row.try_get("amount_minor")?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         histories.push((key, EffectiveHistory::from_postings(since, recorded.unwrap_or(0), later)));
     }
     Ok(histories)
