@@ -25,9 +25,27 @@ use crate::service::simulation::{ClockFollower, SimulationClock};
 use crate::service::users::UserDirectory;
 use crate::writer::{LedgerWriter, WriterShape};
 
-/// Everything a request handler may need, cheap to clone.
+/// Everything a request handler may need: a handle on [`AppStateInner`], as cheap to clone as one `Arc`.
+///
+/// Every middleware layer and handler takes its own copy of the state for every request; one shared counter keeps
+/// that from costing an atomic increment and decrement per service in it (a tenth of the CPU of a cached balance
+/// read before it was a handle).
 #[derive(Clone)]
 pub struct AppState {
+    inner: Arc<AppStateInner>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.inner
+    }
+}
+
+/// The services behind an [`AppState`].
+#[derive(Clone)]
+pub struct AppStateInner {
     /// The database.
     pub store: Arc<dyn Store>,
     /// The validated configuration.
@@ -119,7 +137,7 @@ impl AppState {
             shape,
         );
         let rate_limits = RateLimits::new(&config, &metrics, redis.clone());
-        let state = Self {
+        let state = Self::from(AppStateInner {
             store,
             config: Arc::new(config),
             clock,
@@ -138,7 +156,7 @@ impl AppState {
             ids: crate::service::ids::Ids::new(simulation.is_some()),
             simulation,
             scenarios: None,
-        };
+        });
         if state.config.test_breaker_routes {
             crate::http::breakers::register_test_breakers(&state);
         }
@@ -147,9 +165,16 @@ impl AppState {
 
     /// The same state with `runner` behind the scenario routes (simulation mode only: without it they answer 404
     /// whatever is installed).
-    pub fn with_scenario_runner(mut self, runner: Arc<dyn crate::service::scenarios::ScenarioRunner>) -> Self {
-        self.scenarios = Some(Arc::new(crate::service::scenarios::Scenarios::new(runner)));
-        self
+    pub fn with_scenario_runner(self, runner: Arc<dyn crate::service::scenarios::ScenarioRunner>) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.scenarios = Some(Arc::new(crate::service::scenarios::Scenarios::new(runner)));
+        Self::from(inner)
+    }
+}
+
+impl From<AppStateInner> for AppState {
+    fn from(inner: AppStateInner) -> Self {
+        Self { inner: Arc::new(inner) }
     }
 }
 
