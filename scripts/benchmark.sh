@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Reproduces docs/benchmarks.md: pgbench as the reference (tpcb-like for writes, select-only for reads), then
 # `banksim simulate` against a release build on PostgreSQL and on SQLite, each figure with its ratio to its pgbench
-# reference, the server's resident memory after the run, and `banksim verify` at the end. Everything runs on this
+# reference, the CPU split of the traffic (server / database / load generator, per request), the server's resident
+# memory after the run, and `banksim verify` at the end. Everything runs on this
 # machine (127.0.0.1); each run is bounded in time.
 #
-#   scripts/benchmark.sh [seconds per run, default 30] [scenarios, default "transfer hot balance history mixed batch"]
+#   scripts/benchmark.sh [seconds per run, default 30] [scenarios, default "transfer hot balance history mixed login batch"]
 #
 # Needs: a release build (cargo build --release; BANKSIM_BIN names another binary), PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres), pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
-scenarios=${2:-transfer hot balance history mixed batch}
+scenarios=${2:-transfer hot balance history mixed login batch}
 bin=${BANKSIM_BIN:-target/release/banksim}
 pg="psql -h 127.0.0.1 -U postgres -qAt"
 port=18095
@@ -26,6 +27,22 @@ tpcb=$(pgbench -h 127.0.0.1 -U postgres -c 8 -j 2 -M prepared -T "$seconds" bank
 select=$(pgbench -h 127.0.0.1 -U postgres -c 32 -j 2 -S -M prepared -T "$seconds" banksim_pgbench 2>&1 \
   | awk '/^tps/ {print int($3)}')
 echo "pgbench tpcb-like, 8 clients: $tpcb tps | select-only, 32 clients: $select tps"
+
+# Clock ticks (1/100 s) of a process: user + system time.
+process_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# One sample for the CPU split: nanoseconds, then the ticks of the server, of PostgreSQL (every process of the
+# oldest postmaster, plus what its exited backends used), of the load generator, and the machine's idle and total.
+cpu_sample() { # server-pid simulate-pid
+  local postmaster database=0 pid
+  postmaster=$(pgrep -o -x postgres || true)
+  if [ -n "$postmaster" ]; then
+    database=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$postmaster/stat")
+    for pid in $(pgrep -P "$postmaster"); do database=$((database + $(process_ticks "$pid"))); done
+  fi
+  echo "$(date +%s%N) $(process_ticks "$1") $database $(process_ticks "$2") $(awk '/^cpu / {
+    total = 0; for (i = 2; i <= 9; i++) total += $i; print $5 + $6, total }' /proc/stat)"
+}
 
 run() { # backend scenario
   local backend=$1 scenario=$2 url users=200 reference
@@ -51,9 +68,28 @@ run() { # backend scenario
   local connections=64
   [ "$scenario" = batch ] && connections=8
   echo "== $backend $scenario ($connections connections, $users users, ${seconds}s)"
-  "$bin" simulate --url "http://127.0.0.1:$port" --users "$users" --connections "$connections" --duration "${seconds}s" \
-    --scenario "$scenario" 2>/dev/null | grep -E '^(requests|movements|latency|errors|conservation)' \
+  RUST_LOG=info "$bin" simulate --url "http://127.0.0.1:$port" --users "$users" --connections "$connections" \
+    --duration "${seconds}s" --scenario "$scenario" >"$data/report" 2>"$data/simulate.log" &
+  local simulate=$!
+  # The CPU split covers the traffic only (the setup hashes 200 passwords): from "users funded" until the
+  # deadline, a second short of it so that every process is still there to be read.
+  until grep -q "users funded" "$data/simulate.log" || ! kill -0 "$simulate" 2>/dev/null; do sleep 0.05; done
+  local before after
+  before=$(cpu_sample "$server" "$simulate")
+  sleep $((seconds - 1))
+  after=$(cpu_sample "$server" "$simulate")
+  wait "$simulate" || true
+  grep -E '^(requests|movements|latency|errors|conservation)' "$data/report" \
     | REF=$reference perl -ne 'if (/^(requests|movements).*\(([0-9.]+) \/s\)/) { chomp; printf "%s   = %.2fx pgbench (%d)\n", $_, $2 / $ENV{REF}, $ENV{REF} } else { print }'
+  local requests_per_second
+  requests_per_second=$(sed -n "s/^requests.*(\\([0-9.]*\\) req\\/s).*/\\1/p" "$data/report" | head -n 1)
+  echo "$before $after ${requests_per_second:-0}" | awk '{
+    window = ($7 - $1) / 1e9; server = ($8 - $2) / 100; database = ($9 - $3) / 100; generator = ($10 - $4) / 100
+    idle = ($12 > $6) ? 100 * ($11 - $5) / ($12 - $6) : 0
+    per_request = ($13 > 0) ? 1e6 / ($13 * window) : 0
+    printf "cpu over %.1f s of traffic: server %.1f s (%.0f us/request), database %.1f s (%.0f us/request), load generator %.1f s (%.0f us/request), machine idle %.0f %%\n",
+      window, server, server * per_request, database, database * per_request, generator, generator * per_request, idle
+  }'
   echo "resident memory: $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$server/status")"
   curl -s "127.0.0.1:$port/metrics/basic" | grep -o '"write_batches":{[^}]*}\|"cache":{[^}]*}' | tr '\n' ' '; echo
   kill -TERM "$server"; wait "$server" || true

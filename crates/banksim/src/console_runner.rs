@@ -121,6 +121,9 @@ mod tests {
     #[test]
     fn every_scenario_of_the_command_line_is_offered() {
         let runner = ConsoleRunner::new("127.0.0.1:1".parse().expect("an address"));
-        assert_eq!(runner.scenarios(), ["transfer", "hot", "mixed", "balance", "history", "two-phase", "batch"]);
+        assert_eq!(
+            runner.scenarios(),
+            ["transfer", "hot", "mixed", "balance", "history", "two-phase", "batch", "login"]
+        );
     }
 }

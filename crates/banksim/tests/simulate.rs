@@ -84,6 +84,25 @@ fn the_two_phase_scenario_posts_every_hold_it_makes() {
 }
 
 #[test]
+fn the_login_scenario_only_logs_in_and_every_login_succeeds() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(banksim(data.path()));
+    let output = banksim(data.path())
+        .args(["simulate", "--url", &server.address, "--users", "10", "--connections", "4", "--requests", "60"])
+        .args(["--scenario", "login", "--json"])
+        .output()
+        .expect("banksim simulate runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}\n{stdout}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report is one JSON object");
+    let operations = report["operations"].as_object().expect("operations");
+    assert_eq!(operations.keys().collect::<Vec<_>>(), ["login"], "{report}");
+    assert_eq!(report["operations"]["login"]["ok"], 60, "{report}");
+    assert_eq!(report["movements"], 0, "{report}");
+    assert_eq!(report["passed"], true, "{report}");
+}
+
+#[test]
 fn a_simulation_needs_a_length_and_a_reachable_server() {
     let data = tempfile::tempdir().expect("tempdir");
     let output = banksim(data.path()).args(["simulate", "--url", "http://127.0.0.1:9"]).output().expect("runs");

@@ -129,6 +129,8 @@ pub enum Scenario {
     /// Every request is an atomic batch of `--batch-size` small transfers from one user to random others
     /// (`POST /transactions/batch`).
     Batch,
+    /// Every request logs a random user in (`POST /auth/login`): the cost of a password check and a token pair.
+    Login,
 }
 
 impl Scenario {
@@ -142,6 +144,7 @@ impl Scenario {
             Self::History => "history",
             Self::TwoPhase => "two-phase",
             Self::Batch => "batch",
+            Self::Login => "login",
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct Shared {
     pub money_attempts_max: u32,
     /// Turns true when the run is asked to stop early (the console's stop).
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Every simulated user's password (the `login` scenario logs them in).
+    pub password: String,
 }
 
 /// What a connection measured and saw move.
@@ -175,6 +177,11 @@ impl Connection {
                 let client = shared.users[user as usize].client();
                 let query = banksim_client::HistoryQuery { limit: Some(HISTORY_PAGE), ..Default::default() };
                 self.read(Operation::History, client.history(&query).parse_as()).await;
+            }
+            Plan::Login { user } => {
+                let user = &shared.users[user as usize];
+                let client = user.client();
+                self.read(Operation::Login, client.login(&user.email, &shared.password).parse_as()).await;
             }
             Plan::HoldPost { from, to, amount } => {
                 let amount = amount::format(amount, shared.currency);
@@ -296,7 +303,7 @@ impl Connection {
         None
     }
 
-    /// A GET, sent once; the body is checked to be JSON and dropped.
+    /// A request that moves no money (a read, a login), sent once; the body is checked to be JSON and dropped.
     async fn read(&mut self, operation: Operation, call: Call<'_, serde::de::IgnoredAny>) {
         let mut call = call.retry(RetryPolicy::none());
         match call.attempt().await {

@@ -132,6 +132,7 @@ pub async fn run_with(args: &SimulateArgs, mut stop: watch::Receiver<bool>) -> a
             drive::MONEY_ATTEMPTS_MAX
         },
         stop,
+        password: args.password.clone(),
     });
     let refresher = tokio::spawn(keep_sessions_fresh(Arc::clone(&shared), args.password.clone()));
     let connections: Vec<_> = (0..args.connections)

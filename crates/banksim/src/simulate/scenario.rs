@@ -31,11 +31,13 @@ pub enum Operation {
     Hold,
     /// `POST /transactions/{id}/post`.
     Post,
+    /// `POST /auth/login`.
+    Login,
 }
 
 impl Operation {
     /// Every operation, in the order of their discriminants (stats index arrays with them).
-    pub const ALL: [Operation; 9] = [
+    pub const ALL: [Operation; 10] = [
         Self::Credit,
         Self::Debit,
         Self::Transfer,
@@ -45,6 +47,7 @@ impl Operation {
         Self::Batch,
         Self::Hold,
         Self::Post,
+        Self::Login,
     ];
 
     /// The name used in reports.
@@ -59,6 +62,7 @@ impl Operation {
             Self::Batch => "batch",
             Self::Hold => "hold",
             Self::Post => "post",
+            Self::Login => "login",
         }
     }
 }
@@ -103,6 +107,11 @@ pub enum Plan {
     /// `user` reads the last 20 entries of their history.
     History {
         /// The caller.
+        user: u32,
+    },
+    /// `user` logs in with their password.
+    Login {
+        /// Who logs in.
         user: u32,
     },
     /// `from` holds `amount` for `to`, then posts the hold.
@@ -166,6 +175,7 @@ impl Planner {
             }
             Scenario::Balance => Plan::Balance { user: self.user(rng) },
             Scenario::History => Plan::History { user: self.user(rng) },
+            Scenario::Login => Plan::Login { user: self.user(rng) },
             Scenario::Batch => Plan::Batch { from: self.user(rng), seed: rng.r#gen() },
             Scenario::TwoPhase => match self.transfer(rng) {
                 Plan::Transfer { from, to, amount } => Plan::HoldPost { from, to, amount },
@@ -187,9 +197,12 @@ impl Planner {
                     Operation::Debit => Plan::Debit { user: self.user(rng), amount: self.medium_amount(rng) },
                     Operation::Rollback if can_roll_back => Plan::Rollback { pick: rng.r#gen() },
                     // The mixed weights draw none of the others.
-                    Operation::Balance | Operation::Rollback | Operation::Batch | Operation::Hold | Operation::Post => {
-                        Plan::Balance { user: self.user(rng) }
-                    }
+                    Operation::Balance
+                    | Operation::Rollback
+                    | Operation::Batch
+                    | Operation::Hold
+                    | Operation::Post
+                    | Operation::Login => Plan::Balance { user: self.user(rng) },
                     Operation::History => Plan::History { user: self.user(rng) },
                 }
             }
@@ -235,6 +248,7 @@ mod tests {
             Plan::Rollback { .. } => Operation::Rollback,
             Plan::Balance { .. } => Operation::Balance,
             Plan::History { .. } => Operation::History,
+            Plan::Login { .. } => Operation::Login,
             Plan::Batch { .. } => Operation::Batch,
             Plan::HoldPost { .. } => Operation::Hold,
         }
@@ -256,6 +270,7 @@ mod tests {
             Scenario::History,
             Scenario::Batch,
             Scenario::TwoPhase,
+            Scenario::Login,
         ] {
             assert_eq!(plans(scenario, 42, 500), plans(scenario, 42, 500), "{scenario:?}");
             assert_ne!(plans(scenario, 42, 500), plans(scenario, 43, 500), "{scenario:?}");
@@ -320,6 +335,7 @@ mod tests {
     fn the_read_scenarios_only_read() {
         assert!(plans(Scenario::Balance, 3, 1_000).iter().all(|p| operation(p) == Operation::Balance));
         assert!(plans(Scenario::History, 3, 1_000).iter().all(|p| operation(p) == Operation::History));
+        assert!(plans(Scenario::Login, 3, 1_000).iter().all(|p| operation(p) == Operation::Login));
     }
 
     #[test]
