@@ -92,9 +92,7 @@ fn the_login_scenario_only_logs_in_and_every_login_succeeds() {
         .args(["--scenario", "login", "--json"])
         .output()
         .expect("banksim simulate runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}\n{stdout}", stderr(&output));
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).expect("the report is one JSON object");
+    let report = report_of(&output);
     let operations = report["operations"].as_object().expect("operations");
     assert_eq!(operations.keys().collect::<Vec<_>>(), ["login"], "{report}");
     assert_eq!(report["operations"]["login"]["ok"], 60, "{report}");
