@@ -63,7 +63,7 @@ pub struct Shared {
     pub money_attempts_max: u32,
     /// Turns true when the run is asked to stop early (the console's stop).
     pub stop: tokio::sync::watch::Receiver<bool>,
-    /// Every simulated user's password (the `login` scenario logs them in).
+    /// Every simulated user's password (the `login` scenario logs them in; a refused refresh logs in again).
     pub password: String,
 }
 

@@ -134,7 +134,7 @@ pub async fn run_with(args: &SimulateArgs, mut stop: watch::Receiver<bool>) -> a
         stop,
         password: args.password.clone(),
     });
-    let refresher = tokio::spawn(keep_sessions_fresh(Arc::clone(&shared), args.password.clone()));
+    let refresher = tokio::spawn(keep_sessions_fresh(Arc::clone(&shared)));
     let connections: Vec<_> = (0..args.connections)
         .map(|index| {
             let quota = args.requests.map(|total| share(total, args.connections, index));
@@ -240,7 +240,7 @@ async fn sum_balances(
 /// Refreshes every session before its access token expires, for as long as the run lasts (it is aborted at the
 /// end). Runs shorter than two thirds of a token's life (ten minutes by default) never refresh. One refresh at a
 /// time: they come once per token lifetime, and each is a cheap request.
-async fn keep_sessions_fresh(shared: Arc<Shared>, password: String) {
+async fn keep_sessions_fresh(shared: Arc<Shared>) {
     loop {
         let Some(due) = shared.users.iter().filter_map(|user| user.refresh_at().ok()).min() else { return };
         tokio::time::sleep_until(due.into()).await;
@@ -249,7 +249,7 @@ async fn keep_sessions_fresh(shared: Arc<Shared>, password: String) {
         let mut failures = 0_usize;
         for user in &shared.users {
             if user.refresh_at().is_ok_and(|at| at <= horizon)
-                && let Err(err) = shared.api.refresh(user, &password).await
+                && let Err(err) = shared.api.refresh(user, &shared.password).await
             {
                 failures += 1;
                 tracing::warn!(user = %user.email, error = format!("{err:#}"), "session could not be refreshed");
