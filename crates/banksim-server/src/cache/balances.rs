@@ -287,7 +287,13 @@ impl BalanceCache {
             markers.issued.store(n, Ordering::SeqCst);
             if let Err(err) = store.announce_wallet_marker(&format!("{}:{n}", markers.instance)).await {
                 tracing::debug!(error = %err, "balance cache: marker not announced");
+                continue;
             }
+            // One marker on the bus at a time: the reads that begin meanwhile share the next one, so a busy
+            // instance sends one marker per round trip of the bus, not one per read (bounded, as a marker can be
+            // lost with the listener).
+            let mut heard = markers.heard.subscribe();
+            let _ = tokio::time::timeout(MARKER_WAIT, heard.wait_for(|heard| *heard >= n)).await;
         }
     }
 
