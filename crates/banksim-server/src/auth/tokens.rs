@@ -1,5 +1,7 @@
 //! Access tokens (JWT, HS256) and refresh tokens (random, stored hashed).
 
+use std::sync::Arc;
+
 use banksim_core::user::{Role, User};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -16,6 +18,9 @@ use crate::error::{ApiError, ErrorCode};
 const CLOCK_LEEWAY_SECS: u64 = 5;
 /// Random bytes in a refresh token (256 bits).
 const REFRESH_TOKEN_BYTES: usize = 32;
+/// Most verified access tokens remembered: a client sends the same token with every call until it expires, and
+/// checking its signature and claims again is most of what authenticating a request costs.
+const VERIFIED_TOKENS_MAX: u64 = 10_000;
 
 /// What a token is for; only `access` tokens authorise API calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +82,8 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     access_ttl: chrono::Duration,
+    /// Tokens that passed every check, by their text, until they expire.
+    verified: moka::sync::Cache<String, Arc<AccessClaims>>,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -101,6 +108,10 @@ impl TokenIssuer {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             access_ttl: chrono::Duration::from_std(access_ttl).unwrap_or(chrono::Duration::minutes(15)),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS_MAX)
+                .time_to_live(access_ttl + std::time::Duration::from_secs(CLOCK_LEEWAY_SECS))
+                .build(),
         }
     }
 
@@ -135,8 +146,19 @@ impl TokenIssuer {
     }
 
     /// The claims of a valid access token: signed by us with HS256, unexpired, for our issuer and audience, of
-    /// type `access`. Anything else is `unauthorized` (or `token_expired`).
-    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, ApiError> {
+    /// type `access`. Anything else is `unauthorized` (or `token_expired`). A token seen before is not checked
+    /// again, only its expiry (with the same leeway).
+    pub fn verify_access(&self, token: &str) -> Result<Arc<AccessClaims>, ApiError> {
+        if let Some(claims) = self.verified.get(token) {
+            return unexpired(claims, jsonwebtoken::get_current_timestamp());
+        }
+        let claims = Arc::new(self.check_access(token)?);
+        self.verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    /// Every check of [`TokenIssuer::verify_access`], from the token's text.
+    fn check_access(&self, token: &str) -> Result<AccessClaims, ApiError> {
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation).map_err(|e| {
                 match e.kind() {
@@ -149,6 +171,15 @@ impl TokenIssuer {
         }
         Ok(data.claims)
     }
+}
+
+/// `claims` while they have not expired at `now` (Unix seconds), by the rule `jsonwebtoken` applies.
+fn unexpired(claims: Arc<AccessClaims>, now: u64) -> Result<Arc<AccessClaims>, ApiError> {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    if claims.exp.saturating_add(CLOCK_LEEWAY_SECS as i64) < now {
+        return Err(ApiError::new(ErrorCode::TokenExpired));
+    }
+    Ok(claims)
 }
 
 /// A new refresh token: the text handed to the client once, and the hash that is stored.
@@ -225,6 +256,27 @@ mod tests {
     fn expired_tokens_are_refused_as_expired() {
         let token = issuer().issue_access(&user(), Utc::now() - chrono::Duration::hours(1)).expect("issue");
         assert_eq!(issuer().verify_access(&token).expect_err("expired").code(), ErrorCode::TokenExpired);
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires_and_a_refused_one_is_not() {
+        let issuer = issuer();
+        let token = issuer.issue_access(&user(), Utc::now()).expect("issue");
+        let first = issuer.verify_access(&token).expect("verify");
+        let again = issuer.verify_access(&token).expect("verify again");
+        assert!(Arc::ptr_eq(&first, &again), "the second call answers from memory");
+        let last_second = u64::try_from(first.exp).expect("positive") + CLOCK_LEEWAY_SECS;
+        assert!(unexpired(first.clone(), last_second).is_ok());
+        let after = unexpired(first, last_second + 1).expect_err("expired");
+        assert_eq!(after.code(), ErrorCode::TokenExpired);
+
+        let expired = issuer.issue_access(&user(), Utc::now() - chrono::Duration::hours(1)).expect("issue");
+        for _ in 0..2 {
+            assert_eq!(issuer.verify_access(&expired).expect_err("expired").code(), ErrorCode::TokenExpired);
+        }
+        assert!(issuer.verified.get(expired.as_str()).is_none());
+        let tampered = format!("{token}x");
+        assert_eq!(issuer.verify_access(&tampered).expect_err("tampered").code(), ErrorCode::Unauthorized);
     }
 
     #[test]
