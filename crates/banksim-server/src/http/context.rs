@@ -6,7 +6,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use rand::RngCore;
 use tracing::Instrument;
 use tracing::field::Empty;
 use uuid::Uuid;
@@ -122,9 +121,8 @@ fn trace_id(request: &Request) -> String {
         valid.then(|| trace.to_owned())
     });
     from_header.unwrap_or_else(|| {
-        let mut bytes = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        // Never all zeros (W3C: an invalid trace id).
+        format!("{:032x}", rand::random::<u128>().max(1))
     })
 }
 
