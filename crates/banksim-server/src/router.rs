@@ -170,7 +170,7 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
                         .on_response(log_response),
                 )
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(cors(&config))
+                .option_layer(cors(&config))
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
         )
         // Simulation mode's faults (`X-Simulate-Fault`, `/admin/faults`): inside the ids, metrics and rate limits, so a
@@ -211,15 +211,19 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::internal(format!("handler panicked: {message}")).into_response()
 }
 
-/// CORS for the configured origins only.
-fn cors(config: &Config) -> CorsLayer {
+/// CORS for the configured origins only; none without any (a browser then refuses every cross-origin call, and
+/// the other requests skip the layer, which each request would otherwise clone).
+fn cors(config: &Config) -> Option<CorsLayer> {
     let origins: Vec<&String> = config.allowed_origins.iter().filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() {
+        return None;
+    }
     let allow_origin = if origins.iter().any(|o| *o == "*") {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers([
@@ -240,5 +244,6 @@ fn cors(config: &Config) -> CorsLayer {
             HeaderName::from_static("idempotent-replayed"),
             crate::replica::MIN_LSN_HEADER,
         ])
-        .max_age(std::time::Duration::from_secs(600))
+        .max_age(std::time::Duration::from_secs(600));
+    Some(layer)
 }
