@@ -79,8 +79,11 @@ run() { # backend scenario
   sleep $((seconds - 1))
   after=$(cpu_sample "$server" "$simulate")
   wait "$simulate" || true
+  # Reads are compared by requests, writes by movements (a batch request carries 1,000).
+  local compared=movements
+  case $scenario in balance | history) compared=requests ;; esac
   grep -E '^(requests|movements|latency|errors|conservation)' "$data/report" \
-    | REF=$reference perl -ne 'if (/^(requests|movements).*\(([0-9.]+) \/s\)/) { chomp; printf "%s   = %.2fx pgbench (%d)\n", $_, $2 / $ENV{REF}, $ENV{REF} } else { print }'
+    | REF=$reference LINE=$compared perl -ne 'if (/^(\w+)\s.*\(([0-9.]+) (?:req\/)?\/?s\)/ && $1 eq $ENV{LINE}) { chomp; printf "%s   = %.2fx pgbench (%d)\n", $_, $2 / $ENV{REF}, $ENV{REF} } else { print }'
   local requests_per_second
   requests_per_second=$(sed -n "s/^requests.*(\\([0-9.]*\\) req\\/s).*/\\1/p" "$data/report" | head -n 1)
   echo "$before $after ${requests_per_second:-0}" | awk '{
