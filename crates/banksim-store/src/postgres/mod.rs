@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: a connection pool, migrations in `migrations/postgres/`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 mod bulk;
 mod failover;
@@ -46,6 +47,9 @@ const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, up
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The connection that announces balance cache markers, kept between them: a busy instance sends thousands a
+    /// second, and each would otherwise take a connection from the pool and ping it on the way back.
+    marker_connection: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Postgres>>>>,
 }
 
 impl PgStore {
@@ -60,13 +64,13 @@ impl PgStore {
         let switched = failover::Switched::default();
         let current_only = switched.clone();
         let pool = Self::pool_options(options)
-            .before_acquire(move |_, meta| {
+            .before_acquire(move |connection, meta| {
                 let keep = current_only.is_current(meta.age);
-                Box::pin(async move { Ok(keep) })
+                Box::pin(async move { Ok(keep && still_alive(connection, meta).await?) })
             })
             .connect_lazy_with(candidates[current].clone());
         tokio::spawn(failover::watch(pool.clone(), candidates, current, switched));
-        Ok(Self { pool })
+        Ok(Self::with_pool(pool))
     }
 
     /// [`PgStore::connect`] for a single-host URL, for callers outside of an async context: nothing is connected
@@ -76,17 +80,44 @@ impl PgStore {
             return Err(StoreError::InvalidUrl);
         }
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?;
-        Ok(Self { pool: Self::pool_options(options).connect_lazy_with(connect) })
+        Ok(Self::with_pool(Self::pool_options(options).connect_lazy_with(connect)))
     }
 
+    fn with_pool(pool: PgPool) -> Self {
+        Self { pool, marker_connection: Arc::default() }
+    }
+
+    /// The pool's settings. sqlx pings a connection when it goes back to the pool; its default ping when the
+    /// connection is taken again doubles that round trip for every query, so it is kept for the connections that
+    /// sat idle (see [`still_alive`]).
     fn pool_options(options: ConnectOptions) -> PgPoolOptions {
-        PgPoolOptions::new().max_connections(options.pool_size).acquire_timeout(options.acquire_timeout)
+        PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| Box::pin(still_alive(connection, meta)))
     }
 
     /// The underlying pool, for tests and tools.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Longest a connection may sit in the pool and be handed out without a ping.
+const IDLE_PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a connection taken from the pool still answers: one that was in use less than [`IDLE_PING_AFTER`] ago
+/// answered its release ping then and is not asked again.
+async fn still_alive(
+    connection: &mut sqlx::PgConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if meta.idle_for >= IDLE_PING_AFTER {
+        connection.ping().await?;
+    }
+    Ok(true)
 }
 
 /// The channel of the wallet change bus (the batch writes name it too, in `ledger.rs`).
@@ -424,11 +455,19 @@ impl Store for PgStore {
     }
 
     async fn announce_wallet_marker(&self, marker: &str) -> Result<(), StoreError> {
+        let mut held = self.marker_connection.lock().await;
+        let connection = match held.take() {
+            Some(connection) => connection,
+            None => self.pool.acquire().await?,
+        };
+        let connection = held.insert(connection);
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(WALLET_CHANNEL)
             .bind(format!("{}{marker}", crate::ledger::MARKER_PREFIX))
-            .execute(&self.pool)
-            .await?;
+            .execute(&mut **connection)
+            .await
+            // A connection that failed goes back to the pool (which tests it); the next marker takes another.
+            .inspect_err(|_| drop(held.take()))?;
         Ok(())
     }
 
