@@ -331,20 +331,21 @@ pub(crate) async fn find_transaction(pool: &SqlitePool, id: Uuid) -> Result<Opti
 }
 
 /// A user's transactions, newest first: two index walks (as payer, as payee) each reading no more than the page
-/// needs, merged (see the PostgreSQL store: the same shape).
+/// needs, merged (the PostgreSQL store has the same shape in its own dialect).
 pub(crate) async fn list_transactions(
     pool: &SqlitePool,
     q: &TransactionQuery,
 ) -> Result<Vec<TransactionRecord>, StoreError> {
     let offset = if q.before.is_some() { 0 } else { crate::model::offset_i64(q.offset) };
-    let window = i64::from(q.limit).saturating_add(offset);
-    let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {TRANSACTION_COLUMNS} FROM ("));
+    // Two index walks (payer side, payee side) that SQLite merges in order as a compound `SELECT`, stopping at the
+    // page's end. Arms of their own (`SELECT * FROM (… ORDER BY … LIMIT …)`) would each be sorted again in a
+    // temporary b-tree, as SQLite does not know that a subquery comes out ordered.
+    let mut sql = QueryBuilder::<Sqlite>::new("");
     for (branch, side) in ["from_user_id", "to_user_id"].into_iter().enumerate() {
         if branch > 0 {
             sql.push(" UNION ALL ");
         }
-        sql.push(format!("SELECT * FROM (SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE {side} = "))
-            .push_bind(q.user_id);
+        sql.push(format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE {side} = ")).push_bind(q.user_id);
         if branch > 0 {
             // A transaction of the user's on both sides (an exchange) came with the first walk.
             sql.push(" AND from_user_id IS NOT ").push_bind(q.user_id);
@@ -367,9 +368,8 @@ pub(crate) async fn list_transactions(
         if let Some((at, id)) = q.before {
             sql.push(" AND (created_at, id) < (").push_bind(micros(at)).push(", ").push_bind(id).push(")");
         }
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(window).push(")");
     }
-    sql.push(") ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
+    sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(q.limit));
     sql.push(" OFFSET ").push_bind(offset);
     let rows = sql.build().fetch_all(pool).await?;
     rows.iter().map(transaction_from_row).collect::<Result<_, _>>().map_err(Into::into)

@@ -76,14 +76,18 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         make_private_file(base.get_filename()).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        // No ping when a connection is taken from a pool (sqlx's default): the database is a file in this process,
+        // and each ping is a round trip to the connection's worker thread before every query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
             .connect_with(base.clone().create_if_missing(true))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.pool_size.max(1))
             .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
             .connect_lazy_with(base.clone().read_only(true));
         let instances = instances_file(base.get_filename()).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         let watcher = sqlx::ConnectOptions::connect(&base.read_only(true)).await?;
