@@ -1,7 +1,6 @@
 //! The PostgreSQL backend: a connection pool, migrations in `migrations/postgres/`.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 mod bulk;
 mod failover;
@@ -47,9 +46,6 @@ const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, up
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    /// The connection that announces balance cache markers, kept between them: a busy instance sends thousands a
-    /// second, and each would otherwise take a connection from the pool and ping it on the way back.
-    marker_connection: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Postgres>>>>,
 }
 
 impl PgStore {
@@ -70,7 +66,7 @@ impl PgStore {
             })
             .connect_lazy_with(candidates[current].clone());
         tokio::spawn(failover::watch(pool.clone(), candidates, current, switched));
-        Ok(Self::with_pool(pool))
+        Ok(Self { pool })
     }
 
     /// [`PgStore::connect`] for a single-host URL, for callers outside of an async context: nothing is connected
@@ -80,11 +76,7 @@ impl PgStore {
             return Err(StoreError::InvalidUrl);
         }
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?;
-        Ok(Self::with_pool(Self::pool_options(options).connect_lazy_with(connect)))
-    }
-
-    fn with_pool(pool: PgPool) -> Self {
-        Self { pool, marker_connection: Arc::default() }
+        Ok(Self { pool: Self::pool_options(options).connect_lazy_with(connect) })
     }
 
     /// The pool's settings. sqlx pings a connection when it goes back to the pool; its default ping when the
@@ -455,19 +447,11 @@ impl Store for PgStore {
     }
 
     async fn announce_wallet_marker(&self, marker: &str) -> Result<(), StoreError> {
-        let mut held = self.marker_connection.lock().await;
-        let connection = match held.take() {
-            Some(connection) => connection,
-            None => self.pool.acquire().await?,
-        };
-        let connection = held.insert(connection);
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(WALLET_CHANNEL)
             .bind(format!("{}{marker}", crate::ledger::MARKER_PREFIX))
-            .execute(&mut **connection)
-            .await
-            // A connection that failed goes back to the pool (which tests it); the next marker takes another.
-            .inspect_err(|_| drop(held.take()))?;
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
