@@ -267,8 +267,12 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again), "the second call answers from memory");
         let last_second = u64::try_from(first.exp).expect("positive") + CLOCK_LEEWAY_SECS;
         assert!(unexpired(first.clone(), last_second).is_ok());
-        let after = unexpired(first, last_second + 1).expect_err("expired");
+        let after = unexpired(first.clone(), last_second + 1).expect_err("expired");
         assert_eq!(after.code(), ErrorCode::TokenExpired);
+        // A remembered token whose time has passed is refused by `verify_access` itself.
+        let lapsed = AccessClaims { exp: Utc::now().timestamp() - CLOCK_LEEWAY_SECS as i64 - 1, ..(*first).clone() };
+        issuer.verified.insert(token.clone(), Arc::new(lapsed));
+        assert_eq!(issuer.verify_access(&token).expect_err("lapsed").code(), ErrorCode::TokenExpired);
 
         let expired = issuer.issue_access(&user(), Utc::now() - chrono::Duration::hours(1)).expect("issue");
         for _ in 0..2 {
