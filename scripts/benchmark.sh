@@ -93,7 +93,11 @@ run() { # backend scenario
     printf "cpu over %.1f s of traffic: server %.1f s (%.0f us/request), database %.1f s (%.0f us/request), load generator %.1f s (%.0f us/request), machine idle %.0f %%\n",
       window, server, server * per_request, database, database * per_request, generator, generator * per_request, idle
   }'
-  echo "resident memory: $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$server/status")"
+  # At the end of the traffic, and a second later: the allocator hands what the run freed back twice a second.
+  local rss_end
+  rss_end=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$server/status")
+  sleep 1
+  echo "resident memory: $rss_end at the end of the traffic, $(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$server/status") a second later"
   curl -s "127.0.0.1:$port/metrics/basic" | grep -o '"write_batches":{[^}]*}\|"cache":{[^}]*}' | tr '\n' ' '; echo
   kill -TERM "$server"; wait "$server" || true
   DATABASE_URL=$url "$bin" verify 2>/dev/null | tail -n 1

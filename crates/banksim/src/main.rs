@@ -12,15 +12,11 @@ use banksim_store::Projection;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
+mod allocator;
 mod console_runner;
 mod events;
 mod population;
 mod simulate;
-
-/// mimalloc returns freed memory to the system: with the default allocator, the 19 MiB that each Argon2 hash
-/// borrows stays parked in per-thread arenas, and a burst of logins leaves the process at a gigabyte.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A banking simulation API: users, wallets in several currencies, exact money movement.
 #[derive(Debug, Parser)]
@@ -122,8 +118,16 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
+    if let Err(err) = allocator::purge_freed_memory_periodically() {
+        eprintln!("banksim: cannot start the allocator's purge thread: {err}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(allocator::purge_now_and_then)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("banksim: cannot start the async runtime: {err}");
