@@ -4,7 +4,6 @@
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -45,14 +44,14 @@ pub fn current_request_id() -> String {
 /// When traces are exported the span joins the caller's trace (W3C `traceparent`), and `X-Trace-ID` is the span's
 /// trace id, so the header, the logs, the audit trail and the exported trace name one trace. Otherwise the trace id
 /// is the `traceparent`'s, or a new one.
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+pub async fn request_context(mut request: Request, next: impl AsyncFnOnce(Request) -> Response) -> Response {
     let request_id = request_id(&request);
     let span = request_span(&request, &request_id);
     let trace_id = crate::telemetry::join_caller_trace(&span, request.headers()).unwrap_or_else(|| trace_id(&request));
     span.record("trace_id", trace_id.as_str());
     let ids = RequestIds { request_id, trace_id };
     request.extensions_mut().insert(ids.clone());
-    let served = CURRENT.scope(ids.clone(), async move { envelope_bare_errors(next.run(request).await) });
+    let served = CURRENT.scope(ids.clone(), async move { envelope_bare_errors(next(request).await) });
     let mut response = served.instrument(span.clone()).await;
     record_status(&span, response.status());
     let headers = response.headers_mut();

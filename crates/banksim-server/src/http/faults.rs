@@ -215,13 +215,13 @@ pub static X_SIMULATION_CLOCK: HeaderName = HeaderName::from_static("x-simulatio
 
 /// Injects the fault a request asks for (`X-Simulate-Fault`) or draws (random faults), and shows the clock
 /// (`X-Simulation-Clock`) — in simulation mode only.
-pub async fn inject_faults(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn inject_faults(state: &AppState, request: Request, next: Next) -> Response {
     let Some(injector) = state.faults.clone() else { return next.run(request).await };
     let path = request.extensions().get::<OriginalUri>().map_or(request.uri().path(), |uri| uri.path());
     if !(path == "/api/v1" || path.starts_with("/api/v1/")) {
         return next.run(request).await;
     }
-    let mut response = with_fault(&state, &injector, request, next).await;
+    let mut response = with_fault(state, &injector, request, next).await;
     let now = state.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     if let Ok(value) = HeaderValue::from_str(&now) {
         response.headers_mut().insert(X_SIMULATION_CLOCK.clone(), value);

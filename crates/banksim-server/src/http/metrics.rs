@@ -60,11 +60,15 @@ pub async fn require_token(State(state): State<AppState>, request: Request, next
 
 /// Counts every answered request by method, route template (never the raw path: one series per route, and one for
 /// every unmatched path together) and status, and times it.
-pub async fn track_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track_requests(
+    state: &AppState,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let endpoint = request.extensions().get::<MatchedPath>().map_or(UNMATCHED_ENDPOINT, MatchedPath::as_str).to_owned();
-    let response = next.run(request).await;
+    let response = next(request).await;
     state.metrics.record_request(&method, &endpoint, response.status().as_u16(), started.elapsed());
     response
 }

@@ -22,9 +22,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::metrics::counter::Counter;
 use uuid::Uuid;
@@ -310,18 +309,22 @@ fn subject(state: &AppState, group: Group, request: &Request) -> Option<Subject>
 }
 
 /// Applies each group's budget to its routes; other routes pass untouched.
-pub async fn limit_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn limit_requests(
+    state: &AppState,
+    request: Request,
+    next: impl AsyncFnOnce(Request) -> Response,
+) -> Response {
     let limits = &state.rate_limits;
     let Some(group) = Group::of(request.method(), request.uri().path()).filter(|g| limits.limit(*g) > 0) else {
-        return next.run(request).await;
+        return next(request).await;
     };
-    let Some(subject) = subject(&state, group, &request) else {
-        return next.run(request).await;
+    let Some(subject) = subject(state, group, &request) else {
+        return next(request).await;
     };
     let limit = limits.limit(group);
     match limits.check(group, subject).await {
         Decision::Allowed { remaining, reset_secs } => {
-            let mut response = next.run(request).await;
+            let mut response = next(request).await;
             let headers = response.headers_mut();
             for (name, value) in [
                 ("ratelimit-limit", u64::from(limit)),
