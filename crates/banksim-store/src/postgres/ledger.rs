@@ -13,7 +13,7 @@ use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -28,6 +28,9 @@ use crate::ledger::{
 
 /// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
 const BATCH_ATTEMPTS: u32 = 3;
+
+/// Batches of at least this many movements give their connection's grown buffers back after they commit.
+const SHRINK_AFTER_MOVEMENTS: usize = 256;
 
 pub(crate) const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
     to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at, expires_at";
@@ -68,7 +71,23 @@ async fn try_post_batch(
     render: &dyn ResponseRenderer,
     now: DateTime<Utc>,
 ) -> Result<PostedBatch, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut connection = pool.acquire().await?;
+    let posted = post_on(&mut connection, requests, render, now).await?;
+    // A connection keeps its buffers at the largest statement it ever sent (megabytes for a client's batch of a
+    // thousand): hand that memory back rather than keep it in every connection of the pool.
+    if requests.iter().map(|request| request.work.len()).sum::<usize>() >= SHRINK_AFTER_MOVEMENTS {
+        connection.shrink_buffers();
+    }
+    Ok(posted)
+}
+
+async fn post_on(
+    connection: &mut PgConnection,
+    requests: &[LedgerRequest],
+    render: &dyn ResponseRenderer,
+    now: DateTime<Utc>,
+) -> Result<PostedBatch, StoreError> {
+    let mut tx = connection.begin().await?;
     let stored = lock_and_load_keys(&mut tx, requests).await?;
     let live: Vec<&LedgerRequest> = requests
         .iter()
