@@ -81,6 +81,7 @@ async fn try_post_batch(
     Ok(posted)
 }
 
+/// One attempt at the batch, in one database transaction on `connection`.
 async fn post_on(
     connection: &mut PgConnection,
     requests: &[LedgerRequest],
