@@ -85,7 +85,7 @@ impl SqliteStore {
             .connect_with(base.clone().create_if_missing(true))
             .await?;
         let reader = SqlitePoolOptions::new()
-            .max_connections(options.pool_size.max(1))
+            .max_connections(readers_max(options.pool_size))
             .acquire_timeout(options.acquire_timeout)
             .test_before_acquire(false)
             .connect_lazy_with(base.clone().read_only(true));
@@ -98,6 +98,16 @@ impl SqliteStore {
             instances: std::sync::Arc::new(instances),
         })
     }
+}
+
+/// The most readers a store keeps: the pool size, but no more than twice the CPUs. A reader is a thread of its own
+/// working on the CPU (the file's pages are in the system's cache), and a pool keeps its readers with their caches
+/// (about 2 MB each): sixteen of them on two cores were a quarter of the server's resident memory after the SQLite
+/// `batch` scenario, for no more throughput than four (docs/benchmarks.md).
+fn readers_max(pool_size: u32) -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let cap = u32::try_from(cpus.saturating_mul(2)).unwrap_or(u32::MAX);
+    pool_size.min(cap).max(1)
 }
 
 /// Opens (creating it `0600`) the file beside the database whose locks tell how many stores have it open, and takes
@@ -771,4 +781,20 @@ pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
 pub(crate) fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| sqlx::Error::Decode(format!("instant out of range: {micros}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readers_max;
+
+    #[test]
+    fn readers_follow_the_pool_size_up_to_twice_the_cpus() {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let cap = u32::try_from(cpus * 2).expect("CPU count");
+        assert_eq!(readers_max(0), 1);
+        assert_eq!(readers_max(1), 1);
+        assert_eq!(readers_max(cap), cap);
+        assert_eq!(readers_max(cap + 1), cap);
+        assert_eq!(readers_max(u32::MAX), cap);
+    }
 }
