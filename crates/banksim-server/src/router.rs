@@ -11,7 +11,6 @@ use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -174,10 +173,6 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, config.request_timeout())),
         )
         .layer(middleware::from_fn_with_state(state.clone(), request_edge))
-        // Every answer is private to its caller (tokens, balances; RFC 6749 §5.1 for the token answers) and is what
-        // its Content-Type says.
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .with_state(state)
 }
 
@@ -188,9 +183,12 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
 /// - the rate limits;
 /// - simulation mode's faults (`X-Simulate-Fault`, `/admin/faults`): inside the ids, metrics and rate limits, so a
 ///   faulty answer is counted and enveloped like a real one; outside the timeout, so a latency adds to it.
+///
+/// Every answer leaves it private to its caller (tokens, balances; RFC 6749 §5.1 for the token answers) and as what
+/// its Content-Type says.
 async fn request_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let state = &state;
-    context::request_context(request, async move |request| {
+    let mut response = context::request_context(request, async move |request| {
         metrics::track_requests(state, request, async move |request| {
             rate_limit::limit_requests(state, request, async move |request| {
                 faults::inject_faults(state, request, next).await
@@ -199,7 +197,11 @@ async fn request_edge(State(state): State<AppState>, request: Request, next: Nex
         })
         .await
     })
-    .await
+    .await;
+    let headers = response.headers_mut();
+    headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 async fn not_found() -> ApiError {
