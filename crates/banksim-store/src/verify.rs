@@ -4,7 +4,7 @@
 //! backends spell differently; everything else is SQL that PostgreSQL and SQLite both accept.
 
 /// (query, what it checks) pairs.
-pub(crate) const CHECKS: [(&str, &str); 11] = [
+pub(crate) const CHECKS: [(&str, &str); 12] = [
     (
         "SELECT ID(p.transaction_id) || ' ' || a.currency || ' sums to ' || CAST(sum(p.amount_minor) AS TEXT)
          FROM postings p JOIN accounts a ON a.id = p.account_id
@@ -89,6 +89,17 @@ pub(crate) const CHECKS: [(&str, &str); 11] = [
             OR ((p.effective_at IS NOT NULL OR t.effective_at < t.created_at)
                 AND (p.effective_at IS NULL OR p.effective_at <> t.effective_at))",
         "a back-dated transaction's postings do not take effect when it does",
+    ),
+    (
+        "SELECT 'posting ' || CAST(p.id AS TEXT) || ' of ' || ID(p.transaction_id)
+             || CASE WHEN t.id IS NULL THEN ' has no transaction' ELSE ' has no account' END
+         FROM postings p LEFT JOIN transactions t ON t.id = p.transaction_id LEFT JOIN accounts a ON a.id = p.account_id
+         WHERE t.id IS NULL OR a.id IS NULL
+         UNION ALL
+         SELECT ID(t.id) || ' names a user that does not exist'
+         FROM transactions t LEFT JOIN users f ON f.id = t.from_user_id LEFT JOIN users u ON u.id = t.to_user_id
+         WHERE (t.from_user_id IS NOT NULL AND f.id IS NULL) OR (t.to_user_id IS NOT NULL AND u.id IS NULL)",
+        "a ledger row points nowhere",
     ),
 ];
 

@@ -1100,17 +1100,6 @@ mod ledger {
 
 #[tokio::test]
 async fn verify_names_each_kind_of_tampering() {
-    use banksim_core::currency::Currency;
-    use banksim_core::ledger::{Command, Movement};
-    use banksim_core::money::Money;
-    use banksim_store::{AuditContext, LedgerRequest, ResponseRenderer};
-
-    struct Plain;
-    impl ResponseRenderer for Plain {
-        fn render(&self, _: &LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
-            (201, String::new())
-        }
-    }
     let tampering = [
         (
             "UPDATE accounts SET balance_minor = balance_minor + 1 WHERE kind = 'user'",
@@ -1150,36 +1139,7 @@ async fn verify_names_each_kind_of_tampering() {
     ];
     for (sql, named) in tampering {
         for backend in backends() {
-            let db = TestDatabase::create(backend).await;
-            let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
-            store.migrate().await.expect("migrate");
-            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
-            let request = |movement| LedgerRequest {
-                work: banksim_store::LedgerWork::One(Command {
-                    transaction_id: Uuid::now_v7(),
-                    movement,
-                    description: None,
-                    effective_at: None,
-                }),
-                idempotency: None,
-                // The user's entry has no trace id (as entries written before trace ids were kept), these have one.
-                audit: AuditContext { trace_id: Some(TRACE_ID.to_owned()), ..AuditContext::default() },
-            };
-            let original_id = Uuid::now_v7();
-            let credit = LedgerRequest {
-                work: banksim_store::LedgerWork::One(Command {
-                    transaction_id: original_id,
-                    movement: Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) },
-                    description: None,
-                    effective_at: None,
-                }),
-                ..request(Movement::Credit { user_id: a.id, amount: Money::new(0, Currency::USD) })
-            };
-            store.post_batch(&[credit], &Plain, now()).await.expect("credit");
-            let rollback = request(Movement::Rollback { original_id, actor_id: a.id, actor_is_admin: true });
-            store.post_batch(&[rollback], &Plain, now()).await.expect("rollback");
-            assert!(store.verify_ledger().await.expect("verify").is_sound(), "sound before tampering");
-
+            let (db, store) = ledger_with_a_rollback(backend).await;
             db.execute(sql).await;
             let report = store.verify_ledger().await.expect("verify");
             assert!(report.violations.iter().any(|v| v.contains(named)), "{backend:?} {sql}: {report:?}");
@@ -1187,6 +1147,95 @@ async fn verify_names_each_kind_of_tampering() {
             db.remove().await;
         }
     }
+}
+
+/// A posting without its transaction or account, a transaction naming a user that does not exist: PostgreSQL has no
+/// trigger per row for these (the ledger's batch is the only writer), `verify` names them; SQLite's foreign keys
+/// refuse them.
+#[tokio::test]
+async fn ledger_rows_that_point_nowhere_are_named_or_refused() {
+    let dangling = [
+        ("DELETE FROM transactions", "has no transaction"),
+        ("DELETE FROM accounts WHERE kind = 'world'", "has no account"),
+        // A UUID of the column's type on both backends that is no user's: the transaction's own.
+        ("UPDATE transactions SET to_user_id = id WHERE to_user_id IS NOT NULL", "names a user that does not exist"),
+    ];
+    for (sql, named) in dangling {
+        for backend in backends() {
+            let (db, store) = ledger_with_a_rollback(backend).await;
+            let written = try_execute(&db.url, sql).await;
+            if backend == banksim_store::Backend::Sqlite {
+                let refusal = written.expect_err("SQLite's foreign keys refuse it").to_string();
+                assert!(refusal.contains("FOREIGN KEY"), "{sql}: {refusal}");
+                assert!(store.verify_ledger().await.expect("verify").is_sound(), "{sql}");
+            } else {
+                written.expect("PostgreSQL takes it");
+                let report = store.verify_ledger().await.expect("verify");
+                let pointing_nowhere =
+                    report.violations.iter().filter(|v| v.starts_with("a ledger row points nowhere"));
+                assert!(pointing_nowhere.clone().any(|v| v.contains(named)), "{sql}: {report:?}");
+            }
+            store.close().await;
+            db.remove().await;
+        }
+    }
+}
+
+/// Runs `sql` on the database at `url` behind the store's back, with the backend's default checks on.
+async fn try_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query(sql).execute(&mut connection).await.map(drop)
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(sql).execute(&mut connection).await.map(drop)
+    }
+}
+
+/// A fresh, sound ledger for tampering: a user, a credit of theirs and its rollback (audited with a trace id).
+async fn ledger_with_a_rollback(backend: banksim_store::Backend) -> (TestDatabase, Arc<dyn Store>) {
+    use banksim_core::currency::Currency;
+    use banksim_core::ledger::{Command, Movement};
+    use banksim_core::money::Money;
+    use banksim_store::{AuditContext, LedgerRequest, ResponseRenderer};
+
+    struct Plain;
+    impl ResponseRenderer for Plain {
+        fn render(&self, _: &LedgerRequest, _: &banksim_store::LedgerOutcome) -> (u16, String) {
+            (201, String::new())
+        }
+    }
+    let db = TestDatabase::create(backend).await;
+    let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+    let request = |movement| LedgerRequest {
+        work: banksim_store::LedgerWork::One(Command {
+            transaction_id: Uuid::now_v7(),
+            movement,
+            description: None,
+            effective_at: None,
+        }),
+        idempotency: None,
+        // The user's entry has no trace id (as entries written before trace ids were kept), these have one.
+        audit: AuditContext { trace_id: Some(TRACE_ID.to_owned()), ..AuditContext::default() },
+    };
+    let original_id = Uuid::now_v7();
+    let credit = LedgerRequest {
+        work: banksim_store::LedgerWork::One(Command {
+            transaction_id: original_id,
+            movement: Movement::Credit { user_id: a.id, amount: Money::new(500, Currency::USD) },
+            description: None,
+            effective_at: None,
+        }),
+        ..request(Movement::Credit { user_id: a.id, amount: Money::new(0, Currency::USD) })
+    };
+    store.post_batch(&[credit], &Plain, now()).await.expect("credit");
+    let rollback = request(Movement::Rollback { original_id, actor_id: a.id, actor_is_admin: true });
+    store.post_batch(&[rollback], &Plain, now()).await.expect("rollback");
+    assert!(store.verify_ledger().await.expect("verify").is_sound(), "sound before tampering");
+    (db, store)
 }
 
 mod schedules {
