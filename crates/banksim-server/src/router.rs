@@ -184,8 +184,8 @@ fn with_layers(state: AppState, router: Router<AppState>) -> Router {
 /// - simulation mode's faults (`X-Simulate-Fault`, `/admin/faults`): inside the ids, metrics and rate limits, so a
 ///   faulty answer is counted and enveloped like a real one; outside the timeout, so a latency adds to it.
 ///
-/// Every answer leaves it private to its caller (tokens, balances; RFC 6749 §5.1 for the token answers) and as what
-/// its Content-Type says.
+/// Every answer leaves it marked private to its caller (`Cache-Control: no-store` unless the route chose its own;
+/// tokens, balances; RFC 6749 §5.1 for the token answers) and `nosniff` (it is what its Content-Type says).
 async fn request_edge(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let state = &state;
     let mut response = context::request_context(request, async move |request| {

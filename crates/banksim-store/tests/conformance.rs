@@ -1163,7 +1163,7 @@ async fn ledger_rows_that_point_nowhere_are_named_or_refused() {
     for (sql, named) in dangling {
         for backend in backends() {
             let (db, store) = ledger_with_a_rollback(backend).await;
-            let written = try_execute(&db.url, sql).await;
+            let written = db.try_execute(sql).await;
             if backend == banksim_store::Backend::Sqlite {
                 let refusal = written.expect_err("SQLite's foreign keys refuse it").to_string();
                 assert!(refusal.contains("FOREIGN KEY"), "{sql}: {refusal}");
@@ -1171,25 +1171,12 @@ async fn ledger_rows_that_point_nowhere_are_named_or_refused() {
             } else {
                 written.expect("PostgreSQL takes it");
                 let report = store.verify_ledger().await.expect("verify");
-                let pointing_nowhere =
-                    report.violations.iter().filter(|v| v.starts_with("a ledger row points nowhere"));
-                assert!(pointing_nowhere.clone().any(|v| v.contains(named)), "{sql}: {report:?}");
+                let named_here = |v: &String| v.starts_with("a ledger row points nowhere") && v.contains(named);
+                assert!(report.violations.iter().any(named_here), "{sql}: {report:?}");
             }
             store.close().await;
             db.remove().await;
         }
-    }
-}
-
-/// Runs `sql` on the database at `url` behind the store's back, with the backend's default checks on.
-async fn try_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    if url.starts_with("sqlite:") {
-        let mut connection = sqlx::SqliteConnection::connect(url).await?;
-        sqlx::query(sql).execute(&mut connection).await.map(drop)
-    } else {
-        let mut connection = sqlx::PgConnection::connect(url).await?;
-        sqlx::query(sql).execute(&mut connection).await.map(drop)
     }
 }
 

@@ -78,6 +78,15 @@ impl TestDatabase {
         execute(&self.url, sql).await;
     }
 
+    /// Runs raw SQL on the database behind the store's back, and says whether the database took it (tests of what
+    /// a schema refuses).
+    ///
+    /// # Errors
+    /// The database's refusal, or a failed connection.
+    pub async fn try_execute(&self, sql: &str) -> Result<(), sqlx::Error> {
+        try_execute(&self.url, sql).await
+    }
+
     /// Runs a query that answers one integer (a `count(*)`) on the database behind the store's back.
     ///
     /// # Panics
@@ -106,12 +115,20 @@ fn postgres_url() -> String {
 /// # Panics
 /// When the connection or the statement fails.
 pub async fn execute(url: &str, sql: &str) {
+    try_execute(url, sql).await.expect("execute");
+}
+
+/// Runs raw SQL on the database at `url`, with the backend's default checks on (SQLite's foreign keys included).
+///
+/// # Errors
+/// The database's refusal, or a failed connection.
+pub async fn try_execute(url: &str, sql: &str) -> Result<(), sqlx::Error> {
     if url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect to SQLite");
-        sqlx::query(sql).execute(&mut conn).await.expect("execute");
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::query(sql).execute(&mut conn).await.map(drop)
     } else {
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to PostgreSQL");
-        sqlx::query(sql).execute(&mut conn).await.expect("execute");
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(sql).execute(&mut conn).await.map(drop)
     }
 }
 
