@@ -1883,6 +1883,38 @@ async fn the_sqlite_file_and_its_folder_are_private() {
     store.close().await;
 }
 
+/// The writer only appends to SQLite's write-ahead log (it checkpoints itself past 64 MB): a connection of the
+/// store's own copies the log into the database file soon after each commit.
+#[tokio::test]
+async fn the_sqlite_log_reaches_the_database_file_without_the_writer_checkpointing() {
+    use sqlx::ConnectOptions as _;
+    let root = tempfile::tempdir().expect("temporary folder");
+    let file = root.path().join("banksim.db");
+    let store = banksim_store::connect(&format!("sqlite:{}", file.display()), ConnectOptions::default())
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let users: Vec<_> = (0..200).map(|i| new_user(&format!("user{i}"), Role::User)).collect();
+    store.create_users(&users, &AuditContext::default()).await.expect("create users");
+    let mut reader =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(&file).read_only(true).connect().await.expect("reader");
+    let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut reader).await.expect("page count");
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut reader).await.expect("page size");
+    let expected = u64::try_from(pages * page_size).expect("size");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut on_disk = 0;
+    while std::time::Instant::now() < deadline {
+        on_disk = std::fs::metadata(&file).expect("database file").len();
+        if on_disk == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(on_disk, expected, "every page of the database ({pages}) copied from the log into the file");
+    drop(reader);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_primary_reports_its_wal_position_past_every_commit_and_sqlite_none() {
     each_backend(|store| async move {

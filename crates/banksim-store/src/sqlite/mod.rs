@@ -9,6 +9,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+mod checkpoint;
 mod journal;
 mod ledger;
 mod projection;
@@ -60,6 +61,8 @@ pub struct SqliteStore {
     /// A file beside the database that every store open on it holds a shared lock on: whoever can turn it into an
     /// exclusive lock is alone on the database, and no other writer can have changed it.
     instances: std::sync::Arc<std::fs::File>,
+    /// The connection that copies the write-ahead log into the database file (see `checkpoint.rs`).
+    checkpointer: SqlitePool,
 }
 
 /// The marker of a store alone on its database: nothing but itself can change it.
@@ -82,8 +85,13 @@ impl SqliteStore {
             .max_connections(1)
             .acquire_timeout(options.acquire_timeout)
             .test_before_acquire(false)
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(
+                base.clone().create_if_missing(true).pragma("wal_autocheckpoint", checkpoint::WRITER_PAGES.to_string()),
+            )
             .await?;
+        let checkpointer =
+            SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_lazy_with(base.clone());
+        tokio::spawn(checkpoint::run(checkpointer.clone()));
         let reader = SqlitePoolOptions::new()
             .max_connections(readers_max(options.pool_size))
             .acquire_timeout(options.acquire_timeout)
@@ -95,6 +103,7 @@ impl SqliteStore {
             writer,
             reader,
             watcher: std::sync::Arc::new(tokio::sync::Mutex::new(watcher)),
+            checkpointer,
             instances: std::sync::Arc::new(instances),
         })
     }
@@ -207,6 +216,7 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+        self.checkpointer.close().await;
     }
 
     async fn create_user(&self, user: NewUser, audit: &AuditContext) -> Result<User, StoreError> {
