@@ -2,7 +2,8 @@
 //!
 //! SQLite allows one writer at a time, so writes go through a pool of exactly one connection: they queue in
 //! the pool instead of failing with `SQLITE_BUSY`, and a read-then-write transaction can never be interleaved with
-//! another writer. Reads use a separate pool and, thanks to WAL, never wait for the writer.
+//! another writer. Reads use a separate pool and, thanks to WAL, never wait for the writer. A third connection copies
+//! the log back into the database file, so that the writer only appends (`checkpoint.rs`).
 //!
 //! Instants are stored as integer microseconds since the Unix epoch (see the migration).
 
