@@ -12,7 +12,7 @@ use banksim_core::ledger::{AccountKey, AccountState, Book, Limits};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::chain::link;
+use crate::chain::{Link, link};
 use crate::ledger::{
     BatchRows, LedgerOutcome, LedgerRequest, ResponseRenderer, accounts_to_open, accounts_touched, plan_batch,
     rollback_originals,
@@ -127,8 +127,8 @@ pub(crate) struct PlannedBatch {
     pub now: DateTime<Utc>,
     /// The rows. `accounts` holds the accounts it changed, as it left them.
     pub rows: BatchRows,
-    /// (prev_hash, hash) of each audit row.
-    pub links: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The chain link of each audit row.
+    pub links: Vec<Link>,
     /// Accounts it opened, with their ids (their rows are created empty, at `opened_at`).
     pub opened: Vec<(AccountKey, Uuid)>,
     /// The `now` the batch was given: when the accounts it opened were created.
@@ -194,8 +194,8 @@ impl Planner {
             account.changed = true;
         }
         let links = if rows.audits.is_empty() { Vec::new() } else { link(&rows.audits, self.head.take(), now) };
-        if let Some((_, last)) = links.last() {
-            self.head = Some(last.clone());
+        if let Some(last) = links.last() {
+            self.head = Some(last.hash.clone());
         }
         Ok(PlannedBatch { now, rows, links, opened, opened_at: batch.now })
     }

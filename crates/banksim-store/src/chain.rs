@@ -34,7 +34,8 @@ struct Content<'a> {
     entity_type: &'a str,
     entity_id: Option<&'a str>,
     outcome: &'a str,
-    details: &'a serde_json::Value,
+    /// The details serialised (serde_json's form: keys sorted, no spaces), as hashed.
+    details: &'a str,
     ip: Option<&'a str>,
     user_agent: Option<&'a str>,
     request_id: Option<&'a str>,
@@ -47,7 +48,6 @@ impl Content<'_> {
     /// the trace id last and only when there is one.
     fn hash(&self, prev: &[u8]) -> Vec<u8> {
         let actor = self.actor_id.map(|a| a.into_bytes()).unwrap_or_default();
-        let details = self.details.to_string();
         let created_at = self.created_at.timestamp_micros().to_be_bytes();
         let fields: [&[u8]; 11] = [
             self.entry_id.as_bytes(),
@@ -56,7 +56,7 @@ impl Content<'_> {
             self.entity_type.as_bytes(),
             self.entity_id.unwrap_or_default().as_bytes(),
             self.outcome.as_bytes(),
-            details.as_bytes(),
+            self.details.as_bytes(),
             self.ip.unwrap_or_default().as_bytes(),
             self.user_agent.unwrap_or_default().as_bytes(),
             self.request_id.unwrap_or_default().as_bytes(),
@@ -72,7 +72,7 @@ impl Content<'_> {
     }
 }
 
-fn row_content(row: &AuditRow, created_at: DateTime<Utc>) -> Content<'_> {
+fn row_content<'a>(row: &'a AuditRow, details: &'a str, created_at: DateTime<Utc>) -> Content<'a> {
     Content {
         entry_id: row.entry_id,
         actor_id: row.actor_id,
@@ -80,7 +80,7 @@ fn row_content(row: &AuditRow, created_at: DateTime<Utc>) -> Content<'_> {
         entity_type: row.entity_type,
         entity_id: row.entity_id.as_deref(),
         outcome: &row.outcome,
-        details: &row.details,
+        details,
         ip: row.ip.as_deref(),
         user_agent: row.user_agent.as_deref(),
         request_id: row.request_id.as_deref(),
@@ -89,7 +89,7 @@ fn row_content(row: &AuditRow, created_at: DateTime<Utc>) -> Content<'_> {
     }
 }
 
-fn stored_content(entry: &ChainedEntry) -> Content<'_> {
+fn stored_content<'a>(entry: &'a ChainedEntry, details: &'a str) -> Content<'a> {
     let r = &entry.record;
     Content {
         entry_id: entry.entry_id,
@@ -98,7 +98,7 @@ fn stored_content(entry: &ChainedEntry) -> Content<'_> {
         entity_type: &r.entity_type,
         entity_id: r.entity_id.as_deref(),
         outcome: &r.outcome,
-        details: &r.details,
+        details,
         ip: r.ip.as_deref(),
         user_agent: r.user_agent.as_deref(),
         request_id: r.request_id.as_deref(),
@@ -107,13 +107,22 @@ fn stored_content(entry: &ChainedEntry) -> Content<'_> {
     }
 }
 
-/// (prev_hash, hash) for each of `rows`, appended in order after the entry whose hash is `last`.
-pub(crate) fn link(rows: &[AuditRow], last: Option<Vec<u8>>, created_at: DateTime<Utc>) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// An entry's place in the chain, and its details serialised once: as hashed, and so as written.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub details: String,
+}
+
+/// The link of each of `rows`, appended in order after the entry whose hash is `last`.
+pub(crate) fn link(rows: &[AuditRow], last: Option<Vec<u8>>, created_at: DateTime<Utc>) -> Vec<Link> {
     let mut prev = last.unwrap_or_else(|| GENESIS.to_vec());
     rows.iter()
         .map(|row| {
-            let hash = row_content(row, created_at).hash(&prev);
-            (std::mem::replace(&mut prev, hash.clone()), hash)
+            let details = row.details.to_string();
+            let hash = row_content(row, &details, created_at).hash(&prev);
+            Link { prev_hash: std::mem::replace(&mut prev, hash.clone()), hash, details }
         })
         .collect()
 }
@@ -132,7 +141,8 @@ pub(crate) fn check(entries: &[ChainedEntry], mut prev: Option<Vec<u8>>) -> (Opt
             );
             return (Some(broken), None);
         }
-        if &stored_content(entry).hash(&expected_prev) != hash {
+        let details = entry.record.details.to_string();
+        if &stored_content(entry, &details).hash(&expected_prev) != hash {
             return (Some(format!("audit entry {} was changed after it was written", entry.record.id)), None);
         }
         prev = Some(hash.clone());

@@ -16,14 +16,14 @@ pub(crate) async fn append_audit(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let links = super::ledger::link_audit(tx, rows, now).await?;
-    if let Some((_, head)) = links.last() {
-        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(head).execute(&mut **tx).await?;
+    if let Some(head) = links.last() {
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(&head.hash).execute(&mut **tx).await?;
     }
-    for (a, (prev_hash, hash)) in rows.iter().zip(links) {
+    for (a, link) in rows.iter().zip(links) {
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
                  user_agent, request_id, prev_hash, hash, created_at, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(a.entry_id)
         .bind(a.actor_id)
@@ -31,12 +31,12 @@ pub(crate) async fn append_audit(
         .bind(a.entity_type)
         .bind(&a.entity_id)
         .bind(&a.outcome)
-        .bind(&a.details)
+        .bind(link.details)
         .bind(&a.ip)
         .bind(&a.user_agent)
         .bind(&a.request_id)
-        .bind(prev_hash)
-        .bind(hash)
+        .bind(link.prev_hash)
+        .bind(link.hash)
         .bind(now)
         .bind(&a.trace_id)
         .execute(&mut **tx)

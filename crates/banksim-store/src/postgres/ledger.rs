@@ -13,11 +13,12 @@ use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
 use crate::StoreError;
-use crate::chain::link;
+use crate::chain::{Link, link};
 use crate::ledger::{
     AuditContext, AuditRow, BatchRows, DueHold, FxRate, HISTORY_LATER_SQL, HISTORY_OPENING_SQL, HistoryEntry,
     HistoryQuery, LedgerReport, LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse,
@@ -292,7 +293,7 @@ async fn lock_accounts(
 async fn write_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: &BatchRows,
-    links: &[(Vec<u8>, Vec<u8>)],
+    links: &[Link],
     notices: &[String],
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -339,7 +340,7 @@ async fn write_rows(
         .bind(e.iter().map(|e| e.aggregate_id).collect::<Vec<_>>())
         .bind(e.iter().map(|e| e.version).collect::<Vec<_>>())
         .bind(e.iter().map(|e| e.event_type).collect::<Vec<_>>())
-        .bind(e.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
         // audit entries: $32..$41
         .bind(au.iter().map(|a| a.entry_id).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.actor_id).collect::<Vec<_>>())
@@ -347,7 +348,7 @@ async fn write_rows(
         .bind(au.iter().map(|a| a.entity_type).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.entity_id.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>())
-        .bind(au.iter().map(|a| a.details.clone()).collect::<Vec<_>>())
+        .bind(links.iter().map(|l| l.details.as_str()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.ip.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.user_agent.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.request_id.clone()).collect::<Vec<_>>())
@@ -358,8 +359,8 @@ async fn write_rows(
         .bind(k.iter().map(|k| i32::from(k.status)).collect::<Vec<_>>())
         .bind(k.iter().map(|k| k.body.clone()).collect::<Vec<_>>())
         // audit chain links: $47, $48
-        .bind(links.iter().map(|(prev, _)| prev.clone()).collect::<Vec<_>>())
-        .bind(links.iter().map(|(_, hash)| hash.clone()).collect::<Vec<_>>())
+        .bind(links.iter().map(|l| l.prev_hash.as_slice()).collect::<Vec<_>>())
+        .bind(links.iter().map(|l| l.hash.as_slice()).collect::<Vec<_>>())
         // audit entries' trace ids: $49
         .bind(au.iter().map(|a| a.trace_id.clone()).collect::<Vec<_>>())
         // the change bus's notices of the wallets changed: $50
@@ -415,8 +416,12 @@ chain_head AS (
 new_audit AS (
     INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
         request_id, prev_hash, hash, trace_id, created_at)
-    SELECT *, $1 FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
-        $38::jsonb[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[], $49::text[])
+    SELECT entry_id, actor_id, action, entity_type, entity_id, outcome, details::jsonb, ip, user_agent, request_id,
+        prev_hash, hash, trace_id, $1
+    FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
+        $38::text[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[], $49::text[])
+        AS a(entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
+             prev_hash, hash, trace_id)
 ),
 new_keys AS (
     INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at)
@@ -429,13 +434,13 @@ notices AS (
 )
 SELECT count(*) FROM notices";
 
-/// Locks the audit chain's head and links `rows` after it: (prev_hash, hash) per row. The caller must move the head
-/// to the last new hash in the same transaction.
+/// Locks the audit chain's head and links `rows` after it. The caller must move the head to the last new hash in the
+/// same transaction.
 pub(crate) async fn link_audit(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[AuditRow],
     now: DateTime<Utc>,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Vec<Link>, StoreError> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }

@@ -22,8 +22,8 @@ pub(crate) async fn append_audit(
     let head: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT last_hash FROM audit_chain_head").fetch_one(&mut **tx).await?;
     let links = link(rows, head, now);
-    if let Some((_, last)) = links.last() {
-        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(last).execute(&mut **tx).await?;
+    if let Some(last) = links.last() {
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(&last.hash).execute(&mut **tx).await?;
     }
     // One statement per 2,000 entries (SQLite binds at most 32,766 parameters; an entry has 14), in chain order: the
     // autoincrement ids follow the VALUES order.
@@ -33,19 +33,19 @@ pub(crate) async fn append_audit(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
                  user_agent, request_id, prev_hash, hash, created_at, trace_id) ",
         );
-        query.push_values(chunk, |mut row, (a, (prev_hash, hash))| {
+        query.push_values(chunk, |mut row, (a, link)| {
             row.push_bind(a.entry_id)
                 .push_bind(a.actor_id)
                 .push_bind(a.action.as_str())
                 .push_bind(a.entity_type)
                 .push_bind(a.entity_id.as_deref())
                 .push_bind(a.outcome.as_str())
-                .push_bind(a.details.to_string())
+                .push_bind(link.details.as_str())
                 .push_bind(a.ip.as_deref())
                 .push_bind(a.user_agent.as_deref())
                 .push_bind(a.request_id.as_deref())
-                .push_bind(prev_hash.clone())
-                .push_bind(hash.clone())
+                .push_bind(link.prev_hash.as_slice())
+                .push_bind(link.hash.as_slice())
                 .push_bind(micros(now))
                 .push_bind(a.trace_id.as_deref());
         });
