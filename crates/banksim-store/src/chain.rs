@@ -108,7 +108,7 @@ fn stored_content<'a>(entry: &'a ChainedEntry, details: &'a str) -> Content<'a> 
 }
 
 /// An entry's place in the chain, and its details serialised once: as hashed, and so as written.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Link {
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,

@@ -6,7 +6,7 @@
 //! connection of its own checkpoints every [`INTERVAL`] in `PASSIVE` mode (it never blocks the writer or a
 //! reader), so the writer only appends, and a page changed by many batches in between is copied once. The writer
 //! still checkpoints itself past [`WRITER_PAGES`] should this task fall behind, which keeps the log bounded.
-//! Measured on the SQLite `transfer` scenario (docs/benchmarks.md): +22–26 % movements/s, a lower p99.
+//! Measured on the SQLite `transfer` scenario (docs/benchmarks.md): +19–23 % movements/s, a lower p99.
 
 use std::time::Duration;
 
