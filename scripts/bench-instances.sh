@@ -40,11 +40,18 @@ start_nats() {
   exit 1
 }
 
+# A metric's value on the instance numbered $2 (the instances inherit METRICS_TOKEN, when set, from this shell).
+metric() { # name instance
+  local auth=()
+  [ -n "${METRICS_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $METRICS_TOKEN")
+  curl -s "${auth[@]}" "127.0.0.1:$((base_port + $2))/metrics" | awk -v name="$1" '$1 == name {print int($2)}'
+}
+
 # A metric's value summed over every instance (the relay runs on one of them at a time).
 metric_sum() { # name instances
   local total=0 i value
   for i in $(seq 1 "$2"); do
-    value=$(curl -s "127.0.0.1:$((base_port + i))/metrics" | awk -v name="$1" '$1 == name {print int($2)}')
+    value=$(metric "$1" "$i")
     total=$((total + ${value:-0}))
   done
   echo "$total"
@@ -67,7 +74,7 @@ run() { # instances through (lb|direct)
   published_before=$(metric_sum banksim_relay_published_total "$instances")
   local started=$SECONDS
   while kill -0 "$simulate" 2>/dev/null; do
-    lag=$(curl -s "127.0.0.1:$((base_port + 1))/metrics" | awk '$1 == "banksim_relay_lag_events" {print int($2)}')
+    lag=$(metric banksim_relay_lag_events 1)
     [ "${lag:-0}" -gt "$max_lag" ] && max_lag=$lag
     sleep 1
   done
@@ -77,7 +84,7 @@ run() { # instances through (lb|direct)
   grep -E '^(requests|latency|errors|conservation)' "$work/report"
   local caught_up_at=$SECONDS
   for _ in $(seq 1 120); do
-    lag=$(curl -s "127.0.0.1:$((base_port + 1))/metrics" | awk '$1 == "banksim_relay_lag_events" {print int($2)}')
+    lag=$(metric banksim_relay_lag_events 1)
     [ "${lag:-1}" -eq 0 ] && break
     sleep 0.5
   done
