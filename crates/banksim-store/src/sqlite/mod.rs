@@ -92,7 +92,6 @@ impl SqliteStore {
             .await?;
         let checkpointer =
             SqlitePoolOptions::new().max_connections(1).test_before_acquire(false).connect_lazy_with(base.clone());
-        tokio::spawn(checkpoint::run(checkpointer.clone()));
         let reader = SqlitePoolOptions::new()
             .max_connections(readers_max(options.pool_size))
             .acquire_timeout(options.acquire_timeout)
@@ -100,6 +99,8 @@ impl SqliteStore {
             .connect_lazy_with(base.clone().read_only(true));
         let instances = instances_file(base.get_filename()).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
         let watcher = sqlx::ConnectOptions::connect(&base.read_only(true)).await?;
+        // Started last: a store that failed to open leaves no task behind.
+        tokio::spawn(checkpoint::run(checkpointer.clone()));
         Ok(Self {
             writer,
             reader,
