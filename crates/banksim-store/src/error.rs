@@ -72,6 +72,14 @@ fn is_connection_failure(code: &str) -> bool {
 const UNIQUE_CONFLICTS: &[(&str, &str)] =
     &[("users_email_key", "email_taken"), ("users.email", "email_taken"), ("users_username_key", "username_taken")];
 
+/// The SQLite ledger writer's errors (its connection is rusqlite's, see `sqlite/ledger_writer.rs`), sorted as sqlx
+/// sorts SQLite's: a result code of the database, for logs and never for clients.
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Other(sqlx::Error::Io(std::io::Error::other(err)))
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {

@@ -3,299 +3,24 @@
 //! The writer connection serialises every batch, so no locks beyond SQLite's own are needed; rows are written one
 //! statement each (cheap in-process), all inside the batch's one commit.
 
-use std::collections::HashMap;
-
 use banksim_core::currency::Currency;
-use banksim_core::effective::EffectiveHistory;
-use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original, TransactionRecord};
+use banksim_core::ledger::{AccountKey, Limits, TransactionRecord};
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{instant, micros};
 use crate::StoreError;
 use crate::ledger::{
-    AuditContext, BatchRows, DueHold, FxRate, HISTORY_LATER_SQL, HISTORY_OPENING_SQL, HistoryEntry, HistoryQuery,
-    LedgerReport, LedgerRequest, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse, TransactionQuery, Wallet,
-    account_key, accounts_to_open, accounts_touched, check_new_limits, history_starts, limits_rows, parse_currency,
-    parse_stored, plan_batch, refuse_gaining_cycle, rollback_originals, wallet_states, with_effective_balances,
+    AuditContext, DueHold, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LimitsChange, StoredResponse,
+    TransactionQuery, Wallet, check_new_limits, limits_rows, parse_currency, parse_stored, refuse_gaining_cycle,
+    with_effective_balances,
 };
 
 const TRANSACTION_COLUMNS: &str = "id, kind, status, from_user_id, to_user_id, amount_minor, currency, \
     to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at, expires_at";
-
-pub(crate) async fn post_batch(
-    writer: &SqlitePool,
-    requests: &[LedgerRequest],
-    render: &dyn ResponseRenderer,
-    now: DateTime<Utc>,
-) -> Result<PostedBatch, StoreError> {
-    // IMMEDIATE takes the write lock up front: a batch reads before it writes, and another process writing in
-    // between (say `banksim admin`) would otherwise fail it with SQLITE_BUSY.
-    let mut tx = super::begin_write(writer).await?;
-    let stored = load_stored_answers(&mut tx, requests).await?;
-    let live: Vec<&LedgerRequest> = requests
-        .iter()
-        .filter(|r| r.idempotency.as_ref().is_none_or(|c| !stored.contains_key(&(c.user_id, c.key.clone()))))
-        .collect();
-    let originals = load_originals(&mut tx, &rollback_originals(&live)).await?;
-    let created = open_accounts(&mut tx, &accounts_to_open(&live), now).await?;
-    let mut accounts = Vec::new();
-    let mut now = now;
-    for ids in accounts_touched(&live, &originals).chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT id, kind, user_id, currency, balance_minor, version, updated_at, overdraft_minor, max_balance_minor,
-                    pending_minor
-             FROM accounts WHERE id IN (",
-        );
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(") ORDER BY id");
-        for row in query.build().fetch_all(&mut *tx).await? {
-            // Postings never go back in time on an account, even if the clock does.
-            now = now.max(instant(row.try_get("updated_at")?)?);
-            accounts.push(AccountState {
-                id: row.try_get("id")?,
-                key: account_key(row.try_get("kind")?, row.try_get("user_id")?, row.try_get("currency")?)?,
-                balance_minor: row.try_get("balance_minor")?,
-                version: row.try_get("version")?,
-                limits: limits_from_row(&row)?,
-                pending_minor: row.try_get("pending_minor")?,
-            });
-        }
-    }
-    let histories = load_histories(&mut tx, &history_starts(&live, now)).await?;
-    let versions: HashMap<Uuid, i64> = accounts.iter().map(|a| (a.id, a.version)).collect();
-    let book = Book::new(accounts, originals).with_histories(histories);
-    let (outcomes, mut rows) = plan_batch(requests, stored, book, render, now);
-    rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
-    // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
-    let unused: Vec<Uuid> = created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)).collect();
-    for ids in unused.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM accounts WHERE id IN (");
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        query.push(")");
-        query.build().execute(&mut *tx).await?;
-    }
-    write_rows(&mut tx, &rows, now).await?;
-    tx.commit().await.map_err(StoreError::CommitFailed)?;
-    Ok(PostedBatch { outcomes, wallets: wallet_states(&rows.accounts, now) })
-}
-
-/// The effective-time history of each wallet from its start (the writer connection serialises batches).
-async fn load_histories(
-    tx: &mut Transaction<'_, Sqlite>,
-    starts: &[(AccountKey, DateTime<Utc>)],
-) -> Result<Vec<(AccountKey, EffectiveHistory)>, StoreError> {
-    let mut histories = Vec::with_capacity(starts.len());
-    for &(key, since) in starts {
-        let recorded: Option<i64> = sqlx::query_scalar(HISTORY_OPENING_SQL)
-            .bind(key.id())
-            .bind(micros(since))
-            .fetch_optional(&mut **tx)
-            .await?;
-        let later = sqlx::query(HISTORY_LATER_SQL)
-            .bind(key.id())
-            .bind(micros(since))
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| Ok((instant(row.try_get("at")?)?, row.try_get("amount_minor")?)))
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        histories.push((key, EffectiveHistory::from_postings(since, recorded.unwrap_or(0), later)));
-    }
-    Ok(histories)
-}
-
-async fn load_originals(tx: &mut Transaction<'_, Sqlite>, ids: &[Uuid]) -> Result<Vec<Original>, StoreError> {
-    let mut originals = Vec::with_capacity(ids.len());
-    for id in ids {
-        let sql = format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = $1");
-        let Some(row) = sqlx::query(&sql).bind(id).fetch_optional(&mut **tx).await? else { continue };
-        let legs = sqlx::query(
-            "SELECT p.amount_minor, a.kind, a.user_id, a.currency
-             FROM postings p JOIN accounts a ON a.id = p.account_id WHERE p.transaction_id = $1 ORDER BY p.id",
-        )
-        .bind(id)
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|leg| {
-            Ok(Leg {
-                account: account_key(leg.try_get("kind")?, leg.try_get("user_id")?, leg.try_get("currency")?)?,
-                amount_minor: leg.try_get("amount_minor")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?;
-        originals.push(Original { record: transaction_from_row(&row)?, legs });
-    }
-    Ok(originals)
-}
-
-/// Most rows one statement writes: SQLite binds at most 32,766 parameters, and the widest row here has 15.
-const ROWS_PER_STATEMENT: usize = 2_000;
-
-/// The stored answers of the batch's idempotency keys, in one query.
-async fn load_stored_answers(
-    tx: &mut Transaction<'_, Sqlite>,
-    requests: &[LedgerRequest],
-) -> Result<HashMap<(Uuid, String), StoredResponse>, StoreError> {
-    let claims: Vec<_> = requests.iter().filter_map(|r| r.idempotency.as_ref()).collect();
-    let mut stored = HashMap::new();
-    for chunk in claims.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT user_id, key, request_hash, status_code, response FROM idempotency_keys WHERE (user_id, key) IN (",
-        );
-        query.push_values(chunk, |mut row, claim| {
-            row.push_bind(claim.user_id).push_bind(&claim.key);
-        });
-        query.push(")");
-        for row in query.build().fetch_all(&mut **tx).await? {
-            stored.insert((row.try_get("user_id")?, row.try_get("key")?), stored_from_row(&row)?);
-        }
-    }
-    Ok(stored)
-}
-
-/// Creates the accounts a batch may need that do not exist yet, in one statement, and returns the ids of those it
-/// created (not those that existed).
-async fn open_accounts(
-    tx: &mut Transaction<'_, Sqlite>,
-    keys: &[AccountKey],
-    now: DateTime<Utc>,
-) -> Result<Vec<Uuid>, StoreError> {
-    let mut created = Vec::new();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut query =
-            QueryBuilder::<Sqlite>::new("INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) ");
-        query.push_values(chunk, |mut row, key| {
-            row.push_bind(key.id())
-                .push_bind(key.kind())
-                .push_bind(key.user_id())
-                .push_bind(key.currency().code())
-                .push_bind(micros(now))
-                .push_bind(micros(now));
-        });
-        query.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-        for row in query.build().fetch_all(&mut **tx).await? {
-            created.push(row.try_get("id")?);
-        }
-    }
-    Ok(created)
-}
-
-/// Writes everything a batch produced with one statement per table (per 2,000 rows): the cost of a statement on
-/// SQLite is mostly its round trip through the driver, not its rows.
-async fn write_rows(tx: &mut Transaction<'_, Sqlite>, rows: &BatchRows, now: DateTime<Utc>) -> Result<(), StoreError> {
-    let now_at = now;
-    let now = micros(now);
-    for chunk in rows.transactions.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO transactions (id, kind, status, from_user_id, to_user_id, amount_minor, currency,
-                 to_amount_minor, to_currency, rate, description, reversal_of, reversed_by, created_at, effective_at,
-                 expires_at) ",
-        );
-        query.push_values(chunk, |mut row, r| {
-            row.push_bind(r.id)
-                .push_bind(r.kind.as_str())
-                .push_bind(r.status.as_str())
-                .push_bind(r.from_user_id)
-                .push_bind(r.to_user_id)
-                .push_bind(r.amount.amount_minor())
-                .push_bind(r.amount.currency().code())
-                .push_bind(r.to_amount.map(|m| m.amount_minor()))
-                .push_bind(r.to_amount.map(|m| m.currency().code()))
-                .push_bind(r.rate.map(|rate| rate.to_string()))
-                .push_bind(r.description.as_deref())
-                .push_bind(r.reversal_of)
-                .push_bind(r.reversed_by)
-                .push_bind(micros(r.created_at))
-                .push_bind(micros(r.effective_at))
-                .push_bind(r.expires_at.map(micros));
-        });
-        query.build().execute(&mut **tx).await?;
-    }
-    for chunk in rows.updated.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE transactions SET status = r.status, amount_minor = r.amount, reversed_by = r.by
-             FROM (SELECT column1 AS id, column2 AS by, column3 AS status, column4 AS amount FROM (",
-        );
-        query.push_values(chunk, |mut row, r| {
-            row.push_bind(r.id)
-                .push_bind(r.reversed_by)
-                .push_bind(r.status.as_str())
-                .push_bind(r.amount.amount_minor());
-        });
-        query.push(")) AS r WHERE transactions.id = r.id");
-        query.build().execute(&mut **tx).await?;
-    }
-    for chunk in rows.postings.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO postings (transaction_id, account_id, amount_minor, balance_after_minor, account_version,
-                 effective_at, created_at) ",
-        );
-        query.push_values(chunk, |mut row, (transaction_id, p)| {
-            row.push_bind(*transaction_id)
-                .push_bind(p.account_id)
-                .push_bind(p.amount_minor)
-                .push_bind(p.balance_after_minor)
-                .push_bind(p.account_version)
-                .push_bind(p.effective_at.map(micros))
-                .push_bind(now);
-        });
-        query.build().execute(&mut **tx).await?;
-    }
-    for chunk in rows.accounts.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "UPDATE accounts SET balance_minor = n.balance, version = n.version, pending_minor = n.pending, updated_at = ",
-        );
-        query.push_bind(now);
-        query.push(" FROM (SELECT column1 AS id, column2 AS balance, column3 AS version, column4 AS pending FROM (");
-        query.push_values(chunk, |mut row, a| {
-            row.push_bind(a.id).push_bind(a.balance_minor).push_bind(a.version).push_bind(a.pending_minor);
-        });
-        query.push(")) AS n WHERE accounts.id = n.id");
-        query.build().execute(&mut **tx).await?;
-    }
-    for chunk in rows.events.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) ",
-        );
-        query.push_values(chunk, |mut row, e| {
-            row.push_bind(e.id)
-                .push_bind(e.aggregate_type)
-                .push_bind(e.aggregate_id)
-                .push_bind(e.version)
-                .push_bind(e.event_type)
-                .push_bind(e.data.to_string())
-                .push_bind(now);
-        });
-        query.build().execute(&mut **tx).await?;
-    }
-    super::journal::append_audit(tx, &rows.audits, now_at).await?;
-    for chunk in rows.idempotency.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO idempotency_keys (user_id, key, request_hash, status_code, response, created_at) ",
-        );
-        query.push_values(chunk, |mut row, k| {
-            row.push_bind(k.user_id)
-                .push_bind(k.key.as_str())
-                .push_bind(k.request_hash.as_slice())
-                .push_bind(i64::from(k.status))
-                .push_bind(k.body.as_str())
-                .push_bind(now);
-        });
-        query.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}
 
 fn transaction_from_row(row: &SqliteRow) -> Result<TransactionRecord, sqlx::Error> {
     let currency = parse_currency(row.try_get("currency")?)?;
@@ -456,7 +181,17 @@ pub(crate) async fn set_wallet_limits(
     if user.is_none() {
         return Err(StoreError::NotFound);
     }
-    open_accounts(&mut tx, &[wallet], now).await?;
+    sqlx::query(
+        "INSERT INTO accounts (id, kind, user_id, currency, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(wallet.id())
+    .bind(wallet.kind())
+    .bind(change.user_id)
+    .bind(change.currency.code())
+    .bind(micros(now))
+    .execute(&mut *tx)
+    .await?;
     let row = sqlx::query(
         "SELECT balance_minor, pending_minor, overdraft_minor, max_balance_minor FROM accounts WHERE id = $1",
     )

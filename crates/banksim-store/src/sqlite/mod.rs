@@ -2,8 +2,9 @@
 //!
 //! SQLite allows one writer at a time, so writes go through a pool of exactly one connection: they queue in
 //! the pool instead of failing with `SQLITE_BUSY`, and a read-then-write transaction can never be interleaved with
-//! another writer. Reads use a separate pool and, thanks to WAL, never wait for the writer. A third connection copies
-//! the log back into the database file, so that the writer only appends (`checkpoint.rs`).
+//! another writer. The ledger's batches hold that pool's connection too, while they run on a synchronous connection
+//! of their own (`ledger_writer.rs`). Reads use a separate pool and, thanks to WAL, never wait for the writer. A
+//! third connection copies the log back into the database file, so that the writer only appends (`checkpoint.rs`).
 //!
 //! Instants are stored as integer microseconds since the Unix epoch (see the migration).
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 mod checkpoint;
 mod journal;
 mod ledger;
+mod ledger_writer;
 mod projection;
 mod relay;
 mod schedule;
@@ -64,6 +66,8 @@ pub struct SqliteStore {
     instances: std::sync::Arc<std::fs::File>,
     /// The connection that copies the write-ahead log into the database file (see `checkpoint.rs`).
     checkpointer: SqlitePool,
+    /// The connection the ledger's batches are written on, under the writer pool's lock (see `ledger_writer.rs`).
+    ledger_writer: ledger_writer::LedgerWriter,
 }
 
 /// The marker of a store alone on its database: nothing but itself can change it.
@@ -98,6 +102,8 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_lazy_with(base.clone().read_only(true));
         let instances = instances_file(base.get_filename()).map_err(|e| StoreError::Unavailable(sqlx::Error::Io(e)))?;
+        let ledger_writer =
+            ledger_writer::LedgerWriter::open(base.get_filename(), BUSY_TIMEOUT, checkpoint::WRITER_PAGES)?;
         let watcher = sqlx::ConnectOptions::connect(&base.read_only(true)).await?;
         // Started last: a store that failed to open leaves no task behind.
         tokio::spawn(checkpoint::run(checkpointer.clone()));
@@ -107,6 +113,7 @@ impl SqliteStore {
             watcher: std::sync::Arc::new(tokio::sync::Mutex::new(watcher)),
             checkpointer,
             instances: std::sync::Arc::new(instances),
+            ledger_writer,
         })
     }
 }
@@ -468,7 +475,7 @@ impl Store for SqliteStore {
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
     ) -> Result<crate::PostedBatch, StoreError> {
-        ledger::post_batch(&self.writer, requests, render, now).await
+        self.ledger_writer.post_batch(&self.writer, requests, render, now).await
     }
 
     async fn wallet_changes(&self) -> Result<Option<Box<dyn crate::WalletChangeFeed>>, StoreError> {
