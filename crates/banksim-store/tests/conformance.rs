@@ -402,6 +402,35 @@ mod ledger {
         store.wallets(user.id, Some(Currency::USD)).await.expect("wallets").first().map_or(0, |w| w.balance_minor)
     }
 
+    /// On SQLite a batch waits for a write lock that another connection holds (another process; here the test's own
+    /// connection, on the one thread of the test's runtime, which must go on running to release it) asleep, off the
+    /// thread, and posts once it is released.
+    #[tokio::test]
+    async fn a_sqlite_batch_waits_for_another_writer_without_holding_up_the_runtime() {
+        use sqlx::ConnectOptions as _;
+        let root = tempfile::tempdir().expect("temporary folder");
+        let file = root.path().join("banksim.db");
+        let store = banksim_store::connect(&format!("sqlite:{}", file.display()), ConnectOptions::default())
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        let user = store.create_user(new_user("ines", Role::User), &AUDIT).await.expect("create");
+        let mut other = sqlx::sqlite::SqliteConnectOptions::new().filename(&file).connect().await.expect("writer");
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.expect("take the write lock");
+        let credit = request(Movement::Credit { user_id: user.id, amount: usd(500) }, None);
+        let posting = tokio::spawn({
+            let store = store.clone();
+            async move { store.post_batch(&[credit], &Plain, now()).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!posting.is_finished(), "the batch waits for the lock");
+        sqlx::query("COMMIT").execute(&mut other).await.expect("release the write lock");
+        let outcomes = posting.await.expect("task").expect("posted once the lock was free").outcomes;
+        assert!(matches!(outcomes[..], [LedgerOutcome::Posted(_)]), "{outcomes:?}");
+        assert_eq!(balance(&store, &user).await, 500);
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn a_batch_posts_each_movement_on_its_own() {
         each_backend(|store| async move {
