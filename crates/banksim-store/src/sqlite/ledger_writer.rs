@@ -42,6 +42,9 @@ pub(super) struct LedgerWriter {
     busy_timeout: Duration,
 }
 
+/// Statements the writer keeps prepared.
+const STATEMENTS: usize = 32;
+
 /// How often a batch tries again for a write lock held by another process.
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
@@ -55,6 +58,9 @@ impl LedgerWriter {
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", true)?;
         connection.pragma_update(None, "wal_autocheckpoint", autocheckpoint_pages)?;
+        // Room for every statement a batch may run (17; rusqlite keeps 16 by default, and a least-recently-used cache
+        // one too small for a batch that runs them all in turn would prepare every one of them anew).
+        connection.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(Self { connection: Arc::new(tokio::sync::Mutex::new(connection)), busy_timeout })
     }
 
