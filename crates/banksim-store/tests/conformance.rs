@@ -407,16 +407,11 @@ mod ledger {
     /// thread, and posts once it is released.
     #[tokio::test]
     async fn a_sqlite_batch_waits_for_another_writer_without_holding_up_the_runtime() {
-        use sqlx::ConnectOptions as _;
-        let root = tempfile::tempdir().expect("temporary folder");
-        let file = root.path().join("banksim.db");
-        let store = banksim_store::connect(&format!("sqlite:{}", file.display()), ConnectOptions::default())
-            .await
-            .expect("connect");
+        let db = TestDatabase::create(banksim_store::Backend::Sqlite).await;
+        let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
         store.migrate().await.expect("migrate");
         let user = store.create_user(new_user("ines", Role::User), &AUDIT).await.expect("create");
-        let mut other = sqlx::sqlite::SqliteConnectOptions::new().filename(&file).connect().await.expect("writer");
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.expect("take the write lock");
+        let lock = db.lock_writes().await;
         let credit = request(Movement::Credit { user_id: user.id, amount: usd(500) }, None);
         let posting = tokio::spawn({
             let store = store.clone();
@@ -424,11 +419,12 @@ mod ledger {
         });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(!posting.is_finished(), "the batch waits for the lock");
-        sqlx::query("COMMIT").execute(&mut other).await.expect("release the write lock");
+        lock.release().await;
         let outcomes = posting.await.expect("task").expect("posted once the lock was free").outcomes;
         assert!(matches!(outcomes[..], [LedgerOutcome::Posted(_)]), "{outcomes:?}");
         assert_eq!(balance(&store, &user).await, 500);
         store.close().await;
+        db.remove().await;
     }
 
     #[tokio::test]

@@ -134,11 +134,12 @@ fn post(
     let (outcomes, mut rows) = plan_batch(requests, stored, book, render, now);
     rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
     // A wallet opens with its first movement: drop the ones this batch created for movements it refused.
-    let mut delete = tx.prepare_cached("DELETE FROM accounts WHERE id = ?1")?;
-    for id in created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)) {
-        delete.execute([id])?;
+    {
+        let mut delete = tx.prepare_cached("DELETE FROM accounts WHERE id = ?1")?;
+        for id in created.into_iter().filter(|id| !rows.accounts.iter().any(|a| a.id == *id)) {
+            delete.execute([id])?;
+        }
     }
-    drop(delete);
     write_rows(&tx, &rows, now)?;
     tx.commit().map_err(|err| StoreError::CommitFailed(sqlx::Error::Io(std::io::Error::other(err))))?;
     Ok(PostedBatch { outcomes, wallets: wallet_states(&rows.accounts, now) })
