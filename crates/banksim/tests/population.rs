@@ -180,6 +180,24 @@ async fn ledger_rows(url: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
     (events, audit, postings)
 }
 
+/// A hash of every index and constraint of the database, with the number of them: equal for equal schemas.
+async fn schema_fingerprint(db: &TestDatabase) -> (i64, i64) {
+    // Each test database is a schema of its own: its name is left out.
+    let catalog = "SELECT replace(indexdef, current_schema() || '.', '') AS definition
+                   FROM pg_indexes WHERE schemaname = current_schema()
+                   UNION ALL
+                   SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+                   FROM pg_constraint WHERE connamespace = current_schema()::regnamespace";
+    let hash = db
+        .query_count(&format!(
+            "SELECT hashtext(string_agg(definition, E'\\n' ORDER BY definition))::bigint FROM ({catalog}) AS c"
+        ))
+        .await;
+    let count = db.query_count(&format!("SELECT count(*) FROM ({catalog}) AS c")).await;
+    assert!(count > 30, "{count} indexes and constraints");
+    (hash, count)
+}
+
 #[tokio::test]
 async fn the_bulk_path_writes_what_the_batch_path_writes_on_postgres() {
     if !backends().contains(&Backend::Postgres) {
@@ -204,6 +222,9 @@ async fn the_bulk_path_writes_what_the_batch_path_writes_on_postgres() {
     assert!(events == batch_events, "the event logs differ");
     assert!(audit == batch_audit, "the audit trails differ");
     assert!(postings == batch_postings, "the wallets or their postings differ");
+    // The bulk path set the ledger's indexes and keys aside while it wrote: every one of them is back.
+    let (schema, batch_schema) = (schema_fingerprint(&bulk).await, schema_fingerprint(&batches).await);
+    assert_eq!(schema, batch_schema, "an index or a key was not put back");
     // Every invariant holds (the audit chain's links included), and the event log rebuilds every balance.
     assert!(banksim_on(&bulk.url, &["verify"]).contains("ledger ok"));
     assert!(banksim_on(&bulk.url, &["replay"]).contains("replay ok"));

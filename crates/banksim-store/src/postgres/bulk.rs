@@ -2,7 +2,7 @@
 //! binary format instead of the batch path's `INSERT … SELECT unnest(…)`, all in one database transaction.
 //!
 //! The ledger's tables are locked (`EXCLUSIVE`: readers go on, no other writer; on an empty ledger `ACCESS
-//! EXCLUSIVE` once its secondary indexes are set aside, see [`set_aside_checks`]) for the whole posting, so the
+//! EXCLUSIVE` once its indexes and keys are set aside, see [`set_aside_checks`]) for the whole posting, so the
 //! accounts and the audit chain's head, read once at the start, stay what the planner holds in memory. Rows go out
 //! a group of batches at a time: the accounts the group opened (empty), its transactions, postings, events and
 //! audit entries, one `COPY` per table, in that order (each row's foreign keys point to rows already written). The
@@ -66,25 +66,44 @@ pub(crate) async fn bulk_post(
     Ok(outcome.expect("the writer reports why it stopped early"))
 }
 
-/// Drops the secondary (non-unique) indexes of the tables the posting fills and the foreign keys of transactions
-/// and postings, and returns the statements that create them again, as the catalog defines them, to run before the
-/// commit. Only on an empty ledger: building an index or checking a foreign key over the whole table once is cheaper
-/// than maintaining it row by row, but not when the table already holds more than the posting adds. The unique
-/// indexes stay, and so do their checks; the transaction keeps the tables to itself (`ACCESS EXCLUSIVE` now) and
-/// gives everything back if it fails.
+/// Sets aside every index, key and foreign key of the tables the posting fills (and the foreign keys that point
+/// into them from elsewhere), and returns the statements that create them again, as the catalog defines them, to run
+/// before the commit: keys and indexes first, then the foreign keys that need them. Only on an empty ledger: building
+/// an index over the whole table once (a sort) is cheaper than inserting into it row by row — most keys are random
+/// UUIDs, so each insert lands on another page, and the indexes outgrow the shared buffers long before the posting
+/// ends — but not when the table already holds more than the posting adds. Nothing goes unchecked: a duplicate key
+/// or a dangling reference fails its `ADD CONSTRAINT`, and with it the whole transaction, which keeps the tables to
+/// itself (`ACCESS EXCLUSIVE` now) and gives everything back if it fails.
 async fn set_aside_checks(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
-         FROM pg_index i
-         WHERE i.indrelid IN ('transactions'::regclass, 'postings'::regclass, 'events'::regclass,
-                              'audit_log'::regclass)
-           AND NOT i.indisunique
-         UNION ALL
-         SELECT format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
-                format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
-                       pg_get_constraintdef(c.oid))
-         FROM pg_constraint c
-         WHERE c.contype = 'f' AND c.conrelid IN ('transactions'::regclass, 'postings'::regclass)",
+        "WITH filled(rel) AS (
+             VALUES ('transactions'::regclass), ('postings'::regclass), ('events'::regclass), ('audit_log'::regclass)
+         ),
+         checks AS (
+             -- Foreign keys from or into the filled tables: dropped first, added back last.
+             SELECT 1 AS step,
+                    format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname) AS drop_statement,
+                    format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+                           pg_get_constraintdef(c.oid)) AS create_statement
+             FROM pg_constraint c
+             WHERE c.contype = 'f'
+               AND (c.conrelid IN (SELECT rel FROM filled) OR c.confrelid IN (SELECT rel FROM filled))
+             UNION ALL
+             -- Primary keys and unique constraints (their indexes go with them).
+             SELECT 2, format('ALTER TABLE %s DROP CONSTRAINT %I', c.conrelid::regclass, c.conname),
+                    format('ALTER TABLE %s ADD CONSTRAINT %I %s', c.conrelid::regclass, c.conname,
+                           pg_get_constraintdef(c.oid))
+             FROM pg_constraint c
+             WHERE c.contype IN ('p', 'u') AND c.conrelid IN (SELECT rel FROM filled)
+             UNION ALL
+             -- Indexes that back no constraint, unique or not.
+             SELECT 3, format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid)
+             FROM pg_index i
+             WHERE i.indrelid IN (SELECT rel FROM filled)
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c
+                               WHERE c.conrelid = i.indrelid AND c.conindid = i.indexrelid AND c.contype <> 'f')
+         )
+         SELECT drop_statement, create_statement FROM checks ORDER BY step, drop_statement",
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -93,6 +112,8 @@ async fn set_aside_checks(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<Stri
         sqlx::query(&drop).execute(&mut **tx).await?;
         rebuild.push(create);
     }
+    // Created in the reverse order: indexes and keys, then the foreign keys that refer to the keys.
+    rebuild.reverse();
     Ok(rebuild)
 }
 
