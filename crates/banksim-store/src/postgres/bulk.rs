@@ -278,12 +278,12 @@ impl Group {
         for e in &rows.events {
             let row = self.events.row(7);
             row.uuid(e.id).text(e.aggregate_type).uuid(e.aggregate_id).int8(e.version).text(e.event_type);
-            row.jsonb(&e.data).timestamp(*now);
+            row.json(&e.data).timestamp(*now);
         }
         for (a, link) in rows.audits.iter().zip(links) {
             let row = self.audits.row(14);
             row.uuid(a.entry_id).opt_uuid(a.actor_id).text(&a.action).text(a.entity_type);
-            row.opt_text(a.entity_id.as_deref()).text(&a.outcome).jsonb_text(&link.details).opt_text(a.ip.as_deref());
+            row.opt_text(a.entity_id.as_deref()).text(&a.outcome).text(&link.details).opt_text(a.ip.as_deref());
             row.opt_text(a.user_agent.as_deref()).opt_text(a.request_id.as_deref());
             row.bytea(&link.prev_hash).bytea(&link.hash);
             row.opt_text(a.trace_id.as_deref()).timestamp(*now);
@@ -408,23 +408,13 @@ impl CopyRows {
         }
     }
 
-    /// A `jsonb`: its format version (1), then the JSON text.
-    fn jsonb(&mut self, value: &serde_json::Value) -> &mut Self {
+    /// A `json` (its binary format is its text), serialised here.
+    fn json(&mut self, value: &serde_json::Value) -> &mut Self {
         let start = self.data.len();
         self.data.extend_from_slice(&0_i32.to_be_bytes());
-        self.data.push(1);
         serde_json::to_writer(&mut self.data, value).expect("a JSON value serialises");
         let length = i32::try_from(self.data.len() - start - 4).expect("a field under 2 GiB");
         self.data[start..start + 4].copy_from_slice(&length.to_be_bytes());
-        self
-    }
-
-    /// A `jsonb` already serialised.
-    fn jsonb_text(&mut self, json: &str) -> &mut Self {
-        let length = i32::try_from(json.len() + 1).expect("a field under 2 GiB");
-        self.data.extend_from_slice(&length.to_be_bytes());
-        self.data.push(1);
-        self.data.extend_from_slice(json.as_bytes());
         self
     }
 

@@ -23,7 +23,7 @@ pub(crate) async fn append_audit(
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
                  user_agent, request_id, prev_hash, hash, created_at, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(a.entry_id)
         .bind(a.actor_id)
@@ -156,13 +156,13 @@ pub(crate) async fn append_event(
         "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
          VALUES ($1, $2, $3,
              COALESCE((SELECT max(version) FROM events WHERE aggregate_type = $2 AND aggregate_id = $3), 0) + 1,
-             $4, $5, $6)",
+             $4, $5::json, $6)",
     )
     .bind(Uuid::now_v7())
     .bind(aggregate)
     .bind(id)
     .bind(event_type)
-    .bind(data)
+    .bind(data.to_string())
     .bind(now)
     .execute(&mut **tx)
     .await?;

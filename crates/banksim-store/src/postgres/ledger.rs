@@ -13,7 +13,6 @@ use banksim_core::ledger::{AccountKey, AccountState, Book, Leg, Limits, Original
 use banksim_core::money::Money;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 use uuid::Uuid;
 
@@ -340,7 +339,7 @@ async fn write_rows(
         .bind(e.iter().map(|e| e.aggregate_id).collect::<Vec<_>>())
         .bind(e.iter().map(|e| e.version).collect::<Vec<_>>())
         .bind(e.iter().map(|e| e.event_type).collect::<Vec<_>>())
-        .bind(e.iter().map(|e| Json(&e.data)).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.data.to_string()).collect::<Vec<_>>())
         // audit entries: $32..$41
         .bind(au.iter().map(|a| a.entry_id).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.actor_id).collect::<Vec<_>>())
@@ -408,7 +407,7 @@ balances AS (
 ),
 new_events AS (
     INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
-    SELECT *, $1 FROM unnest($26::uuid[], $27::text[], $28::uuid[], $29::bigint[], $30::text[], $31::jsonb[])
+    SELECT *, $1 FROM unnest($26::uuid[], $27::text[], $28::uuid[], $29::bigint[], $30::text[], $31::text[]::json[])
 ),
 chain_head AS (
     UPDATE audit_chain_head SET last_hash = $48[cardinality($48)] WHERE cardinality($48) > 0
@@ -416,7 +415,7 @@ chain_head AS (
 new_audit AS (
     INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
         request_id, prev_hash, hash, trace_id, created_at)
-    SELECT entry_id, actor_id, action, entity_type, entity_id, outcome, details::jsonb, ip, user_agent, request_id,
+    SELECT entry_id, actor_id, action, entity_type, entity_id, outcome, details::json, ip, user_agent, request_id,
         prev_hash, hash, trace_id, $1
     FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
         $38::text[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[], $49::text[])

@@ -733,7 +733,8 @@ async fn insert_registrations(
     audit: &AuditContext,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let (details, audits) = registration_rows(users, audit);
+    // A user's event carries the same document as its audit entry: both are written as the chain serialised it.
+    let (_, audits) = registration_rows(users, audit);
     let links = ledger::link_audit(tx, &audits, now).await?;
     sqlx::query(
         "WITH new_users AS (
@@ -750,13 +751,13 @@ async fn insert_registrations(
                  user_agent, request_id, prev_hash, hash, trace_id, created_at)
              SELECT a.entry_id, $13, 'user.register', 'user', a.id::text, 'success', a.details, $14, $15, $16,
                  a.prev_hash, a.hash, $17, $7
-             FROM unnest($8::uuid[], $1::uuid[], $9::jsonb[], $11::bytea[], $12::bytea[])
+             FROM unnest($8::uuid[], $1::uuid[], $9::text[]::json[], $11::bytea[], $12::bytea[])
                  WITH ORDINALITY AS a(entry_id, id, details, prev_hash, hash, n)
              ORDER BY a.n
          )
          INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
          SELECT e.id, 'user', e.user_id, 1, 'UserRegistered', e.data, $7
-         FROM unnest($10::uuid[], $1::uuid[], $9::jsonb[]) WITH ORDINALITY AS e(id, user_id, data, n)
+         FROM unnest($10::uuid[], $1::uuid[], $9::text[]::json[]) WITH ORDINALITY AS e(id, user_id, data, n)
          ORDER BY e.n",
     )
     .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
@@ -767,7 +768,7 @@ async fn insert_registrations(
     .bind(users.iter().map(|u| u.now).collect::<Vec<_>>())
     .bind(now)
     .bind(audits.iter().map(|a| a.entry_id).collect::<Vec<_>>())
-    .bind(&details)
+    .bind(links.iter().map(|l| l.details.as_str()).collect::<Vec<_>>())
     .bind(users.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(links.iter().map(|l| l.prev_hash.as_slice()).collect::<Vec<_>>())
     .bind(links.iter().map(|l| l.hash.as_slice()).collect::<Vec<_>>())
