@@ -126,6 +126,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(allocator::purge_now_and_then)
+        .thread_keep_alive(allocator::SPARE_THREAD_KEEP_ALIVE)
         .build()
     {
         Ok(runtime) => runtime,
