@@ -37,7 +37,7 @@ static COMMIT_ON_DEMAND: extern "C" fn() = {
 ///
 /// A thread's freed pages go back to the system only when that thread collects its own heap, or exits. The SQLite
 /// ledger writer runs each batch in `block_in_place`, which hands the worker's core to another thread and leaves
-/// the old one spare, idle in the pool, where neither happens: with the default, the server was at 95–102 MB a
+/// the old one spare, idle in the pool, where neither happens: with the default, the server was at 92–102 MB a
 /// second after the SQLite `batch` scenario and fell to 58 MB only when six spare threads exited ten seconds later.
 pub const SPARE_THREAD_KEEP_ALIVE: Duration = Duration::from_millis(500);
 

@@ -36,9 +36,13 @@ pub(crate) async fn bulk_post(
     batches: &mut (dyn Iterator<Item = BulkBatch> + Send),
 ) -> Result<BulkOutcome, StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE accounts, transactions, postings, events, audit_log IN EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await?;
+    // `schedule_executions` too: its foreign key into `transactions` is set aside on an empty ledger, and a schedule
+    // run that wrote there first would otherwise wait for the chain's head while the posting waits for it.
+    sqlx::query(
+        "LOCK TABLE accounts, transactions, postings, events, audit_log, schedule_executions IN EXCLUSIVE MODE",
+    )
+    .execute(&mut *tx)
+    .await?;
     let head: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT last_hash FROM audit_chain_head FOR UPDATE").fetch_one(&mut *tx).await?;
     let rows = sqlx::query(
@@ -69,9 +73,10 @@ pub(crate) async fn bulk_post(
 /// Sets aside every index, key and foreign key of the tables the posting fills (and the foreign keys that point
 /// into them from elsewhere), and returns the statements that create them again, as the catalog defines them, to run
 /// before the commit: keys and indexes first, then the foreign keys that need them. Only on an empty ledger: building
-/// an index over the whole table once (a sort) is cheaper than inserting into it row by row — most keys are random
-/// UUIDs, so each insert lands on another page, and the indexes outgrow the shared buffers long before the posting
-/// ends — but not when the table already holds more than the posting adds. Nothing goes unchecked: a duplicate key
+/// an index over the whole table once (a sort) is cheaper than inserting into it row by row — the transactions' ids,
+/// the events' aggregate key and the postings' account key come in random order, so each insert lands on another
+/// page, and the indexes outgrow the shared buffers long before the posting ends — but not when the table already
+/// holds more than the posting adds. Nothing goes unchecked: a duplicate key
 /// or a dangling reference fails its `ADD CONSTRAINT`, and with it the whole transaction, which keeps the tables to
 /// itself (`ACCESS EXCLUSIVE` now) and gives everything back if it fails.
 async fn set_aside_checks(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<String>, StoreError> {
