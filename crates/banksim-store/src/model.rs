@@ -229,20 +229,16 @@ impl NewUser {
     }
 }
 
-/// The `UserRegistered` event data (also the audit details) of each user of a bulk registration, and their audit
-/// entries, in the users' order: the same rows that [`crate::Store::create_user`] writes one at a time.
-pub(crate) fn registration_rows(
-    users: &[NewUser],
-    audit: &crate::AuditContext,
-) -> (Vec<serde_json::Value>, Vec<crate::ledger::AuditRow>) {
+/// The audit entry of each user of a bulk registration, in the users' order: the same entries that
+/// [`crate::Store::create_user`] writes one at a time. A user's `UserRegistered` event carries its entry's details.
+pub(crate) fn registration_audits(users: &[NewUser], audit: &crate::AuditContext) -> Vec<crate::ledger::AuditRow> {
     users
         .iter()
         .map(|user| {
             let details = serde_json::json!({"before": null, "after": user_json(&user.as_user())});
-            let row = user_audit_row(user.id, "user.register", details.clone(), audit);
-            (details, row)
+            user_audit_row(user.id, "user.register", details, audit)
         })
-        .unzip()
+        .collect()
 }
 
 /// The event type and audit action of an update: a deactivation is told apart from other changes.

@@ -26,7 +26,7 @@ use crate::ledger::{
 };
 use crate::model::{
     AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage,
-    offset_i64, parse_role, registration_rows, user_audit_row, user_change_names, user_json,
+    offset_i64, parse_role, registration_audits, user_audit_row, user_change_names, user_json,
 };
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
@@ -733,8 +733,7 @@ async fn insert_registrations(
     audit: &AuditContext,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    // A user's event carries the same document as its audit entry: both are written as the chain serialised it.
-    let (_, audits) = registration_rows(users, audit);
+    let audits = registration_audits(users, audit);
     let links = ledger::link_audit(tx, &audits, now).await?;
     sqlx::query(
         "WITH new_users AS (
@@ -768,6 +767,7 @@ async fn insert_registrations(
     .bind(users.iter().map(|u| u.now).collect::<Vec<_>>())
     .bind(now)
     .bind(audits.iter().map(|a| a.entry_id).collect::<Vec<_>>())
+    // Each entry's details as the chain serialised them: also its user's event data.
     .bind(links.iter().map(|l| l.details.as_str()).collect::<Vec<_>>())
     .bind(users.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(links.iter().map(|l| l.prev_hash.as_slice()).collect::<Vec<_>>())

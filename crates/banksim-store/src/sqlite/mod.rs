@@ -37,7 +37,7 @@ use crate::ledger::{
 };
 use crate::model::{
     AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage,
-    offset_i64, parse_role, registration_rows, user_audit_row, user_change_names, user_json,
+    offset_i64, parse_role, registration_audits, user_audit_row, user_change_names, user_json,
 };
 use crate::projection::{
     Projection, ProjectionProgress, ProjectionStatus, StatementQuery, SystemTotal, WalletStatements,
@@ -251,7 +251,7 @@ impl Store for SqliteStore {
 
     async fn create_users(&self, users: &[NewUser], audit: &AuditContext) -> Result<(), StoreError> {
         let Some(now) = users.iter().map(|u| u.now).max() else { return Ok(()) };
-        let (details, audits) = registration_rows(users, audit);
+        let audits = registration_audits(users, audit);
         let mut tx = begin_write(&self.writer).await?;
         for chunk in users.chunks(USERS_PER_STATEMENT) {
             let mut query = sqlx::QueryBuilder::<Sqlite>::new(
@@ -271,18 +271,18 @@ impl Store for SqliteStore {
         }
         // The audit entries first, as `record_user_change` writes them, then the events (each the first of its user).
         journal::append_audit(&mut tx, &audits, now).await?;
-        let events: Vec<_> = users.iter().zip(&details).collect();
+        let events: Vec<_> = users.iter().zip(&audits).collect();
         for chunk in events.chunks(USERS_PER_STATEMENT) {
             let mut query = sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) ",
             );
-            query.push_values(chunk, |mut row, (user, data)| {
+            query.push_values(chunk, |mut row, (user, entry)| {
                 row.push_bind(Uuid::now_v7())
                     .push_bind("user")
                     .push_bind(user.id)
                     .push_bind(1_i64)
                     .push_bind("UserRegistered")
-                    .push_bind(data.to_string())
+                    .push_bind(entry.details.to_string())
                     .push_bind(micros(now));
             });
             query.build().execute(&mut *tx).await?;
