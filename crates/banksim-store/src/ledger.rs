@@ -509,7 +509,8 @@ pub(crate) fn accounts_to_open(requests: &[&LedgerRequest]) -> Vec<AccountKey> {
             })
         })
         .collect();
-    keys.sort_by_key(|k| k.id());
+    // An id is a SHA-1 of the key: worked out once per key, not twice per comparison.
+    keys.sort_by_cached_key(|k| k.id());
     keys.dedup();
     keys
 }
@@ -559,7 +560,7 @@ pub(crate) fn history_starts(requests: &[&LedgerRequest], now: DateTime<Utc>) ->
         starts.entry(key).and_modify(|since| *since = (*since).min(at)).or_insert(at);
     }
     let mut starts: Vec<_> = starts.into_iter().collect();
-    starts.sort_by_key(|(key, _)| key.id());
+    starts.sort_by_cached_key(|(key, _)| key.id());
     starts
 }
 
