@@ -126,8 +126,12 @@ impl AppState {
         let workers = if store.backend() == Backend::Sqlite { 1 } else { config.write_workers };
         let metrics = Metrics::new();
         let shape = WriterShape { workers, capacity: config.write_queue_capacity, batch_max: config.write_batch_max };
-        let balances =
-            Arc::new(BalanceCache::new(store.as_ref(), config.balance_cache, metrics.balance_cache().clone()));
+        let balances = Arc::new(BalanceCache::new(
+            store.as_ref(),
+            config.balance_cache,
+            config.balance_lease,
+            metrics.balance_cache().clone(),
+        ));
         let writer = LedgerWriter::start(
             store.clone(),
             clock.clone(),

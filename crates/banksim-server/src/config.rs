@@ -280,6 +280,12 @@ pub struct Config {
     #[arg(long, env = "BALANCE_CACHE", value_name = "BALANCE_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     pub balance_cache: bool,
 
+    /// Whether this instance takes the balance read lease when no other instance writes (PostgreSQL; default true;
+    /// see README, "Balance cache"): its cached balance reads then skip the change bus's round trip, and another
+    /// instance's first write after a quiet spell waits for the lease to run out (at most half a second).
+    #[arg(long, env = "BALANCE_LEASE", value_name = "BALANCE_LEASE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub balance_lease: bool,
+
     /// Consecutive failures of a dependency (database, replica, Redis) that open its circuit breaker (default 5).
     #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", value_name = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub breaker_failure_threshold: u32,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -322,8 +323,20 @@ impl Metrics {
             hits: result("hit"),
             misses: result("miss"),
             bypassed: result("bypass"),
+            markers: Counter::default(),
+            lease_held: Gauge::default(),
         };
         registry.register("banksim_cache_requests", "Cache lookups by cache and result (hit, miss, bypass)", cache);
+        registry.register(
+            "banksim_cache_markers",
+            "Markers this instance sent round the wallet change bus (PostgreSQL)",
+            balance_cache.markers.clone(),
+        );
+        registry.register(
+            "banksim_balance_lease_held",
+            "1 while this instance holds the balance read lease and answers cached balances without a marker",
+            balance_cache.lease_held.clone(),
+        );
 
         let relay = RelayMetrics::default();
         registry.register(

@@ -222,6 +222,17 @@ impl Store for StoreLayer {
         self.call("announce_wallet_marker", self.inner.announce_wallet_marker(marker)).await
     }
 
+    async fn renew_balance_lease(
+        &self,
+        period: std::time::Duration,
+    ) -> Result<Option<banksim_store::LeaseRenewal>, StoreError> {
+        self.call("renew_balance_lease", self.inner.renew_balance_lease(period)).await
+    }
+
+    async fn release_balance_lease(&self) -> Result<(), StoreError> {
+        self.call("release_balance_lease", self.inner.release_balance_lease()).await
+    }
+
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
         self.read("foreign_change_marker", || self.inner.foreign_change_marker()).await
     }

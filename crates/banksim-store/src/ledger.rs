@@ -241,6 +241,15 @@ pub enum WalletChange {
     Lost,
 }
 
+/// A renewal of the balance read lease ([`crate::Store::renew_balance_lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRenewal {
+    /// Whether this store held the lease without a break since its previous renewal, so that no other connection
+    /// can have changed a wallet meanwhile. Otherwise the lease was taken anew: changes committed before it was
+    /// taken may still be on their way over the change bus.
+    pub continuous: bool,
+}
+
 /// A subscription to the wallet changes committed by every instance.
 #[async_trait::async_trait]
 pub trait WalletChangeFeed: Send {

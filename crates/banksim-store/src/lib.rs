@@ -37,9 +37,9 @@ pub use bulk::{BulkBatch, BulkOutcome};
 pub use error::StoreError;
 pub use journal::{AuditQuery, AuditRecord, EventRecord, replay_balances};
 pub use ledger::{
-    AuditContext, BatchOutcome, DueHold, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LedgerOutcome,
-    LedgerReport, LedgerRequest, LedgerWork, LimitsChange, PostedBatch, ResponseRenderer, StoredResponse,
-    TransactionQuery, Wallet, WalletChange, WalletChangeFeed, WalletState, WalletVersion,
+    AuditContext, BatchOutcome, DueHold, FxRate, HistoryEntry, HistoryQuery, IdempotencyClaim, LeaseRenewal,
+    LedgerOutcome, LedgerReport, LedgerRequest, LedgerWork, LimitsChange, PostedBatch, ResponseRenderer,
+    StoredResponse, TransactionQuery, Wallet, WalletChange, WalletChangeFeed, WalletState, WalletVersion,
 };
 pub use model::{
     AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserCursor, UserListQuery,
@@ -217,6 +217,22 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
     /// A value that changes whenever another connection (another process, or this one's writer) has committed to the
     /// database since it was last read (SQLite's `PRAGMA data_version`); `None` where the change bus tells instead.
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Takes or renews this store's balance read lease for `period` from before this call began (PostgreSQL): while
+    /// it holds, no other connection commits a change to a wallet (a database trigger makes such a change wait
+    /// until the lease has run out, and keeps it from being taken again while others write), so the holder's
+    /// cache, which its own writes update, is never older than the database. `None`: not granted (another instance
+    /// holds it, another writer has closed it lately), or the backend has no such lease (SQLite).
+    async fn renew_balance_lease(&self, period: std::time::Duration) -> Result<Option<LeaseRenewal>, StoreError> {
+        let _ = period;
+        Ok(None)
+    }
+
+    /// Gives the balance read lease back before it runs out (a stopping instance), so that other writers need not
+    /// wait for it.
+    async fn release_balance_lease(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// The stored answer for a user's idempotency key.
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError>;

@@ -1963,7 +1963,7 @@ mod wallet_bus {
     use banksim_core::currency::Currency;
     use banksim_core::ledger::{Command, Movement};
     use banksim_core::money::Money;
-    use banksim_store::{LedgerRequest, ResponseRenderer, WalletChange};
+    use banksim_store::{LeaseRenewal, LedgerRequest, ResponseRenderer, WalletChange};
 
     use super::*;
 
@@ -2044,6 +2044,57 @@ mod wallet_bus {
                 }
             }
             assert_eq!(versions, [1, 2], "both commits, in order, before the marker");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn while_one_store_holds_the_balance_read_lease_another_stores_write_waits_for_it_to_run_out() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let period = std::time::Duration::from_millis(800);
+            let asked = std::time::Instant::now();
+            let Some(taken) = store.renew_balance_lease(period).await.expect("take") else {
+                assert_eq!(store.backend(), banksim_store::Backend::Sqlite, "only SQLite has no lease");
+                return;
+            };
+            assert_eq!(taken, LeaseRenewal { continuous: false }, "taken anew");
+            // The holder's own writes go through, and its renewals carry the lease on without a break.
+            store.post_batch(&[credit(&a, 100)], &Plain, now()).await.expect("batch");
+            let renewed_at = std::time::Instant::now();
+            let renewed = store.renew_balance_lease(period).await.expect("renew");
+            assert_eq!(renewed, Some(LeaseRenewal { continuous: true }));
+            // Another store's change to a wallet commits only once the lease has run out (the database's end of it
+            // is at least `period` after the renewal was asked for)...
+            let other = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
+            other.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
+            assert!(renewed_at.elapsed() >= period, "committed {:?} after the renewal", renewed_at.elapsed());
+            assert!(asked.elapsed() >= period);
+            // ...and closes it: while others write, nobody takes it.
+            assert_eq!(store.renew_balance_lease(period).await.expect("renew"), None, "the holder's is broken");
+            assert_eq!(other.renew_balance_lease(period).await.expect("renew"), None, "closed to the writer too");
+            let wallets = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets");
+            assert_eq!(wallets[0].balance_minor, 105, "both writes");
+            other.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_balance_read_lease_given_back_holds_no_writer_back() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            // Long enough that a write waiting for it could not go unnoticed.
+            let period = std::time::Duration::from_secs(30);
+            if store.renew_balance_lease(period).await.expect("take").is_none() {
+                return;
+            }
+            store.release_balance_lease().await.expect("release");
+            let other = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
+            let started = std::time::Instant::now();
+            other.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
+            assert!(started.elapsed() < period / 2, "the write waited {:?}", started.elapsed());
+            other.close().await;
         })
         .await;
     }

@@ -11,17 +11,24 @@
 //!   the read began and waits (bounded) until it comes back, by which time every change committed before the read
 //!   began has been delivered and applied. One marker serves every read waiting for it, so the database sees one
 //!   small query per marker, not per read. A read that cannot get a marker in time goes to the database.
+//! - The balance read lease (PostgreSQL) spares those waits while one instance is the only one writing: its holder
+//!   renews it every [`LEASE_RENEW_EVERY`], and a database trigger makes every other connection's change to a
+//!   wallet wait until the lease has run out (and keeps it from being taken again while others write). So while
+//!   the lease holds, nothing but the holder's own writes, which update its cache before they are answered, changes
+//!   a wallet, and the holder answers reads straight from the cache. A lease taken anew is trusted only once a
+//!   marker sent after it has come back (changes committed before it may still be on their way).
 //! - On SQLite (no bus) a read first asks `PRAGMA data_version`, which moves with every commit of any other
 //!   connection; when it moved, the cache is emptied (our own writer's commits move it too: under writes the cache
 //!   helps little there, and is never stale).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use banksim_core::currency::Currency;
 use banksim_store::{Store, StoreError, Wallet, WalletChange, WalletState, WalletVersion};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
@@ -30,6 +37,17 @@ const CAPACITY: u64 = 200_000;
 
 /// Longest a read waits for its marker before it goes to the database instead.
 const MARKER_WAIT: Duration = Duration::from_millis(50);
+
+/// How long a balance read lease runs from the start of its renewal: the longest another instance's write waits
+/// for it once.
+const LEASE_PERIOD: Duration = Duration::from_millis(500);
+
+/// How often the lease is renewed.
+const LEASE_RENEW_EVERY: Duration = Duration::from_millis(125);
+
+/// The holder stops trusting its lease this long before the database's end of it (clocks that tick at slightly
+/// different rates).
+const LEASE_MARGIN: Duration = Duration::from_millis(50);
 
 type Key = (Uuid, Currency);
 
@@ -57,6 +75,24 @@ struct Markers {
     wake: Notify,
     /// Whether the bus is listened to now (else reads go to the database).
     listening: AtomicBool,
+    /// Whether this instance takes the balance read lease when it can.
+    lease: bool,
+    /// Until when reads need no marker (the lease holds, and everything committed before it was taken has been
+    /// heard): nanoseconds after `epoch`, 0 for never.
+    leased_until: AtomicU64,
+    epoch: Instant,
+}
+
+impl Markers {
+    /// Whether reads need no marker now.
+    fn leased(&self) -> bool {
+        nanos_since(self.epoch, Instant::now()) < self.leased_until.load(Ordering::SeqCst)
+    }
+}
+
+/// `at` as nanoseconds after `epoch` (0 before it).
+fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Hits, misses and reads that went around the cache.
@@ -68,6 +104,10 @@ pub struct CacheCounters {
     pub misses: Counter,
     /// Read from the database because freshness could not be shown in time (or the cache is off).
     pub bypassed: Counter,
+    /// Markers announced on the change bus.
+    pub markers: Counter,
+    /// 1 while this instance holds the balance read lease and trusts it, else 0.
+    pub lease_held: Gauge,
 }
 
 /// Current balances by wallet.
@@ -85,8 +125,8 @@ pub struct BalanceCache {
 
 impl BalanceCache {
     /// A cache for `store` (bus on PostgreSQL, data version on SQLite), or one that passes every read through when
-    /// `enabled` is false.
-    pub fn new(store: &dyn Store, enabled: bool, counters: CacheCounters) -> Self {
+    /// `enabled` is false. `lease`: whether it takes the balance read lease when it can (PostgreSQL).
+    pub fn new(store: &dyn Store, enabled: bool, lease: bool, counters: CacheCounters) -> Self {
         let freshness = match store.backend() {
             banksim_store::Backend::Postgres => Freshness::Bus(Markers {
                 instance: Uuid::new_v4(),
@@ -95,6 +135,9 @@ impl BalanceCache {
                 heard: watch::Sender::new(0),
                 wake: Notify::new(),
                 listening: AtomicBool::new(false),
+                lease,
+                leased_until: AtomicU64::new(0),
+                epoch: Instant::now(),
             }),
             banksim_store::Backend::Sqlite => Freshness::DataVersion(AtomicI64::new(i64::MIN)),
         };
@@ -201,18 +244,7 @@ impl BalanceCache {
                 }
                 Ok(true)
             }
-            Freshness::Bus(markers) => {
-                if !markers.listening.load(Ordering::SeqCst) {
-                    return Ok(false);
-                }
-                // A marker whose announcement begins after this read began: the last one begun may predate it.
-                let wanted = markers.issued.load(Ordering::SeqCst) + 1;
-                markers.wanted.fetch_max(wanted, Ordering::SeqCst);
-                markers.wake.notify_one();
-                let mut heard = markers.heard.subscribe();
-                let back = tokio::time::timeout(MARKER_WAIT, heard.wait_for(|heard| *heard >= wanted)).await;
-                Ok(matches!(back, Ok(Ok(_))))
-            }
+            Freshness::Bus(markers) => Ok(markers.leased() || marker_round_trip(markers).await),
         }
     }
 
@@ -227,6 +259,10 @@ impl BalanceCache {
             let (cache, store, stopped) = (self.clone(), store.clone(), stopped.clone());
             tokio::spawn(async move { cache.announce(store, stopped).await })
         };
+        let holder = markers.lease.then(|| {
+            let (cache, store, stopped) = (self.clone(), store.clone(), stopped.clone());
+            tokio::spawn(async move { cache.hold_lease(store, stopped).await })
+        });
         while !*stopped.borrow() {
             let mut feed = match store.wallet_changes().await {
                 Ok(Some(feed)) => feed,
@@ -269,6 +305,47 @@ impl BalanceCache {
         }
         markers.listening.store(false, Ordering::SeqCst);
         announcer.abort();
+        if let Some(holder) = holder {
+            // It gives the lease back as it stops, so that other instances' writes need not wait for it.
+            let _ = tokio::time::timeout(Duration::from_secs(1), holder).await;
+        }
+    }
+
+    /// Takes and renews the balance read lease until `stopped`, then gives it back. Reads skip their marker only
+    /// while the lease holds and a marker sent after it was taken has come back.
+    async fn hold_lease(&self, store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
+        let Freshness::Bus(markers) = &self.freshness else { return };
+        // Whether everything committed before the lease (as held now) was taken has been heard.
+        let mut caught_up = false;
+        loop {
+            if markers.listening.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                caught_up = match store.renew_balance_lease(LEASE_PERIOD).await {
+                    Ok(Some(renewal)) => (renewal.continuous && caught_up) || marker_round_trip(markers).await,
+                    Ok(None) => false,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "balance cache: lease not renewed");
+                        false
+                    }
+                };
+                if caught_up {
+                    let until = nanos_since(markers.epoch, started + LEASE_PERIOD - LEASE_MARGIN);
+                    markers.leased_until.fetch_max(until, Ordering::SeqCst);
+                }
+            } else {
+                caught_up = false;
+            }
+            self.counters.lease_held.set(i64::from(markers.leased()));
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_RENEW_EVERY) => {}
+                _ = stopped.changed() => break,
+            }
+        }
+        markers.leased_until.store(0, Ordering::SeqCst);
+        self.counters.lease_held.set(0);
+        if let Err(err) = store.release_balance_lease().await {
+            tracing::debug!(error = %err, "balance cache: lease not given back");
+        }
     }
 
     /// Announces a marker whenever a read waits for one newer than the last announced.
@@ -285,6 +362,7 @@ impl BalanceCache {
             }
             let n = issued + 1;
             markers.issued.store(n, Ordering::SeqCst);
+            self.counters.markers.inc();
             if let Err(err) = store.announce_wallet_marker(&format!("{}:{n}", markers.instance)).await {
                 tracing::debug!(error = %err, "balance cache: marker not announced");
                 continue;
@@ -310,6 +388,20 @@ impl BalanceCache {
             (Freshness::DataVersion(_), true) => "in-process, SQLite data version",
         }
     }
+}
+
+/// Waits for a marker whose announcement begins after this call began (the last one begun may predate it); false
+/// when the bus is not listened to or the marker does not come back in time.
+async fn marker_round_trip(markers: &Markers) -> bool {
+    if !markers.listening.load(Ordering::SeqCst) {
+        return false;
+    }
+    let wanted = markers.issued.load(Ordering::SeqCst) + 1;
+    markers.wanted.fetch_max(wanted, Ordering::SeqCst);
+    markers.wake.notify_one();
+    let mut heard = markers.heard.subscribe();
+    let back = tokio::time::timeout(MARKER_WAIT, heard.wait_for(|heard| *heard >= wanted)).await;
+    matches!(back, Ok(Ok(_)))
 }
 
 /// The number of one of this instance's markers (`<instance>:<n>`).

@@ -2,11 +2,35 @@
 //! wrote, and on another instance on the same database (the PostgreSQL change bus; SQLite's data version).
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use banksim_store::Backend;
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{TestApp, backends};
+use crate::metrics::{sample, scrape};
+
+/// The backends with a balance read lease (PostgreSQL).
+fn leasing_backends() -> impl Iterator<Item = Backend> {
+    backends().into_iter().filter(|backend| *backend == Backend::Postgres)
+}
+
+/// Waits (bounded) until `app` holds the balance read lease.
+async fn wait_for_lease(app: &TestApp) {
+    for _ in 0..100 {
+        if sample(&scrape(app).await, "banksim_balance_lease_held", &[]) == Some(1.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no balance read lease within 5 s");
+}
+
+/// Markers `app` has sent round the change bus.
+async fn markers(app: &TestApp) -> f64 {
+    sample(&scrape(app).await, "banksim_cache_markers_total", &[]).expect("the markers counter")
+}
 
 #[tokio::test]
 async fn repeated_reads_are_answered_from_the_cache_and_writes_show_at_once() {
@@ -114,5 +138,68 @@ async fn a_read_on_one_instance_never_lets_another_keep_a_stale_balance() {
         assert_eq!(second.balance(&sefa, "USD").await, "51.00");
         second.stop().await;
         first.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn alone_on_its_database_an_instance_answers_cached_balances_without_a_marker() {
+    for backend in leasing_backends() {
+        let app = TestApp::spawn(backend).await;
+        let sefa = app.user("sefa").await;
+        app.credit(&sefa, "10.00", "USD").await;
+        assert_eq!(app.balance(&sefa, "USD").await, "10.00");
+        wait_for_lease(&app).await;
+        // A round of reads and a write with no marker: the lease holds (a slow machine may let one renewal run
+        // late and a read send a marker; a few rounds are allowed).
+        let mut quiet_round = false;
+        for round in 0..5 {
+            let before = markers(&app).await;
+            for _ in 0..20 {
+                assert_eq!(app.balance(&sefa, "USD").await, format!("{}.00", 10 + round));
+            }
+            app.credit(&sefa, "1.00", "USD").await;
+            assert_eq!(app.balance(&sefa, "USD").await, format!("{}.00", 11 + round), "its own write, at once");
+            if markers(&app).await == before {
+                quiet_round = true;
+                break;
+            }
+        }
+        assert!(quiet_round, "every round of reads sent markers although the instance holds the lease");
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_write_on_another_instance_waits_for_the_lease_so_the_holder_never_serves_an_older_balance() {
+    for backend in leasing_backends() {
+        let holder = TestApp::spawn(backend).await;
+        let writer = holder.spawn_beside(|config| config.balance_lease = false).await;
+        let sefa = holder.user("sefa").await;
+        let kerem = holder.user("kerem").await;
+        holder.credit(&sefa, "100.00", "USD").await;
+        assert_eq!(holder.balance(&sefa, "USD").await, "100.00");
+        assert_eq!(holder.balance(&kerem, "USD").await, "0.00");
+        wait_for_lease(&holder).await;
+        for step in 1..=5_u32 {
+            let transfer = json!({"to_user_id": kerem.id, "amount": "1.00", "currency": "USD"});
+            let sent = writer.money("/api/v1/transactions/transfer", &sefa, None, &transfer).await;
+            assert_eq!(sent.status, StatusCode::CREATED, "{}", sent.text);
+            // The first transfer committed only once the holder's lease had run out; from then on the lease is
+            // closed and the holder waits for markers again.
+            assert_eq!(holder.balance(&kerem, "USD").await, format!("{step}.00"), "payee, step {step}");
+            assert_eq!(holder.balance(&sefa, "USD").await, format!("{}.00", 100 - step), "payer, step {step}");
+        }
+        // Closed while another instance writes: the holder lets it go.
+        let mut released = false;
+        for _ in 0..100 {
+            if sample(&scrape(&holder).await, "banksim_balance_lease_held", &[]) == Some(0.0) {
+                released = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(released, "the holder still trusts a lease that another instance's writes closed");
+        writer.stop().await;
+        holder.stop().await;
     }
 }

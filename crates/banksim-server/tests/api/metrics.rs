@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::helpers::{TestApp, backends};
 
 /// One scrape, as text.
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let response = app.get("/metrics", None).await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text);
     let content_type = response.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -17,7 +17,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the sample `name{labels}` (labels in any order; exactly these labels), if present.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (series_name, series_labels) = match series.split_once('{') {

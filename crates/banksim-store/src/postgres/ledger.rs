@@ -613,6 +613,9 @@ pub(crate) async fn set_wallet_limits(
     let (accounts, _) = lock_accounts(&mut tx, &[wallet.id()]).await?;
     let account = accounts.first().ok_or(StoreError::NotFound)?;
     check_new_limits(change.limits, account.balance_minor, account.pending_minor)?;
+    // The audit chain's head before the wallet's update, as a batch takes them: the update's trigger may then lock
+    // the balance read lease, which a batch asks for while holding the head.
+    sqlx::query("SELECT 1 FROM audit_chain_head FOR UPDATE").execute(&mut *tx).await?;
     sqlx::query("UPDATE accounts SET overdraft_minor = $2, max_balance_minor = $3 WHERE id = $1")
         .bind(wallet.id())
         .bind(change.limits.overdraft_minor)

@@ -1,10 +1,12 @@
 //! The PostgreSQL backend: a connection pool, migrations in `migrations/postgres/`.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 mod bulk;
 mod failover;
 mod journal;
+mod lease;
 mod ledger;
 mod projection;
 mod relay;
@@ -33,8 +35,8 @@ use crate::projection::{
 };
 use crate::schedule::{ExecutionRecord, NextRun, OccurrenceUpdate, ScheduleClaim, ScheduleQuery, ScheduleRecord};
 use crate::{
-    AuditContext, AuditQuery, AuditRecord, Backend, ConnectOptions, EventRecord, IdempotencyClaim, Store, StoreError,
-    StoredResponse,
+    AuditContext, AuditQuery, AuditRecord, Backend, ConnectOptions, EventRecord, IdempotencyClaim, LeaseRenewal, Store,
+    StoreError, StoredResponse,
 };
 
 /// Serialises the changes that could remove the last active admin (an arbitrary, fixed advisory-lock key).
@@ -46,6 +48,8 @@ const USER_COLUMNS: &str = "id, username, email, role, is_active, created_at, up
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Names this store's connections to the database (`banksim.instance`): the balance read lease's holder.
+    instance: Uuid,
 }
 
 impl PgStore {
@@ -56,6 +60,9 @@ impl PgStore {
     /// accepts writes, and follows the primary to another server after a failover (see `failover.rs`).
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Self, StoreError> {
         let Some(candidates) = failover::candidates(url)? else { return Self::connect_lazy(url, options) };
+        let instance = Uuid::new_v4();
+        let candidates: Vec<PgConnectOptions> =
+            candidates.into_iter().map(|candidate| named(candidate, instance)).collect();
         let current = failover::find_primary(&candidates).await.unwrap_or(0);
         let switched = failover::Switched::default();
         let current_only = switched.clone();
@@ -66,7 +73,7 @@ impl PgStore {
             })
             .connect_lazy_with(candidates[current].clone());
         tokio::spawn(failover::watch(pool.clone(), candidates, current, switched));
-        Ok(Self { pool })
+        Ok(Self { pool, instance })
     }
 
     /// [`PgStore::connect`] for a single-host URL, for callers outside of an async context: nothing is connected
@@ -75,8 +82,9 @@ impl PgStore {
         if failover::candidates(url)?.is_some() {
             return Err(StoreError::InvalidUrl);
         }
-        let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?;
-        Ok(Self { pool: Self::pool_options(options).connect_lazy_with(connect) })
+        let instance = Uuid::new_v4();
+        let connect = named(PgConnectOptions::from_str(url).map_err(|_| StoreError::InvalidUrl)?, instance);
+        Ok(Self { pool: Self::pool_options(options).connect_lazy_with(connect), instance })
     }
 
     /// The pool's settings. sqlx pings a connection when it goes back to the pool; its default ping when the
@@ -94,6 +102,11 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// `options` with the connection naming its instance, for the balance read lease's trigger.
+fn named(options: PgConnectOptions, instance: Uuid) -> PgConnectOptions {
+    options.options([("banksim.instance", instance)])
 }
 
 /// Longest a connection may sit in the pool and be handed out without a ping.
@@ -457,6 +470,14 @@ impl Store for PgStore {
 
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
         Ok(None)
+    }
+
+    async fn renew_balance_lease(&self, period: Duration) -> Result<Option<LeaseRenewal>, StoreError> {
+        lease::renew(&self.pool, self.instance, period).await
+    }
+
+    async fn release_balance_lease(&self) -> Result<(), StoreError> {
+        lease::release(&self.pool, self.instance).await
     }
 
     async fn find_idempotent(&self, user_id: Uuid, key: &str) -> Result<Option<StoredResponse>, StoreError> {

@@ -276,6 +276,17 @@ impl Store for FaultyStore {
         self.run("announce_wallet_marker", self.inner.announce_wallet_marker(marker)).await
     }
 
+    async fn renew_balance_lease(
+        &self,
+        period: std::time::Duration,
+    ) -> Result<Option<crate::LeaseRenewal>, StoreError> {
+        self.run("renew_balance_lease", self.inner.renew_balance_lease(period)).await
+    }
+
+    async fn release_balance_lease(&self) -> Result<(), StoreError> {
+        self.run("release_balance_lease", self.inner.release_balance_lease()).await
+    }
+
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {
         self.run("foreign_change_marker", self.inner.foreign_change_marker()).await
     }
