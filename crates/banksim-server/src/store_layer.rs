@@ -226,11 +226,13 @@ impl Store for StoreLayer {
         &self,
         period: std::time::Duration,
     ) -> Result<Option<banksim_store::LeaseRenewal>, StoreError> {
-        self.call("renew_balance_lease", self.inner.renew_balance_lease(period)).await
+        // Around the breaker: a background renewal every 125 ms must neither take a half-open breaker's trial nor
+        // reset its count of failures.
+        self.inner.renew_balance_lease(period).await
     }
 
     async fn release_balance_lease(&self) -> Result<(), StoreError> {
-        self.call("release_balance_lease", self.inner.release_balance_lease()).await
+        self.inner.release_balance_lease().await
     }
 
     async fn foreign_change_marker(&self) -> Result<Option<i64>, StoreError> {

@@ -2052,7 +2052,8 @@ mod wallet_bus {
     async fn while_one_store_holds_the_balance_read_lease_another_stores_write_waits_for_it_to_run_out() {
         each_backend_with_url(|store, url| async move {
             let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
-            let period = std::time::Duration::from_millis(800);
+            // Long enough for a batch between two renewals on a busy machine.
+            let period = std::time::Duration::from_secs(3);
             let asked = std::time::Instant::now();
             let Some(taken) = store.renew_balance_lease(period).await.expect("take") else {
                 assert_eq!(store.backend(), banksim_store::Backend::Sqlite, "only SQLite has no lease");
@@ -2075,6 +2076,24 @@ mod wallet_bus {
             assert_eq!(other.renew_balance_lease(period).await.expect("renew"), None, "closed to the writer too");
             let wallets = store.wallets(a.id, Some(Currency::USD)).await.expect("wallets");
             assert_eq!(wallets[0].balance_minor, 105, "both writes");
+            other.close().await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn writes_made_while_no_lease_holds_keep_nobody_from_taking_it() {
+        each_backend_with_url(|store, url| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let other = banksim_store::connect(&url, ConnectOptions::default()).await.expect("connect");
+            other.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
+            store.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
+            let taken = store.renew_balance_lease(std::time::Duration::from_secs(3)).await.expect("take");
+            if store.backend() == banksim_store::Backend::Postgres {
+                assert_eq!(taken, Some(LeaseRenewal { continuous: false }), "nothing closed it");
+            } else {
+                assert_eq!(taken, None, "SQLite has no lease");
+            }
             other.close().await;
         })
         .await;

@@ -81,12 +81,37 @@ struct Markers {
     /// heard): nanoseconds after `epoch`, 0 for never.
     leased_until: AtomicU64,
     epoch: Instant,
+    /// Counts the bus's connections: a lease is trusted only on the connection its marker came back on (a lost one
+    /// may have lost changes; after a failover the new primary may not have the last renewals).
+    connection: std::sync::Mutex<u64>,
 }
 
 impl Markers {
     /// Whether reads need no marker now.
     fn leased(&self) -> bool {
         nanos_since(self.epoch, Instant::now()) < self.leased_until.load(Ordering::SeqCst)
+    }
+
+    /// The bus's connection now.
+    fn connection(&self) -> u64 {
+        *self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A new connection of the bus (or none): the lease is no longer trusted.
+    fn reconnected(&self) {
+        let mut connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *connection += 1;
+        self.leased_until.store(0, Ordering::SeqCst);
+    }
+
+    /// Trusts the lease until `until` if the bus is still on `connection`; false if it is not.
+    fn trust_lease(&self, connection: u64, until: Instant) -> bool {
+        let current = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != connection {
+            return false;
+        }
+        self.leased_until.fetch_max(nanos_since(self.epoch, until), Ordering::SeqCst);
+        true
     }
 }
 
@@ -138,6 +163,7 @@ impl BalanceCache {
                 lease,
                 leased_until: AtomicU64::new(0),
                 epoch: Instant::now(),
+                connection: std::sync::Mutex::new(0),
             }),
             banksim_store::Backend::Sqlite => Freshness::DataVersion(AtomicI64::new(i64::MIN)),
         };
@@ -183,13 +209,16 @@ impl BalanceCache {
 
     /// The wallets a committed batch changed (called by the writer before it answers), unless the cache was emptied
     /// since `generation` (taken before the batch began): another process's commit may then have followed this
-    /// one, and only the database knows which came last.
+    /// one, and only the database knows which came last. Their versions become floors either way, so that a fill
+    /// that read the database before this commit is never kept (under the lease no marker would drop it).
     pub fn apply(&self, wallets: &[WalletState], generation: u64) {
         if !self.enabled {
             return;
         }
         for state in wallets {
-            self.keep((state.user_id, state.wallet.currency), state.wallet.clone(), Some(generation));
+            let key = (state.user_id, state.wallet.currency);
+            self.raise_floor(key, state.wallet.version);
+            self.keep(key, state.wallet.clone(), Some(generation));
         }
     }
 
@@ -224,12 +253,19 @@ impl BalanceCache {
     /// Forgets the entries older than the versions the bus announced.
     fn heard_of(&self, changes: &[WalletVersion]) {
         for &(user_id, currency, version) in changes {
-            let key = (user_id, currency);
-            let floor = self.floors.get(&key).map_or(version, |floor| floor.max(version));
-            self.floors.insert(key, floor);
-            if self.entries.get(&key).is_some_and(|entry| entry.version < floor) {
-                self.entries.invalidate(&key);
-            }
+            self.raise_floor((user_id, currency), version);
+        }
+    }
+
+    /// Makes `version` the wallet's floor unless a higher one is set, and drops an older entry.
+    fn raise_floor(&self, key: Key, version: i64) {
+        let floor = self
+            .floors
+            .entry(key)
+            .and_upsert_with(|existing| existing.map_or(version, |floor| floor.into_value().max(version)))
+            .into_value();
+        if self.entries.get(&key).is_some_and(|entry| entry.version < floor) {
+            self.entries.invalidate(&key);
         }
     }
 
@@ -276,6 +312,7 @@ impl BalanceCache {
                 }
             };
             // Whatever happened while nobody listened is unknown: start from an empty cache.
+            markers.reconnected();
             self.empty();
             markers.listening.store(true, Ordering::SeqCst);
             loop {
@@ -296,6 +333,7 @@ impl BalanceCache {
                     }
                     Ok(WalletChange::Lost) | Err(_) => {
                         markers.listening.store(false, Ordering::SeqCst);
+                        markers.reconnected();
                         self.empty();
                         break;
                     }
@@ -319,6 +357,7 @@ impl BalanceCache {
         let mut caught_up = false;
         loop {
             if markers.listening.load(Ordering::SeqCst) {
+                let connection = markers.connection();
                 let started = Instant::now();
                 caught_up = match store.renew_balance_lease(LEASE_PERIOD).await {
                     Ok(Some(renewal)) => (renewal.continuous && caught_up) || marker_round_trip(markers).await,
@@ -328,10 +367,7 @@ impl BalanceCache {
                         false
                     }
                 };
-                if caught_up {
-                    let until = nanos_since(markers.epoch, started + LEASE_PERIOD - LEASE_MARGIN);
-                    markers.leased_until.fetch_max(until, Ordering::SeqCst);
-                }
+                caught_up = caught_up && markers.trust_lease(connection, started + LEASE_PERIOD - LEASE_MARGIN);
             } else {
                 caught_up = false;
             }
@@ -476,6 +512,22 @@ mod tests {
         assert!(cache.entries.get(&key).is_none());
         cache.keep(key, wallet(100, 1), Some(cache.generation.load(Ordering::SeqCst)));
         assert!(cache.entries.get(&key).is_some());
+    }
+
+    #[test]
+    fn a_batch_applied_after_an_emptying_still_refuses_a_fill_that_read_before_it() {
+        let cache = cache();
+        let (user_id, currency) = (Uuid::new_v4(), Currency::USD);
+        let batch_began = cache.generation();
+        // Emptied while the batch runs (a limits change on this instance, a lost bus)...
+        cache.empty();
+        // ...and a read that began after that reads the database before the batch commits.
+        let read_began = cache.generation();
+        cache.apply(&[WalletState { user_id, wallet: wallet(200, 2) }], batch_began);
+        cache.keep((user_id, currency), wallet(100, 1), Some(read_began));
+        assert!(cache.entries.get(&(user_id, currency)).is_none(), "the older fill is not kept");
+        cache.keep((user_id, currency), wallet(200, 2), Some(read_began));
+        assert_eq!(cache.entries.get(&(user_id, currency)).map(|w| w.balance_minor), Some(200));
     }
 
     #[test]
