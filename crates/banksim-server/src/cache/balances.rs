@@ -35,6 +35,10 @@ use uuid::Uuid;
 /// Most wallets kept.
 const CAPACITY: u64 = 200_000;
 
+/// How long a wallet's floor (the newest version written or announced) is kept: longer than any read of the
+/// database that a fill could still be waiting for.
+const FLOOR_TTL: Duration = Duration::from_secs(60);
+
 /// Longest a read waits for its marker before it goes to the database instead.
 const MARKER_WAIT: Duration = Duration::from_millis(50);
 
@@ -140,7 +144,7 @@ pub struct CacheCounters {
 pub struct BalanceCache {
     enabled: bool,
     entries: moka::sync::Cache<Key, Wallet>,
-    /// The newest version the bus announced per wallet, kept longer than entries live.
+    /// The newest version per wallet that this instance wrote or the bus announced, for [`FLOOR_TTL`].
     floors: moka::sync::Cache<Key, i64>,
     freshness: Freshness,
     /// Moves each time the whole cache is emptied: a fill that read the database before cannot be kept after.
@@ -170,7 +174,9 @@ impl BalanceCache {
         Self {
             enabled,
             entries: moka::sync::Cache::builder().max_capacity(CAPACITY).build(),
-            floors: moka::sync::Cache::builder().max_capacity(CAPACITY).build(),
+            // No size bound: a bounded cache may turn a new floor away (moka admits by frequency when full), and a
+            // floor turned away lets an older fill be kept. Bounded instead by the wallets written in `FLOOR_TTL`.
+            floors: moka::sync::Cache::builder().time_to_live(FLOOR_TTL).build(),
             freshness,
             generation: AtomicU64::new(0),
             counters,
@@ -353,23 +359,26 @@ impl BalanceCache {
     /// while the lease holds and a marker sent after it was taken has come back.
     async fn hold_lease(&self, store: Arc<dyn Store>, mut stopped: watch::Receiver<bool>) {
         let Freshness::Bus(markers) = &self.freshness else { return };
-        // Whether everything committed before the lease (as held now) was taken has been heard.
-        let mut caught_up = false;
+        // The bus connection on which everything committed before the lease (as held now) was taken has been heard.
+        let mut caught_up_on: Option<u64> = None;
         loop {
             if markers.listening.load(Ordering::SeqCst) {
                 let connection = markers.connection();
                 let started = Instant::now();
-                caught_up = match store.renew_balance_lease(LEASE_PERIOD).await {
-                    Ok(Some(renewal)) => (renewal.continuous && caught_up) || marker_round_trip(markers).await,
+                let caught_up = match store.renew_balance_lease(LEASE_PERIOD).await {
+                    Ok(Some(renewal)) => {
+                        (renewal.continuous && caught_up_on == Some(connection)) || marker_round_trip(markers).await
+                    }
                     Ok(None) => false,
                     Err(err) => {
                         tracing::debug!(error = %err, "balance cache: lease not renewed");
                         false
                     }
                 };
-                caught_up = caught_up && markers.trust_lease(connection, started + LEASE_PERIOD - LEASE_MARGIN);
+                let trusted = caught_up && markers.trust_lease(connection, started + LEASE_PERIOD - LEASE_MARGIN);
+                caught_up_on = trusted.then_some(connection);
             } else {
-                caught_up = false;
+                caught_up_on = None;
             }
             self.counters.lease_held.set(i64::from(markers.leased()));
             tokio::select! {
