@@ -223,8 +223,7 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
     /// until the lease has run out, and keeps it from being taken again while others write), so the holder's
     /// cache, which its own writes update, is never older than the database. `None`: not granted (another instance
     /// holds it, another writer has closed it lately), or the backend has no such lease (SQLite).
-    async fn renew_balance_lease(&self, period: std::time::Duration) -> Result<Option<LeaseRenewal>, StoreError> {
-        let _ = period;
+    async fn renew_balance_lease(&self, _period: std::time::Duration) -> Result<Option<LeaseRenewal>, StoreError> {
         Ok(None)
     }
 

@@ -16,15 +16,21 @@ fn leasing_backends() -> impl Iterator<Item = Backend> {
     backends().into_iter().filter(|backend| *backend == Backend::Postgres)
 }
 
-/// Waits (bounded) until `app` holds the balance read lease.
-async fn wait_for_lease(app: &TestApp) {
+/// Whether `app` comes to hold the balance read lease (`held`) or to let it go, within 5 s.
+async fn lease_held_within_5s(app: &TestApp, held: bool) -> bool {
+    let wanted = if held { 1.0 } else { 0.0 };
     for _ in 0..100 {
-        if sample(&scrape(app).await, "banksim_balance_lease_held", &[]) == Some(1.0) {
-            return;
+        if sample(&scrape(app).await, "banksim_balance_lease_held", &[]) == Some(wanted) {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no balance read lease within 5 s");
+    false
+}
+
+/// Waits (bounded) until `app` holds the balance read lease.
+async fn wait_for_lease(app: &TestApp) {
+    assert!(lease_held_within_5s(app, true).await, "no balance read lease within 5 s");
 }
 
 /// Markers `app` has sent round the change bus.
@@ -190,15 +196,10 @@ async fn a_write_on_another_instance_waits_for_the_lease_so_the_holder_never_ser
             assert_eq!(holder.balance(&sefa, "USD").await, format!("{}.00", 100 - step), "payer, step {step}");
         }
         // Closed while another instance writes: the holder lets it go.
-        let mut released = false;
-        for _ in 0..100 {
-            if sample(&scrape(&holder).await, "banksim_balance_lease_held", &[]) == Some(0.0) {
-                released = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(released, "the holder still trusts a lease that another instance's writes closed");
+        assert!(
+            lease_held_within_5s(&holder, false).await,
+            "the holder still trusts a lease that another instance's writes closed"
+        );
         writer.stop().await;
         holder.stop().await;
     }
