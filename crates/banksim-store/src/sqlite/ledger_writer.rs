@@ -7,8 +7,10 @@
 //! (docs/benchmarks.md). Here the batch runs start to finish on one thread, inside `block_in_place` so that the
 //! runtime moves its other tasks to another worker meanwhile.
 //!
+//! The projections are applied on this connection too, for the same reason (`projection.rs`).
+//!
 //! The store's sqlx writer pool (one connection) stays the process's write lock: a batch holds that connection
-//! while it runs, so the other writes (users, schedules, projections) wait their turn in the pool instead of
+//! while it runs, so the other writes (users, schedules) wait their turn in the pool instead of
 //! polling SQLite's file lock. Another process writing to the file is waited for at `BEGIN IMMEDIATE`, asleep,
 //! for up to the store's busy timeout.
 
@@ -72,6 +74,16 @@ impl LedgerWriter {
         render: &dyn ResponseRenderer,
         now: DateTime<Utc>,
     ) -> Result<PostedBatch, StoreError> {
+        self.write(writer, |tx| post(tx, requests, render, now)).await
+    }
+
+    /// Runs `work` in a write transaction on this connection, holding `writer`'s one connection meanwhile (see the
+    /// module); `work` commits.
+    pub(super) async fn write<T>(
+        &self,
+        writer: &SqlitePool,
+        work: impl FnOnce(Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let _write_lock = writer.acquire().await?;
         let mut connection = self.connection.lock().await;
         let deadline = Instant::now() + self.busy_timeout;
@@ -80,7 +92,7 @@ impl LedgerWriter {
             // `banksim admin`, or a second server on the file), it is waited for asleep, off the thread: on a
             // single-threaded runtime that thread may be the one the holder needs to finish.
             let refused = match connection.transaction_with_behavior(TransactionBehavior::Immediate) {
-                Ok(tx) => return on_this_thread(|| post(tx, requests, render, now)),
+                Ok(tx) => return on_this_thread(|| work(tx)),
                 Err(err) => err,
             };
             if !is_busy(&refused) || Instant::now() >= deadline {
@@ -141,8 +153,13 @@ fn post(
         }
     }
     write_rows(&tx, &rows, now)?;
-    tx.commit().map_err(|err| StoreError::CommitFailed(sqlx::Error::Io(std::io::Error::other(err))))?;
+    commit(tx)?;
     Ok(PostedBatch { outcomes, wallets: wallet_states(&rows.accounts, now) })
+}
+
+/// Commits `tx`: a commit that fails leaves its outcome unknown to the caller.
+pub(super) fn commit(tx: Transaction<'_>) -> Result<(), StoreError> {
+    tx.commit().map_err(|err| StoreError::CommitFailed(sqlx::Error::Io(std::io::Error::other(err))))
 }
 
 /// The stored answers of the batch's idempotency keys.

@@ -2,8 +2,8 @@
 //!
 //! SQLite allows one writer at a time, so writes go through a pool of exactly one connection: they queue in
 //! the pool instead of failing with `SQLITE_BUSY`, and a read-then-write transaction can never be interleaved with
-//! another writer. The ledger's batches hold that pool's connection too, while they run on a synchronous connection
-//! of their own (`ledger_writer.rs`). Reads use a separate pool and, thanks to WAL, never wait for the writer. A
+//! another writer. The ledger's batches and the projections hold that pool's connection too, while they run on a
+//! synchronous connection of their own (`ledger_writer.rs`). Reads use a separate pool and, thanks to WAL, never wait for the writer. A
 //! third connection copies the log back into the database file, so that the writer only appends (`checkpoint.rs`).
 //!
 //! Instants are stored as integer microseconds since the Unix epoch (see the migration).
@@ -662,7 +662,7 @@ impl Store for SqliteStore {
         events: &[EventRecord],
         now: DateTime<Utc>,
     ) -> Result<ProjectionProgress, StoreError> {
-        projection::apply(&self.writer, projection, events, now).await
+        projection::apply(&self.ledger_writer, &self.writer, projection, events, now).await
     }
 
     async fn reset_projection(&self, projection: Projection, now: DateTime<Utc>) -> Result<(), StoreError> {

@@ -1,11 +1,14 @@
-//! Projections on SQLite: a batch is applied in a write transaction (`BEGIN IMMEDIATE` on the single writer
-//! connection), so the checkpoint it reads cannot move under it, even from another process on the same file.
+//! Projections on SQLite: a batch is applied in a write transaction (`BEGIN IMMEDIATE` on the ledger's writer
+//! connection, under the single writer pool's lock), so the checkpoint it reads cannot move under it, even from another process on the same file.
 
 use std::collections::HashMap;
 
+use banksim_core::statement::DayStatement;
 use chrono::{DateTime, Utc};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use rusqlite::{Transaction, params};
+use sqlx::{Row, SqlitePool};
 
+use super::ledger_writer::{LedgerWriter, commit};
 use super::{instant, micros};
 use crate::ledger::parse_currency;
 use crate::projection::{
@@ -35,55 +38,49 @@ pub(crate) async fn status(pool: &SqlitePool, projection: Projection) -> Result<
     })
 }
 
-pub(crate) async fn apply(
+/// Applies `events` and moves the checkpoint in one transaction on the ledger's writer connection: every statement
+/// runs on the calling thread, so the write lock is held for the work alone (through sqlx each of a few hundred
+/// statements was a round trip to a worker thread, and the ledger's batches waited behind their sum).
+pub(super) async fn apply(
+    ledger_writer: &LedgerWriter,
     writer: &SqlitePool,
     projection: Projection,
     events: &[EventRecord],
     now: DateTime<Utc>,
 ) -> Result<ProjectionProgress, StoreError> {
-    let mut tx = super::begin_write(writer).await?;
-    match apply_in(&mut tx, projection, events, now).await {
-        Ok(progress) => {
-            tx.commit().await?;
+    ledger_writer
+        .write(writer, |tx| {
+            // Dropping `tx` on an error rolls it back before the write lock is let go.
+            let progress = apply_in(&tx, projection, events, now)?;
+            commit(tx)?;
             Ok(progress)
-        }
-        Err(err) => {
-            // Roll back now rather than on drop, so the write lock is free when this call returns.
-            let _ = tx.rollback().await;
-            Err(err)
-        }
-    }
+        })
+        .await
 }
 
-async fn apply_in(
-    tx: &mut Transaction<'_, Sqlite>,
+fn apply_in(
+    tx: &Transaction<'_>,
     projection: Projection,
     events: &[EventRecord],
     now: DateTime<Utc>,
 ) -> Result<ProjectionProgress, StoreError> {
-    let checkpoint: i64 = sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE projection = $1")
-        .bind(projection.name())
-        .fetch_one(&mut **tx)
-        .await?;
+    let checkpoint: i64 = tx
+        .prepare_cached("SELECT position FROM projection_checkpoints WHERE projection = ?1")?
+        .query_row([projection.name()], |row| row.get(0))?;
     let new = events_after(events, checkpoint)?;
     let (Some(first), Some(last)) = (new.first(), new.last()) else {
         return Ok(ProjectionProgress::Applied { events: 0, checkpoint });
     };
-    let next: Option<i64> = sqlx::query_scalar("SELECT min(sequence) FROM events WHERE sequence > $1")
-        .bind(checkpoint)
-        .fetch_one(&mut **tx)
-        .await?;
+    let next: Option<i64> = tx
+        .prepare_cached("SELECT min(sequence) FROM events WHERE sequence > ?1")?
+        .query_row([checkpoint], |row| row.get(0))?;
     continues_log(projection, checkpoint, next, first)?;
     match projection {
-        Projection::DailyStatements => apply_statements(tx, new).await?,
-        Projection::SystemTotals => apply_totals(tx, new).await?,
+        Projection::DailyStatements => apply_statements(tx, new)?,
+        Projection::SystemTotals => apply_totals(tx, new)?,
     }
-    sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = $3 WHERE projection = $1")
-        .bind(projection.name())
-        .bind(last.sequence)
-        .bind(micros(now))
-        .execute(&mut **tx)
-        .await?;
+    tx.prepare_cached("UPDATE projection_checkpoints SET position = ?2, updated_at = ?3 WHERE projection = ?1")?
+        .execute(params![projection.name(), last.sequence, micros(now)])?;
     Ok(ProjectionProgress::Applied { events: new.len(), checkpoint: last.sequence })
 }
 
@@ -99,70 +96,75 @@ pub(crate) async fn reset(writer: &SqlitePool, projection: Projection, now: Date
     Ok(())
 }
 
-async fn apply_statements(tx: &mut Transaction<'_, Sqlite>, events: &[EventRecord]) -> Result<(), StoreError> {
+fn apply_statements(tx: &Transaction<'_>, events: &[EventRecord]) -> Result<(), StoreError> {
     let movements = wallet_movements(events)?;
     // Each wallet's days from the last one on or before its earliest movement on: usually just its latest day, more
     // when a back-dated movement revises the days after it.
+    let mut select = tx.prepare_cached(
+        "SELECT day, opening_minor, credits_minor, debits_minor, closing_minor FROM daily_statements
+         WHERE user_id = ?1 AND currency = ?2
+           AND day >= COALESCE((SELECT max(day) FROM daily_statements
+                                WHERE user_id = ?1 AND currency = ?2 AND day <= ?3), ?3)
+         ORDER BY day",
+    )?;
     let mut stored = HashMap::new();
     for ((user_id, currency), earliest) in earliest_days(&movements) {
-        let rows = sqlx::query(
-            "SELECT day, opening_minor, credits_minor, debits_minor, closing_minor FROM daily_statements
-             WHERE user_id = $1 AND currency = $2
-               AND day >= COALESCE((SELECT max(day) FROM daily_statements
-                                    WHERE user_id = $1 AND currency = $2 AND day <= $3), $3)
-             ORDER BY day",
-        )
-        .bind(user_id)
-        .bind(currency.to_string())
-        .bind(earliest)
-        .fetch_all(&mut **tx)
-        .await?;
-        let days = rows.iter().map(day_from_row).collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let days = select
+            .query_map(params![user_id, currency.code(), earliest], |row| {
+                Ok(DayStatement {
+                    date: row.get("day")?,
+                    opening_minor: row.get("opening_minor")?,
+                    credits_minor: row.get("credits_minor")?,
+                    debits_minor: row.get("debits_minor")?,
+                    closing_minor: row.get("closing_minor")?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
         stored.insert((user_id, currency), days);
     }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO daily_statements (user_id, currency, day, opening_minor, credits_minor, debits_minor,
+             closing_minor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (user_id, currency, day) DO UPDATE SET opening_minor = excluded.opening_minor,
+             credits_minor = excluded.credits_minor, debits_minor = excluded.debits_minor,
+             closing_minor = excluded.closing_minor",
+    )?;
     for ((user_id, currency), day) in statement_changes(movements, &stored)? {
-        sqlx::query(
-            "INSERT INTO daily_statements (user_id, currency, day, opening_minor, credits_minor, debits_minor,
-                 closing_minor)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (user_id, currency, day) DO UPDATE SET opening_minor = excluded.opening_minor,
-                 credits_minor = excluded.credits_minor, debits_minor = excluded.debits_minor,
-                 closing_minor = excluded.closing_minor",
-        )
-        .bind(user_id)
-        .bind(currency.to_string())
-        .bind(day.date)
-        .bind(day.opening_minor)
-        .bind(day.credits_minor)
-        .bind(day.debits_minor)
-        .bind(day.closing_minor)
-        .execute(&mut **tx)
-        .await?;
+        upsert.execute(params![
+            user_id,
+            currency.code(),
+            day.date,
+            day.opening_minor,
+            day.credits_minor,
+            day.debits_minor,
+            day.closing_minor,
+        ])?;
     }
     Ok(())
 }
 
-async fn apply_totals(tx: &mut Transaction<'_, Sqlite>, events: &[EventRecord]) -> Result<(), StoreError> {
+fn apply_totals(tx: &Transaction<'_>, events: &[EventRecord]) -> Result<(), StoreError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO system_totals AS t (currency, user_balances_minor, fx_minor, money_in_minor, money_out_minor,
+             transactions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (currency) DO UPDATE SET
+             user_balances_minor = t.user_balances_minor + excluded.user_balances_minor,
+             fx_minor = t.fx_minor + excluded.fx_minor,
+             money_in_minor = t.money_in_minor + excluded.money_in_minor,
+             money_out_minor = t.money_out_minor + excluded.money_out_minor,
+             transactions = t.transactions + excluded.transactions",
+    )?;
     for t in total_changes(events)? {
-        sqlx::query(
-            "INSERT INTO system_totals AS t (currency, user_balances_minor, fx_minor, money_in_minor,
-                 money_out_minor, transactions)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (currency) DO UPDATE SET
-                 user_balances_minor = t.user_balances_minor + excluded.user_balances_minor,
-                 fx_minor = t.fx_minor + excluded.fx_minor,
-                 money_in_minor = t.money_in_minor + excluded.money_in_minor,
-                 money_out_minor = t.money_out_minor + excluded.money_out_minor,
-                 transactions = t.transactions + excluded.transactions",
-        )
-        .bind(t.currency.to_string())
-        .bind(t.user_balances_minor)
-        .bind(t.fx_minor)
-        .bind(t.money_in_minor)
-        .bind(t.money_out_minor)
-        .bind(t.transactions)
-        .execute(&mut **tx)
-        .await?;
+        upsert.execute(params![
+            t.currency.code(),
+            t.user_balances_minor,
+            t.fx_minor,
+            t.money_in_minor,
+            t.money_out_minor,
+            t.transactions,
+        ])?;
     }
     Ok(())
 }
