@@ -2049,6 +2049,45 @@ mod wallet_bus {
     }
 
     #[tokio::test]
+    async fn a_bulk_posting_announces_every_wallet_it_changed_before_a_later_marker() {
+        use banksim_store::BulkBatch;
+        each_backend(|store| async move {
+            let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+            let b = store.create_user(new_user("bob", Role::User), &AuditContext::default()).await.expect("create");
+            // SQLite has no bus: another process's commit moves its data version instead (tested above).
+            let Some(mut feed) = store.wallet_changes().await.expect("subscribe") else { return };
+            let mut batches = vec![
+                BulkBatch { requests: vec![credit(&a, 100), credit(&b, 7)], now: now() },
+                BulkBatch { requests: vec![credit(&a, 5)], now: now() },
+            ]
+            .into_iter();
+            store.bulk_post(&mut batches).await.expect("bulk");
+            let marker = format!("test-{}", Uuid::new_v4());
+            store.announce_wallet_marker(&marker).await.expect("announce");
+            let mut announced = Vec::new();
+            loop {
+                let next = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+                    .await
+                    .expect("a delivery in time")
+                    .expect("delivery");
+                match next {
+                    WalletChange::Changed(changes) => announced.extend(
+                        changes.into_iter().filter(|(user, _, _)| [a.id, b.id].contains(user)).map(|(u, _, v)| (u, v)),
+                    ),
+                    WalletChange::Marker(m) if m == marker => break,
+                    WalletChange::Marker(_) => {}
+                    WalletChange::Lost => panic!("the connection was lost"),
+                }
+            }
+            announced.sort();
+            let mut expected = vec![(a.id, 2), (b.id, 1)];
+            expected.sort();
+            assert_eq!(announced, expected, "each wallet once, at its version after the posting");
+        })
+        .await;
+    }
+
+    #[tokio::test]
     async fn while_one_store_holds_the_balance_read_lease_another_stores_write_waits_for_it_to_run_out() {
         each_backend_with_url(|store, url| async move {
             let a = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");

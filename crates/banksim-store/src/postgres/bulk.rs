@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::StoreError;
 use crate::bulk::{BulkBatch, BulkOutcome, PlannedBatch, Planner, TrackedAccount};
-use crate::ledger::account_key;
+use crate::ledger::{WalletState, account_key, wallet_notices, wallet_states};
 
 /// Movements planned before their rows are sent: large enough that a `COPY`'s round trips are shared by many
 /// rows, small enough that the buffers stay some tens of megabytes (about 2.5 KB a movement).
@@ -200,7 +200,8 @@ async fn write_groups(
 }
 
 impl Finish {
-    /// Sets every changed account's balance, version and last posting, and the audit chain's head.
+    /// Sets every changed account's balance, version and last posting, announces the changed wallets, and moves the
+    /// audit chain's head.
     async fn write(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
         let accounts = &self.accounts;
         // The accounts were created in this transaction: without statistics the planner takes the table for a few
@@ -220,6 +221,14 @@ impl Finish {
         .bind(accounts.iter().map(|a| a.updated_at).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
+        // The change bus hears of every wallet changed, as of a batch's commit: a cache elsewhere may hold one (read
+        // after the users were registered, before this commit), and nothing else would drop it.
+        let wallets: Vec<WalletState> =
+            accounts.iter().flat_map(|a| wallet_states(std::slice::from_ref(&a.state), a.updated_at)).collect();
+        sqlx::query("SELECT pg_notify('banksim_wallets', notice) FROM unnest($1::text[]) AS notice")
+            .bind(wallet_notices(&wallets))
+            .execute(&mut **tx)
+            .await?;
         sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(self.head).execute(&mut **tx).await?;
         Ok(())
     }
