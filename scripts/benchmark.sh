@@ -7,7 +7,9 @@
 #
 #   scripts/benchmark.sh [seconds per run, default 30] [scenarios, default "transfer hot balance history mixed login batch"]
 #
-# Needs: a release build (cargo build --release; BANKSIM_BIN names another binary), PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres), pgbench.
+# BACKENDS names the backends to run (default "postgres sqlite"); BANKSIM_BIN another binary (an A/B of two builds).
+#
+# Needs: a release build (cargo build --release), PostgreSQL at 127.0.0.1:5432 (trust auth, user postgres), pgbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
@@ -103,7 +105,7 @@ run() { # backend scenario
   DATABASE_URL=$url "$bin" verify 2>/dev/null | tail -n 1
 }
 
-for backend in postgres sqlite; do
+for backend in ${BACKENDS:-postgres sqlite}; do
   for scenario in $scenarios; do
     run "$backend" "$scenario"
   done
