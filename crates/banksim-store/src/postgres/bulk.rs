@@ -225,7 +225,8 @@ impl Finish {
         // after the users were registered, before this commit), and nothing else would drop it.
         let wallets: Vec<WalletState> =
             accounts.iter().flat_map(|a| wallet_states(std::slice::from_ref(&a.state), a.updated_at)).collect();
-        sqlx::query("SELECT pg_notify('banksim_wallets', notice) FROM unnest($1::text[]) AS notice")
+        sqlx::query("SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice")
+            .bind(super::WALLET_CHANNEL)
             .bind(wallet_notices(&wallets))
             .execute(&mut **tx)
             .await?;
@@ -292,7 +293,7 @@ impl Group {
         for e in &rows.events {
             let row = self.events.row(7);
             row.uuid(e.id).text(e.aggregate_type).uuid(e.aggregate_id).int8(e.version).text(e.event_type);
-            row.json(&e.data).timestamp(*now);
+            row.text(&e.data).timestamp(*now);
         }
         for (a, link) in rows.audits.iter().zip(links) {
             let row = self.audits.row(14);
@@ -420,16 +421,6 @@ impl CopyRows {
             Some(at) => self.timestamp(at),
             None => self.null(),
         }
-    }
-
-    /// A `json` (its binary format is its text), serialised here.
-    fn json(&mut self, value: &serde_json::Value) -> &mut Self {
-        let start = self.data.len();
-        self.data.extend_from_slice(&0_i32.to_be_bytes());
-        serde_json::to_writer(&mut self.data, value).expect("a JSON value serialises");
-        let length = i32::try_from(self.data.len() - start - 4).expect("a field under 2 GiB");
-        self.data[start..start + 4].copy_from_slice(&length.to_be_bytes());
-        self
     }
 
     /// A transactions row.

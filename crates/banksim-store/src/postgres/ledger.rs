@@ -339,7 +339,7 @@ async fn write_rows(
         .bind(e.iter().map(|e| e.aggregate_id).collect::<Vec<_>>())
         .bind(e.iter().map(|e| e.version).collect::<Vec<_>>())
         .bind(e.iter().map(|e| e.event_type).collect::<Vec<_>>())
-        .bind(e.iter().map(|e| e.data.to_string()).collect::<Vec<_>>())
+        .bind(e.iter().map(|e| e.data.as_str()).collect::<Vec<_>>())
         // audit entries: $32..$41
         .bind(au.iter().map(|a| a.entry_id).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.actor_id).collect::<Vec<_>>())

@@ -9,10 +9,10 @@
 //!
 //! The projections are applied on this connection too, for the same reason (`projection.rs`).
 //!
-//! The store's sqlx writer pool (one connection) stays the process's write lock: a batch holds that connection
-//! while it runs, so the other writes (users, schedules) wait their turn in the pool instead of
-//! polling SQLite's file lock. Another process writing to the file is waited for at `BEGIN IMMEDIATE`, asleep,
-//! for up to the store's busy timeout.
+//! The store's sqlx writer pool (one connection) stays the process's write lock: a batch or a projection holds that
+//! connection while it runs, so the other writes (users, schedules) wait their turn in the pool instead of polling
+//! SQLite's file lock. Another process writing to the file is waited for at `BEGIN IMMEDIATE`, asleep, for up to
+//! the store's busy timeout.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,32 +36,32 @@ use crate::ledger::{
     rollback_originals, wallet_states,
 };
 
-/// The connection the ledger's batches are written on.
+/// The connection the ledger's batches and the projections are written on.
 #[derive(Debug, Clone)]
 pub(super) struct LedgerWriter {
     connection: Arc<tokio::sync::Mutex<Connection>>,
-    /// How long a batch waits for another process's write lock.
+    /// How long a write waits for another process's write lock.
     busy_timeout: Duration,
 }
 
 /// Statements the writer keeps prepared.
 const STATEMENTS: usize = 32;
 
-/// How often a batch tries again for a write lock held by another process.
+/// How often a write tries again for a write lock held by another process.
 const LOCK_RETRY: Duration = Duration::from_millis(1);
 
 impl LedgerWriter {
     /// Opens the database file (already created, in WAL mode, by the store's sqlx writer) with the writer's settings.
     pub(super) fn open(path: &Path, busy_timeout: Duration, autocheckpoint_pages: u32) -> Result<Self, StoreError> {
         let connection = Connection::open(path)?;
-        // SQLite's own busy wait would sleep on the runtime's thread: `post_batch` waits for the lock instead.
+        // SQLite's own busy wait would sleep on the runtime's thread: `write` waits for the lock instead.
         connection.busy_timeout(Duration::ZERO)?;
         // FULL makes a commit durable before it is acknowledged, also against power loss.
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", true)?;
         connection.pragma_update(None, "wal_autocheckpoint", autocheckpoint_pages)?;
-        // Room for every statement a batch may run (17; rusqlite keeps 16 by default, and a least-recently-used cache
-        // one too small for a batch that runs them all in turn would prepare every one of them anew).
+        // Room for every statement a batch or a projection may run (17 and 6; rusqlite keeps 16 by default, and a
+        // least-recently-used cache one too small for a batch that runs them all in turn would prepare each anew).
         connection.set_prepared_statement_cache_capacity(STATEMENTS);
         Ok(Self { connection: Arc::new(tokio::sync::Mutex::new(connection)), busy_timeout })
     }
@@ -366,15 +366,7 @@ fn write_rows(tx: &Transaction<'_>, rows: &BatchRows, now: DateTime<Utc>) -> Res
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for e in &rows.events {
-        insert.execute(params![
-            e.id,
-            e.aggregate_type,
-            e.aggregate_id,
-            e.version,
-            e.event_type,
-            e.data.to_string(),
-            at
-        ])?;
+        insert.execute(params![e.id, e.aggregate_type, e.aggregate_id, e.version, e.event_type, e.data, at])?;
     }
     append_audit(tx, rows, now)?;
     let mut insert = tx.prepare_cached(

@@ -3,8 +3,9 @@
 //! SQLite allows one writer at a time, so writes go through a pool of exactly one connection: they queue in
 //! the pool instead of failing with `SQLITE_BUSY`, and a read-then-write transaction can never be interleaved with
 //! another writer. The ledger's batches and the projections hold that pool's connection too, while they run on a
-//! synchronous connection of their own (`ledger_writer.rs`). Reads use a separate pool and, thanks to WAL, never wait for the writer. A
-//! third connection copies the log back into the database file, so that the writer only appends (`checkpoint.rs`).
+//! synchronous connection of their own (`ledger_writer.rs`). Reads use a separate pool and, thanks to WAL, never
+//! wait for the writer. A third connection copies the log back into the database file, so that the writer only
+//! appends (`checkpoint.rs`).
 //!
 //! Instants are stored as integer microseconds since the Unix epoch (see the migration).
 
@@ -66,7 +67,8 @@ pub struct SqliteStore {
     instances: std::sync::Arc<std::fs::File>,
     /// The connection that copies the write-ahead log into the database file (see `checkpoint.rs`).
     checkpointer: SqlitePool,
-    /// The connection the ledger's batches are written on, under the writer pool's lock (see `ledger_writer.rs`).
+    /// The connection the ledger's batches and the projections are written on, under the writer pool's lock (see
+    /// `ledger_writer.rs`).
     ledger_writer: ledger_writer::LedgerWriter,
 }
 

@@ -1,5 +1,6 @@
 //! Projections on SQLite: a batch is applied in a write transaction (`BEGIN IMMEDIATE` on the ledger's writer
-//! connection, under the single writer pool's lock), so the checkpoint it reads cannot move under it, even from another process on the same file.
+//! connection, under the single writer pool's lock), so the checkpoint it reads cannot move under it, even from
+//! another process on the same file.
 
 use std::collections::HashMap;
 
