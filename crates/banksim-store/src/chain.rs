@@ -120,7 +120,7 @@ pub(crate) fn link(rows: &[AuditRow], last: Option<Vec<u8>>, created_at: DateTim
     let mut prev = last.unwrap_or_else(|| GENESIS.to_vec());
     rows.iter()
         .map(|row| {
-            let details = row.details.to_string();
+            let details = row.details.clone();
             let hash = row_content(row, &details, created_at).hash(&prev);
             Link { prev_hash: std::mem::replace(&mut prev, hash.clone()), hash, details }
         })

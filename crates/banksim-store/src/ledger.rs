@@ -186,7 +186,7 @@ pub(crate) fn limits_rows(
         entity_type: "wallet",
         entity_id: Some(wallet.id().to_string()),
         outcome: "success".to_owned(),
-        details: data.clone(),
+        details: data.to_string(),
         ip: audit.ip.clone(),
         user_agent: audit.user_agent.clone(),
         request_id: audit.request_id.clone(),
@@ -460,7 +460,9 @@ pub(crate) struct AuditRow {
     pub entity_type: &'static str,
     pub entity_id: Option<String>,
     pub outcome: String,
-    pub details: serde_json::Value,
+    /// The details serialised as the chain hashes them: compact, keys in serde_json's sorted order (the chain's
+    /// check serialises a stored entry's details again, as a `serde_json::Value`, which sorts them).
+    pub details: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
@@ -477,7 +479,7 @@ impl AuditRow {
             entity_type: action.entity_type,
             entity_id: action.entity_id.clone(),
             outcome: action.outcome.clone(),
-            details: action.details.clone(),
+            details: action.details.to_string(),
             ip: action.context.ip.clone(),
             user_agent: action.context.user_agent.clone(),
             request_id: action.context.request_id.clone(),
@@ -722,7 +724,7 @@ fn batch_refusal_audit(request: &LedgerRequest, items: &[Result<TransactionRecor
         entity_type: "transaction",
         entity_id: None,
         outcome: "batch_failed".to_owned(),
-        details: json!({"items": items.len(), "refused": refused}),
+        details: json!({"items": items.len(), "refused": refused}).to_string(),
         ip: request.audit.ip.clone(),
         user_agent: request.audit.user_agent.clone(),
         request_id: request.audit.request_id.clone(),
@@ -803,16 +805,23 @@ fn audit_row(
             banksim_core::ledger::Settlement::Expire => ("transaction.expire", Some(*hold_id)),
         },
     };
-    let balances: Vec<serde_json::Value> = before
-        .into_iter()
-        .map(|(key, before)| {
-            let after = book.account(key).map_or(0, |a| a.balance_minor);
-            json!({"account": key, "before_minor": before, "after_minor": after})
-        })
-        .collect();
     let details = match result {
-        Ok(applied) => json!({"transaction": applied.transaction, "balances": balances}),
-        Err(refusal) => json!({"movement": format!("{:?}", command.movement), "reason": refusal.to_string()}),
+        Ok(applied) => {
+            let balances = before
+                .into_iter()
+                .map(|(key, before_minor)| BalanceChange {
+                    account: SortedAccountKey::of(key),
+                    after_minor: book.account(key).map_or(0, |a| a.balance_minor),
+                    before_minor,
+                })
+                .collect();
+            let transaction = SortedTransaction::of(&applied.transaction);
+            serde_json::to_string(&MovementAuditDetails { balances, transaction })
+                .expect("audit details of plain fields serialise")
+        }
+        Err(refusal) => {
+            json!({"movement": format!("{:?}", command.movement), "reason": refusal.to_string()}).to_string()
+        }
     };
     AuditRow {
         entry_id: Uuid::now_v7(),
@@ -829,6 +838,94 @@ fn audit_row(
         user_agent: request.audit.user_agent.clone(),
         request_id: request.audit.request_id.clone(),
         trace_id: request.audit.trace_id.clone(),
+    }
+}
+
+/// A movement's audit details, serialised straight to the text the chain hashes (no `serde_json::Value` tree): every
+/// struct here declares its fields in serde_json's sorted key order, the order a `Value` gives them, since the
+/// chain's check serialises the stored details again as a `Value` (a test holds the two forms equal).
+#[derive(serde::Serialize)]
+struct MovementAuditDetails<'a> {
+    balances: Vec<BalanceChange>,
+    transaction: SortedTransaction<'a>,
+}
+
+/// A wallet's balance before and after a movement.
+#[derive(serde::Serialize)]
+struct BalanceChange {
+    account: SortedAccountKey,
+    after_minor: i64,
+    before_minor: i64,
+}
+
+/// An [`AccountKey`] as its `Value` orders it (its own serialisation puts the `kind` tag first).
+#[derive(serde::Serialize)]
+struct SortedAccountKey {
+    currency: Currency,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<Uuid>,
+}
+
+impl SortedAccountKey {
+    fn of(key: AccountKey) -> Self {
+        Self { currency: key.currency(), kind: key.kind(), user_id: key.user_id() }
+    }
+}
+
+/// A [`TransactionRecord`] with its fields in sorted order.
+#[derive(serde::Serialize)]
+struct SortedTransaction<'a> {
+    amount: &'a banksim_core::money::Money,
+    created_at: &'a DateTime<Utc>,
+    description: &'a Option<String>,
+    effective_at: &'a DateTime<Utc>,
+    expires_at: &'a Option<DateTime<Utc>>,
+    from_user_id: &'a Option<Uuid>,
+    id: &'a Uuid,
+    kind: &'a banksim_core::ledger::TransactionKind,
+    rate: &'a Option<banksim_core::money::Rate>,
+    reversal_of: &'a Option<Uuid>,
+    reversed_by: &'a Option<Uuid>,
+    status: &'a banksim_core::ledger::TransactionStatus,
+    to_amount: &'a Option<banksim_core::money::Money>,
+    to_user_id: &'a Option<Uuid>,
+}
+
+impl<'a> SortedTransaction<'a> {
+    fn of(t: &'a TransactionRecord) -> Self {
+        let TransactionRecord {
+            id,
+            kind,
+            status,
+            from_user_id,
+            to_user_id,
+            amount,
+            to_amount,
+            rate,
+            description,
+            reversal_of,
+            reversed_by,
+            created_at,
+            effective_at,
+            expires_at,
+        } = t;
+        Self {
+            amount,
+            created_at,
+            description,
+            effective_at,
+            expires_at,
+            from_user_id,
+            id,
+            kind,
+            rate,
+            reversal_of,
+            reversed_by,
+            status,
+            to_amount,
+            to_user_id,
+        }
     }
 }
 
@@ -865,6 +962,63 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chain's check hashes a stored entry's details as a `Value` serialises them: the typed form must be the
+    /// very same text, for every field filled and for every field empty.
+    #[test]
+    fn a_movements_audit_details_are_the_text_their_value_serialises_to() {
+        use banksim_core::ledger::{TransactionKind, TransactionStatus};
+        use banksim_core::money::{Money, Rate};
+        let at = "2030-01-31T23:59:59.123456Z".parse::<DateTime<Utc>>().expect("instant");
+        let full = TransactionRecord {
+            id: Uuid::now_v7(),
+            kind: TransactionKind::Exchange,
+            status: TransactionStatus::RolledBack,
+            from_user_id: Some(Uuid::new_v4()),
+            to_user_id: Some(Uuid::new_v4()),
+            amount: Money::new(12_345, Currency::USD),
+            to_amount: Some(Money::new(-7, Currency::JPY)),
+            rate: Some(Rate::parse("1.0833").expect("rate")),
+            description: Some("rent \"May\" \u{e9}\u{1F600}\n\t\\".to_owned()),
+            reversal_of: Some(Uuid::new_v4()),
+            reversed_by: Some(Uuid::new_v4()),
+            created_at: at,
+            effective_at: at - chrono::Duration::days(3),
+            expires_at: Some(at + chrono::Duration::seconds(1)),
+        };
+        let empty = TransactionRecord {
+            kind: TransactionKind::Credit,
+            status: TransactionStatus::Success,
+            from_user_id: None,
+            to_user_id: None,
+            to_amount: None,
+            rate: None,
+            description: None,
+            reversal_of: None,
+            reversed_by: None,
+            expires_at: None,
+            ..full.clone()
+        };
+        let keys = [
+            AccountKey::User { user_id: Uuid::new_v4(), currency: Currency::EUR },
+            AccountKey::World { currency: Currency::GBP },
+            AccountKey::Fx { currency: Currency::USD },
+            AccountKey::Pending { currency: Currency::JPY },
+        ];
+        for record in [&full, &empty] {
+            let typed = MovementAuditDetails {
+                balances: keys
+                    .iter()
+                    .map(|&k| BalanceChange { account: SortedAccountKey::of(k), after_minor: -1, before_minor: 9 })
+                    .collect(),
+                transaction: SortedTransaction::of(record),
+            };
+            let balances: Vec<serde_json::Value> =
+                keys.iter().map(|k| json!({"account": k, "before_minor": 9, "after_minor": -1})).collect();
+            let value = json!({"transaction": record, "balances": balances});
+            assert_eq!(serde_json::to_string(&typed).expect("serialise"), value.to_string());
+        }
+    }
 
     #[test]
     fn wallet_notices_read_back_and_stay_under_the_payload_limit() {

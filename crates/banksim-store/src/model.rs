@@ -205,7 +205,7 @@ pub(crate) fn user_audit_row(
         entity_type: "user",
         entity_id: Some(user_id.to_string()),
         outcome: "success".to_owned(),
-        details,
+        details: details.to_string(),
         ip: audit.ip.clone(),
         user_agent: audit.user_agent.clone(),
         request_id: audit.request_id.clone(),

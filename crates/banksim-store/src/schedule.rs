@@ -268,7 +268,7 @@ pub(crate) fn audit_row(
         entity_type: ENTITY,
         entity_id: Some(id.to_string()),
         outcome,
-        details,
+        details: details.to_string(),
         ip: audit.and_then(|a| a.ip.clone()),
         user_agent: audit.and_then(|a| a.user_agent.clone()),
         request_id: audit.and_then(|a| a.request_id.clone()),
