@@ -107,12 +107,11 @@ fn stored_content<'a>(entry: &'a ChainedEntry, details: &'a str) -> Content<'a> 
     }
 }
 
-/// An entry's place in the chain, and its details serialised once: as hashed, and so as written.
+/// An entry's place in the chain (its details are written as its row holds them: the very text hashed).
 #[derive(Debug)]
 pub(crate) struct Link {
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
-    pub details: String,
 }
 
 /// The link of each of `rows`, appended in order after the entry whose hash is `last`.
@@ -120,9 +119,8 @@ pub(crate) fn link(rows: &[AuditRow], last: Option<Vec<u8>>, created_at: DateTim
     let mut prev = last.unwrap_or_else(|| GENESIS.to_vec());
     rows.iter()
         .map(|row| {
-            let details = row.details.clone();
-            let hash = row_content(row, &details, created_at).hash(&prev);
-            Link { prev_hash: std::mem::replace(&mut prev, hash.clone()), hash, details }
+            let hash = row_content(row, &row.details, created_at).hash(&prev);
+            Link { prev_hash: std::mem::replace(&mut prev, hash.clone()), hash }
         })
         .collect()
 }

@@ -1987,6 +1987,32 @@ mod wallet_bus {
         }
     }
 
+    /// Announces a marker, then reads `feed` until it comes back: the (user, version) of every change announced
+    /// before it, in order, for `users` only (other tests share the channel).
+    async fn changes_before_a_marker(
+        store: &Arc<dyn Store>,
+        feed: &mut dyn banksim_store::WalletChangeFeed,
+        users: &[Uuid],
+    ) -> Vec<(Uuid, i64)> {
+        let marker = format!("test-{}", Uuid::new_v4());
+        store.announce_wallet_marker(&marker).await.expect("announce");
+        let mut announced = Vec::new();
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+                .await
+                .expect("a delivery in time")
+                .expect("delivery");
+            match next {
+                WalletChange::Changed(changes) => announced.extend(
+                    changes.into_iter().filter(|(user, _, _)| users.contains(user)).map(|(user, _, v)| (user, v)),
+                ),
+                WalletChange::Marker(m) if m == marker => return announced,
+                WalletChange::Marker(_) => {}
+                WalletChange::Lost => panic!("the connection was lost"),
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_batch_reports_the_wallets_it_changed_with_their_versions() {
         each_backend(|store| async move {
@@ -2025,24 +2051,8 @@ mod wallet_bus {
             assert_eq!(store.foreign_change_marker().await.expect("marker"), None);
             store.post_batch(&[credit(&a, 100)], &Plain, now()).await.expect("batch");
             store.post_batch(&[credit(&a, 5)], &Plain, now()).await.expect("batch");
-            let marker = format!("test-{}", Uuid::new_v4());
-            store.announce_wallet_marker(&marker).await.expect("announce");
-            let mut versions = Vec::new();
-            loop {
-                let next = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
-                    .await
-                    .expect("a delivery in time")
-                    .expect("delivery");
-                match next {
-                    // Other tests share the channel: only this test's user and marker count.
-                    WalletChange::Changed(changes) => {
-                        versions.extend(changes.iter().filter(|(user, _, _)| *user == a.id).map(|(_, _, v)| *v));
-                    }
-                    WalletChange::Marker(m) if m == marker => break,
-                    WalletChange::Marker(_) => {}
-                    WalletChange::Lost => panic!("the connection was lost"),
-                }
-            }
+            let versions: Vec<i64> =
+                changes_before_a_marker(&store, feed.as_mut(), &[a.id]).await.into_iter().map(|(_, v)| v).collect();
             assert_eq!(versions, [1, 2], "both commits, in order, before the marker");
         })
         .await;
@@ -2062,23 +2072,7 @@ mod wallet_bus {
             ]
             .into_iter();
             store.bulk_post(&mut batches).await.expect("bulk");
-            let marker = format!("test-{}", Uuid::new_v4());
-            store.announce_wallet_marker(&marker).await.expect("announce");
-            let mut announced = Vec::new();
-            loop {
-                let next = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
-                    .await
-                    .expect("a delivery in time")
-                    .expect("delivery");
-                match next {
-                    WalletChange::Changed(changes) => announced.extend(
-                        changes.into_iter().filter(|(user, _, _)| [a.id, b.id].contains(user)).map(|(u, _, v)| (u, v)),
-                    ),
-                    WalletChange::Marker(m) if m == marker => break,
-                    WalletChange::Marker(_) => {}
-                    WalletChange::Lost => panic!("the connection was lost"),
-                }
-            }
+            let mut announced = changes_before_a_marker(&store, feed.as_mut(), &[a.id, b.id]).await;
             announced.sort();
             let mut expected = vec![(a.id, 2), (b.id, 1)];
             expected.sort();

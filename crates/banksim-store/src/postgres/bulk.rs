@@ -298,7 +298,7 @@ impl Group {
         for (a, link) in rows.audits.iter().zip(links) {
             let row = self.audits.row(14);
             row.uuid(a.entry_id).opt_uuid(a.actor_id).text(&a.action).text(a.entity_type);
-            row.opt_text(a.entity_id.as_deref()).text(&a.outcome).text(&link.details).opt_text(a.ip.as_deref());
+            row.opt_text(a.entity_id.as_deref()).text(&a.outcome).text(&a.details).opt_text(a.ip.as_deref());
             row.opt_text(a.user_agent.as_deref()).opt_text(a.request_id.as_deref());
             row.bytea(&link.prev_hash).bytea(&link.hash);
             row.opt_text(a.trace_id.as_deref()).timestamp(*now);

@@ -31,7 +31,7 @@ pub(crate) async fn append_audit(
         .bind(a.entity_type)
         .bind(&a.entity_id)
         .bind(&a.outcome)
-        .bind(link.details)
+        .bind(&a.details)
         .bind(&a.ip)
         .bind(&a.user_agent)
         .bind(&a.request_id)

@@ -347,7 +347,7 @@ async fn write_rows(
         .bind(au.iter().map(|a| a.entity_type).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.entity_id.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>())
-        .bind(links.iter().map(|l| l.details.as_str()).collect::<Vec<_>>())
+        .bind(au.iter().map(|a| a.details.as_str()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.ip.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.user_agent.clone()).collect::<Vec<_>>())
         .bind(au.iter().map(|a| a.request_id.clone()).collect::<Vec<_>>())

@@ -788,8 +788,8 @@ async fn insert_registrations(
     .bind(users.iter().map(|u| u.now).collect::<Vec<_>>())
     .bind(now)
     .bind(audits.iter().map(|a| a.entry_id).collect::<Vec<_>>())
-    // Each entry's details as the chain serialised them: also its user's event data.
-    .bind(links.iter().map(|l| l.details.as_str()).collect::<Vec<_>>())
+    // Each entry's details as the chain hashed them: also its user's event data.
+    .bind(audits.iter().map(|a| a.details.as_str()).collect::<Vec<_>>())
     .bind(users.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(links.iter().map(|l| l.prev_hash.as_slice()).collect::<Vec<_>>())
     .bind(links.iter().map(|l| l.hash.as_slice()).collect::<Vec<_>>())

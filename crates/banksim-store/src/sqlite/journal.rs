@@ -40,7 +40,7 @@ pub(crate) async fn append_audit(
                 .push_bind(a.entity_type)
                 .push_bind(a.entity_id.as_deref())
                 .push_bind(a.outcome.as_str())
-                .push_bind(link.details.as_str())
+                .push_bind(a.details.as_str())
                 .push_bind(a.ip.as_deref())
                 .push_bind(a.user_agent.as_deref())
                 .push_bind(a.request_id.as_deref())

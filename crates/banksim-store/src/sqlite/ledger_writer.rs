@@ -404,7 +404,7 @@ fn append_audit(tx: &Transaction<'_>, rows: &BatchRows, now: DateTime<Utc>) -> R
             a.entity_type,
             a.entity_id,
             a.outcome,
-            link.details,
+            a.details,
             a.ip,
             a.user_agent,
             a.request_id,

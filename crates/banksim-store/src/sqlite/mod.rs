@@ -284,7 +284,7 @@ impl Store for SqliteStore {
                     .push_bind(user.id)
                     .push_bind(1_i64)
                     .push_bind("UserRegistered")
-                    .push_bind(entry.details.to_string())
+                    .push_bind(entry.details.as_str())
                     .push_bind(micros(now));
             });
             query.build().execute(&mut *tx).await?;
