@@ -118,6 +118,8 @@ pub(crate) struct TrackedAccount {
     pub updated_at: DateTime<Utc>,
     /// Whether the bulk posting changed it.
     pub changed: bool,
+    /// When the bulk posting opened it (the `now` its first batch was given); `None` for an account stored before.
+    pub opened_at: Option<DateTime<Utc>>,
 }
 
 /// A planned batch: the rows to write, as `post_batch` would write them.
@@ -129,10 +131,6 @@ pub(crate) struct PlannedBatch {
     pub rows: BatchRows,
     /// The chain link of each audit row.
     pub links: Vec<Link>,
-    /// Accounts it opened, with their ids (their rows are created empty, at `opened_at`).
-    pub opened: Vec<(AccountKey, Uuid)>,
-    /// The `now` the batch was given: when the accounts it opened were created.
-    pub opened_at: DateTime<Utc>,
 }
 
 /// Plans batch after batch in memory, carrying the accounts and the audit chain's head from one to the next.
@@ -182,10 +180,10 @@ impl Planner {
         rows.accounts.retain(|a| versions.get(&a.id) != Some(&a.version));
         // A wallet opens with its first movement: only the opened accounts that were posted to are created.
         let changed: HashSet<Uuid> = rows.accounts.iter().map(|a| a.id).collect();
-        let opened: Vec<(AccountKey, Uuid)> = missing.into_iter().filter(|(_, id)| changed.contains(id)).collect();
-        for (key, id) in &opened {
-            let account = TrackedAccount { state: empty_account(*key, *id), updated_at: batch.now, changed: true };
-            self.accounts.insert(*id, account);
+        for (key, id) in missing.into_iter().filter(|(_, id)| changed.contains(id)) {
+            let state = empty_account(key, id);
+            let account = TrackedAccount { state, updated_at: batch.now, changed: true, opened_at: Some(batch.now) };
+            self.accounts.insert(id, account);
         }
         for state in &rows.accounts {
             let account = self.accounts.get_mut(&state.id).expect("a changed account was locked or opened");
@@ -197,7 +195,7 @@ impl Planner {
         if let Some(last) = links.last() {
             self.head = Some(last.hash.clone());
         }
-        Ok(PlannedBatch { now, rows, links, opened, opened_at: batch.now })
+        Ok(PlannedBatch { now, rows, links })
     }
 
     /// Every account the bulk posting changed, as it left them.

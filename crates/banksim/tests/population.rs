@@ -198,6 +198,14 @@ async fn schema_fingerprint(db: &TestDatabase) -> (i64, i64) {
     (hash, count)
 }
 
+/// A hash of every row of `accounts`, every column included, with the number of rows.
+async fn accounts_fingerprint(db: &TestDatabase) -> (i64, i64) {
+    let hash = db.query_count("SELECT hashtext(string_agg(a::text, E'\\n' ORDER BY id))::bigint FROM accounts a").await;
+    let count = db.query_count("SELECT count(*) FROM accounts").await;
+    assert!(count > 300, "{count} accounts");
+    (hash, count)
+}
+
 #[tokio::test]
 async fn the_bulk_path_writes_what_the_batch_path_writes_on_postgres() {
     if !backends().contains(&Backend::Postgres) {
@@ -222,6 +230,8 @@ async fn the_bulk_path_writes_what_the_batch_path_writes_on_postgres() {
     assert!(events == batch_events, "the event logs differ");
     assert!(audit == batch_audit, "the audit trails differ");
     assert!(postings == batch_postings, "the wallets or their postings differ");
+    // The bulk path writes an account once, as it leaves it: every column as the batches left theirs.
+    assert_eq!(accounts_fingerprint(&bulk).await, accounts_fingerprint(&batches).await, "the accounts differ");
     // The bulk path set the ledger's indexes and keys aside while it wrote: every one of them is back.
     let (schema, batch_schema) = (schema_fingerprint(&bulk).await, schema_fingerprint(&batches).await);
     assert_eq!(schema, batch_schema, "an index or a key was not put back");
