@@ -185,8 +185,10 @@ async fn write_groups(
             Message::Rows(group) => group.send(&mut tx).await?,
             Message::Finish(finish) => {
                 if !rebuild.is_empty() {
-                    // Sorting whole tables into their indexes wants more than the default 64 MB.
-                    sqlx::query("SET LOCAL maintenance_work_mem = '256MB'").execute(&mut *tx).await?;
+                    // Sorting whole tables into their indexes wants more than the default 64 MB: 1 GB made the builds
+                    // of a 100,000-user population a tenth faster than 256 MB (33.3 -> 29.8 s); a smaller population
+                    // takes only what its sorts need.
+                    sqlx::query("SET LOCAL maintenance_work_mem = '1GB'").execute(&mut *tx).await?;
                 }
                 for statement in &rebuild {
                     sqlx::query(statement).execute(&mut *tx).await?;
