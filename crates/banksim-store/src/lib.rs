@@ -187,8 +187,8 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
 
     /// Posts a whole history of batches into a ledger that nobody else writes to meanwhile (`banksim seed
     /// --population` on a fresh database), writing exactly the rows that one [`Store::post_batch`] call per batch,
-    /// at the batch's `now`, would write — ids, balances, postings, events, audit entries and their hash chain —
-    /// but without their change-bus notices. Batches are taken from `batches` in order until it ends, or until a
+    /// at the batch's `now`, would write — ids, balances, postings, events, audit entries and their hash chain.
+    /// Batches are taken from `batches` in order until it ends, or until a
     /// batch has a request that is not posted whole: then the posting stops and returns that batch's outcomes.
     ///
     /// The requests carry no idempotency key, rollback or settlement of a hold (asserted: a caller that sends one
@@ -197,8 +197,8 @@ pub trait Store: SimulationStore + Send + Sync + 'static {
     /// The default posts each batch with [`Store::post_batch`] (one commit a batch; after a refusal the batches
     /// before it stay committed); SQLite uses it, its single writer gains nothing from another path. PostgreSQL
     /// writes the rows with `COPY` in one database transaction holding exclusive locks on the ledger's tables
-    /// (readers go on, except on an empty ledger, whose secondary indexes are dropped and built again at the end):
-    /// all or nothing, a refusal included.
+    /// (readers go on, except on an empty ledger, whose indexes and keys are dropped and built again at the end):
+    /// all or nothing, a refusal included, and announces every wallet it changed on the change bus before its commit.
     async fn bulk_post(
         &self,
         batches: &mut (dyn Iterator<Item = BulkBatch> + Send),

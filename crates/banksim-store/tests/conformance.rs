@@ -496,6 +496,20 @@ mod ledger {
             assert_eq!((balance(&store, &a).await, balance(&store, &b).await), (600, kept));
             let report = store.verify_ledger().await.expect("verify");
             assert!(report.is_sound(), "{report:?}");
+
+            // A posting that both moves stored wallets and opens one: each ends where its movements left it.
+            let c = store.create_user(new_user("carol", Role::User), &AuditContext::default()).await.expect("create");
+            let mut batches = vec![
+                batch(vec![Movement::Transfer { from_user_id: a.id, to_user_id: c.id, amount: usd(250) }]),
+                batch(vec![Movement::Credit { user_id: b.id, amount: usd(20) }]),
+            ]
+            .into_iter();
+            let outcome = store.bulk_post(&mut batches).await.expect("bulk");
+            assert_eq!(outcome, BulkOutcome::Posted { batches: 2, transactions: 2 });
+            let balances = (balance(&store, &a).await, balance(&store, &b).await, balance(&store, &c).await);
+            assert_eq!(balances, (350, kept + 20, 250));
+            let report = store.verify_ledger().await.expect("verify");
+            assert!(report.is_sound(), "{report:?}");
         })
         .await;
     }
