@@ -1906,32 +1906,30 @@ mod clamp {
 #[tokio::test]
 async fn a_wallet_updated_from_another_search_path_passes_the_lease_trigger() {
     use sqlx::Connection;
-    if !backends().contains(&banksim_store::Backend::Postgres) {
-        return;
-    }
-    let db = TestDatabase::create(banksim_store::Backend::Postgres).await;
-    let store = banksim_store::connect(&db.url, ConnectOptions::default()).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    let alice = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
-    let mut admin = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut admin).await.expect("schema");
-    sqlx::query(&format!(
-        "INSERT INTO {schema}.accounts (id, kind, user_id, currency, created_at, updated_at)
-         VALUES (gen_random_uuid(), 'user', $1, 'USD', now(), now())"
-    ))
-    .bind(alice.id)
-    .execute(&mut admin)
-    .await
-    .expect("open a wallet");
-    sqlx::query("SET search_path = pg_catalog").execute(&mut admin).await.expect("leave the schema");
-    let updated = sqlx::query(&format!("UPDATE {schema}.accounts SET updated_at = now() WHERE user_id = $1"))
+    each_backend_with_url(|store, url| async move {
+        if store.backend() != banksim_store::Backend::Postgres {
+            return;
+        }
+        let alice = store.create_user(new_user("alice", Role::User), &AuditContext::default()).await.expect("create");
+        let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut admin).await.expect("schema");
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.accounts (id, kind, user_id, currency, created_at, updated_at)
+             VALUES (gen_random_uuid(), 'user', $1, 'USD', now(), now())"
+        ))
         .bind(alice.id)
         .execute(&mut admin)
         .await
-        .expect("the trigger finds the lease from any search_path");
-    assert_eq!(updated.rows_affected(), 1);
-    store.close().await;
-    db.remove().await;
+        .expect("open a wallet");
+        sqlx::query("SET search_path = pg_catalog").execute(&mut admin).await.expect("leave the schema");
+        let updated = sqlx::query(&format!("UPDATE {schema}.accounts SET updated_at = now() WHERE user_id = $1"))
+            .bind(alice.id)
+            .execute(&mut admin)
+            .await
+            .expect("the trigger finds the lease from any search_path");
+        assert_eq!(updated.rows_affected(), 1);
+    })
+    .await;
 }
 
 #[cfg(unix)]
