@@ -118,17 +118,20 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
-    if let Err(err) = allocator::purge_freed_memory_periodically() {
-        eprintln!("banksim: cannot start the allocator's purge thread: {err}");
-        return ExitCode::FAILURE;
-    }
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(allocator::purge_now_and_then)
-        .thread_keep_alive(allocator::SPARE_THREAD_KEEP_ALIVE)
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // A server's resident memory matters for as long as it runs; a command's only until it exits, and handing freed
+    // memory back costs it page faults when it allocates again: 1.8 GB of them, 1.7 s of system time, in a
+    // 100,000-user seeding.
+    if matches!(cli.command, None | Some(Command::Serve)) {
+        if let Err(err) = allocator::purge_freed_memory_periodically() {
+            eprintln!("banksim: cannot start the allocator's purge thread: {err}");
+            return ExitCode::FAILURE;
+        }
+        builder.on_thread_park(allocator::purge_now_and_then).thread_keep_alive(allocator::SPARE_THREAD_KEEP_ALIVE);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("banksim: cannot start the async runtime: {err}");
