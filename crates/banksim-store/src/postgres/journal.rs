@@ -23,7 +23,7 @@ pub(crate) async fn append_audit(
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
                  user_agent, request_id, prev_hash, hash, created_at, trace_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, $12, $13, $14)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(a.entry_id)
         .bind(a.actor_id)
@@ -48,8 +48,8 @@ pub(crate) async fn append_audit(
 /// The audit chain in id order, after entry `after_id`.
 pub(crate) async fn audit_chain(pool: &PgPool, after_id: i64, limit: u32) -> Result<Vec<ChainedEntry>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
-                trace_id, created_at, prev_hash, hash
+        "SELECT id, entry_id, actor_id, action, entity_type, entity_id, outcome, details::json AS details, ip,
+                user_agent, request_id, trace_id, created_at, prev_hash, hash
          FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
     )
     .bind(after_id)
@@ -71,7 +71,7 @@ pub(crate) async fn audit_chain(pool: &PgPool, after_id: i64, limit: u32) -> Res
 
 pub(crate) async fn list_events(pool: &PgPool, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT sequence, aggregate_type, aggregate_id, version, event_type, data, created_at FROM events
+        "SELECT sequence, aggregate_type, aggregate_id, version, event_type, data::json AS data, created_at FROM events
          WHERE sequence > $1 ORDER BY sequence LIMIT $2",
     )
     .bind(after)
@@ -96,8 +96,8 @@ pub(crate) async fn list_events(pool: &PgPool, after: i64, limit: u32) -> Result
 
 pub(crate) async fn list_audit(pool: &PgPool, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
     let rows = sqlx::query(
-        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id, trace_id,
-                created_at
+        "SELECT id, actor_id, action, entity_type, entity_id, outcome, details::json AS details, ip, user_agent,
+                request_id, trace_id, created_at
          FROM audit_log
          WHERE ($1::uuid IS NULL OR actor_id = $1) AND ($2::text IS NULL OR entity_type = $2)
            AND ($3::text IS NULL OR entity_id = $3) AND ($4::text IS NULL OR action = $4)
@@ -156,7 +156,7 @@ pub(crate) async fn append_event(
         "INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
          VALUES ($1, $2, $3,
              COALESCE((SELECT max(version) FROM events WHERE aggregate_type = $2 AND aggregate_id = $3), 0) + 1,
-             $4, $5::json, $6)",
+             $4, $5, $6)",
     )
     .bind(Uuid::now_v7())
     .bind(aggregate)

@@ -407,7 +407,7 @@ balances AS (
 ),
 new_events AS (
     INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
-    SELECT *, $1 FROM unnest($26::uuid[], $27::text[], $28::uuid[], $29::bigint[], $30::text[], $31::text[]::json[])
+    SELECT *, $1 FROM unnest($26::uuid[], $27::text[], $28::uuid[], $29::bigint[], $30::text[], $31::text[])
 ),
 chain_head AS (
     UPDATE audit_chain_head SET last_hash = $48[cardinality($48)] WHERE cardinality($48) > 0
@@ -415,7 +415,7 @@ chain_head AS (
 new_audit AS (
     INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent,
         request_id, prev_hash, hash, trace_id, created_at)
-    SELECT entry_id, actor_id, action, entity_type, entity_id, outcome, details::json, ip, user_agent, request_id,
+    SELECT entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, user_agent, request_id,
         prev_hash, hash, trace_id, $1
     FROM unnest($32::uuid[], $33::uuid[], $34::text[], $35::text[], $36::text[], $37::text[],
         $38::text[], $39::text[], $40::text[], $41::text[], $47::bytea[], $48::bytea[], $49::text[])

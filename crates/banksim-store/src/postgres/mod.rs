@@ -771,13 +771,13 @@ async fn insert_registrations(
                  user_agent, request_id, prev_hash, hash, trace_id, created_at)
              SELECT a.entry_id, $13, 'user.register', 'user', a.id::text, 'success', a.details, $14, $15, $16,
                  a.prev_hash, a.hash, $17, $7
-             FROM unnest($8::uuid[], $1::uuid[], $9::text[]::json[], $11::bytea[], $12::bytea[])
+             FROM unnest($8::uuid[], $1::uuid[], $9::text[], $11::bytea[], $12::bytea[])
                  WITH ORDINALITY AS a(entry_id, id, details, prev_hash, hash, n)
              ORDER BY a.n
          )
          INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
          SELECT e.id, 'user', e.user_id, 1, 'UserRegistered', e.data, $7
-         FROM unnest($10::uuid[], $1::uuid[], $9::text[]::json[]) WITH ORDINALITY AS e(id, user_id, data, n)
+         FROM unnest($10::uuid[], $1::uuid[], $9::text[]) WITH ORDINALITY AS e(id, user_id, data, n)
          ORDER BY e.n",
     )
     .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
