@@ -206,6 +206,27 @@ async fn accounts_fingerprint(db: &TestDatabase) -> (i64, i64) {
     (hash, count)
 }
 
+/// More movements than several of the bulk path's `COPY` groups (20,000 movements each) hold: later groups are
+/// encoded into the buffers of earlier ones, which must come back empty, or a `COPY` fails or writes a row twice.
+#[tokio::test]
+async fn a_population_of_many_copy_groups_is_written_whole_on_postgres() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let said = banksim_on(&db.url, &["seed", "--population", "3000", "--seed", "5", "--history-days", "30"]);
+    let reported: i64 = said
+        .split_once("users, ")
+        .and_then(|(_, rest)| rest.split_once(" transactions"))
+        .and_then(|(count, _)| count.parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in {said:?}"));
+    assert!(reported > 80_000, "{reported} movements: fewer than four groups");
+    assert_eq!(db.query_count("SELECT count(*) FROM transactions").await, reported);
+    assert_eq!(db.query_count("SELECT count(*) FROM events WHERE aggregate_type = 'transaction'").await, reported);
+    assert!(banksim_on(&db.url, &["verify"]).contains("ledger ok"));
+    db.remove().await;
+}
+
 #[tokio::test]
 async fn the_bulk_path_writes_what_the_batch_path_writes_on_postgres() {
     if !backends().contains(&Backend::Postgres) {
