@@ -7,7 +7,7 @@
 //! a group of batches at a time: its transactions, postings, events and audit entries, one `COPY` per table, in that
 //! order (each row's foreign keys point to rows already written; a posting's account is checked by `banksim verify`,
 //! migration `0050`). The accounts are written once at the end, as the posting left them: those it opened with one
-//! `COPY`, those stored before with one `UPDATE`; then the chain's head.
+//! `COPY`, those stored before with one `UPDATE`; then the chain's head; then, on an empty ledger, the keys.
 //!
 //! The caller's task plans and encodes; a writer task owns the transaction and streams the groups, so that both
 //! cores work: one planning the next group while PostgreSQL writes the last.
@@ -89,7 +89,8 @@ pub(crate) async fn bulk_post(
 async fn set_aside_checks(tx: &mut Transaction<'_, Postgres>) -> Result<Vec<String>, StoreError> {
     let rows: Vec<(String, String)> = sqlx::query_as(
         "WITH filled(rel) AS (
-             VALUES ('transactions'::regclass), ('postings'::regclass), ('events'::regclass), ('audit_log'::regclass)
+             VALUES ('accounts'::regclass), ('transactions'::regclass), ('postings'::regclass), ('events'::regclass),
+                    ('audit_log'::regclass)
          ),
          checks AS (
              -- Foreign keys from or into the filled tables: dropped first, added back last.
@@ -202,6 +203,9 @@ async fn write_groups(
                 let _ = recycle.send(group);
             }
             Message::Finish(finish) => {
+                // The accounts before the keys: on an empty ledger theirs are set aside too, and 200,000 accounts
+                // went in 3.3 s with their keys checked row by row, against a fraction of a second for the builds.
+                finish.write(&mut tx).await?;
                 if !rebuild.is_empty() {
                     let memory = format!("SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'");
                     sqlx::query(&memory).execute(&mut *tx).await?;
@@ -209,7 +213,6 @@ async fn write_groups(
                 for statement in &rebuild {
                     sqlx::query(statement).execute(&mut *tx).await?;
                 }
-                finish.write(&mut tx).await?;
                 tx.commit().await.map_err(StoreError::CommitFailed)?;
                 return Ok(());
             }
