@@ -13,11 +13,10 @@
 //! cores work: one planning the next group while PostgreSQL writes the last.
 
 use banksim_core::ledger::{AccountState, Limits, TransactionRecord};
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
-use uuid::Uuid;
 
+use super::copy::{COPY_AUDITS, COPY_EVENTS, CopyRows, copy};
 use crate::StoreError;
 use crate::bulk::{BulkBatch, BulkOutcome, PlannedBatch, Planner, TrackedAccount};
 use crate::ledger::{WalletState, account_key, wallet_notices, wallet_states};
@@ -25,9 +24,6 @@ use crate::ledger::{WalletState, account_key, wallet_notices, wallet_states};
 /// Movements planned before their rows are sent: large enough that a `COPY`'s round trips are shared by many
 /// rows, small enough that the buffers stay some tens of megabytes (about 2.5 KB a movement).
 const MOVEMENTS_PER_COPY: usize = 20_000;
-
-/// Bytes handed to the connection at a time.
-const SEND_BYTES: usize = 1 << 20;
 
 /// Memory for each index build at the end of a posting on an empty ledger. Sorting whole tables wants more than
 /// PostgreSQL's default 64 MB: 1 GB made the builds of a 100,000-user population a tenth faster than 256 MB
@@ -309,10 +305,6 @@ const COPY_TRANSACTIONS: &str = "COPY transactions (id, kind, status, from_user_
     effective_at) FROM STDIN BINARY";
 const COPY_POSTINGS: &str = "COPY postings (transaction_id, account_id, amount_minor, balance_after_minor, \
     account_version, effective_at, created_at) FROM STDIN BINARY";
-const COPY_EVENTS: &str =
-    "COPY events (id, aggregate_type, aggregate_id, version, event_type, data, created_at) FROM STDIN BINARY";
-const COPY_AUDITS: &str = "COPY audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip, \
-    user_agent, request_id, prev_hash, hash, trace_id, created_at) FROM STDIN BINARY";
 
 impl Group {
     /// Encodes a planned batch's rows, as the batch path's statement writes them.
@@ -328,17 +320,10 @@ impl Group {
             row.int8(p.account_version).opt_timestamp(p.effective_at).timestamp(*now);
         }
         for e in &rows.events {
-            let row = self.events.row(7);
-            row.uuid(e.id).text(e.aggregate_type).uuid(e.aggregate_id).int8(e.version).text(e.event_type);
-            row.text(&e.data).timestamp(*now);
+            self.events.event(e, *now);
         }
         for (a, link) in rows.audits.iter().zip(links) {
-            let row = self.audits.row(14);
-            row.uuid(a.entry_id).opt_uuid(a.actor_id).text(&a.action).text(a.entity_type);
-            row.opt_text(a.entity_id.as_deref()).text(&a.outcome).text(&a.details).opt_text(a.ip.as_deref());
-            row.opt_text(a.user_agent.as_deref()).opt_text(a.request_id.as_deref());
-            row.bytea(&link.prev_hash).bytea(&link.hash);
-            row.opt_text(a.trace_id.as_deref()).timestamp(*now);
+            self.audits.audit(a, link, *now);
         }
         self.movements += rows.transactions.len();
     }
@@ -355,121 +340,7 @@ impl Group {
     }
 }
 
-/// Sends the rows with one `COPY` and empties `rows`.
-async fn copy(tx: &mut Transaction<'_, Postgres>, statement: &str, rows: &mut CopyRows) -> Result<(), StoreError> {
-    if rows.count == 0 {
-        return Ok(());
-    }
-    let count = rows.count;
-    let data = rows.finish();
-    let mut copy = tx.copy_in_raw(statement).await?;
-    for chunk in data.chunks(SEND_BYTES) {
-        copy.send(chunk).await?;
-    }
-    let written = copy.finish().await?;
-    debug_assert_eq!(written, count as u64, "{statement}");
-    rows.clear();
-    Ok(())
-}
-
-/// PostgreSQL's epoch for timestamps: 2000-01-01T00:00:00Z.
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-/// Rows in `COPY`'s binary format: a header, then per row its field count and each field as a length (−1 for
-/// NULL) and its bytes in the type's binary send format.
-#[derive(Default)]
-struct CopyRows {
-    data: Vec<u8>,
-    count: usize,
-}
-
 impl CopyRows {
-    /// Starts a row of `fields` fields.
-    fn row(&mut self, fields: i16) -> &mut Self {
-        if self.data.is_empty() {
-            self.data.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-            self.data.extend_from_slice(&0_i32.to_be_bytes()); // flags
-            self.data.extend_from_slice(&0_i32.to_be_bytes()); // header extension length
-        }
-        self.count += 1;
-        self.data.extend_from_slice(&fields.to_be_bytes());
-        self
-    }
-
-    /// The buffer with its trailer.
-    fn finish(&mut self) -> &[u8] {
-        self.data.extend_from_slice(&(-1_i16).to_be_bytes());
-        &self.data
-    }
-
-    /// Empties the buffer, keeping its capacity.
-    fn clear(&mut self) {
-        self.data.clear();
-        self.count = 0;
-    }
-
-    fn field(&mut self, bytes: &[u8]) -> &mut Self {
-        let length = i32::try_from(bytes.len()).expect("a field under 2 GiB");
-        self.data.extend_from_slice(&length.to_be_bytes());
-        self.data.extend_from_slice(bytes);
-        self
-    }
-
-    fn null(&mut self) -> &mut Self {
-        self.data.extend_from_slice(&(-1_i32).to_be_bytes());
-        self
-    }
-
-    fn uuid(&mut self, id: Uuid) -> &mut Self {
-        self.field(id.as_bytes())
-    }
-
-    fn opt_uuid(&mut self, id: Option<Uuid>) -> &mut Self {
-        match id {
-            Some(id) => self.uuid(id),
-            None => self.null(),
-        }
-    }
-
-    fn text(&mut self, text: &str) -> &mut Self {
-        self.field(text.as_bytes())
-    }
-
-    fn opt_text(&mut self, text: Option<&str>) -> &mut Self {
-        match text {
-            Some(text) => self.text(text),
-            None => self.null(),
-        }
-    }
-
-    fn bytea(&mut self, bytes: &[u8]) -> &mut Self {
-        self.field(bytes)
-    }
-
-    fn int8(&mut self, value: i64) -> &mut Self {
-        self.field(&value.to_be_bytes())
-    }
-
-    fn opt_int8(&mut self, value: Option<i64>) -> &mut Self {
-        match value {
-            Some(value) => self.int8(value),
-            None => self.null(),
-        }
-    }
-
-    /// A `timestamptz`: microseconds since PostgreSQL's epoch, truncated as sqlx truncates a bound instant.
-    fn timestamp(&mut self, at: DateTime<Utc>) -> &mut Self {
-        let micros = at.timestamp_micros() - PG_EPOCH_MICROS;
-        self.int8(micros)
-    }
-
-    fn opt_timestamp(&mut self, at: Option<DateTime<Utc>>) -> &mut Self {
-        match at {
-            Some(at) => self.timestamp(at),
-            None => self.null(),
-        }
-    }
-
     /// An accounts row, as the posting left it.
     fn account(&mut self, account: &TrackedAccount) {
         let TrackedAccount { state, updated_at, opened_at, .. } = account;
@@ -492,30 +363,5 @@ impl CopyRows {
         };
         row.opt_text(t.description.as_deref()).opt_uuid(t.reversal_of).opt_uuid(t.reversed_by);
         row.timestamp(t.created_at).opt_timestamp(t.expires_at).timestamp(t.effective_at);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn encode(rows: &mut CopyRows, ids: &[u128]) {
-        for &id in ids {
-            rows.row(3).uuid(Uuid::from_u128(id)).opt_text((id % 2 == 0).then_some("even")).int8(id as i64);
-        }
-    }
-
-    #[test]
-    fn a_reused_buffer_encodes_exactly_what_a_fresh_one_does() {
-        let mut reused = CopyRows::default();
-        encode(&mut reused, &[1, 2, 3, 4, 5]);
-        reused.finish();
-        reused.clear();
-        encode(&mut reused, &[7, 8]);
-        let mut fresh = CopyRows::default();
-        encode(&mut fresh, &[7, 8]);
-        assert_eq!(reused.count, 2);
-        assert_eq!(reused.finish(), fresh.finish(), "a header, two rows and the trailer, nothing left over");
-        assert!(fresh.data.starts_with(b"PGCOPY\n\xff\r\n\0"));
     }
 }

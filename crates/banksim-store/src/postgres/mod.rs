@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod bulk;
+mod copy;
 mod failover;
 mod journal;
 mod lease;
@@ -23,8 +24,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use self::copy::{COPY_AUDITS, COPY_EVENTS, CopyRows, copy};
 use crate::ledger::{
-    FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery, Wallet,
+    EventRow, FxRate, HistoryEntry, HistoryQuery, LedgerReport, LedgerRequest, ResponseRenderer, TransactionQuery,
+    Wallet,
 };
 use crate::model::{
     AuditedAction, Credentials, NewRefreshToken, NewUser, RefreshOutcome, UserChanges, UserListQuery, UserPage,
@@ -232,9 +235,7 @@ impl Store for PgStore {
     async fn create_users(&self, users: &[NewUser], audit: &AuditContext) -> Result<(), StoreError> {
         let Some(now) = users.iter().map(|u| u.now).max() else { return Ok(()) };
         let mut tx = self.pool.begin().await?;
-        for chunk in users.chunks(USERS_PER_STATEMENT) {
-            insert_registrations(&mut tx, chunk, audit, now).await?;
-        }
+        insert_registrations(&mut tx, users, audit, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -741,13 +742,10 @@ async fn record_user_change(
     journal::append_event(tx, "user", user.id, event, &details, now).await
 }
 
-/// Users inserted per statement by [`Store::create_users`]: bounds the arrays sent at once (a statement has no
-/// parameter limit here, but a huge one holds its memory until it ends).
-const USERS_PER_STATEMENT: usize = 10_000;
-
-/// Inserts `users`, their audit entries (chained after the head, in order) and their `UserRegistered` events (each
-/// the first of its aggregate) in one statement. The audit entries take the chain's head first, as
-/// `record_user_change` does, so events commit in sequence order.
+/// Writes `users`, their audit entries (chained after the head, in order) and their `UserRegistered` events (each
+/// the first of its aggregate), one `COPY` per table: a population's 100,000 users took 2 s of statements as
+/// `INSERT … SELECT unnest(…)`. The audit entries take the chain's head first, as `record_user_change` does, so
+/// events commit in sequence order.
 async fn insert_registrations(
     tx: &mut Transaction<'_, Postgres>,
     users: &[NewUser],
@@ -756,52 +754,38 @@ async fn insert_registrations(
 ) -> Result<(), StoreError> {
     let audits = registration_audits(users, audit);
     let links = ledger::link_audit(tx, &audits, now).await?;
-    sqlx::query(
-        "WITH new_users AS (
-             INSERT INTO users (id, username, email, password_hash, role, is_active, created_at, updated_at)
-             SELECT id, username, email, password_hash, role, true, created_at, created_at
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-                 AS t(id, username, email, password_hash, role, created_at)
-         ),
-         chain_head AS (
-             UPDATE audit_chain_head SET last_hash = $12[cardinality($12)] WHERE cardinality($12) > 0
-         ),
-         new_audit AS (
-             INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,
-                 user_agent, request_id, prev_hash, hash, trace_id, created_at)
-             SELECT a.entry_id, $13, 'user.register', 'user', a.id::text, 'success', a.details, $14, $15, $16,
-                 a.prev_hash, a.hash, $17, $7
-             FROM unnest($8::uuid[], $1::uuid[], $9::text[], $11::bytea[], $12::bytea[])
-                 WITH ORDINALITY AS a(entry_id, id, details, prev_hash, hash, n)
-             ORDER BY a.n
-         )
-         INSERT INTO events (id, aggregate_type, aggregate_id, version, event_type, data, created_at)
-         SELECT e.id, 'user', e.user_id, 1, 'UserRegistered', e.data, $7
-         FROM unnest($10::uuid[], $1::uuid[], $9::text[]) WITH ORDINALITY AS e(id, user_id, data, n)
-         ORDER BY e.n",
-    )
-    .bind(users.iter().map(|u| u.id).collect::<Vec<_>>())
-    .bind(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>())
-    .bind(users.iter().map(|u| u.email.as_str()).collect::<Vec<_>>())
-    .bind(users.iter().map(|u| u.password_hash.as_str()).collect::<Vec<_>>())
-    .bind(users.iter().map(|u| u.role.as_str()).collect::<Vec<_>>())
-    .bind(users.iter().map(|u| u.now).collect::<Vec<_>>())
-    .bind(now)
-    .bind(audits.iter().map(|a| a.entry_id).collect::<Vec<_>>())
-    // Each entry's details as the chain hashed them: also its user's event data.
-    .bind(audits.iter().map(|a| a.details.as_str()).collect::<Vec<_>>())
-    .bind(users.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
-    .bind(links.iter().map(|l| l.prev_hash.as_slice()).collect::<Vec<_>>())
-    .bind(links.iter().map(|l| l.hash.as_slice()).collect::<Vec<_>>())
-    .bind(audit.actor_id)
-    .bind(&audit.ip)
-    .bind(&audit.user_agent)
-    .bind(&audit.request_id)
-    .bind(&audit.trace_id)
-    .execute(&mut **tx)
-    .await?;
+    let mut rows = CopyRows::default();
+    for user in users {
+        let row = rows.row(8);
+        row.uuid(user.id).text(&user.username).text(&user.email).text(&user.password_hash).text(user.role.as_str());
+        row.bool(true).timestamp(user.now).timestamp(user.now);
+    }
+    copy(tx, COPY_USERS, &mut rows).await?;
+    for (entry, link) in audits.iter().zip(&links) {
+        rows.audit(entry, link, now);
+    }
+    copy(tx, COPY_AUDITS, &mut rows).await?;
+    for (user, entry) in users.iter().zip(&audits) {
+        // Each entry's details as the chain hashed them: also its user's event data.
+        let event = EventRow {
+            id: Uuid::now_v7(),
+            aggregate_type: "user",
+            aggregate_id: user.id,
+            version: 1,
+            event_type: "UserRegistered",
+            data: entry.details.clone(),
+        };
+        rows.event(&event, now);
+    }
+    copy(tx, COPY_EVENTS, &mut rows).await?;
+    if let Some(last) = links.last() {
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(&last.hash).execute(&mut **tx).await?;
+    }
     Ok(())
 }
+
+const COPY_USERS: &str = "COPY users (id, username, email, password_hash, role, is_active, created_at, updated_at) \
+    FROM STDIN BINARY";
 
 async fn find_user_in(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
