@@ -16,9 +16,7 @@ pub(crate) async fn append_audit(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let links = super::ledger::link_audit(tx, rows, now).await?;
-    if let Some(head) = links.last() {
-        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(&head.hash).execute(&mut **tx).await?;
-    }
+    super::ledger::move_audit_head(tx, &links).await?;
     for (a, link) in rows.iter().zip(links) {
         sqlx::query(
             "INSERT INTO audit_log (entry_id, actor_id, action, entity_type, entity_id, outcome, details, ip,

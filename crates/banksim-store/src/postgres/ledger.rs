@@ -434,7 +434,7 @@ notices AS (
 SELECT count(*) FROM notices";
 
 /// Locks the audit chain's head and links `rows` after it. The caller must move the head to the last new hash in the
-/// same transaction.
+/// same transaction ([`move_audit_head`]).
 pub(crate) async fn link_audit(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[AuditRow],
@@ -447,6 +447,14 @@ pub(crate) async fn link_audit(
     let head: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT last_hash FROM audit_chain_head FOR UPDATE").fetch_one(&mut **tx).await?;
     Ok(link(rows, head, now))
+}
+
+/// Moves the audit chain's head, locked by [`link_audit`], to the last of the links it gave (none: it stays).
+pub(crate) async fn move_audit_head(tx: &mut Transaction<'_, Postgres>, links: &[Link]) -> Result<(), StoreError> {
+    if let Some(last) = links.last() {
+        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(&last.hash).execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// A transaction row back as a record.

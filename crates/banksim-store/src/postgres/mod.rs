@@ -778,10 +778,7 @@ async fn insert_registrations(
         rows.event(&event, now);
     }
     copy(tx, COPY_EVENTS, &mut rows).await?;
-    if let Some(last) = links.last() {
-        sqlx::query("UPDATE audit_chain_head SET last_hash = $1").bind(&last.hash).execute(&mut **tx).await?;
-    }
-    Ok(())
+    ledger::move_audit_head(tx, &links).await
 }
 
 const COPY_USERS: &str = "COPY users (id, username, email, password_hash, role, is_active, created_at, updated_at) \
