@@ -50,7 +50,18 @@ wait_for() { # description, seconds, command...
         if "$@"; then return 0; fi
         sleep 0.2
     done
+    show_logs
     die "timed out waiting for $what (logs in $dir)"
+}
+
+# The last lines of every server's and keeper's log, for a failure's message (a test removes HA_DIR after it).
+show_logs() {
+    local log
+    for log in "$dir"/*.log; do
+        [ -f "$log" ] || continue
+        echo "--- ${log##*/}" >&2
+        tail -n 25 "$log" >&2
+    done
 }
 
 keeper() { # name

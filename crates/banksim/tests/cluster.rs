@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use banksim_store::Backend;
-use banksim_store::testing::{TestDatabase, backends, free_port};
+use banksim_store::testing::{TestDatabase, backends, free_port, free_ports};
 use common::{run, stderr};
 use serde_json::{Value, json};
 
@@ -37,7 +37,8 @@ impl Cluster {
             .arg("up")
             .env("INSTANCES", "3")
             .env("LB_PORT", free_port().to_string())
-            .env("BASE_PORT", (free_port() / 10 * 10).to_string())
+            // Instance i listens on BASE_PORT + i.
+            .env("BASE_PORT", free_ports(4).to_string())
             .env("BANKSIM_BIN", env!("CARGO_BIN_EXE_banksim"))
             .env("ARGON2_MEMORY_KIB", "64")
             .env("ARGON2_ITERATIONS", "1")

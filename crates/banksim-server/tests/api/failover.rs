@@ -27,7 +27,8 @@ struct Formation {
 impl Formation {
     async fn up() -> Self {
         let dir = format!("/tmp/banksim-ha-{}", Uuid::new_v4().simple());
-        let base_port = banksim_store::testing::free_port();
+        // The monitor on the base port, the nodes on the two after it.
+        let base_port = banksim_store::testing::free_ports(3);
         let mut formation = Self { dir, base_port, url: String::new() };
         let output = formation.script("up").await;
         assert!(output.status.success(), "pg-ha.sh up: {}", String::from_utf8_lossy(&output.stderr));

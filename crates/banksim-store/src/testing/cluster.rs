@@ -11,6 +11,8 @@ use std::sync::OnceLock;
 
 use sqlx::Connection;
 
+use super::free_port;
+
 /// The replica script, from the repository root.
 const REPLICA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-replica.sh");
 /// The account the servers run as when the tests run as root.
@@ -214,12 +216,6 @@ fn owned_folder() -> tempfile::TempDir {
         std::os::unix::fs::chown(folder.path(), Some(uid), Some(gid)).expect("chown the server's folder");
     }
     folder
-}
-
-/// A loopback port nothing listens on now, for the servers that tests start.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// The folder of `initdb` and `pg_ctl`: `PG_BIN`, else the newest `/usr/lib/postgresql/<n>/bin`, else `PATH`.

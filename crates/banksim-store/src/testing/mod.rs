@@ -201,8 +201,10 @@ mod child;
 mod cluster;
 mod faulty;
 mod nats;
+mod ports;
 
 pub use child::{ChildServer, Readiness, ServerKind};
-pub use cluster::{PgServer, free_port};
+pub use cluster::PgServer;
 pub use faulty::{FaultyStore, Pause, PauseAt};
 pub use nats::NatsServer;
+pub use ports::{free_port, free_ports};
