@@ -1953,7 +1953,7 @@ async fn the_sqlite_file_and_its_folder_are_private() {
     store.close().await;
 }
 
-/// The writer only appends to SQLite's write-ahead log (it checkpoints itself past 64 MB): a connection of the
+/// The writer only appends to SQLite's write-ahead log (it checkpoints itself past 256 MB): a connection of the
 /// store's own copies the log into the database file soon after each commit.
 #[tokio::test]
 async fn the_sqlite_log_reaches_the_database_file_without_the_writer_checkpointing() {
