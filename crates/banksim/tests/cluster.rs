@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use banksim_store::Backend;
-use banksim_store::testing::{TestDatabase, backends, free_port, free_ports};
+use banksim_store::testing::{TestDatabase, backends, free_ports};
 use common::{run, stderr};
 use serde_json::{Value, json};
 
@@ -33,12 +33,13 @@ struct Cluster {
 impl Cluster {
     fn up(database_url: &str) -> Self {
         let dir = tempfile::tempdir().expect("cluster dir");
+        let ports = free_ports(4);
         let output = run(Self::script(dir.path(), database_url)
             .arg("up")
             .env("INSTANCES", "3")
-            .env("LB_PORT", free_port().to_string())
-            // Instance i listens on BASE_PORT + i.
-            .env("BASE_PORT", free_ports(4).to_string())
+            // The load balancer on the block's first port, instance i on the i-th after it.
+            .env("LB_PORT", ports.to_string())
+            .env("BASE_PORT", ports.to_string())
             .env("BANKSIM_BIN", env!("CARGO_BIN_EXE_banksim"))
             .env("ARGON2_MEMORY_KIB", "64")
             .env("ARGON2_ITERATIONS", "1")

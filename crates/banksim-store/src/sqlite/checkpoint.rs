@@ -16,9 +16,9 @@ use sqlx::SqlitePool;
 const INTERVAL: Duration = Duration::from_millis(100);
 
 /// The log size (in pages) past which the writer checkpoints on its own: 256 MB with 4 KB pages. Under steady
-/// writes a passive checkpoint rarely catches up with the log, so the log grows to this size before it starts over,
-/// and SQLite `transfer` writes about 300 MB of log a second. At 64 MB the writer's own checkpoints were the p99 of
-/// SQLite `transfer` (53–62 ms against 37–43 ms at 256 MB, docs/benchmarks.md); the file on disk grows to this size.
+/// writes a passive checkpoint rarely catches up with the log (SQLite `transfer` writes about 300 MB of it a second),
+/// so the log, and its file on disk, grow to this size before it starts over. At 64 MB the writer's own checkpoints
+/// were the p99 of SQLite `transfer` (53–62 ms against 37–43 ms at 256 MB, docs/benchmarks.md).
 pub(super) const WRITER_PAGES: u32 = 65_536;
 
 /// Checkpoints through `checkpointer` (a pool of one connection) until that pool is closed.

@@ -1,13 +1,13 @@
-//! Ports for the servers that tests start. They are taken below Linux's ephemeral range (32768 and up): a port the
-//! kernel handed out for `127.0.0.1:0` may be given next to a client connection's local end before the server binds
-//! it. PostgreSQL then listens on IPv6 alone and a test waiting on `127.0.0.1` times out.
+//! Ports for the servers that tests start. They are taken below Linux's ephemeral range (32768 and up): a port in
+//! that range may become a client connection's local end between the check and the server's bind. PostgreSQL then
+//! listens on IPv6 alone, and a test waiting on `127.0.0.1` times out.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Where the blocks are taken from: above the well-known services, below the ephemeral range.
-const FIRST: u32 = 20_000;
-const END: u32 = 32_000;
+const FIRST: u16 = 20_000;
+const END: u16 = 32_000;
 
 /// A port that nothing listens on or connects from now.
 pub fn free_port() -> u16 {
@@ -18,8 +18,8 @@ pub fn free_port() -> u16 {
 /// ports from one base). Each call in a process gets a block of its own; processes start at different offsets.
 pub fn free_ports(count: u16) -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let count = u32::from(count.max(1));
-    let span = END - FIRST;
+    let count = count.max(1);
+    let span = u32::from(END - FIRST);
     let _ = NEXT.compare_exchange(
         u32::MAX,
         std::process::id().wrapping_mul(7_919) % span,
@@ -27,10 +27,10 @@ pub fn free_ports(count: u16) -> u16 {
         Ordering::Relaxed,
     );
     for _ in 0..span {
-        let offset = NEXT.fetch_add(count, Ordering::Relaxed) % span;
-        let base = FIRST + offset;
-        if base + count <= END && (base..base + count).all(is_free) {
-            return u16::try_from(base).expect("below 32000");
+        let offset = NEXT.fetch_add(u32::from(count), Ordering::Relaxed) % span;
+        let base = FIRST + u16::try_from(offset).expect("below the span");
+        if base.checked_add(count).is_some_and(|end| end <= END) && (base..base + count).all(is_free) {
+            return base;
         }
     }
     panic!("no {count} consecutive free ports between {FIRST} and {END}");
@@ -38,8 +38,7 @@ pub fn free_ports(count: u16) -> u16 {
 
 /// Whether a server could listen on every address of `port` (PostgreSQL binds `0.0.0.0`, which clashes with any
 /// socket on the port, a client's too).
-fn is_free(port: u32) -> bool {
-    let port = u16::try_from(port).expect("a port");
+fn is_free(port: u16) -> bool {
     TcpListener::bind(("0.0.0.0", port)).is_ok()
 }
 
@@ -52,9 +51,9 @@ mod tests {
         let first = free_ports(3);
         let second = free_ports(3);
         for base in [first, second] {
-            assert!((FIRST..END).contains(&u32::from(base)));
+            assert!((FIRST..END).contains(&base));
             for port in base..base + 3 {
-                assert!(is_free(u32::from(port)), "port {port} is free");
+                assert!(is_free(port), "port {port} is free");
             }
         }
         assert!(first.abs_diff(second) >= 3, "blocks {first} and {second} overlap");
@@ -65,6 +64,6 @@ mod tests {
         let server = TcpListener::bind("127.0.0.1:0").expect("a listener");
         let client = std::net::TcpStream::connect(server.local_addr().expect("its address")).expect("connected");
         let taken = client.local_addr().expect("the client's end").port();
-        assert!(!is_free(u32::from(taken)));
+        assert!(!is_free(taken));
     }
 }
